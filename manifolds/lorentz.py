@@ -1,0 +1,232 @@
+"""The Lorentz (hyperboloid) manifold as a thin ``geoopt.Manifold`` over :mod:`manifolds.lorentz_math`."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import geoopt
+import torch
+
+from . import lorentz_math as lm
+from .base import ManifoldOps
+from .constants import MANIFOLD_CHECK_RTOL
+
+Tensor = torch.Tensor
+
+
+class Lorentz(ManifoldOps, geoopt.Manifold):
+    r"""Hyperboloid :math:`H^n_k = \{x ∈ ℝ^{n+1} : <x,x>_L = -k,\ x_0 > 0\}` of curvature ``-1/k``.
+
+    Args:
+        k: the curvature parameter ``k > 0`` (curvature ``-1/k``; the paper's radius is ``R = sqrt(k)``).
+        learnable: make ``k`` a trainable parameter, kept positive by storing ``log k``.
+        validate: check every input (finite, right size, on the manifold / tangent space) and raise a
+            ``ValueError`` that says what is wrong; off by default for speed.
+        dim: the intrinsic dimension ``n``, if you want sizes checked (points have ``n + 1`` coordinates).
+
+    Works with ``geoopt.ManifoldParameter`` and ``geoopt.optim.RiemannianAdam``. Operations at the origin are
+    exact to working precision up to distance ≈ 88·sqrt(k) in float32; operations at other base points are
+    computed in float64 internally (see :mod:`manifolds.lorentz_math` and the README's numerical envelope).
+
+    Example:
+        >>> M = Lorentz(k=2.0)
+        >>> x = M.expmap0(torch.tensor([0.0, 1.0, 2.0]))
+        >>> bool(M.check_point_on_manifold(x))
+        True
+        >>> torch.allclose(M.logmap0(x), torch.tensor([0.0, 1.0, 2.0]))
+        True
+    """
+
+    name = "Lorentz"
+    ndim = 1
+    reversible = False
+    __scaling__ = geoopt.Manifold.__scaling__.copy()
+
+    def __init__(self, k: float | Tensor = 1.0, learnable: bool = False, *, validate: bool = False,
+                 dim: int | None = None) -> None:
+        super().__init__()
+        k_t = torch.as_tensor(k, dtype=torch.get_default_dtype() if not torch.is_tensor(k) else None)
+        if not torch.is_floating_point(k_t):
+            k_t = k_t.to(torch.get_default_dtype())
+        if k_t.dim() != 0 or not bool(torch.isfinite(k_t)) or float(k_t) <= 0:
+            raise ValueError(
+                f"Lorentz curvature parameter k must be a finite positive scalar (curvature is -1/k); got {k!r}. "
+                f"For the paper's radius R use k = R**2."
+            )
+        if dim is not None and (int(dim) != dim or dim < 1):
+            raise ValueError(f"dim (the intrinsic dimension n) must be a positive integer; got {dim!r}")
+        self.log_k = torch.nn.Parameter(k_t.detach().clone().log(), requires_grad=learnable)
+        self.validate = validate
+        self.dim = dim
+
+    # -- curvature -----------------------------------------------------------------------------------------
+    @property
+    def k(self) -> Tensor:
+        """The curvature parameter ``k = exp(log_k) > 0`` (differentiable when learnable)."""
+        return self.log_k.exp()
+
+    @property
+    def learnable(self) -> bool:
+        return self.log_k.requires_grad
+
+    def set_k(self, value: float) -> None:
+        """Set ``k`` in place (e.g. from a curvature schedule); ``value`` must be positive."""
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"k must be finite and positive; got {value}")
+        with torch.no_grad():
+            self.log_k.fill_(math.log(value))
+
+    def extra_repr(self) -> str:
+        return f"k={float(self.k):.4g}, learnable={self.learnable}"
+
+    # -- sizes ---------------------------------------------------------------------------------------------
+    def ambient_dim(self, n: int) -> int:
+        return n + 1
+
+    def intrinsic_dim(self, x: Tensor) -> int:
+        return x.size(-1) - 1
+
+    # -- checks (geoopt interface) -------------------------------------------------------------------------
+    def _check_point_on_manifold(self, x: Tensor, *, atol: float = 0.0, rtol: float = MANIFOLD_CHECK_RTOL,
+                                 dim: int = -1) -> Tuple[bool, Optional[str]]:
+        x = x.movedim(dim, -1)
+        if not bool(torch.isfinite(x).all()):
+            return False, "contains NaN or inf coordinates"
+        x64 = x.double()
+        k = self.k.detach().double()
+        err = (lm.inner(x64, x64) + k).abs()
+        scale = k + x64[..., 0] ** 2 + (x64[..., 1:] ** 2).sum(-1)
+        worst = float((err - atol - rtol * scale).max()) if err.numel() else -1.0
+        if worst > 0 or (x64[..., 0] <= 0).any():
+            rel = float((err / scale).max())
+            return False, (
+                f"not on the Lorentz manifold (k={float(k):.4g}): max |<x,x>_L + k| / (k + |x|^2) = {rel:.3g} "
+                f"> rtol {rtol:g} (or x_0 <= 0); project it with Lorentz.projx, or map tangent vectors with expmap0"
+            )
+        return True, None
+
+    def _check_vector_on_tangent(self, x: Tensor, u: Tensor, *, atol: float = 0.0,
+                                 rtol: float = MANIFOLD_CHECK_RTOL, dim: int = -1) -> Tuple[bool, Optional[str]]:
+        x, u = x.movedim(dim, -1).double(), u.movedim(dim, -1).double()
+        if not bool(torch.isfinite(u).all()):
+            return False, "contains NaN or inf coordinates"
+        err = lm.inner(x, u).abs()
+        scale = torch.linalg.vector_norm(x, dim=-1) * torch.linalg.vector_norm(u, dim=-1)
+        if bool((err > atol + rtol * scale + 1e-12).any()):
+            rel = float((err / scale.clamp_min(1e-300)).max())
+            return False, (
+                f"not tangent to the Lorentz manifold at x: max |<x,u>_L| / (|x||u|) = {rel:.3g} > rtol {rtol:g}; "
+                f"project it with Lorentz.proju(x, u)"
+            )
+        return True, None
+
+    # -- geoopt operations ---------------------------------------------------------------------------------
+    def inner(self, x: Tensor, u: Tensor, v: Optional[Tensor] = None, *, keepdim: bool = False,
+              dim: int = -1) -> Tensor:
+        """Minkowski product ``<u, v>_L`` (``v = u`` if omitted); ``x`` is the base point (unused)."""
+        return lm.inner(u, u if v is None else v, keepdim=keepdim, dim=dim)
+
+    def norm(self, u: Tensor, x: Optional[Tensor] = None, *, keepdim: bool = False, dim: int = -1) -> Tensor:
+        """Riemannian norm ``||u||_L`` of a tangent vector."""
+        return lm.norm(u, keepdim=keepdim, dim=dim)
+
+    def projx(self, x: Tensor, *, dim: int = -1) -> Tensor:
+        self._check_size(x.movedim(dim, -1), "x")
+        return lm.projx(x, self.k, dim=dim)
+
+    def proju(self, x: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
+        return lm.proju(x, u, self.k, dim=dim)
+
+    def egrad2rgrad(self, x: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
+        return lm.egrad2rgrad(x, u, self.k, dim=dim)
+
+    def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False, dim: int = -1) -> Tensor:
+        self.validate_point(x.movedim(dim, -1), "x")
+        self.validate_point(y.movedim(dim, -1), "y")
+        return lm.dist(x, y, self.k, keepdim=keepdim, dim=dim)
+
+    def dist0(self, x: Tensor, *, keepdim: bool = False, dim: int = -1) -> Tensor:
+        self.validate_point(x.movedim(dim, -1), "x")
+        return lm.dist0(x, self.k, keepdim=keepdim, dim=dim)
+
+    def expmap(self, x: Tensor, u: Tensor, *, project: bool = True, dim: int = -1) -> Tensor:
+        self.validate_point(x.movedim(dim, -1), "x")
+        self.validate_tangent(x.movedim(dim, -1), u.movedim(dim, -1), "u")
+        return lm.expmap(x, u, self.k, dim=dim)
+
+    retr = expmap
+
+    def logmap(self, x: Tensor, y: Tensor, *, dim: int = -1) -> Tensor:
+        self.validate_point(x.movedim(dim, -1), "x")
+        self.validate_point(y.movedim(dim, -1), "y")
+        return lm.logmap(x, y, self.k, dim=dim)
+
+    def expmap0(self, u: Tensor, *, project: bool = True, dim: int = -1) -> Tensor:
+        self._check_size(u.movedim(dim, -1), "u")
+        if self.validate:
+            self._check_finite(u, "u")
+        return lm.expmap0(u, self.k, dim=dim)
+
+    def logmap0(self, x: Tensor, *, dim: int = -1) -> Tensor:
+        self.validate_point(x.movedim(dim, -1), "x")
+        return lm.logmap0(x, self.k, dim=dim)
+
+    def transp(self, x: Tensor, y: Tensor, v: Tensor, *, dim: int = -1) -> Tensor:
+        self.validate_point(x.movedim(dim, -1), "x")
+        self.validate_point(y.movedim(dim, -1), "y")
+        self.validate_tangent(x.movedim(dim, -1), v.movedim(dim, -1), "v")
+        return lm.transp(x, y, v, self.k, dim=dim)
+
+    def transp0(self, y: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
+        self.validate_point(y.movedim(dim, -1), "y")
+        return lm.transp0(y, u, self.k, dim=dim)
+
+    def transp0back(self, x: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
+        self.validate_point(x.movedim(dim, -1), "x")
+        self.validate_tangent(x.movedim(dim, -1), u.movedim(dim, -1), "u")
+        return lm.transp0back(x, u, self.k, dim=dim)
+
+    def origin(self, *size, dtype=None, device=None, seed: int = 42) -> geoopt.ManifoldTensor:
+        """The origin ``(sqrt(k), 0, …, 0)`` broadcast to ``size`` (last entry = ``n + 1``)."""
+        size = geoopt.utils.size2shape(*size)
+        k = self.k.detach().to(dtype=dtype or self.log_k.dtype, device=device or self.log_k.device)
+        o = torch.zeros(*size, dtype=k.dtype, device=k.device)
+        o[..., 0] = k.sqrt()
+        return geoopt.ManifoldTensor(o, manifold=self)
+
+    def random(self, *size, std: float = 1.0, dtype=None, device=None) -> geoopt.ManifoldTensor:
+        """Samples of the wrapped normal at the origin with isotropic ``std`` (last entry of size = ``n+1``)."""
+        size = geoopt.utils.size2shape(*size)
+        v = torch.randn(*size[:-1], size[-1] - 1, dtype=dtype or self.log_k.dtype,
+                        device=device or self.log_k.device) * std
+        return geoopt.ManifoldTensor(self.expmap0_spatial(v), manifold=self)
+
+    random_normal = random
+
+    # -- tangent coordinates at the origin (used by distributions and flows) -------------------------------
+    def expmap0_spatial(self, v: Tensor) -> Tensor:
+        """``exp_o((0, v))`` for tangent coordinates ``v ∈ ℝⁿ``."""
+        self.validate_coords(v, "v")
+        return lm.expmap0_spatial(v, self.k)
+
+    def logmap0_spatial(self, x: Tensor) -> Tensor:
+        """Tangent coordinates ``v ∈ ℝⁿ`` of ``log_o(x)``."""
+        self.validate_point(x, "x")
+        return lm.logmap0_spatial(x, self.k)
+
+    def expmap_logdet(self, r: Tensor, n: int) -> Tensor:
+        """``(n-1)·ℓ(r)``: log volume change of ``exp`` at a tangent vector of norm ``r``."""
+        return lm.expmap_logdet(r, self.k.to(r.dtype), n)
+
+    def translate(self, mu: Tensor, p: Tensor, *, inverse: bool = False) -> Tensor:
+        """The isometry taking ``o`` to ``mu`` (``inverse``: ``mu`` to ``o``), applied to ``p``."""
+        return lm.translate(mu, p, self.k, inverse=inverse)
+
+    def to_poincare(self, x: Tensor) -> Tensor:
+        """Coordinates in the Poincaré ball of radius ``sqrt(k)`` (for plots)."""
+        return lm.lorentz_to_poincare(x, self.k)
+
+    def from_poincare(self, p: Tensor) -> Tensor:
+        """Inverse of :meth:`to_poincare`."""
+        return lm.poincare_to_lorentz(p, self.k)
