@@ -1,0 +1,30 @@
+"""Normalizing flows on ℝⁿ and on the hyperboloid with exact log-determinants in both directions.
+
+Every transform maps base → data: ``forward(x, context=None) -> (y, log|det ∂y/∂x|)`` and
+``inverse(y, context=None) -> (x, log|det ∂x/∂y|)``. :func:`build` makes any registered flow by name;
+:class:`Flow` turns a base distribution and a transform into a distribution.
+
+Example:
+    >>> import torch
+    >>> from manifolds import Lorentz, WrappedNormal
+    >>> from flows import Flow, build
+    >>> M = Lorentz(k=1.0)
+    >>> q = Flow(WrappedNormal(M.origin(3), torch.ones(2), M), build("whc", M, dim=2, layers=4))
+    >>> q.sample((10,)).shape
+    torch.Size([10, 3])
+"""
+
+from .conditioners import GraphConditioner, MLPConditioner, make_conditioner
+from .coupling import (AffineCoupling, AffineHalf, Coupling, CouplingHalf, HyperboloidHalf, TangentCoupling,
+                       WrappedHyperboloidCoupling, bounded_log_scale)
+from .distribution import Flow
+from .linear import ActNorm, Permutation
+from .registry import available, build, describe, register
+from .transform import Compose, TangentSpaceTransform, Transform
+
+__all__ = [
+    "ActNorm", "AffineCoupling", "AffineHalf", "Compose", "Coupling", "CouplingHalf", "Flow", "GraphConditioner",
+    "HyperboloidHalf", "MLPConditioner", "Permutation", "TangentCoupling", "TangentSpaceTransform", "Transform",
+    "WrappedHyperboloidCoupling", "available", "bounded_log_scale", "build", "describe", "make_conditioner",
+    "register",
+]

@@ -28,6 +28,7 @@ __all__ = [
     "inner",
     "norm",
     "sinhc",
+    "asinh",
     "asinhc",
     "log_sinhc",
     "expmap_logdet",
@@ -71,13 +72,26 @@ def sinhc(z: Tensor) -> Tensor:
     return torch.where(small, series, torch.sinh(zs) / zs)
 
 
+def asinh(z: Tensor) -> Tensor:
+    r"""``asinh(z)`` whose gradient stays right for huge ``|z|``.
+
+    ``torch.asinh``'s backward forms ``1/sqrt(1 + z²)``, which overflows to 0 once ``z² > finfo.max``
+    (``|z| > 1.8e19`` in float32, reached at distance ≈ 44 from the origin). Above ``1/sqrt(eps)`` we use
+    ``sign(z)·(log 2 + log|z|)``, equal to ``asinh(z)`` to working precision (the difference is ``1/(4z²)``).
+    """
+    big = z.abs() > 1.0 / math.sqrt(torch.finfo(z.dtype).eps)
+    zb = torch.where(big, z, torch.ones_like(z))
+    zs = torch.where(big, torch.zeros_like(z), z)
+    return torch.where(big, torch.sign(zb) * (math.log(2.0) + torch.log(zb.abs())), torch.asinh(zs))
+
+
 def asinhc(z: Tensor) -> Tensor:
     r"""``asinh(z) / z``, equal to 1 at ``z = 0``; series ``1 - z²/6 + 3z⁴/40 - 5z⁶/112`` near 0."""
     small = z.abs() < SERIES_THRESHOLD
     zs = torch.where(small, torch.ones_like(z), z)
     z2 = torch.where(small, z, torch.zeros_like(z)) ** 2
     series = 1 - z2 / 6 + 3 * z2 * z2 / 40 - 5 * z2 * z2 * z2 / 112
-    return torch.where(small, series, torch.asinh(zs) / zs)
+    return torch.where(small, series, asinh(zs) / zs)
 
 
 def log_sinhc(z: Tensor) -> Tensor:
@@ -240,8 +254,15 @@ def logmap0_spatial(x: Tensor, k: Tensor | float) -> Tensor:
         tensor([3., 4.])
     """
     xs = x[..., 1:]
-    z = scaled_norm(xs, keepdim=True) / _sqrt_k(_kdim(k, x), x)
-    return asinhc(z) * xs
+    sk = _sqrt_k(_kdim(k, x), x)
+    rho = scaled_norm(xs, keepdim=True)
+    z = rho / sk
+    # far from o: (x̂/ρ)·sqrt(k)·asinh(z); the product form asinhc(z)·x̂ would form 1/z² in its gradient,
+    # which underflows (z > 1e19 in float32) and silently zeroes part of the Jacobian.
+    far = z > 1
+    unit = xs / torch.where(far, rho, torch.ones_like(rho))
+    near = asinhc(torch.where(far, torch.zeros_like(z), z)) * xs
+    return torch.where(far, unit * (sk * asinh(z)), near)
 
 
 def expmap0(u: Tensor, k: Tensor | float, *, dim: int = -1) -> Tensor:
@@ -264,7 +285,7 @@ def dist0(x: Tensor, k: Tensor | float, *, keepdim: bool = False, dim: int = -1)
     if dim != -1:
         x = x.movedim(dim, -1)
     sk = _sqrt_k(_kdim(k, x), x)
-    out = sk * torch.asinh(scaled_norm(x[..., 1:], keepdim=True) / sk)
+    out = sk * asinh(scaled_norm(x[..., 1:], keepdim=True) / sk)
     return out if keepdim else out.squeeze(-1)
 
 

@@ -1,0 +1,1 @@
+"""Experiments: datasets, training runners, benchmarks and plots."""

@@ -1,0 +1,109 @@
+"""Conditioner networks: they map the conditioning half of a coupling (and a context) to its parameters."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from .constants import DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, OUTPUT_INIT_SCALE
+
+Tensor = torch.Tensor
+
+
+def _near_identity_(layer: nn.Linear) -> nn.Linear:
+    with torch.no_grad():
+        layer.weight.mul_(OUTPUT_INIT_SCALE)
+        layer.bias.zero_()
+    return layer
+
+
+class MLPConditioner(nn.Module):
+    r"""``x ↦ W_L tanh(… tanh(W_1 [x, c] + b_1) …) + b_L`` (the paper: two hidden layers of 128, tanh).
+
+    Args:
+        in_features: size of the conditioning input.
+        out_features: number of outputs.
+        hidden: hidden width.
+        layers: number of hidden layers.
+        context_features: size of an optional context vector concatenated to the input (conditional flows).
+
+    Example:
+        >>> net = MLPConditioner(3, 4)
+        >>> net(torch.randn(5, 3)).shape
+        torch.Size([5, 4])
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden: int = DEFAULT_HIDDEN,
+                 layers: int = DEFAULT_HIDDEN_LAYERS, context_features: int = 0) -> None:
+        super().__init__()
+        self.context_features = context_features
+        sizes = [in_features + context_features] + [hidden] * layers
+        mods: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            mods += [nn.Linear(a, b), nn.Tanh()]
+        mods.append(_near_identity_(nn.Linear(sizes[-1], out_features)))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        if self.context_features:
+            if context is None:
+                raise ValueError(f"this conditioner expects a context of {self.context_features} features; got None")
+            x = torch.cat([x, context.expand(*x.shape[:-1], context.size(-1))], dim=-1)
+        return self.net(x)
+
+
+class GraphConditioner(nn.Module):
+    r"""Graph conditioner: ``layers`` message-passing layers (GCN or GAT, tanh) and a linear read-out per node.
+
+    The node features are the conditioning half of each node's latent; the context is the graph's
+    ``edge_index`` (shape ``(2, E)``), so a coupling on node latents can use the neighbours' latents.
+
+    Args:
+        in_features, out_features, hidden, layers: as in :class:`MLPConditioner`.
+        kind: ``"gcn"`` (``torch_geometric.nn.GCNConv``) or ``"gat"`` (``GATConv``, one head).
+
+    Example:
+        >>> net = GraphConditioner(2, 4, kind="gcn")
+        >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+        >>> net(torch.randn(3, 2), edge_index).shape
+        torch.Size([3, 4])
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden: int = DEFAULT_HIDDEN,
+                 layers: int = DEFAULT_HIDDEN_LAYERS, kind: str = "gcn") -> None:
+        super().__init__()
+        from torch_geometric.nn import GATConv, GCNConv
+
+        conv: Callable[[int, int], nn.Module]
+        if kind == "gcn":
+            conv = lambda a, b: GCNConv(a, b)  # noqa: E731
+        elif kind == "gat":
+            conv = lambda a, b: GATConv(a, b, heads=1)  # noqa: E731
+        else:
+            raise ValueError(f"graph conditioner kind must be 'gcn' or 'gat'; got {kind!r}")
+        sizes = [in_features] + [hidden] * layers
+        self.convs = nn.ModuleList(conv(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.out = _near_identity_(nn.Linear(sizes[-1], out_features))
+
+    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        if context is None or context.dim() != 2 or context.size(0) != 2:
+            raise ValueError(
+                "a graph conditioner needs context=edge_index, a LongTensor of shape (2, E); got "
+                f"{None if context is None else tuple(context.shape)}"
+            )
+        h = x
+        for conv in self.convs:
+            h = torch.tanh(conv(h, context))
+        return self.out(h)
+
+
+def make_conditioner(kind: str, in_features: int, out_features: int, hidden: int = DEFAULT_HIDDEN,
+                     context_features: int = 0) -> nn.Module:
+    """``"mlp"`` → :class:`MLPConditioner`; ``"gcn"`` / ``"gat"`` → :class:`GraphConditioner`."""
+    if kind == "mlp":
+        return MLPConditioner(in_features, out_features, hidden, context_features=context_features)
+    if kind in ("gcn", "gat"):
+        return GraphConditioner(in_features, out_features, hidden, kind=kind)
+    raise ValueError(f"unknown conditioner {kind!r}; choose 'mlp', 'gcn' or 'gat'")

@@ -1,0 +1,106 @@
+"""``flows.build``: the factory used by users and the command line, and the registry behind it."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from manifolds.base import ManifoldOps
+
+from .constants import DEFAULT_HIDDEN
+from .coupling import AffineCoupling, TangentCoupling, WrappedHyperboloidCoupling
+from .transform import Compose, Transform
+
+Factory = Callable[..., Transform]
+
+_REGISTRY: dict[str, tuple[Factory, tuple[str, ...], str]] = {}
+
+
+def register(name: str, manifolds: tuple[str, ...], summary: str) -> Callable[[Factory], Factory]:
+    """Register ``factory(manifold, dim, layers, hidden, conditioner) -> Transform`` under ``name``.
+
+    ``manifolds`` lists the manifold names (``"Euclidean"``, ``"Lorentz"``) the flow applies to.
+    """
+
+    def deco(factory: Factory) -> Factory:
+        if name in _REGISTRY:
+            raise ValueError(f"a flow named {name!r} is already registered")
+        _REGISTRY[name] = (factory, manifolds, summary)
+        return factory
+
+    return deco
+
+
+def available(manifold: ManifoldOps | None = None) -> list[str]:
+    """Names :func:`build` knows (those applying to ``manifold`` if given).
+
+    Example:
+        >>> from flows import available
+        >>> {"nc", "tc", "whc"} <= set(available())
+        True
+    """
+    return sorted(n for n, (_, ms, _) in _REGISTRY.items() if manifold is None or manifold.name in ms)
+
+
+def describe() -> dict[str, str]:
+    """One-line summary of each registered flow (used by ``--help``)."""
+    return {n: s for n, (_, _, s) in sorted(_REGISTRY.items())}
+
+
+def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: int = DEFAULT_HIDDEN,
+          conditioner: str = "mlp", **kwargs) -> Transform:
+    """Build the flow ``name`` on ``manifold`` of intrinsic dimension ``dim`` (points of Hⁿ have ``dim + 1``
+    ambient coordinates).
+
+    Args:
+        name: one of :func:`available` (``"nc"``, ``"tc"``, ``"whc"``, …).
+        manifold: a :class:`~manifolds.Euclidean` or :class:`~manifolds.Lorentz`.
+        dim: intrinsic dimension ``n``.
+        layers: number of layers (coupling layers alternate which half they transform).
+        hidden: conditioner width.
+        conditioner: ``"mlp"``, or ``"gcn"`` / ``"gat"`` for graph flows (pass ``context=edge_index``).
+        **kwargs: passed to the factory (e.g. ``context_features`` for conditional MLP couplings).
+
+    Raises:
+        ValueError: unknown name, or a flow that does not apply to this manifold.
+
+    Example:
+        >>> import torch
+        >>> from manifolds import Lorentz
+        >>> f = build("whc", Lorentz(), dim=2, layers=4)
+        >>> y, ladj = f(Lorentz().origin(5, 3))
+        >>> y.shape, ladj.shape
+        (torch.Size([5, 3]), torch.Size([5]))
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown flow {name!r}; available: {', '.join(available())}")
+    factory, manifolds, _ = _REGISTRY[name]
+    if manifold.name not in manifolds:
+        raise ValueError(
+            f"flow {name!r} does not apply to the {manifold.name} manifold (it applies to {', '.join(manifolds)}); "
+            f"flows for {manifold.name}: {', '.join(available(manifold))}"
+        )
+    if int(layers) != layers or layers < 1:
+        raise ValueError(f"layers must be a positive integer; got {layers}")
+    if int(dim) != dim or dim < 1:
+        raise ValueError(f"dim must be a positive integer (the intrinsic dimension n); got {dim}")
+    return factory(manifold, dim, layers=layers, hidden=hidden, conditioner=conditioner, **kwargs)
+
+
+def _couplings(cls, manifold, dim, layers, hidden, conditioner, **kw) -> Transform:
+    args = (manifold,) if cls is not AffineCoupling else ()
+    return Compose([cls(*args, dim, parity=i % 2, conditioner=conditioner, hidden=hidden, **kw) for i in range(layers)])
+
+
+@register("nc", ("Euclidean",), "affine coupling on ℝⁿ (RealNVP; the paper's NC)")
+def _nc(manifold, dim, **kw) -> Transform:
+    return _couplings(AffineCoupling, manifold, dim, **kw)
+
+
+@register("tc", ("Lorentz",), "tangent coupling on Hⁿ: exp_o ∘ affine coupling ∘ log_o (the paper's TC)")
+def _tc(manifold, dim, **kw) -> Transform:
+    return _couplings(TangentCoupling, manifold, dim, **kw)
+
+
+@register("whc", ("Lorentz",), "wrapped hyperboloid coupling on Hⁿ (the paper's WHC)")
+def _whc(manifold, dim, **kw) -> Transform:
+    return _couplings(WrappedHyperboloidCoupling, manifold, dim, **kw)
