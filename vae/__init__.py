@@ -1,0 +1,57 @@
+"""Variational autoencoders with a manifold latent space and optional flow posteriors (Bose et al. 2020).
+
+* :class:`VAE` — one VAE for ``Euclidean`` or ``Lorentz`` latents; :func:`paper_model` builds the paper's
+  N-VAE, H-VAE, NC, TC and WHC; :func:`elbo`, :func:`iwae_bound`, :func:`evaluate_log_likelihood` are the
+  objectives of MATH.md §5; :class:`CurvatureSchedule` is the fixed / learnable / warm-up curvature.
+* :mod:`vae.graph` — graph VAE for link prediction (paper §4.2).
+* :mod:`vae.generation` and :mod:`vae.graph_metrics` — two-stage graph generator and its metrics (§4.3).
+
+Example:
+    >>> import torch
+    >>> from vae import paper_model
+    >>> model = paper_model("h-vae", data_dim=8, latent_dim=2, hidden=16)
+    >>> model.loss(torch.bernoulli(torch.full((5, 8), 0.5))).dim()
+    0
+"""
+
+from __future__ import annotations
+
+from . import constants
+from .curvature import CurvatureSchedule
+from .likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
+from .model import PAPER_MODELS, VAE, ELBOTerms, bound_tangent, paper_model
+from .objectives import elbo, evaluate_log_likelihood, iwae_bound
+from .graph import (EdgeSplit, FermiDiracDecoder, GraphVAE, InnerProductDecoder, fit_graph_vae, prepare_edge_index,
+                    split_edges)
+from .generation import DistanceDecoder, FlowPrior, GraphAutoEncoder, GraphGenerator
+from .graph_metrics import generation_metrics, is_lobster, is_tree
+
+__all__ = [
+    "VAE",
+    "ELBOTerms",
+    "PAPER_MODELS",
+    "paper_model",
+    "bound_tangent",
+    "elbo",
+    "iwae_bound",
+    "evaluate_log_likelihood",
+    "CurvatureSchedule",
+    "Likelihood",
+    "BernoulliLikelihood",
+    "GaussianLikelihood",
+    "constants",
+    "GraphVAE",
+    "EdgeSplit",
+    "split_edges",
+    "prepare_edge_index",
+    "fit_graph_vae",
+    "InnerProductDecoder",
+    "FermiDiracDecoder",
+    "GraphAutoEncoder",
+    "DistanceDecoder",
+    "FlowPrior",
+    "GraphGenerator",
+    "generation_metrics",
+    "is_tree",
+    "is_lobster",
+]

@@ -1,0 +1,87 @@
+"""Two-stage graph generator and generation metrics."""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from manifolds import Euclidean, Lorentz
+from vae import GraphGenerator, generation_metrics, is_lobster, is_tree
+from vae.generation import clean_graph, complete_edge_index
+from vae.graph_metrics import gaussian_tv, mmd2
+
+
+
+def test_tree_and_lobster_predicates():
+    assert is_tree(nx.random_labeled_tree(30, seed=1)) and not is_tree(nx.cycle_graph(5))
+    assert not is_tree(nx.empty_graph(0)) and not is_tree(nx.empty_graph(3))
+    lobster = getattr(nx, "random_lobster_graph", getattr(nx, "random_lobster", None))(20, 0.7, 0.7, seed=3)
+    assert is_lobster(lobster)
+    # a tree that is not a lobster: a path with 3-deep branches from its middle
+    g = nx.balanced_tree(3, 3)
+    assert is_tree(g) and not is_lobster(g)
+
+
+def test_metrics_on_known_graphs():
+    trees = [nx.random_labeled_tree(20, seed=s) for s in range(4)]
+    cliques = [nx.complete_graph(5) for _ in range(3)]
+    same = generation_metrics(trees, trees)
+    assert same["accuracy"] == 100.0 and same["avg_triangles"] == 0 and same["avg_clustering"] == 0
+    assert abs(same["mmd_degree"]) < 1e-9 and abs(same["mmd_spectral"]) < 1e-9
+    diff = generation_metrics(cliques, trees)
+    assert diff["accuracy"] == 0 and diff["avg_triangles"] == 10 and diff["avg_clustering"] == 1.0
+    assert diff["mmd_degree"] > 0.1 and diff["mmd_clustering"] > 0.1 and diff["mmd_spectral"] > 0.1
+    # raw graphs: a tree plus an isolated node is not a tree
+    forest = nx.disjoint_union(trees[0], nx.empty_graph(1))
+    assert generation_metrics([forest], trees)["accuracy"] == 0.0
+
+
+def test_gaussian_tv_kernel_and_mmd():
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    assert gaussian_tv(a, a) == pytest.approx(1.0, abs=1e-5)
+    assert gaussian_tv(a, b) == pytest.approx(math.exp(-0.5), rel=1e-4)  # TV = 1
+    assert mmd2([a], [b], gaussian_tv) == pytest.approx(2 - 2 * math.exp(-0.5), rel=1e-4)
+
+
+def test_clean_graph_handles_directed_self_loops_and_rejects_empty():
+    d = nx.DiGraph([(0, 1), (1, 2), (2, 2)])
+    g = clean_graph(d)
+    assert not g.is_directed() and g.number_of_edges() == 2 and nx.number_of_selfloops(g) == 0
+    with pytest.raises(ValueError, match="no edges"):
+        clean_graph(nx.empty_graph(4))
+    with pytest.raises(ValueError, match="at least 2 nodes"):
+        clean_graph(nx.empty_graph(1))
+
+
+def test_complete_edge_index_is_block_diagonal():
+    ei = complete_edge_index([3, 2])
+    assert ei.size(1) == 3 * 2 + 2 * 1
+    assert ((ei[0] < 3) == (ei[1] < 3)).all() and (ei[0] != ei[1]).all()
+
+
+@pytest.mark.parametrize("manifold, flow", [(Lorentz(), "whc"), (Euclidean(), "nc")])
+def test_generator_produces_graphs_with_finite_metrics(manifold, flow, device):
+    train = [nx.random_labeled_tree(n, seed=s) for s, n in enumerate(range(10, 26, 2))]
+    held_out = [nx.random_labeled_tree(n, seed=100 + n) for n in (12, 16, 20)]
+    gen = GraphGenerator(manifold, latent_dim=2, flow=flow, hidden=16).to(device)
+    hist = gen.fit(train, ae_epochs=15, flow_epochs=15, batch_size=4)
+    assert all(math.isfinite(v) for v in hist["autoencoder"] + hist["flow"])
+    assert hist["flow"][-1] < hist["flow"][0], "maximum likelihood should lower the flow prior's NLL"
+    graphs = gen.generate(6, seed=0)
+    assert len(graphs) == 6 and all(g.number_of_nodes() in gen.sizes for g in graphs)
+    metrics = generation_metrics(graphs, held_out, kind="tree")
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+    assert 0 <= metrics["accuracy"] <= 100
+    assert metrics["avg_clustering"] >= 0 and metrics["avg_triangles"] >= 0
+
+
+def test_flow_prior_log_prob_uses_the_complete_graph_in_both_directions():
+    gen = GraphGenerator(Lorentz(), latent_dim=2, flow="whc", hidden=8)
+    torch.manual_seed(0)
+    z = gen.prior.sample([4, 3])
+    lp = gen.prior.log_prob(z, [4, 3])
+    assert lp.shape == (7,) and torch.isfinite(lp).all()

@@ -1,0 +1,62 @@
+"""Named constants of the VAEs, graph VAEs and graph generator, in one place, each with its reason."""
+
+from __future__ import annotations
+
+#: Paper's importance-sample count for the test log-likelihood (Bose et al. 2020, App. E; Burda et al. 2016).
+IWAE_SAMPLES: int = 500
+
+#: Upper bound on ``K_chunk × batch`` latent samples evaluated at once by the IWAE estimator; the estimator
+#: processes the ``K`` samples in chunks of ``max(1, IWAE_MAX_SAMPLES_PER_CHUNK // batch)`` so that its peak
+#: memory does not grow with ``K``.
+IWAE_MAX_SAMPLES_PER_CHUNK: int = 65_536
+
+#: Smooth bound on the norm of the encoder's mean in tangent coordinates: ``μ̃ = B·tanh(|m|/B)·m/|m|``.
+#: Points at distance 8·sqrt(k) from the origin are still far inside float32's reliable range for operations
+#: at base points away from the origin (ambient coordinates good to ~6e-8·cosh²(8) ≈ 0.5 % relative would be
+#: the worst case; MATH.md §7), and no bijection is clamped: the bound acts before the posterior.
+MAX_TANGENT_NORM: float = 8.0
+
+#: Posterior scales are ``softplus(s) + MIN_SCALE``: a floor that keeps ``log σ`` and ``1/σ`` finite.
+MIN_SCALE: float = 1e-4
+
+#: Likewise for the learnable standard deviation of the Gaussian likelihood.
+MIN_GAUSSIAN_SCALE: float = 1e-3
+
+#: The paper's curvature warm-up (MATH.md §5): ``R = WARMUP_START_RADIUS - epoch`` for ``WARMUP_EPOCHS``
+#: epochs (R = 11, 10, ..., 2), ``k = R²``; afterwards ``R`` stays at ``WARMUP_FINAL_RADIUS`` (fixed) or
+#: becomes learnable from there.
+WARMUP_START_RADIUS: float = 11.0
+WARMUP_EPOCHS: int = 10
+WARMUP_FINAL_RADIUS: float = 2.0
+
+#: Density-estimation defaults (paper App. E): coupling layers and hidden width of their s, t networks.
+FLOW_LAYERS: int = 2
+FLOW_HIDDEN: int = 128
+
+#: Edge split of the graph-reconstruction experiment: 85 % train, 5 % validation, 10 % test edges.
+VAL_FRACTION: float = 0.05
+TEST_FRACTION: float = 0.10
+
+#: Graph-reconstruction encoder width (paper App. E: GCN with 16 hidden units).
+GRAPH_HIDDEN: int = 16
+
+#: Graph-generation encoder width (paper App. E: GAT layers of 32) and attention heads.
+GENERATOR_HIDDEN: int = 32
+GAT_HEADS: int = 1
+
+#: Structural node features of the generator (the graphs have no features of their own): one-hot degree
+#: capped at ``DEGREE_FEATURE_CAP`` plus random-walk return probabilities for ``1..RANDOM_WALK_STEPS`` steps.
+DEGREE_FEATURE_CAP: int = 16
+RANDOM_WALK_STEPS: int = 8
+
+#: Floor on the distance decoder's temperature, ``τ = softplus(·) + MIN_TEMPERATURE > 0`` (MATH.md §6).
+MIN_TEMPERATURE: float = 1e-2
+
+#: Gaussian-TV kernel bandwidths and histogram bins of the generation MMDs (as in GraphRNN / GRAN).
+MMD_SIGMA_DEGREE: float = 1.0
+MMD_SIGMA_CLUSTERING: float = 0.1
+MMD_SIGMA_SPECTRAL: float = 1.0
+CLUSTERING_BINS: int = 100
+SPECTRAL_BINS: int = 200
+#: GRAN's normalisation guard in the Gaussian-TV kernel (``x / (x.sum() + eps)``).
+HISTOGRAM_EPS: float = 1e-6

@@ -1,0 +1,305 @@
+r"""Two-stage graph generator (Bose et al. 2020 §4.3; MATH.md §6).
+
+1. :class:`GraphAutoEncoder`: GAT layers give each node a latent point ``z_v`` on the manifold; a
+   :class:`DistanceDecoder` scores pairs with ``p(A_uv) = σ((-d(z_u, z_v) - b_uv)/τ_uv)``.
+2. :class:`FlowPrior`: a flow with GAT coupling networks, trained by maximum likelihood on the (frozen) encoder
+   latents of the training graphs.
+
+**Message-passing structure of the flow.** The coupling networks pass messages on the *complete graph* over
+the nodes of each graph, in training and in sampling alike (:func:`complete_edge_index`): at sampling time the
+true edges do not exist yet, so training on them (as the reference code does) and sampling on another
+structure would evaluate the flow on inputs it never saw.
+
+Generation draws a node count from the training graphs' sizes, samples ``z₀ ~ WrappedNormal(o, I)`` per node,
+``z = f(z₀)`` on the complete graph, decodes every pair and samples each edge independently.
+
+Input graphs are ``networkx`` graphs: directed graphs are made undirected, self-loops dropped (both
+documented and tested); a graph with fewer than two nodes or no edge is a ``ValueError``; isolated nodes are kept.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import networkx as nx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from manifolds import WrappedNormal
+
+from .constants import (DEGREE_FEATURE_CAP, FLOW_LAYERS, GAT_HEADS, GENERATOR_HIDDEN, MAX_TANGENT_NORM,
+                        MIN_TEMPERATURE, RANDOM_WALK_STEPS)
+from .model import bound_tangent
+
+Tensor = torch.Tensor
+
+
+# ----------------------------------------------------------------------------------------------------------
+# graphs in, tensors out
+# ----------------------------------------------------------------------------------------------------------
+
+def clean_graph(g: nx.Graph) -> nx.Graph:
+    """Undirected simple copy of ``g`` with nodes relabelled ``0..N-1``; ``ValueError`` if unusable."""
+    if g.is_directed():
+        g = g.to_undirected()
+    h = nx.convert_node_labels_to_integers(nx.Graph(g))
+    h.remove_edges_from(list(nx.selfloop_edges(h)))
+    if h.number_of_nodes() < 2:
+        raise ValueError(f"a training graph needs at least 2 nodes; got {h.number_of_nodes()}")
+    if h.number_of_edges() == 0:
+        raise ValueError("a training graph has no edges (besides self-loops); the auto-encoder needs positive edges")
+    return h
+
+
+def node_features(edge_index: Tensor, num_nodes: int) -> Tensor:
+    r"""Structural node features (the graphs carry none): one-hot degree capped at
+    :data:`~vae.constants.DEGREE_FEATURE_CAP` and random-walk return probabilities ``(P^t)_vv`` for
+    ``t = 1..RANDOM_WALK_STEPS`` (dense; meant for graphs of up to a few hundred nodes)."""
+    A = torch.zeros(num_nodes, num_nodes, device=edge_index.device)
+    A[edge_index[0], edge_index[1]] = 1.0
+    deg = A.sum(1)
+    onehot = F.one_hot(deg.long().clamp(max=DEGREE_FEATURE_CAP), DEGREE_FEATURE_CAP + 1).float()
+    P = A / deg.clamp(min=1.0)[:, None]
+    rw, Pt = [], torch.eye(num_nodes, device=edge_index.device)
+    for _ in range(RANDOM_WALK_STEPS):
+        Pt = Pt @ P
+        rw.append(Pt.diagonal())
+    return torch.cat([onehot, torch.stack(rw, 1)], 1)
+
+
+NUM_NODE_FEATURES = DEGREE_FEATURE_CAP + 1 + RANDOM_WALK_STEPS
+
+
+def complete_edge_index(sizes: Sequence[int], device: torch.device | str | None = None) -> Tensor:
+    """Block-diagonal complete graphs (no self-loops) over consecutive node blocks of the given sizes.
+
+    Example:
+        >>> complete_edge_index([2, 1])
+        tensor([[0, 1],
+                [1, 0]])
+    """
+    blocks, offset = [], 0
+    for n in sizes:
+        idx = torch.arange(n, device=device)
+        u, v = torch.meshgrid(idx, idx, indexing="ij")
+        keep = u != v
+        blocks.append(torch.stack([u[keep], v[keep]]) + offset)
+        offset += n
+    return torch.cat(blocks, 1) if blocks else torch.zeros(2, 0, dtype=torch.long, device=device)
+
+
+def _batch(graphs: Sequence[nx.Graph], device) -> tuple[Tensor, Tensor, Tensor, list[int]]:
+    """``(x, edge_index, batch, sizes)`` of the block-diagonal union of ``graphs`` (both edge directions)."""
+    xs, eis, batch, sizes, offset = [], [], [], [], 0
+    for i, g in enumerate(graphs):
+        n = g.number_of_nodes()
+        e = torch.tensor(list(g.edges()), dtype=torch.long, device=device).T
+        e = torch.cat([e, e.flip(0)], 1)
+        xs.append(node_features(e, n))
+        eis.append(e + offset)
+        batch.append(torch.full((n,), i, dtype=torch.long, device=device))
+        sizes.append(n)
+        offset += n
+    return torch.cat(xs), torch.cat(eis, 1), torch.cat(batch), sizes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# stage 1: auto-encoder with the distance decoder
+# ----------------------------------------------------------------------------------------------------------
+
+class DistanceDecoder(nn.Module):
+    r"""``logit p(A_uv) = (-d(z_u, z_v) - b_uv)/τ_uv`` (MATH.md §6), with ``b_uv`` and
+    ``τ_uv = softplus(·) + MIN_TEMPERATURE > 0`` from a small MLP on the symmetric pair features
+    ``[w_u + w_v, w_u ⊙ w_v]`` of the tangent vectors ``w = log_o(z)`` (so ``p(A_uv) = p(A_vu)``)."""
+
+    def __init__(self, latent_dim: int, hidden: int = GENERATOR_HIDDEN) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2 * latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+
+    def forward(self, z: Tensor, pairs: Tensor, manifold: nn.Module) -> Tensor:
+        w = manifold.logmap0_spatial(z)
+        wu, wv = w[pairs[0]], w[pairs[1]]
+        b, t = self.net(torch.cat([wu + wv, wu * wv], -1)).unbind(-1)
+        tau = F.softplus(t) + MIN_TEMPERATURE
+        return (-manifold.dist(z[pairs[0]], z[pairs[1]]) - b) / tau
+
+
+class GraphAutoEncoder(nn.Module):
+    r"""GAT encoder ``x ↦ z = exp_o(bound(GAT₂(elu(GAT₁(x)))))`` and :class:`DistanceDecoder`.
+
+    Example:
+        >>> from manifolds import Lorentz
+        >>> ae = GraphAutoEncoder(Lorentz(), latent_dim=2)
+        >>> loss = ae.loss([nx.path_graph(5), nx.star_graph(4)])
+        >>> loss.dim()
+        0
+    """
+
+    def __init__(self, manifold: nn.Module, latent_dim: int = 2, hidden: int = GENERATOR_HIDDEN,
+                 heads: int = GAT_HEADS, max_tangent_norm: float = MAX_TANGENT_NORM) -> None:
+        super().__init__()
+        from torch_geometric.nn import GATConv
+
+        self.manifold = manifold
+        self.latent_dim = latent_dim
+        self.max_tangent_norm = max_tangent_norm
+        self.conv1 = GATConv(NUM_NODE_FEATURES, hidden, heads=heads, concat=False)
+        self.conv2 = GATConv(hidden, hidden, heads=heads, concat=False)
+        self.out = nn.Linear(hidden, latent_dim)
+        self.decoder = DistanceDecoder(latent_dim, hidden)
+
+    def _device(self) -> torch.device:
+        return self.out.weight.device
+
+    def encode(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        h = F.elu(self.conv1(x, edge_index))
+        h = F.elu(self.conv2(h, edge_index))
+        return self.manifold.expmap0_spatial(bound_tangent(self.out(h), self.max_tangent_norm))
+
+    def embed_graphs(self, graphs: Sequence[nx.Graph]) -> tuple[Tensor, list[int]]:
+        """Latents of all nodes of ``graphs`` (concatenated) and the graph sizes."""
+        graphs = [clean_graph(g) for g in graphs]
+        x, ei, _, sizes = _batch(graphs, self._device())
+        return self.encode(x.to(self.out.weight.dtype), ei), sizes
+
+    def loss(self, graphs: Sequence[nx.Graph]) -> Tensor:
+        """``BCE_mean(edges) + BCE_mean(as many non-edges, sampled within each graph)``."""
+        from torch_geometric.utils import batched_negative_sampling
+
+        graphs = [clean_graph(g) for g in graphs]
+        x, ei, batch, _ = _batch(graphs, self._device())
+        z = self.encode(x.to(self.out.weight.dtype), ei)
+        pos = ei[:, ei[0] < ei[1]]
+        neg = batched_negative_sampling(ei, batch, num_neg_samples=None)
+        neg = neg[:, neg[0] < neg[1]]
+        lp, ln = self.decoder(z, pos, self.manifold), self.decoder(z, neg, self.manifold)
+        return F.binary_cross_entropy_with_logits(lp, torch.ones_like(lp)) + \
+            (F.binary_cross_entropy_with_logits(ln, torch.zeros_like(ln)) if ln.numel() else 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# stage 2: flow prior over node latents
+# ----------------------------------------------------------------------------------------------------------
+
+class FlowPrior(nn.Module):
+    r"""``p(z) = q₀(f⁻¹(z)) · |det ∂f⁻¹/∂z|`` over all node latents of a graph, ``q₀ = WrappedNormal(o, I)`` per
+    node, ``f = flows.build(flow, manifold, n, conditioner="gat")`` conditioned on the complete graph.
+
+    Example:
+        >>> from manifolds import Lorentz
+        >>> prior = FlowPrior(Lorentz(), 2, "whc", hidden=8)
+        >>> z = prior.sample([3, 4])
+        >>> z.shape, prior.log_prob(z, [3, 4]).shape
+        (torch.Size([7, 3]), torch.Size([7]))
+    """
+
+    def __init__(self, manifold: nn.Module, latent_dim: int = 2, flow: str = "whc", layers: int = FLOW_LAYERS,
+                 hidden: int = GENERATOR_HIDDEN, conditioner: str = "gat") -> None:
+        super().__init__()
+        import flows
+
+        self.manifold = manifold
+        self.latent_dim = latent_dim
+        self.transform = flows.build(flow, manifold, latent_dim, layers=layers, hidden=hidden, conditioner=conditioner)
+        self._ref = nn.Parameter(torch.zeros(()), requires_grad=False)  # carries dtype and device
+
+    def base(self) -> WrappedNormal:
+        zeros = self._ref.new_zeros(self.latent_dim)
+        return WrappedNormal(self.manifold.expmap0_spatial(zeros), torch.ones_like(zeros), self.manifold)
+
+    def log_prob(self, z: Tensor, sizes: Sequence[int]) -> Tensor:
+        """Per-node ``log q₀(f⁻¹(z)) + log|det ∂f⁻¹/∂z|`` (sum them per graph for the graph's log-density)."""
+        ctx = complete_edge_index(sizes, z.device)
+        x, ladj = self.transform.inverse(z, ctx)
+        return self.base().log_prob(x) + ladj
+
+    def sample(self, sizes: Sequence[int]) -> Tensor:
+        """Latents for graphs of the given sizes (concatenated), ``z = f(z₀)`` on the complete graphs."""
+        z0 = self.base().sample(torch.Size([sum(sizes)]))
+        return self.transform(z0, complete_edge_index(sizes, z0.device))[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the generator
+# ----------------------------------------------------------------------------------------------------------
+
+class GraphGenerator(nn.Module):
+    r"""Stage 1 + stage 2 and sampling; see the module docstring for the message-passing structure.
+
+    Example:
+        >>> from manifolds import Lorentz
+        >>> gen = GraphGenerator(Lorentz(), latent_dim=2, flow="whc", hidden=8)
+        >>> _ = gen.fit([nx.random_labeled_tree(8, seed=s) for s in range(4)], ae_epochs=2, flow_epochs=2)
+        >>> graphs = gen.generate(3)
+        >>> len(graphs), all(isinstance(g, nx.Graph) for g in graphs)
+        (3, True)
+    """
+
+    def __init__(self, manifold: nn.Module, latent_dim: int = 2, flow: str = "whc", *, hidden: int = GENERATOR_HIDDEN,
+                 flow_layers: int = FLOW_LAYERS, flow_hidden: int | None = None) -> None:
+        super().__init__()
+        self.autoencoder = GraphAutoEncoder(manifold, latent_dim, hidden)
+        self.prior = FlowPrior(manifold, latent_dim, flow, flow_layers, flow_hidden or hidden)
+        self.sizes: list[int] = []
+
+    def fit(self, graphs: Sequence[nx.Graph], *, ae_epochs: int = 100, flow_epochs: int = 100, lr: float = 1e-2,
+            batch_size: int = 16, seed: int = 0) -> dict[str, list[float]]:
+        """Train stage 1 (``ae_epochs``) then stage 2 (``flow_epochs``) with Adam; returns the loss curves."""
+        graphs = [clean_graph(g) for g in graphs]
+        self.sizes = [g.number_of_nodes() for g in graphs]
+        rng = random.Random(seed)
+        history: dict[str, list[float]] = {"autoencoder": [], "flow": []}
+        opt = torch.optim.Adam(self.autoencoder.parameters(), lr=lr)
+        order = list(range(len(graphs)))
+        for _ in range(ae_epochs):
+            rng.shuffle(order)
+            total = 0.0
+            for i in range(0, len(order), batch_size):
+                opt.zero_grad()
+                loss = self.autoencoder.loss([graphs[j] for j in order[i:i + batch_size]])
+                loss.backward()
+                opt.step()
+                total += loss.item()
+            history["autoencoder"].append(total)
+        with torch.no_grad():
+            latents = [self.autoencoder.embed_graphs([g])[0] for g in graphs]
+        opt = torch.optim.Adam(self.prior.transform.parameters(), lr=lr)
+        for _ in range(flow_epochs):
+            rng.shuffle(order)
+            total = 0.0
+            for i in range(0, len(order), batch_size):
+                idx = order[i:i + batch_size]
+                z = torch.cat([latents[j] for j in idx])
+                opt.zero_grad()
+                loss = -self.prior.log_prob(z, [self.sizes[j] for j in idx]).sum() / len(idx)
+                loss.backward()
+                opt.step()
+                total += loss.item()
+            history["flow"].append(total)
+        return history
+
+    @torch.no_grad()
+    def generate(self, num: int, *, sizes: Sequence[int] | None = None, seed: int | None = None) -> list[nx.Graph]:
+        """``num`` graphs; node counts drawn from the training sizes unless ``sizes`` is given."""
+        if sizes is None:
+            if not self.sizes:
+                raise ValueError("call fit() first, or pass sizes")
+            rng = random.Random(seed)
+            sizes = [rng.choice(self.sizes) for _ in range(num)]
+        if len(sizes) != num or min(sizes) < 1:
+            raise ValueError(f"need {num} positive sizes; got {list(sizes)}")
+        z = self.prior.sample(list(sizes))
+        out, offset = [], 0
+        for n in sizes:
+            zi = z[offset:offset + n]
+            offset += n
+            g = nx.empty_graph(n)
+            if n > 1:
+                u, v = torch.triu_indices(n, n, 1, device=z.device)
+                p = torch.sigmoid(self.autoencoder.decoder(zi, torch.stack([u, v]), self.autoencoder.manifold))
+                keep = torch.bernoulli(p).bool()
+                g.add_edges_from(zip(u[keep].tolist(), v[keep].tolist()))
+            out.append(g)
+        return out

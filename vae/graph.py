@@ -1,0 +1,416 @@
+"""Graph VAE for link prediction (Bose et al. 2020, §4.2; Kipf & Welling 2016) on any latent manifold.
+
+Input handling (validated by :func:`prepare_edge_index`, used by every entry point):
+
+* ``edge_index`` must be an integer tensor of shape ``(2, E)`` with node ids in ``[0, num_nodes)``; a graph with
+  no edges (after removing self-loops) is a ``ValueError``, since link prediction needs positive edges.
+* Self-loops are removed (a node is not its own neighbour for link prediction; GCN layers add their own).
+* Directed edge lists are symmetrised (``u→v`` means the undirected edge ``{u, v}``), duplicates merged.
+* Isolated nodes are kept: they get a latent from their own features (GCN self-loop) and take part in the
+  sampled negative pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from manifolds import WrappedNormal
+
+from .constants import (FLOW_HIDDEN, FLOW_LAYERS, GAT_HEADS, GRAPH_HIDDEN, MAX_TANGENT_NORM, MIN_SCALE,
+                        MIN_TEMPERATURE, TEST_FRACTION, VAL_FRACTION)
+from .model import bound_tangent
+
+Tensor = torch.Tensor
+
+
+# ----------------------------------------------------------------------------------------------------------
+# edges: validation, split, negatives
+# ----------------------------------------------------------------------------------------------------------
+
+def prepare_edge_index(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """Validate and canonicalise an edge list: undirected (both directions), coalesced, no self-loops.
+
+    Raises:
+        ValueError: wrong shape or dtype, ids outside ``[0, num_nodes)``, or no edge left.
+
+    Example:
+        >>> prepare_edge_index(torch.tensor([[0, 1, 2], [1, 1, 0]]), 3)  # 1→1 dropped, 0→1 and 2→0 mirrored
+        tensor([[0, 0, 1, 2],
+                [1, 2, 0, 0]])
+    """
+    from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
+
+    if not torch.is_tensor(edge_index) or edge_index.dim() != 2 or edge_index.size(0) != 2:
+        shape = tuple(edge_index.shape) if torch.is_tensor(edge_index) else type(edge_index).__name__
+        raise ValueError(f"edge_index must be a tensor of shape (2, E); got {shape}")
+    if edge_index.is_floating_point() or edge_index.dtype == torch.bool:
+        raise ValueError(f"edge_index must hold integer node ids; got dtype {edge_index.dtype}")
+    if num_nodes < 1:
+        raise ValueError(f"num_nodes must be >= 1; got {num_nodes}")
+    edge_index = edge_index.long()
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
+        raise ValueError(
+            f"edge_index has node ids in [{int(edge_index.min())}, {int(edge_index.max())}], outside "
+            f"[0, num_nodes={num_nodes})"
+        )
+    edge_index, _ = remove_self_loops(edge_index)
+    if edge_index.size(1) == 0:
+        raise ValueError("the graph has no edges (besides self-loops): link prediction needs positive edges")
+    return coalesce(to_undirected(edge_index, num_nodes=num_nodes), num_nodes=num_nodes)
+
+
+def _upper(edge_index: Tensor) -> Tensor:
+    """Each undirected edge once, as ``u < v``."""
+    return edge_index[:, edge_index[0] < edge_index[1]]
+
+
+def sample_non_edges(edge_index: Tensor, num_nodes: int, count: int, exclude: Tensor | None = None) -> Tensor:
+    """``count`` distinct node pairs ``u < v`` that are not edges (nor in ``exclude``), via
+    ``torch_geometric.utils.negative_sampling`` with top-ups until enough are found.
+
+    Raises ``ValueError`` if the graph has fewer than ``count`` non-edges.
+    """
+    from torch_geometric.utils import negative_sampling
+
+    possible = num_nodes * (num_nodes - 1) // 2 - _upper(edge_index).size(1)
+    if exclude is not None:
+        possible -= exclude.size(1)
+    if count > possible:
+        raise ValueError(f"asked for {count} non-edges but the graph has only {possible}")
+    taken = set()
+    if exclude is not None:
+        taken.update((exclude[0] * num_nodes + exclude[1]).tolist())
+    chosen: list[int] = []
+    while len(chosen) < count:
+        cand = negative_sampling(edge_index, num_nodes=num_nodes, num_neg_samples=max(2 * (count - len(chosen)), 16))
+        u, v = torch.minimum(cand[0], cand[1]), torch.maximum(cand[0], cand[1])
+        for key in (u * num_nodes + v)[u < v].tolist():
+            if key not in taken:
+                taken.add(key)
+                chosen.append(key)
+                if len(chosen) == count:
+                    break
+    keys = torch.tensor(chosen, dtype=torch.long, device=edge_index.device)
+    return torch.stack([keys // num_nodes, keys % num_nodes])
+
+
+@dataclass
+class EdgeSplit:
+    """An 85/5/10 link-prediction split. Pair tensors are ``(2, P)`` with each undirected pair once (``u<v``);
+    ``train_edge_index`` holds the training edges in both directions, for message passing."""
+
+    num_nodes: int
+    train_edge_index: Tensor
+    train_pos: Tensor
+    val_pos: Tensor
+    val_neg: Tensor
+    test_pos: Tensor
+    test_neg: Tensor
+
+    def to(self, device: torch.device | str) -> "EdgeSplit":
+        return EdgeSplit(self.num_nodes, *(getattr(self, f).to(device) for f in
+                                           ("train_edge_index", "train_pos", "val_pos", "val_neg", "test_pos",
+                                            "test_neg")))
+
+
+def split_edges(edge_index: Tensor, num_nodes: int, *, val_fraction: float = VAL_FRACTION,
+                test_fraction: float = TEST_FRACTION, seed: int = 0) -> EdgeSplit:
+    """Split the undirected edges into train/val/test (default 85/5/10) and sample as many non-edges as
+    positives for validation and test (non-edges of the **full** graph, distinct between the two).
+
+    Input is canonicalised by :func:`prepare_edge_index` (self-loops dropped, directed lists symmetrised).
+    Raises ``ValueError`` when a fraction is out of range or a split would be empty.
+
+    Example:
+        >>> import networkx as nx
+        >>> from torch_geometric.utils import from_networkx
+        >>> g = nx.random_labeled_tree(60, seed=0)
+        >>> s = split_edges(from_networkx(g).edge_index, 60)
+        >>> s.train_pos.size(1), s.val_pos.size(1), s.test_pos.size(1), s.test_neg.size(1)
+        (52, 2, 5, 5)
+    """
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"need 0 < val_fraction, test_fraction and their sum < 1; got {val_fraction}, {test_fraction}")
+    edge_index = prepare_edge_index(edge_index, num_nodes)
+    pairs = _upper(edge_index)
+    n_edges = pairs.size(1)
+    n_val, n_test = int(math.floor(val_fraction * n_edges)), int(math.floor(test_fraction * n_edges))
+    if n_val < 1 or n_test < 1 or n_edges - n_val - n_test < 1:
+        raise ValueError(
+            f"the graph has {n_edges} undirected edges: too few for a {val_fraction:.0%}/{test_fraction:.0%} "
+            "validation/test split with at least one edge in each part"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        perm = torch.randperm(n_edges, device="cpu").to(pairs.device)
+        val_pos, test_pos = pairs[:, perm[:n_val]], pairs[:, perm[n_val:n_val + n_test]]
+        train_pos = pairs[:, perm[n_val + n_test:]]
+        neg = sample_non_edges(edge_index, num_nodes, n_val + n_test)
+    from torch_geometric.utils import to_undirected
+
+    return EdgeSplit(num_nodes, to_undirected(train_pos, num_nodes=num_nodes), train_pos, val_pos,
+                     neg[:, :n_val], test_pos, neg[:, n_val:])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# decoders
+# ----------------------------------------------------------------------------------------------------------
+
+class InnerProductDecoder(nn.Module):
+    r"""``logit p(A_uv = 1) = ⟨w_u, w_v⟩`` with tangent vectors ``w = log_o(z)`` (the paper's reconstruction
+    decoder; MATH.md §5).
+
+    Example:
+        >>> from manifolds import Lorentz
+        >>> M = Lorentz()
+        >>> z = M.expmap0_spatial(torch.tensor([[1.0, 0.0], [2.0, 0.0]]))
+        >>> InnerProductDecoder()(z, torch.tensor([[0], [1]]), M)
+        tensor([2.])
+    """
+
+    def forward(self, z: Tensor, pairs: Tensor, manifold: nn.Module) -> Tensor:
+        w = manifold.logmap0_spatial(z)
+        return (w[pairs[0]] * w[pairs[1]]).sum(-1)
+
+
+class FermiDiracDecoder(nn.Module):
+    r"""Fermi–Dirac decoder ``p(A_uv = 1) = 1 / (exp((d(z_u, z_v) - r)/τ) + 1)``; returns the logit
+    ``(r - d)/τ``. ``r`` is learnable; ``τ = softplus(·) + MIN_TEMPERATURE > 0``.
+
+    Example:
+        >>> from manifolds import Euclidean
+        >>> dec = FermiDiracDecoder(radius=2.0, temperature=1.0)
+        >>> z = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+        >>> round(float(dec(z, torch.tensor([[0], [1]]), Euclidean())), 4)  # (2 - 5) / 1
+        -3.0
+    """
+
+    def __init__(self, radius: float = 2.0, temperature: float = 1.0) -> None:
+        super().__init__()
+        if temperature <= MIN_TEMPERATURE:
+            raise ValueError(f"temperature must exceed MIN_TEMPERATURE={MIN_TEMPERATURE}; got {temperature}")
+        self.radius = nn.Parameter(torch.tensor(float(radius)))
+        t = temperature - MIN_TEMPERATURE
+        self.raw_temperature = nn.Parameter(torch.tensor(t + math.log(-math.expm1(-t))))  # softplus⁻¹
+
+    @property
+    def temperature(self) -> Tensor:
+        return F.softplus(self.raw_temperature) + MIN_TEMPERATURE
+
+    def forward(self, z: Tensor, pairs: Tensor, manifold: nn.Module) -> Tensor:
+        d = manifold.dist(z[pairs[0]], z[pairs[1]])
+        return (self.radius.to(d.dtype) - d) / self.temperature.to(d.dtype)
+
+
+def make_edge_decoder(name: str) -> nn.Module:
+    """``"inner"`` → :class:`InnerProductDecoder`; ``"fermi-dirac"`` (or ``"distance"``) → :class:`FermiDiracDecoder`."""
+    if name == "inner":
+        return InnerProductDecoder()
+    if name in ("fermi-dirac", "distance"):
+        return FermiDiracDecoder()
+    raise ValueError(f"edge decoder must be 'inner' or 'fermi-dirac'; got {name!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the model
+# ----------------------------------------------------------------------------------------------------------
+
+def _conv(kind: str, a: int, b: int, heads: int = GAT_HEADS) -> nn.Module:
+    from torch_geometric.nn import GATConv, GCNConv
+
+    if kind == "gcn":
+        return GCNConv(a, b)
+    if kind == "gat":
+        return GATConv(a, b, heads=heads, concat=False)
+    raise ValueError(f"graph encoder must be 'gcn' or 'gat'; got {kind!r}")
+
+
+class GraphEncoder(nn.Module):
+    r"""Two message-passing layers: ``h = relu(conv₁(x))``, then ``conv_μ(h)`` (tangent means, ``n``) and
+    ``conv_σ(h)`` (pre-softplus scales, ``n``) per node, as in the VGAE. ``in_features=None`` means identity
+    (one-hot) node features, implemented as a learnable ``(num_nodes, hidden)`` table followed by the stack
+    (the same function class as a first layer on the identity, without an ``N × N`` input).
+    """
+
+    def __init__(self, in_features: int | None, latent_dim: int, hidden: int = GRAPH_HIDDEN, kind: str = "gcn",
+                 num_nodes: int | None = None, heads: int = GAT_HEADS) -> None:
+        super().__init__()
+        if in_features is None:
+            if num_nodes is None:
+                raise ValueError("identity features (in_features=None) need num_nodes")
+            self.embedding: nn.Embedding | None = nn.Embedding(num_nodes, hidden)
+            in_features = hidden
+        else:
+            self.embedding = None
+        self.in_features = in_features
+        self.conv1 = _conv(kind, in_features, hidden, heads)
+        self.conv_mu = _conv(kind, hidden, latent_dim, heads)
+        self.conv_scale = _conv(kind, hidden, latent_dim, heads)
+
+    def forward(self, x: Tensor | None, edge_index: Tensor) -> tuple[Tensor, Tensor]:
+        if self.embedding is not None:
+            if x is not None:
+                raise ValueError("this encoder uses identity features (in_features=None); pass x=None")
+            x = self.embedding.weight
+        elif x is None or x.dim() != 2 or x.size(1) != self.in_features:
+            raise ValueError(
+                f"node features must have shape (num_nodes, {self.in_features}); got "
+                f"{None if x is None else tuple(x.shape)}"
+            )
+        h = F.relu(self.conv1(x, edge_index))
+        return self.conv_mu(h, edge_index), self.conv_scale(h, edge_index)
+
+
+@dataclass
+class GraphLoss:
+    """Terms of the graph-VAE loss ``recon + kl`` (see :meth:`GraphVAE.loss`)."""
+
+    recon: Tensor
+    kl: Tensor
+
+    @property
+    def total(self) -> Tensor:
+        return self.recon + self.kl
+
+
+class GraphVAE(nn.Module):
+    r"""Variational graph autoencoder with per-node posteriors on ``manifold`` and an optional flow.
+
+    * Encoder (:class:`GraphEncoder`, GCN by default, GAT optional) gives each node ``q₀(z₀ᵥ) =
+      WrappedNormal(exp_o(μ̃ᵥ), σᵥ)``; an optional flow ``f`` (``flows.build(flow, manifold, n,
+      conditioner=flow_conditioner)``) maps all node latents together, with ``context=edge_index`` when its
+      conditioner is a graph network (``"gcn"`` / ``"gat"``), so a node's coupling sees its neighbours.
+    * Prior ``WrappedNormal(o, I)`` per node; decoder :class:`InnerProductDecoder` (default) or
+      :class:`FermiDiracDecoder`.
+    * Loss (per epoch O(E), MATH.md §5):
+      ``BCE_mean(positive train edges) + BCE_mean(as many sampled non-edges) + (1/N)·mean_v KL̂_v`` with the
+      single-sample ``KL̂_v = log q₀(z₀ᵥ) - log|det ∂f/∂z₀|_v - log p(z_Kᵥ)`` (the KL scaled by ``1/N`` as in
+      the paper and the VGAE reference; the flow's log-det is split evenly over nodes).
+
+    Example:
+        >>> from manifolds import Lorentz
+        >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+        >>> model = GraphVAE(Lorentz(), in_features=3, latent_dim=2)
+        >>> model.loss(torch.randn(3, 3), edge_index, torch.tensor([[0, 1], [1, 2]])).total.dim()
+        0
+    """
+
+    def __init__(self, manifold: nn.Module, in_features: int | None, latent_dim: int, *, num_nodes: int | None = None,
+                 hidden: int = GRAPH_HIDDEN, encoder: str = "gcn", decoder: str = "inner",
+                 flow: str | nn.Module | None = None, flow_layers: int = FLOW_LAYERS, flow_hidden: int = FLOW_HIDDEN,
+                 flow_conditioner: str = "gcn", heads: int = GAT_HEADS,
+                 max_tangent_norm: float | None = MAX_TANGENT_NORM) -> None:
+        super().__init__()
+        self.manifold = manifold
+        self.latent_dim = int(latent_dim)
+        self.num_nodes = num_nodes
+        self.max_tangent_norm = max_tangent_norm
+        self.encoder = GraphEncoder(in_features, latent_dim, hidden, encoder, num_nodes, heads)
+        self.decoder = make_edge_decoder(decoder) if isinstance(decoder, str) else decoder
+        if isinstance(flow, str):
+            import flows
+
+            flow = flows.build(flow, manifold, latent_dim, layers=flow_layers, hidden=flow_hidden,
+                               conditioner=flow_conditioner)
+        self.flow = flow
+        self.graph_flow = flow is not None and flow_conditioner in ("gcn", "gat")
+
+    def _check(self, x: Tensor | None, edge_index: Tensor) -> int:
+        n = x.size(0) if x is not None else self.encoder.embedding.num_embeddings
+        if self.num_nodes is not None and n != self.num_nodes:
+            raise ValueError(f"got features for {n} nodes but the model was built for num_nodes={self.num_nodes}")
+        if edge_index.numel() and int(edge_index.max()) >= n:
+            raise ValueError(f"edge_index refers to node {int(edge_index.max())} but there are only {n} nodes")
+        return n
+
+    def encode(self, x: Tensor | None, edge_index: Tensor) -> WrappedNormal:
+        """Per-node base posteriors ``q₀`` (batch shape ``(N,)``); ``edge_index`` is the message-passing graph."""
+        self._check(x, edge_index)
+        mean, raw = self.encoder(x, edge_index)
+        if self.max_tangent_norm is not None:
+            mean = bound_tangent(mean, self.max_tangent_norm)
+        return WrappedNormal(self.manifold.expmap0_spatial(mean), F.softplus(raw) + MIN_SCALE, self.manifold)
+
+    def _push(self, z0: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
+        if self.flow is None:
+            return z0, z0.new_zeros(z0.shape[:-1])
+        return self.flow(z0, edge_index if self.graph_flow else None)
+
+    def prior(self, like: Tensor) -> WrappedNormal:
+        zeros = like.new_zeros(self.latent_dim)
+        return WrappedNormal(self.manifold.expmap0_spatial(zeros), torch.ones_like(zeros), self.manifold)
+
+    def embed(self, x: Tensor | None, edge_index: Tensor, sample: bool | None = None) -> Tensor:
+        """Node latents ``z_K``: a posterior sample (``sample=True``, default in training mode) or the flow
+        image of the posterior means (default in eval mode)."""
+        q0 = self.encode(x, edge_index)
+        z0 = q0.rsample() if (self.training if sample is None else sample) else q0.loc
+        return self._push(z0, edge_index)[0]
+
+    def pair_logits(self, z: Tensor, pairs: Tensor) -> Tensor:
+        return self.decoder(z, pairs, self.manifold)
+
+    def loss(self, x: Tensor | None, edge_index: Tensor, pos_pairs: Tensor,
+             neg_pairs: Tensor | None = None) -> GraphLoss:
+        """Loss on ``pos_pairs`` (training edges) and ``neg_pairs`` (default: as many fresh non-edges of
+        ``edge_index``, from ``torch_geometric.utils.negative_sampling``)."""
+        n = self._check(x, edge_index)
+        if pos_pairs.numel() == 0:
+            raise ValueError("pos_pairs is empty: the loss needs at least one positive edge")
+        if neg_pairs is None:
+            from torch_geometric.utils import negative_sampling
+
+            neg_pairs = negative_sampling(edge_index, num_nodes=n, num_neg_samples=pos_pairs.size(1))
+        q0 = self.encode(x, edge_index)
+        z0, log_q0 = q0.rsample_and_log_prob()
+        zk, ladj = self._push(z0, edge_index)
+        pos, neg = self.pair_logits(zk, pos_pairs), self.pair_logits(zk, neg_pairs)
+        recon = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + \
+            F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
+        kl_nodes = log_q0 - ladj - self.prior(zk).log_prob(zk)
+        return GraphLoss(recon, kl_nodes.mean() / n)
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor | None, edge_index: Tensor, pos_pairs: Tensor, neg_pairs: Tensor) -> dict[str, float]:
+        """ROC-AUC and average precision (scikit-learn) of the decoder on ``pos_pairs`` vs ``neg_pairs``,
+        using the posterior means (eval mode)."""
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        was = self.training
+        self.eval()
+        try:
+            z = self.embed(x, edge_index, sample=False)
+            scores = torch.cat([self.pair_logits(z, pos_pairs), self.pair_logits(z, neg_pairs)]).cpu().numpy()
+        finally:
+            self.train(was)
+        labels = np.concatenate([np.ones(pos_pairs.size(1)), np.zeros(neg_pairs.size(1))])
+        return {"auc": float(roc_auc_score(labels, scores)), "ap": float(average_precision_score(labels, scores))}
+
+
+def fit_graph_vae(model: GraphVAE, x: Tensor | None, split: EdgeSplit, *, epochs: int, lr: float = 1e-2,
+                  schedule=None, eval_every: int = 0) -> list[dict[str, float]]:
+    """Full-batch training on ``split.train_pos`` (message passing on ``split.train_edge_index``); returns one
+    record per epoch (``loss``, ``recon``, ``kl``, and ``val_auc`` / ``val_ap`` every ``eval_every`` epochs).
+    ``schedule`` is an optional :class:`~vae.curvature.CurvatureSchedule` stepped at each epoch start."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    history = []
+    for epoch in range(epochs):
+        if schedule is not None:
+            schedule.step(epoch)
+        model.train()
+        opt.zero_grad()
+        terms = model.loss(x, split.train_edge_index, split.train_pos)
+        terms.total.backward()
+        opt.step()
+        rec = {"epoch": epoch, "loss": terms.total.item(), "recon": terms.recon.item(), "kl": terms.kl.item()}
+        if eval_every and (epoch + 1) % eval_every == 0:
+            m = model.evaluate(x, split.train_edge_index, split.val_pos, split.val_neg)
+            rec.update(val_auc=m["auc"], val_ap=m["ap"])
+        history.append(rec)
+    return history
