@@ -294,8 +294,8 @@ def dist0(x: Tensor, k: Tensor | float, *, keepdim: bool = False, dim: int = -1)
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _minkowski_diff_sq(x: Tensor, y: Tensor, k: Tensor) -> Tensor:
-    r"""``||y - x||²_L = -2k - 2<x,y>_L`` for on-manifold ``x, y`` (with keepdim), without cancellation.
+def _minkowski_diff_norm(x: Tensor, y: Tensor, k: Tensor) -> Tensor:
+    r"""``||y - x||_L = sqrt(-2k - 2<x,y>_L)`` for on-manifold ``x, y`` (with keepdim), without cancellation.
 
     With ``a = x̂, b = ŷ, S = a + b, T = x₀ + y₀`` and ``Δ = b - a = α Ŝ + Δ⊥``:
     ``||y-x||²_L = |Δ⊥|² + α²(T - |S|)(T + |S|)/T²``, where
@@ -305,31 +305,61 @@ def _minkowski_diff_sq(x: Tensor, y: Tensor, k: Tensor) -> Tensor:
     x0, y0 = x[..., :1], y[..., :1]
     delta = b - a
     s = a + b
-    s_norm = torch.linalg.vector_norm(s, dim=-1, keepdim=True)
+    s_norm = scaled_norm(s, keepdim=True)  # scaled norms: squares of far coordinates overflow
     t = x0 + y0
     eps = tiny(x.dtype)
     s_hat = s / s_norm.clamp_min(eps)
     alpha = (delta * s_hat).sum(-1, keepdim=True)
-    d_perp = delta - alpha * s_hat
-    na = torch.linalg.vector_norm(a, dim=-1, keepdim=True)
-    nb = torch.linalg.vector_norm(b, dim=-1, keepdim=True)
+    na = scaled_norm(a, keepdim=True)
+    nb = scaled_norm(b, keepdim=True)
+    nd = scaled_norm(delta, keepdim=True)
+    # Δ⊥ = 2a⊥ = -2b⊥ (as (a + b)⊥ = 0): take the residual of the shortest of Δ, a, b, whose rounding error is
+    # ε·min(|Δ|, |a|, |b|). ``Δ - αŜ`` alone errs by ε|Δ|, which swamps ||y - x||_L for a far point and a point
+    # near the origin (|Δ⊥|² ≈ ε²e^{2d} against ||y - x||²_L ≈ e^d: wrong beyond d ≈ 55 in float64).
+    use_a = (na <= nb) & (na <= nd)
+    use_b = ~use_a & (nb <= nd)
+    base = torch.where(use_a, 2 * a, torch.where(use_b, 2 * b, delta))
+    d_perp = base - (base * s_hat).sum(-1, keepdim=True) * s_hat
     angle = torch.linalg.vector_norm(a / na.clamp_min(eps) - b / nb.clamp_min(eps), dim=-1, keepdim=True)
-    t_minus_s = k / (x0 + na) + k / (y0 + nb) + na * nb * angle * angle / (na + nb + s_norm).clamp_min(eps)
-    return (d_perp * d_perp).sum(-1, keepdim=True) + alpha * alpha * t_minus_s * (t + s_norm) / (t * t)
+    t_minus_s = k / (x0 + na) + k / (y0 + nb) + na * (nb / (na + nb + s_norm).clamp_min(eps)) * angle * angle
+    # as a norm, scaled: the squares overflow float64 for points ≈ 350·sqrt(k) from the origin, the norm only
+    # where d(x, y) itself passes ≈ 709·sqrt(k)
+    n_perp = scaled_norm(d_perp, keepdim=True)
+    n_par = alpha.abs() / t * t_minus_s.sqrt() * (t + s_norm).sqrt()
+    m = torch.maximum(n_perp, n_par).detach().clamp_min(eps)
+    q = (n_perp / m) ** 2 + (n_par / m) ** 2
+    return m * q.clamp_min(eps).sqrt()
+
+
+def _minkowski_diff_sq(x: Tensor, y: Tensor, k: Tensor) -> Tensor:
+    r"""``||y - x||²_L`` for on-manifold ``x, y`` (with keepdim); see :func:`_minkowski_diff_norm`."""
+    return _minkowski_diff_norm(x, y, k) ** 2
+
+
+def _diff64(x: Tensor, y: Tensor) -> Tensor:
+    r"""``y - x`` for projected points, with the time component ``y₀ - x₀ = (ŷ - x̂)·(ŷ + x̂) / (x₀ + y₀)``.
+
+    The direct difference ``y₀ - x₀`` carries an absolute error ``ε·x₀`` that does not match the spatial
+    part (it points off the tangent spaces); ``proju`` amplifies such an error by ``cosh(d(o, x))``, so the
+    log map and the transport would lose ``ε·cosh²(d(o, x))`` absolutely, i.e. ``ε·cosh²/||u||`` relative for
+    short vectors. This form keeps the time component as accurate as the spatial difference.
+    """
+    ds = y[..., 1:] - x[..., 1:]
+    d0 = (ds * ((y[..., 1:] + x[..., 1:]) / (x[..., :1] + y[..., :1]))).sum(-1, keepdim=True)
+    return torch.cat([d0, ds], dim=-1)
 
 
 def _dist64(x: Tensor, y: Tensor, k: Tensor) -> Tensor:
     """Distance with keepdim on projected float64 points (``2 sqrt(k) asinh(||y-x||_L / (2 sqrt(k))``)."""
     sk = k.sqrt()
-    sq = _minkowski_diff_sq(x, y, k)
-    return 2 * sk * torch.asinh(sq.clamp_min(tiny(sq.dtype)).sqrt() / (2 * sk))
+    return 2 * sk * asinh(_minkowski_diff_norm(x, y, k) / (2 * sk))
 
 
 def dist(x: Tensor, y: Tensor, k: Tensor | float, *, keepdim: bool = False, dim: int = -1) -> Tensor:
     r"""Geodesic distance ``d(x,y) = sqrt(k)·arccosh(-<x,y>_L / k)``.
 
     Evaluated as ``2·sqrt(k)·asinh(||y - x||_L / (2 sqrt(k)))`` in float64 with a cancellation-free
-    ``||y - x||_L`` (see ``_minkowski_diff_sq``), so close points far from the origin keep their digits.
+    ``||y - x||_L`` (see ``_minkowski_diff_norm``), so close points far from the origin keep their digits.
 
     Example:
         >>> o = origin(2)
@@ -340,7 +370,7 @@ def dist(x: Tensor, y: Tensor, k: Tensor | float, *, keepdim: bool = False, dim:
         x, y = x.movedim(dim, -1), y.movedim(dim, -1)
     dtype = torch.promote_types(x.dtype, y.dtype)
     k64 = _kdim(k, _up(x))
-    out = _dist64(projx(_up(x), k64), projx(_up(y), k64), k64).to(dtype)
+    out = _dist64(projx(_up(x), k), projx(_up(y), k), k64).to(dtype)
     return out if keepdim else out.squeeze(-1)
 
 
@@ -359,10 +389,16 @@ def expmap(x: Tensor, u: Tensor, k: Tensor | float, *, dim: int = -1) -> Tensor:
     dtype = torch.promote_types(x.dtype, u.dtype)
     x64 = _up(x)
     k64 = _kdim(k, x64)
-    x64 = projx(x64, k64)
-    u64 = proju(x64, _up(u), k64)
-    z = norm(u64, keepdim=True) / k64.sqrt()
-    y = projx(torch.cosh(z) * x64 + sinhc(z) * u64, k64)
+    x64 = projx(x64, k)
+    u64 = proju(x64, _up(u), k)
+    # exp_x(u) = L_x(exp_o(PT_{x→o}(u))). The direct ``cosh(z)·x + sinhc(z)·u`` turns the residual
+    # non-tangency of a rounded ``u`` (|<x,u>_L| ≈ ε·|x|·|u|, unavoidable in ambient coordinates) into a point
+    # error ≈ ε·cosh²(d(o,x))·sinh(||u||); the transported coordinates use only the spatial part of ``u``.
+    sk = k64.sqrt()
+    x0, xs, us = x64[..., :1], x64[..., 1:], u64[..., 1:]
+    v = us - (xs * us).sum(-1, keepdim=True) / (x0 * (sk + x0)) * xs
+    k_in = torch.as_tensor(k, dtype=x64.dtype, device=x64.device)
+    y = translate(x64, expmap0_spatial(v, k_in), k_in)
     return check_finite_result(y.to(dtype), x, u, what="expmap", k=k)
 
 
@@ -382,11 +418,11 @@ def logmap(x: Tensor, y: Tensor, k: Tensor | float, *, dim: int = -1) -> Tensor:
     dtype = torch.promote_types(x.dtype, y.dtype)
     x64, y64 = _up(x), _up(y)
     k64 = _kdim(k, x64)
-    x64, y64 = projx(x64, k64), projx(y64, k64)
+    x64, y64 = projx(x64, k), projx(y64, k)
     sk = k64.sqrt()
     d = _dist64(x64, y64, k64)
-    w = (y64 - x64) - 2 * torch.sinh(d / (2 * sk)) ** 2 * x64
-    u = proju(x64, w / sinhc(d / sk), k64)
+    w = _diff64(x64, y64) - 2 * torch.sinh(d / (2 * sk)) ** 2 * x64
+    u = proju(x64, w / sinhc(d / sk), k)
     return u.to(dtype)
 
 
@@ -408,12 +444,20 @@ def transp(x: Tensor, y: Tensor, v: Tensor, k: Tensor | float, *, dim: int = -1)
     dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), v.dtype)
     x64, y64 = _up(x), _up(y)
     k64 = _kdim(k, x64)
-    x64, y64 = projx(x64, k64), projx(y64, k64)
-    v64 = proju(x64, _up(v), k64)
+    x64, y64 = projx(x64, k), projx(y64, k)
+    v64 = proju(x64, _up(v), k)
     d = _dist64(x64, y64, k64)
     denom = 2 * k64 * torch.cosh(d / (2 * k64.sqrt())) ** 2
-    out = v64 + inner(y64 - x64, v64, keepdim=True) / denom * (x64 + y64)
-    return check_finite_result(proju(y64, out, k64).to(dtype), x, y, v, what="transp", k=k)
+    # Spatial parts only: time components follow from tangency (v₀ = x̂·v̂/x₀, w₀ = ŷ·ŵ/y₀). Using the rounded
+    # ambient v₀ instead would carry its residual non-tangency (|<x,v>_L| ≈ ε·|x|·|v|) into the result, an
+    # error that grows with d(x, y).
+    delta = _diff64(x64, y64)
+    x0, xs, y0, ys, vs = x64[..., :1], x64[..., 1:], y64[..., :1], y64[..., 1:], v64[..., 1:]
+    v0 = (xs * vs).sum(-1, keepdim=True) / x0
+    yv = (delta[..., 1:] * vs).sum(-1, keepdim=True) - delta[..., :1] * v0  # <y - x, v>_L = <y, v>_L
+    ws = vs + yv / denom * (xs + ys)
+    out = torch.cat([(ys * ws).sum(-1, keepdim=True) / y0, ws], dim=-1)
+    return check_finite_result(out.to(dtype), x, y, v, what="transp", k=k)
 
 
 def transp0(y: Tensor, v: Tensor, k: Tensor | float, *, dim: int = -1) -> Tensor:
@@ -452,7 +496,7 @@ def translate(mu: Tensor, p: Tensor, k: Tensor | float, *, inverse: bool = False
     dtype = torch.promote_types(mu.dtype, p.dtype)
     mu64, p64 = _up(mu), _up(p)
     k64 = _kdim(k, mu64)
-    mu64, p64 = projx(mu64, k64), projx(p64, k64)
+    mu64, p64 = projx(mu64, k), projx(p64, k)
     sk = k64.sqrt()
     mu0, mus = mu64[..., :1], mu64[..., 1:]
     if inverse:
@@ -460,7 +504,7 @@ def translate(mu: Tensor, p: Tensor, k: Tensor | float, *, inverse: bool = False
     p0, ps = p64[..., :1], p64[..., 1:]
     dot = (mus * ps).sum(-1, keepdim=True)
     ys = p0 / sk * mus + ps + dot / (k64 + sk * mu0) * mus
-    y = projx(torch.cat([torch.zeros_like(p0), ys], dim=-1), k64)
+    y = projx(torch.cat([torch.zeros_like(ys[..., :1]), ys], dim=-1), k)
     return check_finite_result(y.to(dtype), mu, p, what="translate", k=k)
 
 

@@ -1,0 +1,140 @@
+"""Cross-check against geoopt near the origin (float64), and interoperability with geoopt's optimisers."""
+
+from __future__ import annotations
+
+import math
+
+import geoopt
+import pytest
+import torch
+
+from manifolds import Euclidean, Lorentz
+from manifolds import lorentz_math as lm
+
+KS = (0.25, 1.0, 4.0)
+# near the origin (distance <= 3) geoopt is accurate in float64 to ~EPS·cosh²(3)·(a few) ≈ 1e-13
+RTOL, ATOL = 1e-9, 1e-11
+
+
+def _close(a, b):
+    assert a.shape == b.shape, (a.shape, b.shape)
+    assert torch.allclose(a.double(), b.double(), rtol=RTOL, atol=ATOL), float((a - b).abs().max())
+
+
+@pytest.fixture
+def sample(geo):
+    """(k) -> float64 points x, y within distance 3·sqrt(k)·(≤1) of the origin and tangent vectors u, v at x."""
+
+    def make(k: float, count: int = 64, n: int = 3):
+        M, sk, gen = Lorentz(k), math.sqrt(k), torch.Generator().manual_seed(7)
+        s = lambda: 3 * sk * torch.rand(count, generator=gen, dtype=torch.float64)  # noqa: E731
+        x = geo.point(M, s(), geo.directions(gen, count, n))
+        y = geo.point(M, s(), geo.directions(gen, count, n))
+        u = geo.tangent(M, x, 1.5 * torch.rand(count, generator=gen, dtype=torch.float64) * sk,
+                        geo.directions(gen, count, n))
+        v = geo.tangent(M, x, torch.rand(count, generator=gen, dtype=torch.float64) * sk,
+                        geo.directions(gen, count, n))
+        u0 = torch.cat([torch.zeros(count, 1, dtype=torch.float64), torch.randn(count, n, generator=gen,
+                                                                                 dtype=torch.float64)], -1)
+        return M, geoopt.Lorentz(k=k), x, y, u, v, u0
+
+    return make
+
+
+@pytest.mark.parametrize("k", KS)
+def test_agrees_with_geoopt_near_origin(sample, k):
+    M, G, x, y, u, v, u0 = sample(k)
+    assert bool((M.dist0(x) <= 3 * math.sqrt(k) + 1e-12).all()) and bool((M.dist0(y) <= 3 * math.sqrt(k) + 1e-12).all())
+    _close(M.inner(x, u, v), G.inner(x, u, v))
+    _close(M.inner(x, u, keepdim=True), G.inner(x, u, keepdim=True))
+    _close(M.dist(x, y), G.dist(x, y))
+    _close(M.dist0(x), G.dist0(x))
+    _close(M.expmap(x, u), G.expmap(x, u))
+    _close(M.logmap(x, y), G.logmap(x, y))
+    _close(M.expmap0(u0), G.expmap0(u0))
+    _close(M.logmap0(y), G.logmap0(y))
+    _close(M.transp(x, y, v), G.transp(x, y, v))
+    _close(M.transp0(y, u0), G.transp0(y, u0))
+    _close(M.transp0back(x, u), G.transp0back(x, u))
+    off = x + 0.1 * torch.randn_like(x)
+    _close(M.projx(off), G.projx(off))
+    w = torch.randn_like(x)
+    _close(M.proju(x, w), G.proju(x, w))
+    _close(M.egrad2rgrad(x, w), G.egrad2rgrad(x, w))
+    _close(M.norm(u), G.norm(u))
+    _close(M.origin(5, 4, dtype=torch.float64), G.origin(5, 4, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# optimisation with geoopt
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("manifold", ["lorentz", "euclidean"])
+def test_riemannian_adam_converges_and_stays_on_manifold(manifold):
+    if manifold == "lorentz":
+        M = Lorentz(k=2.0)
+        start = M.expmap0(torch.tensor([[0.0, 1.5, -0.5, 0.3]]))
+        target = M.expmap0(torch.tensor([[0.0, -1.0, 2.0, 0.5]]))
+    else:
+        M = Euclidean()
+        start, target = torch.tensor([[1.5, -0.5, 0.3]]), torch.tensor([[-1.0, 2.0, 0.5]])
+    p = geoopt.ManifoldParameter(start.clone(), manifold=M)
+    opt = geoopt.optim.RiemannianAdam([p], lr=0.05)
+    d_start = float(M.dist(p.detach(), target))
+    for _ in range(300):
+        opt.zero_grad()
+        loss = M.dist(p, target).pow(2).sum()
+        loss.backward()
+        opt.step()
+        ok, reason = M.check_point_on_manifold(p.detach(), explain=True)
+        assert ok, reason
+    d_end = float(M.dist(p.detach(), target))
+    assert d_end < 0.01 * d_start, (d_start, d_end)
+    assert isinstance(p, geoopt.ManifoldParameter) and p.manifold is M
+
+
+def test_learnable_curvature():
+    M = Lorentz(k=2.0, learnable=True)
+    assert float(M.k.detach()) == pytest.approx(2.0) and float(M.k.detach()) > 0
+    assert M.log_k.requires_grad and M.learnable
+    assert any(p is M.log_k for p in M.parameters())
+    v = torch.tensor([[0.3, -1.2], [2.0, 0.7]])
+    x = M.expmap0_spatial(v)  # depends on k
+    loss = M.dist(x[:1], x[1:]).sum() + M.logmap0(x).pow(2).sum()
+    loss.backward()
+    assert M.log_k.grad is not None and bool(torch.isfinite(M.log_k.grad)) and float(M.log_k.grad) != 0.0
+    # a large optimiser step (towards k -> 0) keeps k positive: k = exp(log_k)
+    opt = torch.optim.SGD([M.log_k], lr=100.0)
+    M.log_k.grad = torch.tensor(1.0)
+    opt.step()
+    assert float(M.k.detach()) > 0 and math.isfinite(float(M.k.detach()))
+    # and with geoopt's optimiser, which treats log_k as a Euclidean parameter
+    M.set_k(2.0)
+    opt = geoopt.optim.RiemannianAdam([M.log_k], lr=0.5)
+    for _ in range(5):
+        opt.zero_grad()
+        M.dist0(M.expmap0_spatial(torch.tensor([1.0, 0.0]))).backward()
+        opt.step()
+        assert float(M.k.detach()) > 0
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_invalid_curvature_raises(bad):
+    with pytest.raises(ValueError, match="k"):
+        Lorentz(k=bad)
+    with pytest.raises(ValueError):
+        Lorentz(k=1.0).set_k(bad)
+
+
+def test_lorentz_math_is_geoopt_free_of_state():
+    """The pure functions accept a batched k (one curvature per row) like the class does with a scalar."""
+    k = torch.tensor([0.25, 1.0, 4.0], dtype=torch.float64)
+    v = torch.tensor([[0.5, 1.0], [0.5, 1.0], [0.5, 1.0]], dtype=torch.float64)
+    x = lm.expmap0_spatial(v, k)
+    for i, ki in enumerate(k.tolist()):
+        _close(x[i], lm.expmap0_spatial(v[i], ki))
+        _close(lm.dist0(x, k)[i], lm.dist0(x[i], ki))
+    o = lm.origin(2, k)
+    _close(lm.logmap(o, x, k), lm.logmap0(x, k))
+    _close(lm.dist(o, x, k), lm.dist0(x, k))
