@@ -19,12 +19,12 @@ from .coupling import (AffineCoupling, AffineHalf, Coupling, CouplingHalf, Hyper
                        WrappedHyperboloidCoupling, bounded_log_scale)
 from .distribution import Flow
 from .linear import ActNorm, Permutation
-from .registry import available, build, describe, register
+from .registry import LIFT_SUFFIX, available, build, describe, lift_to, register
 from .transform import Compose, TangentSpaceTransform, Transform
 
 __all__ = [
     "ActNorm", "AffineCoupling", "AffineHalf", "Compose", "Coupling", "CouplingHalf", "Flow", "GraphConditioner",
     "HyperboloidHalf", "MLPConditioner", "Permutation", "TangentCoupling", "TangentSpaceTransform", "Transform",
     "WrappedHyperboloidCoupling", "available", "bounded_log_scale", "build", "describe", "make_conditioner",
-    "register",
+    "register", "lift_to", "LIFT_SUFFIX",
 ]

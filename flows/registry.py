@@ -4,30 +4,63 @@ from __future__ import annotations
 
 from typing import Callable
 
+from manifolds import Euclidean
 from manifolds.base import ManifoldOps
 
 from .constants import DEFAULT_HIDDEN
 from .coupling import AffineCoupling, TangentCoupling, WrappedHyperboloidCoupling
-from .transform import Compose, Transform
+from .transform import Compose, TangentSpaceTransform, Transform
 
 Factory = Callable[..., Transform]
 
 _REGISTRY: dict[str, tuple[Factory, tuple[str, ...], str]] = {}
 
 
-def register(name: str, manifolds: tuple[str, ...], summary: str) -> Callable[[Factory], Factory]:
-    """Register ``factory(manifold, dim, layers, hidden, conditioner) -> Transform`` under ``name``.
+#: suffix of the name under which a Euclidean flow lifted to the hyperboloid is registered
+LIFT_SUFFIX = "@lorentz"
 
-    ``manifolds`` lists the manifold names (``"Euclidean"``, ``"Lorentz"``) the flow applies to.
+
+def register(name: str, manifolds: tuple[str, ...], summary: str, *, lift: bool = False) -> Callable[[Factory], Factory]:
+    """Register ``factory(manifold, dim, layers, hidden, conditioner, **kw) -> Transform`` under ``name``.
+
+    ``manifolds`` lists the manifold names (``"Euclidean"``, ``"Lorentz"``) the flow applies to. With
+    ``lift=True`` (a flow of ℝⁿ), the same flow lifted to Hⁿ as ``exp_o ∘ f ∘ log_o`` (:func:`lift`) is registered
+    too, as ``name + "@lorentz"``.
     """
 
     def deco(factory: Factory) -> Factory:
         if name in _REGISTRY:
             raise ValueError(f"a flow named {name!r} is already registered")
         _REGISTRY[name] = (factory, manifolds, summary)
+        if lift:
+            if manifolds != ("Euclidean",):
+                raise ValueError(f"only flows of ℝⁿ can be lifted; {name!r} applies to {manifolds}")
+
+            def lifted(manifold, dim, **kw) -> Transform:
+                return lift_to(manifold, factory(Euclidean(), dim, **kw))
+
+            _REGISTRY[name + LIFT_SUFFIX] = (lifted, ("Lorentz",), f"{summary}, lifted to Hⁿ as exp_o ∘ f ∘ log_o")
         return factory
 
     return deco
+
+
+def lift_to(manifold: ManifoldOps, transform: Transform) -> Transform:
+    r"""Lift a flow ``f`` of ℝⁿ to the manifold as ``exp_o ∘ f ∘ log_o`` (tangent coordinates at the origin).
+
+    ``log|det| = log|det ∂f(w)| + (n-1)·ℓ(||f(w)||) - (n-1)·ℓ(||w||)`` (``MATH.md`` §2, §4): this is how the
+    autoregressive, spline, residual and other Euclidean families become flows on Hⁿ.
+
+    Example:
+        >>> from manifolds import Lorentz
+        >>> from flows import AffineCoupling
+        >>> f = lift_to(Lorentz(), AffineCoupling(2))
+        >>> f(Lorentz().origin(4, 3))[0].shape
+        torch.Size([4, 3])
+    """
+    if transform.manifold.name != "Euclidean":
+        raise ValueError(f"lift_to expects a flow of ℝⁿ; got one on {transform.manifold.name}")
+    return TangentSpaceTransform(manifold, transform)
 
 
 def available(manifold: ManifoldOps | None = None) -> list[str]:

@@ -25,6 +25,12 @@ class Transform(nn.Module):
     """
 
     manifold: ManifoldOps
+    #: False for surjective layers (SurVAE): ``inverse`` is the deterministic inference map and ``forward`` samples
+    #: one of its pre-images; their ``ladj`` terms are the exact likelihood contributions.
+    bijective: bool = True
+    #: ``None`` when ``inverse`` is exact (closed form); otherwise the stated accuracy of a numerical inverse
+    #: (maximum absolute error in the coordinates, for inputs in the transform's documented working range).
+    inverse_tolerance: Optional[float] = None
 
     def __init__(self, manifold: Optional[ManifoldOps] = None) -> None:
         super().__init__()
@@ -64,6 +70,9 @@ class Compose(Transform):
                 )
         super().__init__(manifold)
         self.transforms = nn.ModuleList(_fuse(transforms))
+        self.bijective = all(t.bijective for t in transforms)
+        tols = [t.inverse_tolerance for t in transforms if t.inverse_tolerance is not None]
+        self.inverse_tolerance = len(tols) * max(tols) if tols else None
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         total = x.new_zeros(x.shape[:-1])
@@ -95,6 +104,8 @@ class TangentSpaceTransform(Transform):
     def __init__(self, manifold: ManifoldOps, inner: Transform) -> None:
         super().__init__(manifold)
         self.inner = inner
+        self.bijective = inner.bijective
+        self.inverse_tolerance = inner.inverse_tolerance
 
     def _terms(self, w: Tensor) -> Tensor:
         return self.manifold.expmap_logdet(torch.linalg.vector_norm(w, dim=-1), w.size(-1))
