@@ -1,6 +1,6 @@
 # riemannian-flows developer entry points.
 #
-#   make demo                  # main job: create .venv if needed, install, run experiments.demo
+#   make demo                  # main job: create .venv if needed, install, run `python -m experiments main`
 #   make test                  # whole test suite
 #   make test SYSTEM_TORCH=1   # reuse the torch you already have (venv gets --system-site-packages)
 #   make test RF_DATA_ROOT=/path/to/shared/data PYTEST_ARGS='-m "not slow" --dtype float32'
@@ -60,7 +60,7 @@ test: $(STAMP)
 	RF_DATA_ROOT='$(RF_DATA_ROOT)' $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	RF_DATA_ROOT='$(RF_DATA_ROOT)' $(PY) -m experiments.demo
+	RF_DATA_ROOT='$(RF_DATA_ROOT)' $(PY) -m experiments main
 
 bench: $(BENCH_STAMP)
 	RF_DATA_ROOT='$(RF_DATA_ROOT)' $(PY) -m experiments.bench flows

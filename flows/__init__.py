@@ -15,11 +15,20 @@ Example:
 """
 
 from .conditioners import GraphConditioner, MLPConditioner, make_conditioner
-from .coupling import (AffineCoupling, AffineHalf, Coupling, CouplingHalf, HyperboloidHalf, TangentCoupling,
-                       WrappedHyperboloidCoupling, bounded_log_scale)
+from .continuous import ContinuousFlow, TimeMLP
+from .coupling import (AdditiveCoupling, AdditiveHalf, AffineCoupling, AffineHalf, Coupling, CouplingHalf,
+                       HyperboloidHalf, TangentCoupling, WrappedHyperboloidCoupling, bounded_log_scale)
 from .distribution import Flow
 from .linear import ActNorm, Permutation
 from .registry import LIFT_SUFFIX, available, build, describe, lift_to, register
+from .splines import SplineCoupling, SplineHalf, rational_quadratic_spline
+from .autoregressive import IAF, MADE, MAF, MaskedAutoregressive
+from .surjective import AbsSurjection, FoldedDistribution, SortSurjection, SymmetrySurjection
+from .diagnostics import gaussian_optimum_nll
+from .linear_lu import LULinear, QRLinear, householder
+from .planar import Planar, Radial, Sylvester, solve_tanh_equation
+from .residual import InvertibleResidual, SpectralCap, logdet_power_series
+from .selfnorm import SelfNormConv2d, SelfNormLinear, self_normalizing, self_normalizing_objective
 from .transform import Compose, TangentSpaceTransform, Transform
 
 __all__ = [
@@ -27,4 +36,11 @@ __all__ = [
     "HyperboloidHalf", "MLPConditioner", "Permutation", "TangentCoupling", "TangentSpaceTransform", "Transform",
     "WrappedHyperboloidCoupling", "available", "bounded_log_scale", "build", "describe", "make_conditioner",
     "register", "lift_to", "LIFT_SUFFIX",
+    "AbsSurjection", "SortSurjection", "SymmetrySurjection", "FoldedDistribution", "gaussian_optimum_nll",
+    "ContinuousFlow", "TimeMLP",
+    "AdditiveCoupling", "AdditiveHalf", "SplineCoupling", "SplineHalf", "rational_quadratic_spline", "MADE", "MAF",
+    "IAF", "MaskedAutoregressive",
+    "LULinear", "QRLinear", "householder", "Planar", "Radial", "Sylvester", "solve_tanh_equation",
+    "InvertibleResidual", "SpectralCap", "logdet_power_series",
+    "SelfNormConv2d", "SelfNormLinear", "self_normalizing", "self_normalizing_objective",
 ]

@@ -12,6 +12,55 @@ from .constants import DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, OUTPUT_INIT_SCALE
 Tensor = torch.Tensor
 
 
+class _TanhViaSigmoid(torch.autograd.Function):
+    """``tanh(x) = 2·sigmoid(2x) - 1`` with tanh's own derivative ``1 - y²`` (see :func:`tanh`)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor) -> Tensor:
+        return torch.sigmoid(x * 2).mul_(2).sub_(1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+    @staticmethod
+    def jvp(ctx, tangent: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(tangent, y)
+
+
+def tanh(x: Tensor) -> Tensor:
+    """``tanh``, the conditioners' activation. On the CPU it is evaluated as ``2·sigmoid(2x) - 1``: torch's CPU
+    ``tanh`` kernel is about 3× slower than ``sigmoid`` (torch 2.x, AVX2), and the conditioner activations
+    are a large part of a coupling flow's training step. Same function; the absolute error is below 2e-7 in
+    float32 (``torch.tanh``: 3e-8), immaterial for a hidden activation (and it does not touch exactness: a
+    coupling's inverse and log-det use the same conditioner output). Elsewhere ``torch.tanh``.
+
+    Example:
+        >>> x = torch.linspace(-5, 5, 11, dtype=torch.float64)
+        >>> bool(torch.allclose(tanh(x), torch.tanh(x), atol=1e-15))
+        True
+    """
+    if x.device.type == "cpu":
+        return _TanhViaSigmoid.apply(x)
+    return torch.tanh(x)
+
+
+class Tanh(nn.Tanh):
+    """``nn.Tanh`` computed by :func:`tanh` (no parameters: state dicts are unchanged)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return tanh(x)
+
+
 def _near_identity_(layer: nn.Linear) -> nn.Linear:
     with torch.no_grad():
         layer.weight.mul_(OUTPUT_INIT_SCALE)
@@ -42,7 +91,7 @@ class MLPConditioner(nn.Module):
         sizes = [in_features + context_features] + [hidden] * layers
         mods: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:]):
-            mods += [nn.Linear(a, b), nn.Tanh()]
+            mods += [nn.Linear(a, b), Tanh()]
         mods.append(_near_identity_(nn.Linear(sizes[-1], out_features)))
         self.net = nn.Sequential(*mods)
 
@@ -95,7 +144,7 @@ class GraphConditioner(nn.Module):
             )
         h = x
         for conv in self.convs:
-            h = torch.tanh(conv(h, context))
+            h = tanh(conv(h, context))
         return self.out(h)
 
 

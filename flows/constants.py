@@ -16,3 +16,97 @@ DEFAULT_HIDDEN_LAYERS: int = 2
 #: Scale of the last conditioner layer at initialisation: the flow starts close to (not exactly at) the
 #: identity, so deep stacks train stably while every parameter still receives a gradient.
 OUTPUT_INIT_SCALE: float = 1e-2
+
+#: Below this argument, ``sinhc'(z)/z = (cosh z - sinhc z)/z²`` (in the WHC backward pass) uses its series
+#: ``1/3 + z²/30 + z⁴/840 + z⁶/45360``: the closed form loses ``~eps/z²`` to cancellation (2e-14 at 0.1 in
+#: float64), the omitted series term is below ``z⁸/4e6`` (3e-15 at 0.1).
+SINHC_PRIME_SERIES_THRESHOLD: float = 0.1
+
+#: Rational-quadratic splines (Durkan et al. 2019) act on ``[-B, B]`` with ``B = SPLINE_BOUND`` and are the
+#: identity outside (linear tails, slope 1, so the map is C¹ at ``±B``). ``B = 5`` covers a standard normal
+#: base to 5σ (zuko's default bound); larger |x| pass through unchanged.
+SPLINE_BOUND: float = 5.0
+
+#: Default number of spline bins ``K`` (``3K - 1`` parameters per transformed coordinate).
+SPLINE_BINS: int = 8
+
+#: Smallest spline bin width and height, as a fraction of ``2B`` (nflows' and Durkan et al.'s 1e-3): every bin
+#: keeps a positive size, so the knots stay distinct and the inverse's quadratic stays well conditioned.
+SPLINE_MIN_BIN_SIZE: float = 1e-3
+
+#: Smallest derivative of a spline at its interior knots (``δ = m + softplus(·)``, nflows' 1e-3): the map stays
+#: strictly increasing with a finite log-derivative.
+SPLINE_MIN_DERIVATIVE: float = 1e-3
+
+# -- continuous normalizing flows (flows/continuous.py) ------------------------------------------------------
+
+#: ODE solver of a CNF (a ``torchdiffeq`` method): Dormand–Prince 5(4) with adaptive steps, as in FFJORD.
+CNF_METHOD: str = "dopri5"
+
+#: Default relative / absolute local tolerances of the CNF's solver (float64). Measured on the shared flow suite
+#: (float64, ‖w‖ ≤ 10, randomised O(1) vector fields, T ≈ 1): round trips within ~3e-10 relative, log-dets within
+#: ~5e-9 of an autograd Jacobian of the solve (global error ≈ 3–50 × the local tolerance). For training in float32
+#: pass looser ones (e.g. 1e-5), or rely on :data:`CNF_MIN_TOLERANCE`.
+CNF_RTOL: float = 1e-10
+CNF_ATOL: float = 1e-10
+
+#: Per-dtype floor on the tolerances actually used: a float32 solve cannot reach float64 tolerances (the step
+#: size would collapse), so float32 states are solved at ``max(tol, 1e-6)``.
+CNF_MIN_TOLERANCE: dict[str, float] = {"float64": 1e-14, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-2}
+
+#: Stated accuracy of a CNF's numerical inverse (``inverse_tolerance``) and of its log-dets
+#: (``logdet_tolerance``), as multiples of ``max(rtol, atol)``: the global error of an adaptive solve is a
+#: modest multiple of its local tolerance for the O(1) fields and times of the documented working range
+#: (measured ≤ 20× for coordinates, ≤ 60× for log-dets on the shared suite).
+CNF_INVERSE_TOLERANCE_FACTOR: float = 1e2
+CNF_LOGDET_TOLERANCE_FACTOR: float = 1e2
+
+#: Initial end time ``T`` of a CNF block.
+CNF_END_TIME: float = 1.0
+
+# -- planar, Sylvester, i-ResNet: numerical inverses (flows/planar.py, flows/residual.py) ---------------------
+
+#: Stated accuracy (``inverse_tolerance``: max abs error in the coordinates, float64, ``‖y‖ ≤ 100``) of one planar
+#: or Sylvester layer's numerical inverse. Both reduce exactly to scalar monotone equations
+#: ``s + a·tanh(c·s + d) = t`` (``1 + a·c > 0``), solved by bracketed Newton to a few ulps; the error left is
+#: rounding amplified by the conditioning ``1/(1 + a·c·h′)`` of the layer (so the statement assumes a layer that
+#: is not nearly singular, ``1 + a·c ≳ 1e-3``), measured ≤ 1e-12 for the randomised layers of the tests.
+NUMERICAL_INVERSE_TOLERANCE: float = 1e-10
+
+#: Iteration cap of the bracketed Newton solve. Every iteration at least halves the bracket (bisection
+#: fallback), which starts at width ``2|a|``: 200 halvings reach any float64 resolution.
+ROOT_SOLVE_MAX_ITER: int = 200
+
+#: Lipschitz cap ``c`` of each linear layer of an i-ResNet block (Behrmann et al. 2019 use 0.9): ``W ↦ W·min(1,
+#: c/σ_max(W))``, so with 1-Lipschitz activations ``Lip(F) ≤ c^L`` for ``L`` linear layers (0.729 for three).
+IRESNET_LIPSCHITZ: float = 0.9
+
+#: Stated accuracy of the i-ResNet fixed-point inverse (max abs error in the coordinates, float64). The
+#: iteration ``x ← y − F(x)`` stops when ``‖Δx‖∞ ≤ tol·(1 − L)/L``, which bounds the error by ``tol`` (Banach).
+IRESNET_INVERSE_TOLERANCE: float = 1e-10
+
+#: Cap on fixed-point iterations (inverse and implicit backward): at ``L = 0.729`` reaching 1e-10 takes ~80.
+IRESNET_MAX_ITER: int = 1000
+
+#: Truncation error allowed in the exact-trace power series ``log det(I + J) = Σ_k (−1)^{k+1} tr(J^k)/k``: the
+#: number of terms ``N`` is the smallest with ``n·L^{N+1}/((N+1)(1 − L)) ≤`` this (``|tr J^k| ≤ n·L^k``).
+IRESNET_LOGDET_TOLERANCE: float = 1e-8
+
+#: Russian-roulette estimator (Chen et al. 2019): terms always computed, then a geometric number of further
+#: terms with success probability ``p`` (each later term reweighted by ``1/P(N ≥ k)``).
+IRESNET_ROULETTE_EXACT_TERMS: int = 2
+IRESNET_ROULETTE_P: float = 0.5
+
+# -- self-normalizing flows (flows/selfnorm.py) ---------------------------------------------------------------
+
+#: Initial ``W = I + ε`` of a self-normalizing layer, ``ε ~ N(0, σ²/fan_in)`` with ``σ = SELFNORM_INIT_NOISE``:
+#: ``‖ε‖₂ ≈ 2σ = 0.1`` whatever D, so W starts well conditioned and ``R = Wᵀ`` is within ~0.2 of ``W⁻¹``.
+SELFNORM_INIT_NOISE: float = 0.05
+
+#: Weight λ of the per-layer reconstruction term ``λ Σ_k ‖g_k(f_k(h_k)) − h_k‖²`` (Keller et al.: λ = 1 for
+#: small FC / conv models).
+SELFNORM_RECONSTRUCTION_WEIGHT: float = 1.0
+
+#: Negative-side slope α of the elementwise leaky ReLU between self-normalizing layers (log-det log α per
+#: negative coordinate; α bounded away from 0 keeps the layer bi-Lipschitz).
+LEAKY_RELU_SLOPE: float = 0.5

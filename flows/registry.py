@@ -8,7 +8,8 @@ from manifolds import Euclidean
 from manifolds.base import ManifoldOps
 
 from .constants import DEFAULT_HIDDEN
-from .coupling import AffineCoupling, TangentCoupling, WrappedHyperboloidCoupling
+from .coupling import AdditiveCoupling, AffineCoupling, TangentCoupling, WrappedHyperboloidCoupling
+from .linear import ActNorm
 from .transform import Compose, TangentSpaceTransform, Transform
 
 Factory = Callable[..., Transform]
@@ -29,7 +30,7 @@ def register(name: str, manifolds: tuple[str, ...], summary: str, *, lift: bool 
     """
 
     def deco(factory: Factory) -> Factory:
-        if name in _REGISTRY:
+        if name in _REGISTRY and not _same_factory(_REGISTRY[name][0], factory):
             raise ValueError(f"a flow named {name!r} is already registered")
         _REGISTRY[name] = (factory, manifolds, summary)
         if lift:
@@ -43,6 +44,12 @@ def register(name: str, manifolds: tuple[str, ...], summary: str, *, lift: bool 
         return factory
 
     return deco
+
+
+def _same_factory(a: Factory, b: Factory) -> bool:
+    """The same definition executed again (a module re-imported, e.g. by ``pytest --doctest-modules`` under
+    ``--import-mode=importlib``): registering it again replaces the entry instead of raising."""
+    return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
 def lift_to(manifold: ManifoldOps, transform: Transform) -> Transform:
@@ -137,3 +144,17 @@ def _tc(manifold, dim, **kw) -> Transform:
 @register("whc", ("Lorentz",), "wrapped hyperboloid coupling on Hⁿ (the paper's WHC)")
 def _whc(manifold, dim, **kw) -> Transform:
     return _couplings(WrappedHyperboloidCoupling, manifold, dim, **kw)
+
+
+@register("additive", ("Euclidean",), "additive coupling on ℝⁿ with a final diagonal scaling (NICE)", lift=True)
+def _additive(manifold, dim, layers, hidden, conditioner, scaling: bool = True, **kw) -> Transform:
+    """NICE (Dinh et al. 2015): additive couplings with alternating halves, then (``scaling=True``, as in the
+    paper) a learned diagonal scaling ``y = x ⊙ exp(s) + b`` as the top layer, so that the flow can change volume:
+    an :class:`~flows.linear.ActNorm` with its data-dependent initialisation switched off (``s = b = 0``)."""
+    ts: list[Transform] = [AdditiveCoupling(dim, parity=i % 2, conditioner=conditioner, hidden=hidden, **kw)
+                           for i in range(layers)]
+    if scaling:
+        top = ActNorm(dim)
+        top.initialized.fill_(True)
+        ts.append(top)
+    return Compose(ts)

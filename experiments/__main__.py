@@ -1,0 +1,238 @@
+"""Command line of the experiments: ``python -m experiments <command>`` (or the ``riemannian-flows`` script).
+
+Commands:
+  density      VAE density estimation (Tables 1-2): test log-likelihood by IWAE
+  graph-recon  graph VAE link prediction (Table 3): test ROC-AUC and average precision
+  graph-gen    two-stage graph generation (Table 4, Figure 5): validity accuracy, triangles, clustering, MMDs
+  main         the README's main job: graph-recon on the embedded hierarchical graph, N-VAE vs H-VAE vs WHC
+  reproduce    the paper's tables at the paper's settings, 5 seeds each; writes RESULTS.md
+
+Every run writes to --out: results.json (config, per-seed metrics, mean ± std summary, wall time, versions),
+training_curves.png, seed<k>/ (history, plots, checkpoint while running) and appends a row to a CSV.
+Run ``python -m experiments <command> --help`` for the options of a command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import datasets as ds
+
+#: per command: defaults that follow the paper (App. E)
+DEFAULTS = {
+    "density": {"epochs": 80, "lr": 1e-3, "latent_dim": 2, "dataset": "bdp"},
+    "graph-recon": {"epochs": 3000, "lr": 1e-3, "latent_dim": None, "dataset": "tree", "hidden": 16},
+    "graph-gen": {"epochs": 100, "lr": 1e-2, "latent_dim": 2, "dataset": "trees", "hidden": 32},
+}
+DATASETS = {"density": ds.DENSITY_DATASETS, "graph-recon": ds.GRAPH_DATASETS, "graph-gen": ds.GENERATION_DATASETS}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _flow_help() -> str:
+    import flows
+
+    names = ", ".join(flows.available())
+    return (f"flow in the posterior (graph-gen: of the prior): 'none' or a registered flow ({names}; "
+            "flows.describe() says what each is). The paper's NC is --model euclidean --flow nc (affine coupling); "
+            "TC and WHC are --model hyperbolic --flow tc (tangent coupling) / whc (wrapped hyperboloid coupling)")
+
+
+def _positive(kind=int):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_common(p: argparse.ArgumentParser, command: str) -> None:
+    d = DEFAULTS[command]
+    names = DATASETS[command]
+    p.add_argument("--dataset", default=d["dataset"], choices=names, metavar="NAME",
+                   help="dataset: " + "; ".join(f"{n}: {ds.DESCRIPTIONS[n]}" for n in names))
+    p.add_argument("--model", default="hyperbolic", choices=("euclidean", "hyperbolic"),
+                   help="latent space: euclidean (R^n, wrapped normal = Gaussian) or hyperbolic (Lorentz model "
+                        "H^n with the paper's curvature warm-up R = 11 -> 2)")
+    p.add_argument("--flow", default="whc" if command != "density" else "none", help=_flow_help())
+    p.add_argument("--latent-dim", type=_positive(), default=d["latent_dim"],
+                   help="intrinsic latent dimension n" + (" (default: per dataset, e.g. 6 for dis-i, 2 for "
+                                                          "dis-ii)" if d["latent_dim"] is None else ""))
+    p.add_argument("--epochs", type=_positive(), default=d["epochs"],
+                   help="training epochs" + (" per stage (auto-encoder, then flow prior)" if command == "graph-gen"
+                                             else ""))
+    p.add_argument("--seeds", type=_positive(), default=1, help="number of seeded runs (seeds --seed, --seed+1, ...)")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--lr", type=_positive(float), default=d["lr"], help="Adam learning rate")
+    p.add_argument("--hidden", type=_positive(), default=d.get("hidden"),
+                   help="encoder/decoder width (default: 200 for bdp and digits, 600 for mnist; GCN 16 for "
+                        "graph-recon; GAT 32 for graph-gen)")
+    p.add_argument("--flow-layers", type=_positive(), default=2, help="coupling layers of the flow")
+    p.add_argument("--flow-hidden", type=_positive(), default=128, help="width of the coupling networks")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help=f"folder with the datasets in the layout of shared/data (default: ${ds.DATA_ROOT_ENV}, "
+                        "else ../shared/data beside the repository, else ./data)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=_positive(), default=1,
+                   help="torch intra-op threads (1 is fastest for these small models on a shared CPU)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: runs/<command>/<dataset>-<model>-<flow>-d<latent-dim>)")
+    p.add_argument("--csv", type=Path, default=None, help="CSV that gets one row per run (default: <out>/../results.csv)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out from its last checkpoint (finished seeds are kept)")
+    p.add_argument("--checkpoint-every", type=_positive(), default=None,
+                   help="epochs between checkpoints (default: 1/20 of the epochs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--stop-after", type=_positive(), default=None, help=argparse.SUPPRESS)  # tests: simulated kill
+    if command == "density":
+        p.add_argument("--batch-size", type=_positive(), default=None, help="global batch size (default: 64 bdp, 128 "
+                                                                            "mnist and digits)")
+        p.add_argument("--iwae-samples", type=_positive(), default=500, help="importance samples K of the test IWAE")
+        p.add_argument("--eval-batch", type=_positive(), default=100, help="test examples per IWAE batch")
+    if command == "graph-recon":
+        p.add_argument("--flow-conditioner", default="mlp", choices=("mlp", "gcn", "gat"),
+                       help="coupling networks: per-node MLPs (the reference code's 'Linear' layers) or graph networks")
+    if command == "graph-gen":
+        p.add_argument("--batch-size", type=_positive(), default=None, help="graphs per mini-batch (default 16)")
+        p.add_argument("--num-generate", type=_positive(), default=100, help="graphs generated for the metrics")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__, formatter_class=_Formatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    helps = {"density": "VAE density estimation (BDP, MNIST, digits)",
+             "graph-recon": "graph VAE link prediction (Dis-I, Dis-II, Cora, ... , generated tree)",
+             "graph-gen": "two-stage graph generation (random trees, lobsters)"}
+    for command in ("density", "graph-recon", "graph-gen"):
+        p = sub.add_parser(command, help=helps[command], description=helps[command], formatter_class=_Formatter)
+        _add_common(p, command)
+    from .main_job import add_arguments as add_main
+    from .reproduce import add_arguments as add_reproduce
+
+    add_main(sub.add_parser("main", help="the README's main job (make demo)", formatter_class=_Formatter,
+                            description="Graph reconstruction on the embedded hierarchical graph (no download): "
+                                        "N-VAE, H-VAE and WHC compared; prints an AUC/AP table and draws the "
+                                        "latents in the Poincaré disk."))
+    add_reproduce(sub.add_parser("reproduce", help="reproduce the paper's tables and write RESULTS.md",
+                                 formatter_class=_Formatter, description="Run the paper's experiments at its "
+                                 "settings (5 seeds each; finished runs are kept) and write RESULTS.md."))
+    return parser
+
+
+def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Check option combinations and turn them into the run's config (``ValueError`` → usage error)."""
+    import flows
+    from manifolds import Euclidean, Lorentz
+
+    command = args.command
+    if args.flow != "none":
+        manifold = Euclidean() if args.model == "euclidean" else Lorentz()
+        if args.flow not in flows.available():
+            parser.error(f"argument --flow: unknown flow {args.flow!r}; choose 'none' or one of "
+                         f"{', '.join(flows.available())}")
+        if args.flow not in flows.available(manifold):
+            parser.error(f"argument --flow: flow {args.flow!r} does not apply to --model {args.model}; flows for "
+                         f"{args.model}: {', '.join(flows.available(manifold))}")
+    elif command == "graph-gen":
+        parser.error("argument --flow: graph-gen needs a flow prior (nc with --model euclidean, tc or whc with "
+                     "--model hyperbolic)")
+    cfg = {k: v for k, v in vars(args).items()}
+    cfg["command"] = command
+    return cfg
+
+
+def _default_out(cfg: dict[str, Any]) -> Path:
+    return Path("runs") / cfg["command"] / f"{cfg['dataset']}-{cfg['model']}-{cfg['flow']}-d{cfg['latent_dim']}"
+
+
+def run_command(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run one configured command (``cfg`` as produced by :func:`validate`); returns its results."""
+    import torch
+
+    from . import distributed as D
+    from .models import paper_name
+    from .runs import run
+
+    torch.set_num_threads(cfg.get("threads") or 1)
+    D.init_from_env(cfg["device"])
+    command = cfg["command"]
+    describe = f"{command} {cfg['dataset']} {paper_name(cfg['model'], cfg['flow'])}"
+    if command == "density":
+        from .density import DensityJob
+
+        data = ds.load_density(cfg["dataset"], cfg.get("data_root"))
+        cfg.setdefault("data_note", data.note)
+        cfg["data_note"] = data.note
+        make = lambda seed: DensityJob(cfg, data, seed)  # noqa: E731
+    elif command == "graph-recon":
+        from .graph_recon import GraphReconJob
+
+        data = ds.load_graph(cfg["dataset"], cfg.get("data_root"))
+        if cfg.get("latent_dim") is None:
+            cfg["latent_dim"] = data.latent_dim
+        cfg["data_note"] = data.summary()
+        make = lambda seed: GraphReconJob(cfg, data, seed)  # noqa: E731
+    elif command == "graph-gen":
+        from .graph_gen import GraphGenJob
+
+        train, test, kind = ds.load_graph_set(cfg["dataset"])
+        cfg["data_note"] = f"{len(train)} train / {len(test)} test graphs ({kind})"
+        make = lambda seed: GraphGenJob(cfg, train, test, kind, seed)  # noqa: E731
+    else:  # pragma: no cover
+        raise ValueError(f"unknown command {command!r}")
+    if cfg.get("out") is None:
+        cfg["out"] = _default_out(cfg)
+    return run(command, cfg, make, describe=describe, progress=not cfg.get("no_progress"))
+
+
+def print_summary(results: dict[str, Any]) -> None:
+    cfg = results["config"]
+    parts = [f"{k} = {v['mean']:.4f} ± {v['std']:.4f}" for k, v in results["summary"].items()
+             if k in ("auc", "ap", "test_ll", "accuracy", "avg_triangles", "avg_clustering")]
+    print(f"{cfg['command']} {cfg['dataset']} model={cfg['model']} flow={cfg['flow']} d={cfg['latent_dim']}: "
+          f"{', '.join(parts)} over {len(results['metrics'])} seed(s); {results['wall_s']:.1f} s; "
+          f"results in {cfg['out']}/results.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "main":
+        from .main_job import run_main
+
+        return run_main(args)
+    if args.command == "reproduce":
+        from .reproduce import run_reproduce
+
+        return run_reproduce(args)
+    cfg = validate(args, parser)
+    from . import distributed as D
+    from .runs import StopRequested
+
+    try:
+        results = run_command(cfg)
+        if D.is_main():
+            print_summary(results)
+    except ds.MissingDataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except StopRequested as err:
+        print(str(err), file=sys.stderr)
+        return 3
+    finally:
+        D.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""Benchmarks. ``python -m experiments.bench flows`` times one maximum-likelihood training step of our coupling
+flows against the RealNVP implementations of zuko, nflows and normflows (``pip install -e '.[bench]'``, or
+``make bench``), and our tangent (TC) and wrapped hyperboloid (WHC) couplings against our affine coupling (NC).
+
+One step is ``optimizer.zero_grad(); loss = -flow.log_prob(x).mean(); loss.backward()`` (density direction on
+data ``x``; the optimizer's ``step`` is left out for every model). Every model is built with the same size:
+``--layers`` coupling layers whose conditioner is an MLP with two hidden layers of ``--hidden`` units and tanh.
+The models are timed round-robin (one step of each per repeat, in a rotating order) after a warm-up, so that
+drift in the machine's speed affects all of them alike; the table gives the median and the inter-quartile
+range, and ratios of medians measured in the same run.
+
+Run ``python -m experiments.bench flows --help`` for options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+#: Targets of issue 3 (ratios of median step times measured in the same run).
+NC_VS_PEER_TARGET = 1.0
+NC_VS_PEER_AIM = 0.8
+WHC_VS_NC_TARGET = 1.5
+
+
+@dataclass
+class Case:
+    """A model to time: ``step()`` runs one training step; ``group`` is ``"ours"``, ``"peer"`` or ``"manifold"``."""
+
+    name: str
+    group: str
+    step: Callable[[], None]
+    note: str = ""
+    times: list[float] = field(default_factory=list)
+
+
+def _make_step(model: nn.Module, log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+               ) -> Callable[[], None]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=1e-4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = -log_prob(x).mean()
+        loss.backward()
+
+    return step
+
+
+def _tanh_mlp(i: int, o: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(i, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, o))
+
+
+class _ContextFreeMLP(nn.Module):
+    """A tanh MLP with nflows' conditioner signature ``net(x, context)`` (nflows' ``nets.MLP`` takes no context)."""
+
+    def __init__(self, i: int, o: int, hidden: int) -> None:
+        super().__init__()
+        self.net = _tanh_mlp(i, o, hidden)
+
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.net(x)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# our flows
+# ----------------------------------------------------------------------------------------------------------
+
+
+def ours_nc(dim: int, layers: int, hidden: int, x: torch.Tensor) -> Case:
+    from flows import Flow, build
+    from manifolds import Euclidean
+
+    f = build("nc", Euclidean(), dim, layers=layers, hidden=hidden).to(x)
+    base = torch.distributions.Independent(
+        torch.distributions.Normal(torch.zeros(dim, dtype=x.dtype, device=x.device),
+                                   torch.ones(dim, dtype=x.dtype, device=x.device)), 1)
+    q = Flow(base, f)
+    return Case("ours NC (affine coupling)", "ours", _make_step(f, q.log_prob, x),
+                "flows.build('nc', Euclidean()); base N(0, I)")
+
+
+def ours_manifold(name: str, dim: int, layers: int, hidden: int, x_tangent: torch.Tensor) -> Case:
+    from flows import Flow, build
+    from manifolds import Lorentz, WrappedNormal
+
+    M = Lorentz(k=1.0)
+    f = build(name, M, dim, layers=layers, hidden=hidden).to(x_tangent)
+    base = WrappedNormal(M.origin(dim + 1, dtype=x_tangent.dtype, device=x_tangent.device).as_subclass(torch.Tensor),
+                         torch.ones(dim, dtype=x_tangent.dtype, device=x_tangent.device), M)
+    q = Flow(base, f)
+    x = M.expmap0_spatial(x_tangent).detach()
+    label = {"tc": "ours TC (tangent coupling)", "whc": "ours WHC (wrapped hyperboloid)"}[name]
+    return Case(label, "manifold", _make_step(f, q.log_prob, x),
+                f"flows.build('{name}', Lorentz(k=1)); base WrappedNormal(o, I); data exp_o(N(0, I)) on H^{dim}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# peers (each returns None with a reason when the library cannot be imported)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def peer_zuko(dim: int, layers: int, hidden: int, x: torch.Tensor) -> Case:
+    import zuko
+
+    flow = zuko.flows.RealNVP(dim, transforms=layers, hidden_features=(hidden, hidden), activation=nn.Tanh).to(x)
+    return Case(f"zuko {zuko.__version__} RealNVP", "peer", _make_step(flow, lambda v: flow().log_prob(v), x),
+                "zuko.flows.RealNVP (GeneralCouplingTransform, MonotonicAffineTransform, alternating checkered "
+                "masks), hidden_features=(h, h), activation=Tanh")
+
+
+def peer_nflows(dim: int, layers: int, hidden: int, x: torch.Tensor) -> Case:
+    import nflows
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow as NFlow
+    from nflows.transforms.base import CompositeTransform
+    from nflows.transforms.coupling import AffineCouplingTransform
+
+    # SimpleRealNVP's construction (alternating 1-D checkerboard masks, AffineCouplingTransform), with its
+    # ResidualNet conditioner replaced by a plain 2-hidden-layer tanh MLP so that the size matches.
+    mask = torch.ones(dim)
+    mask[::2] = -1
+    ts = []
+    for _ in range(layers):
+        ts.append(AffineCouplingTransform(
+            mask=mask.clone(),
+            transform_net_create_fn=lambda i, o: _ContextFreeMLP(i, o, hidden)))
+        mask *= -1
+    flow = NFlow(CompositeTransform(ts), StandardNormal([dim])).to(x)
+    version = getattr(nflows, "__version__", "")
+    return Case(f"nflows {version} RealNVP".replace("  ", " "), "peer", _make_step(flow, flow.log_prob, x),
+                "SimpleRealNVP's layout (AffineCouplingTransform, alternating checkerboard masks) with "
+                "a 2-hidden-layer tanh MLP (nets.MLP's layout; it takes no context argument) instead of its "
+                "ResidualNet")
+
+
+def peer_nflows_simple(dim: int, layers: int, hidden: int, x: torch.Tensor) -> Case:
+    from nflows.flows.realnvp import SimpleRealNVP
+
+    flow = SimpleRealNVP(dim, hidden_features=hidden, num_layers=layers, num_blocks_per_layer=1,
+                         activation=torch.tanh).to(x)
+    return Case("nflows SimpleRealNVP (resnet)", "info", _make_step(flow, flow.log_prob, x),
+                "unmodified SimpleRealNVP, ResidualNet with 1 block (4 linear layers per conditioner, one more "
+                "than the others); for information, not counted as a peer")
+
+
+def peer_normflows(dim: int, layers: int, hidden: int, x: torch.Tensor) -> Case:
+    import normflows as nf
+
+    # RealNVP from AffineCouplingBlock (split / affine coupling / merge), alternating halves through the
+    # 'channel' / 'channel_inv' split modes (no permutation layers needed), scale_map='exp' as in RealNVP.
+    # nf.nets.MLP only offers (leaky) ReLU, so the param map is the same tanh MLP as everyone else's.
+    blocks = []
+    for i in range(layers):
+        d1 = dim - dim // 2 if i % 2 == 0 else dim // 2  # size of the conditioning half (chunk: first is larger)
+        mode = "channel" if i % 2 == 0 else "channel_inv"
+        blocks.append(nf.flows.AffineCouplingBlock(_tanh_mlp(d1, 2 * (dim - d1), hidden), scale=True,
+                                                   scale_map="exp", split_mode=mode))
+    flow = nf.NormalizingFlow(nf.distributions.DiagGaussian(dim, trainable=False), blocks).to(x)
+    return Case(f"normflows {nf.__version__} RealNVP", "peer", _make_step(flow, flow.log_prob, x),
+                "AffineCouplingBlock (scale_map='exp', split_mode channel/channel_inv alternating) with a "
+                "2-hidden-layer tanh MLP param map (nf.nets.MLP has no tanh option)")
+
+
+PEERS = {"zuko": peer_zuko, "nflows": peer_nflows, "normflows": peer_normflows}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# timing
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _quantiles(ts: list[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(ts, n=4, method="inclusive")
+    return q[0], statistics.median(ts), q[2]
+
+
+def time_cases(cases: list[Case], repeats: int, warmup: int, device: torch.device, clock: str = "wall") -> None:
+    """Warm up, then time one step of every case per repeat, rotating the order each repeat.
+
+    ``clock="cpu"`` measures the process's CPU time instead of wall time (CPU device only): with
+    ``--threads 1`` on a shared machine it excludes the time the process waits for a core.
+    """
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    now = time.process_time if clock == "cpu" else time.perf_counter
+    for c in cases:
+        for _ in range(warmup):
+            c.step()
+    sync()
+    for r in range(repeats):
+        order = cases[r % len(cases):] + cases[:r % len(cases)]
+        for c in order:
+            sync()
+            t0 = now()
+            c.step()
+            sync()
+            c.times.append((now() - t0) * 1e3)
+
+
+def bench_flows(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    peers_wanted = [p for p in args.peers if p in PEERS]
+    results: dict = {
+        "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+                        or platform.machine()),
+        "threads": torch.get_num_threads(), "dtype": args.dtype, "batch": args.batch, "layers": args.layers,
+        "hidden": args.hidden, "repeats": args.repeats, "warmup": args.warmup, "clock": args.clock,
+        "step": "optimizer.zero_grad(); (-flow.log_prob(x).mean()).backward()  (optimizer.step() not timed)",
+        "unavailable": {}, "notes": {}, "dims": {},
+    }
+    for dim in args.dims:
+        g = torch.Generator().manual_seed(dim)
+        x = torch.randn(args.batch, dim, generator=g, dtype=dtype).to(device)
+        torch.manual_seed(0)
+        cases: list[Case] = [ours_nc(dim, args.layers, args.hidden, x)]
+        for p in peers_wanted:
+            try:
+                cases.append(PEERS[p](dim, args.layers, args.hidden, x))
+            except ImportError as e:
+                results["unavailable"][p] = f"not importable ({e}); install with pip install -e '.[bench]'"
+        if args.nflows_resnet and "nflows" not in results["unavailable"]:
+            cases.append(peer_nflows_simple(dim, args.layers, args.hidden, x))
+        if not args.no_manifold:
+            cases += [ours_manifold("tc", dim, args.layers, args.hidden, x),
+                      ours_manifold("whc", dim, args.layers, args.hidden, x)]
+        for c in cases:
+            results["notes"][c.name] = c.note
+        time_cases(cases, args.repeats, args.warmup, device, args.clock)
+
+        rows = {}
+        for c in cases:
+            q1, med, q3 = _quantiles(c.times)
+            rows[c.name] = {"group": c.group, "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1}
+        nc = rows[cases[0].name]["median_ms"]
+        peers = {n: r["median_ms"] for n, r in rows.items() if r["group"] == "peer"}
+        entry: dict = {"rows": rows, "checks": []}
+        if peers:
+            fastest = min(peers, key=peers.get)
+            ratio = nc / peers[fastest]
+            entry["checks"].append({
+                "what": f"NC / fastest peer ({fastest})", "ratio": ratio, "target": NC_VS_PEER_TARGET,
+                "aim": NC_VS_PEER_AIM, "pass": ratio <= NC_VS_PEER_TARGET})
+        by_name = {c.name: c for c in cases}
+        for c in cases:
+            if c.group == "manifold":
+                short = "TC" if "TC" in c.name else "WHC"
+                ratio = rows[c.name]["median_ms"] / nc
+                # paired per-repeat ratio: robust against drift between repeats
+                paired = statistics.median(a / b for a, b in zip(c.times, by_name[cases[0].name].times))
+                entry["checks"].append({
+                    "what": f"{short} / NC", "ratio": ratio, "paired_ratio": paired,
+                    "target": WHC_VS_NC_TARGET if short == "WHC" else None,
+                    "pass": (ratio <= WHC_VS_NC_TARGET) if short == "WHC" else None})
+        results["dims"][str(dim)] = entry
+    return results
+
+
+def render(results: dict) -> str:
+    lines = [
+        f"# Flow training-step benchmark (issue 3)",
+        "",
+        f"torch {results['torch']}, python {results['python']}, device {results['device']} "
+        f"({results['device_name']}), threads {results['threads']}, dtype {results['dtype']}",
+        f"batch {results['batch']}, {results['layers']} coupling layers, conditioner MLP 2x{results['hidden']} tanh; "
+        f"median of {results['repeats']} round-robin repeats after {results['warmup']} warm-up steps "
+        f"({results['clock']} clock)",
+        f"step: {results['step']}",
+        f"targets: NC <= {NC_VS_PEER_TARGET:.1f}x the fastest peer (aim {NC_VS_PEER_AIM:.1f}x); "
+        f"WHC <= {WHC_VS_NC_TARGET:.1f}x NC",
+        "",
+    ]
+    for dim, entry in results["dims"].items():
+        lines += [f"## dim {dim}", "", "| model | median ms | IQR ms | / NC |", "|---|---:|---:|---:|"]
+        nc = next(iter(entry["rows"].values()))["median_ms"]
+        for name, r in entry["rows"].items():
+            tag = " (info)" if r["group"] == "info" else ""
+            lines.append(f"| {name}{tag} | {r['median_ms']:.2f} | {r['iqr_ms']:.2f} "
+                         f"({r['q1_ms']:.2f}-{r['q3_ms']:.2f}) | {r['median_ms'] / nc:.2f}x |")
+        lines.append("")
+        for c in entry["checks"]:
+            if c["target"] is None:
+                verdict = "(no target)"
+            else:
+                verdict = "PASS" if c["pass"] else "MISS"
+                verdict += f" (target <= {c['target']:.1f}x"
+                verdict += f", aim {c['aim']:.1f}x)" if c.get("aim") else ")"
+            paired = f", paired per-repeat {c['paired_ratio']:.2f}x" if "paired_ratio" in c else ""
+            lines.append(f"- {c['what']}: {c['ratio']:.2f}x{paired} {verdict}")
+        lines.append("")
+    if results["unavailable"]:
+        lines += ["Peers not run:"] + [f"- {p}: {why}" for p, why in results["unavailable"].items()] + [""]
+    lines += ["Notes:"] + [f"- {n}: {note}" for n, note in results["notes"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("flows", help="training step of NC vs zuko/nflows/normflows RealNVP; TC and WHC vs NC")
+    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--dims", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=15, help="timed steps per model (median; >= 15 recommended)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
+    p.add_argument("--peers", nargs="*", default=list(PEERS), help=f"peers to run (of {', '.join(PEERS)})")
+    p.add_argument("--nflows-resnet", action="store_true",
+                   help="also time the unmodified nflows SimpleRealNVP (ResidualNet conditioner), for information")
+    p.add_argument("--no-manifold", action="store_true", help="skip TC and WHC")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="wall time (default) or process CPU time (CPU only; use with --threads 1 on a busy machine)")
+    p.add_argument("--out", type=Path, default=None, help="also write the results (.json) or the table (.md)")
+    args = parser.parse_args(argv)
+    if args.repeats < 15:
+        print(f"warning: --repeats {args.repeats} < 15; the issue asks for the median of at least 15 runs")
+    if args.clock == "cpu" and args.device != "cpu":
+        parser.error("--clock cpu measures CPU time; use it with --device cpu")
+    results = bench_flows(args)
+    text = render(results)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.out.suffix == ".json":
+            args.out.write_text(json.dumps(results, indent=2))
+        else:
+            args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

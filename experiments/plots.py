@@ -1,0 +1,103 @@
+"""Plots of the experiments (matplotlib, Agg backend): training curves, latents in the Poincaré disk, graphs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(histories: Sequence[Sequence[dict]], path: Path, title: str = "") -> None:
+    """Training loss per epoch (one line per seed) and, if recorded, the validation metrics."""
+    plt = _plt()
+    keys = [k for k in ("val_auc", "val_ap", "test_elbo", "flow_nll") if any(k in r for h in histories for r in h)]
+    fig, axes = plt.subplots(1, 1 + bool(keys), figsize=(5 * (1 + bool(keys)), 3.5), squeeze=False)
+    ax = axes[0, 0]
+    for i, h in enumerate(histories):
+        if h:
+            ax.plot([r["epoch"] for r in h], [r["loss"] for r in h], lw=0.8, label=f"seed {i}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("symlog")
+    ax.set_title(title)
+    if keys:
+        ax2 = axes[0, 1]
+        for i, h in enumerate(histories):
+            for k in keys:
+                pts = [(r["epoch"], r[k]) for r in h if k in r]
+                if pts:
+                    ax2.plot(*zip(*pts), lw=0.8, label=f"{k} (seed {i})")
+        ax2.set_xlabel("epoch")
+        ax2.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def disk_coordinates(manifold, z) -> tuple[np.ndarray, bool]:
+    """2-D latents as plot coordinates: the unit Poincaré disk for a Lorentz manifold (``to_poincare / sqrt(k)``),
+    the plane itself for ℝ². Returns ``(points, in_disk)``."""
+    import torch
+
+    with torch.no_grad():
+        p = manifold.to_poincare(z.detach())
+        if manifold.name == "Lorentz":
+            return (p / manifold.k.sqrt()).cpu().double().numpy(), True
+        return p.cpu().double().numpy(), False
+
+
+def latent_panel(ax, points: np.ndarray, in_disk: bool, colours, title: str, colour_name: str = "") -> None:
+    sc = ax.scatter(points[:, 0], points[:, 1], c=colours, s=6, cmap="viridis", linewidths=0)
+    if in_disk:
+        t = np.linspace(0, 2 * math.pi, 256)
+        ax.plot(np.cos(t), np.sin(t), color="k", lw=0.8)
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_ylim(-1.05, 1.05)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title + ("" if in_disk else " (ℝ², not a disk)"), fontsize=9)
+    if colours is not None:
+        cb = ax.figure.colorbar(sc, ax=ax, fraction=0.046, pad=0.04)
+        cb.set_label(colour_name, fontsize=8)
+
+
+def latents(panels: Sequence[tuple[np.ndarray, bool, object, str]], path: Path, colour_name: str = "") -> None:
+    """One panel per model: ``(points, in_disk, colours, title)``."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    for ax, (pts, in_disk, colours, title) in zip(axes[0], panels):
+        latent_panel(ax, pts, in_disk, colours, title, colour_name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def graphs(gs, path: Path, title: str = "", ncols: int = 4) -> None:
+    """A grid of (generated) graphs, spring layout."""
+    import networkx as nx
+
+    plt = _plt()
+    n = len(gs)
+    rows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(rows, ncols, figsize=(3 * ncols, 3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, g in zip(axes.flat, gs):
+        nx.draw_networkx(g, pos=nx.spring_layout(g, seed=0), ax=ax, node_size=12, with_labels=False, width=0.6)
+        ax.set_title(f"{g.number_of_nodes()} nodes, {g.number_of_edges()} edges", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

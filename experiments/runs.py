@@ -1,0 +1,280 @@
+"""What every run does: seeds, the epoch loop with a progress bar, atomic checkpoints and ``--resume``,
+``results.json`` (config, per-seed metrics, mean ± std summary, wall time, versions) and a CSV row.
+
+A task (density, graph reconstruction, graph generation) is a :class:`Job` per seed: it builds its model from
+the seed, trains one epoch at a time, exposes ``state_dict``/``load_state_dict`` and finally evaluates. The loop
+here saves a checkpoint (model, optimisers, RNG states, epoch, history) every ``checkpoint_every`` epochs, by
+writing a temporary file and renaming it, so an interrupted run resumes from the last checkpoint and replays
+the remaining epochs exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import distributed as D
+
+#: which metrics go into ``summary`` for each command (the names other tools rely on)
+SUMMARY_METRICS = {
+    "density": ("test_ll",),
+    "graph-recon": ("auc", "ap"),
+    "graph-gen": ("accuracy", "avg_triangles", "avg_clustering", "mmd_degree", "mmd_clustering", "mmd_spectral"),
+}
+
+
+class StopRequested(RuntimeError):
+    """Raised by the hidden ``--stop-after N`` option once epoch ``N`` is checkpointed (simulates a kill)."""
+
+
+class Job:
+    """One seeded training run of a task. Subclasses set ``epochs`` and implement the methods below."""
+
+    epochs: int = 0
+    #: name of the metric shown live in the progress bar (a key of the per-epoch record)
+    live_metric: str | None = None
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def artifacts(self, folder: Path, history: list[dict]) -> dict[str, Any]:
+        """Plots and other files of this seed; returns extra JSON-able data for ``results.json``."""
+        return {}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path.tmp`` then ``os.replace``: a reader never sees a half-written checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return x
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    try:
+        lib = metadata.version("riemannian-flows")
+    except metadata.PackageNotFoundError:
+        lib = "0.1.0 (not installed)"
+    out = {"riemannian-flows": lib, "torch": torch.__version__, "python": platform.python_version(),
+           "numpy": np.__version__}
+    try:
+        import torch_geometric
+
+        out["torch_geometric"] = torch_geometric.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (``ddof=1``; 0 for one seed) over **all** seeds."""
+    a = np.asarray(values, dtype=float)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": int(len(a))}
+
+
+def train_seed(job: Job, folder: Path, *, resume: bool, checkpoint_every: int, stop_after: int | None,
+               desc: str, progress: bool = True) -> tuple[dict[str, float], list[dict], float]:
+    """Train ``job`` to its last epoch (resuming from ``folder/checkpoint.pt`` if asked) and evaluate it.
+
+    Returns ``(metrics, history, wall_s)`` where ``wall_s`` counts the training and evaluation time of this
+    seed over all its invocations (a resumed run adds to the time saved in its checkpoint).
+    """
+    from tqdm.auto import tqdm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt = folder / "checkpoint.pt"
+    start, history, elapsed = 0, [], 0.0
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        job.load_state_dict(state["job"])
+        start, history, elapsed = state["epoch"], state["history"], state["wall_s"]
+        set_rng_state(state["rng"][D.rank()] if D.world_size() == len(state["rng"]) else state["rng"][0])
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, job.epochs), initial=start, total=job.epochs, desc=desc, leave=False,
+               disable=not (progress and D.is_main()), dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
+    for epoch in bar:
+        rec = job.train_epoch(epoch)
+        rec["epoch"] = epoch
+        history.append(rec)
+        post = {"loss": f"{rec['loss']:.4g}"}
+        live = job.live_metric
+        if live is not None:
+            last = next((h[live] for h in reversed(history) if live in h), None)
+            if last is not None:
+                post[live] = f"{last:.4g}"
+        bar.set_postfix(post, refresh=False)
+        done = epoch + 1
+        stop = stop_after is not None and done >= stop_after and done < job.epochs
+        if done % checkpoint_every == 0 or stop:
+            rngs = D.all_gather_object(rng_state())
+            if D.is_main():
+                atomic_save({"job": job.state_dict(), "epoch": done, "history": history, "rng": rngs,
+                             "wall_s": elapsed + time.perf_counter() - t0}, ckpt)
+            D.barrier()
+        if stop:
+            bar.close()
+            raise StopRequested(f"stopped after epoch {done} as asked (--stop-after); continue with --resume")
+    bar.close()
+    metrics = job.evaluate()
+    wall = elapsed + time.perf_counter() - t0
+    return metrics, history, wall
+
+
+def run(command: str, config: dict[str, Any], make_job: Callable[[int], Job], *,
+        describe: str = "", progress: bool = True) -> dict[str, Any]:
+    """Run ``config["seeds"]`` seeds of a task and write ``results.json`` and a CSV row (main process only).
+
+    Seeds are ``seed, seed+1, …``; each has ``<out>/seed<k>/`` with its checkpoint, ``metrics.json``, history
+    and plots. With ``resume`` finished seeds are read back and an unfinished one continues from its checkpoint;
+    without it the folder's previous seeds are discarded.
+    """
+    out = Path(config["out"])
+    resume = bool(config.get("resume"))
+    if D.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for old in out.glob("seed*"):
+                shutil.rmtree(old, ignore_errors=True)
+    D.barrier()
+    per_seed: list[dict[str, Any]] = []
+    extras: dict[str, Any] = {}
+    t_start = time.perf_counter()
+    seeds = [config["seed"] + i for i in range(config["seeds"])]
+    for seed in seeds:
+        folder = out / f"seed{seed}"
+        done_file = folder / "metrics.json"
+        if resume and done_file.exists():
+            per_seed.append(json.loads(done_file.read_text()))
+            continue
+        seed_everything(seed)
+        job = make_job(seed)
+        every = config.get("checkpoint_every") or max(1, job.epochs // 20)
+        metrics, history, wall = train_seed(job, folder, resume=resume, checkpoint_every=every,
+                                            stop_after=config.get("stop_after"),
+                                            desc=f"{describe} seed {seed}", progress=progress)
+        record = {"seed": seed, "wall_s": wall, **metrics}
+        if D.is_main():
+            extra = job.artifacts(folder, history)
+            if extra:
+                extras[str(seed)] = extra
+            atomic_write_text(json.dumps(_jsonable(history)), folder / "history.json")
+            atomic_write_text(json.dumps(_jsonable(record), indent=2), done_file)
+            (folder / "checkpoint.pt").unlink(missing_ok=True)
+            shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in SUMMARY_METRICS[command] if k in metrics)
+            print(f"[{describe}] seed {seed}: {shown} ({wall:.1f} s)", file=sys.stderr, flush=True)
+        D.barrier()
+        per_seed.append(record)
+    results = {
+        "command": command,
+        "config": _jsonable(config),
+        "metrics": per_seed,
+        "summary": {k: mean_std([r[k] for r in per_seed]) for k in SUMMARY_METRICS[command]
+                    if all(k in r for r in per_seed)},
+        "wall_s": float(sum(r["wall_s"] for r in per_seed)),
+        "invocation_wall_s": time.perf_counter() - t_start,
+        "world_size": D.world_size(),
+        "versions": versions(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if extras:
+        results["extras"] = _jsonable(extras)
+    if D.is_main():
+        atomic_write_text(json.dumps(_jsonable(results), indent=2), out / "results.json")
+        append_csv(results, Path(config.get("csv") or out.parent / "results.csv"))
+        from .plots import training_curves
+
+        training_curves([json.loads((out / f"seed{s}" / "history.json").read_text())
+                         if (out / f"seed{s}" / "history.json").exists() else [] for s in seeds],
+                        out / "training_curves.png", title=describe)
+    D.barrier()
+    return results
+
+
+CSV_METRICS = ("auc", "ap", "test_ll", "accuracy")
+CSV_FIELDS = ["finished", "command", "dataset", "model", "flow", "latent_dim", "epochs", "seeds", "world_size",
+              *[f"{m}{suffix}" for m in CSV_METRICS for suffix in ("", "_std")], "wall_s", "out"]
+
+
+def append_csv(results: dict[str, Any], path: Path) -> None:
+    """Append one row per run (means and stds of the headline metrics); the header is written when new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = results["config"]
+    row = {"finished": results["finished"], "command": results["command"], "dataset": cfg["dataset"],
+           "model": cfg["model"], "flow": cfg["flow"], "latent_dim": cfg["latent_dim"], "epochs": cfg["epochs"],
+           "seeds": cfg["seeds"], "world_size": results["world_size"], "wall_s": f"{results['wall_s']:.1f}",
+           "out": cfg["out"]}
+    for m, s in results["summary"].items():
+        if m in CSV_METRICS:
+            row[m], row[f"{m}_std"] = f"{s['mean']:.6g}", f"{s['std']:.6g}"
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow(row)

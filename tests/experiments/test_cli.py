@@ -1,0 +1,144 @@
+"""The command line end to end on tiny settings: files written, resume, errors, DDP, the main job, the report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.__main__ import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str) -> int:
+    return main([*map(str, args), "--no-progress"])
+
+
+def results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def check_run_files(out: Path, metrics: tuple[str, ...], seeds: int = 1) -> dict:
+    res = results(out)
+    assert set(res) >= {"config", "metrics", "summary", "wall_s", "versions"}
+    assert {"riemannian-flows", "torch"} <= set(res["versions"])
+    assert len(res["metrics"]) == seeds and res["wall_s"] > 0
+    for m in metrics:
+        assert set(res["summary"][m]) >= {"mean", "std"} and res["summary"][m]["n"] == seeds
+    assert (out / "training_curves.png").stat().st_size > 0
+    rows = list(csv.DictReader(open(out.parent / "results.csv")))
+    assert rows[-1]["out"] == str(out)
+    return res
+
+
+def test_graph_recon_writes_results_plots_and_csv(tmp_path: Path) -> None:
+    out = tmp_path / "recon"
+    assert run_cli("graph-recon", "--dataset", "tree", "--flow", "whc", "--epochs", "12", "--seeds", "2",
+                   "--out", out) == 0
+    res = check_run_files(out, ("auc", "ap"), seeds=2)
+    assert 0 <= res["summary"]["auc"]["mean"] <= 1
+    assert res["config"]["dataset"] == "tree" and res["config"]["latent_dim"] == 2
+    assert (out / "seed0" / "latents_poincare.png").stat().st_size > 0
+    assert not (out / "seed0" / "checkpoint.pt").exists()  # removed once the seed finished
+
+
+def test_density_bdp_and_digits(tmp_path: Path) -> None:
+    assert run_cli("density", "--dataset", "bdp", "--model", "euclidean", "--flow", "nc", "--epochs", "2",
+                   "--iwae-samples", "4", "--out", tmp_path / "bdp") == 0
+    res = check_run_files(tmp_path / "bdp", ("test_ll",))
+    assert res["metrics"][0]["test_examples"] == 95  # 30 % of 315
+    assert run_cli("density", "--dataset", "digits", "--flow", "tc", "--epochs", "1", "--iwae-samples", "4",
+                   "--out", tmp_path / "digits") == 0
+    assert results(tmp_path / "digits")["summary"]["test_ll"]["mean"] < 0
+    assert (tmp_path / "digits" / "seed0" / "latents_poincare.png").exists()
+
+
+def test_graph_gen_writes_generated_graphs(tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    assert run_cli("graph-gen", "--dataset", "trees", "--flow", "whc", "--epochs", "1", "--num-generate", "4",
+                   "--out", out) == 0
+    res = check_run_files(out, ("accuracy", "mmd_degree"))
+    assert 0 <= res["summary"]["accuracy"]["mean"] <= 100
+    assert (out / "seed0" / "generated_graphs.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("args,stop", [
+    (("graph-recon", "--dataset", "tree", "--flow", "whc", "--epochs", "20"), 7),
+    (("density", "--dataset", "digits", "--flow", "whc", "--epochs", "3", "--iwae-samples", "4"), 1),
+    (("graph-gen", "--dataset", "trees", "--model", "euclidean", "--flow", "nc", "--epochs", "2",
+      "--num-generate", "4"), 3),  # interrupted in stage 2 (the flow prior)
+])
+def test_resume_after_interruption_gives_the_same_result(tmp_path: Path, args, stop) -> None:
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert run_cli(*args, "--out", full, "--checkpoint-every", "2") == 0
+    assert run_cli(*args, "--out", cut, "--checkpoint-every", "2", "--stop-after", stop) == 3  # "killed"
+    assert (cut / "seed0" / "checkpoint.pt").exists() and not (cut / "results.json").exists()
+    assert run_cli(*args, "--out", cut, "--checkpoint-every", "2", "--resume") == 0
+    a, b = results(full), results(cut)
+    keys = [k for k in a["metrics"][0] if k not in ("wall_s",)]
+    assert {k: a["metrics"][0][k] for k in keys} == {k: b["metrics"][0][k] for k in keys}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["graph-recon", "--dataset", "pubmed"], "invalid choice: 'pubmed'"),
+    (["graph-recon", "--model", "euclidean", "--flow", "whc"], "does not apply to --model euclidean"),
+    (["density", "--flow", "realnvp3000"], "unknown flow 'realnvp3000'"),
+    (["density", "--epochs", "0"], "expected a positive int"),
+    (["graph-gen", "--flow", "none"], "graph-gen needs a flow prior"),
+    (["graph-recon", "--model", "spherical"], "invalid choice: 'spherical'"),
+])
+def test_invalid_options_are_usage_errors(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["graph-recon", "--dataset", "dis-i"], "hyperbolics_edges/bio-diseasome.edges"),
+    (["graph-recon", "--dataset", "dis-ii"], "hgcn/disease_lp/disease_lp.edges.csv"),
+    (["density", "--dataset", "mnist"], "mnist_t10k/t10k-images-idx3-ubyte.gz"),
+])
+def test_missing_data_names_the_file_and_where_to_get_it(tmp_path: Path, argv, expected, capsys) -> None:
+    assert main([*argv, "--data-root", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "https://" in err and "--data-root" in err
+
+
+def test_help_explains_datasets_and_flows(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["graph-recon", "--help"])
+    text = capsys.readouterr().out
+    for word in ("dis-ii", "mammals", "whc", "--resume", "--seeds", "--data-root", "--device", "--latent-dim"):
+        assert word in text
+
+
+def test_main_job_prints_the_table_and_draws_the_disk(tmp_path: Path, capsys) -> None:
+    assert main(["main", "--epochs", "3", "--out", str(tmp_path / "main"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for name in ("N-VAE", "H-VAE", "WHC", "test AUC", "test AP"):
+        assert name in out
+    assert (tmp_path / "main" / "latents_poincare.png").stat().st_size > 0
+
+
+def test_ddp_two_processes_train_and_write_results_once(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "experiments", "density", "--dataset", "digits", "--flow", "whc", "--epochs", "11",
+           "--batch-size", "512", "--iwae-samples", "4", "--out", str(out), "--no-progress"]  # 11: past the warm-up
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = results(out)
+    assert res["world_size"] == 2
+    assert res["metrics"][0]["test_examples"] == 359  # both ranks' shares of the test set, gathered
+    assert res["metrics"][0]["k_rank_spread"] == 0  # the curvature, learnable after the warm-up, stays in sync
+    assert proc.stdout.count("results in") == 1  # rank 0 alone reports and writes
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert len(rows) == 1 and rows[0]["world_size"] == "2"

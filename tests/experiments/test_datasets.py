@@ -1,0 +1,57 @@
+"""Dataset loaders: generated sets always; the offline copies of shared/data through the `data_root` fixture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from experiments import datasets as ds
+from vae import is_lobster
+
+
+def test_bdp_has_the_papers_shape() -> None:
+    x, depth = ds.branching_diffusion()
+    assert x.shape == (315, 50) and np.allclose(x.mean(0), 0, atol=1e-5)
+    assert sorted(set(depth.tolist())) == [0, 1, 2, 3, 4, 5]
+    d = ds.load_density("bdp")
+    assert d.train.shape == (220, 50) and d.test.shape == (95, 50)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 12345])
+def test_random_lobster_is_networkx_random_lobster(seed: int) -> None:
+    lobster = getattr(nx, "random_lobster_graph", None) or nx.random_lobster
+    ours, ref = ds.random_lobster(80, 0.7, 0.7, seed), lobster(80, 0.7, 0.7, seed=seed)
+    assert sorted(ours.edges()) == sorted(ref.edges()) and ours.number_of_nodes() == ref.number_of_nodes()
+
+
+def test_generated_graph_sets() -> None:
+    train, test, kind = ds.load_graph_set("trees")
+    assert (len(train), len(test), kind) == (80, 20, "tree")
+    assert all(nx.is_tree(g) and 20 <= g.number_of_nodes() <= 99 for g in train + test)
+    train, test, kind = ds.load_graph_set("lobsters")
+    assert all(is_lobster(g) and 20 <= g.number_of_nodes() <= 100 for g in train + test)
+    g = ds.load_graph("tree")
+    assert g.num_nodes == 364 and g.edge_index.size(1) == 2 * 363 and g.x.shape == (364, 16)
+
+
+@pytest.mark.parametrize("name,nodes,edges,features", [
+    ("dis-i", 516, 1188, None), ("dis-ii", 2665, 2664, 11), ("phylo", 344, 343, None), ("csphd", 1025, 1043, None),
+    ("airport", 3188, 18631 - 1, 5), ("mammals", 1180, 6540, None), ("cora", 2708, 5278, 1433),
+])
+def test_graph_loaders_read_the_shared_layout(data_root: Path, name, nodes, edges, features) -> None:
+    before = sorted(p.name for p in (data_root / "planetoid" / "Cora").iterdir()) if name == "cora" else None
+    g = ds.load_graph(name, data_root)
+    assert g.num_nodes == nodes
+    assert int((g.edge_index[0] < g.edge_index[1]).sum()) == edges  # undirected, no self-loops
+    assert (g.x is None) == (features is None) and (features is None or g.x.size(1) == features)
+    if name == "cora":  # nothing written next to raw/
+        assert sorted(p.name for p in (data_root / "planetoid" / "Cora").iterdir()) == before
+
+
+def test_mnist_is_reduced_to_8k_2k(data_root: Path) -> None:
+    d = ds.load_density("mnist", data_root)
+    assert d.train.shape == (8000, 784) and d.test.shape == (2000, 784)
+    assert set(d.test.unique().tolist()) == {0.0, 1.0} and "8,000" in d.note
