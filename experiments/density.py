@@ -91,7 +91,7 @@ class DensityJob(Job):
         lls = torch.cat([t.cpu() for t in D.all_gather_object(ll.cpu())])
         out = {"test_ll": float(lls.mean()), "test_examples": int(lls.numel())}
         if hasattr(self.manifold, "k"):
-            out["k"] = float(self.manifold.k)
+            out["k"] = float(self.manifold.k.detach())
             if D.is_distributed():  # DDP keeps replicas identical, the curvature included
                 ks = D.all_gather_object(out["k"])
                 out["k_rank_spread"] = max(ks) - min(ks)

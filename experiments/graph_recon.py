@@ -77,7 +77,7 @@ class GraphReconJob(Job):
         val = self.model.evaluate(self.x, s.train_edge_index, s.val_pos, s.val_neg)
         out = {"auc": test["auc"], "ap": test["ap"], "val_auc": val["auc"], "val_ap": val["ap"]}
         if hasattr(self.manifold, "k"):
-            out["k"] = float(self.manifold.k)
+            out["k"] = float(self.manifold.k.detach())
         return out
 
     def state_dict(self) -> dict[str, Any]:

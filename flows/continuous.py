@@ -179,8 +179,8 @@ class ContinuousFlow(Transform):
     ``log|det ∂y/∂x| = ∫₀ᵀ tr(∂F/∂z(z(t), t)) dt`` (so ``Δ log p = -log|det|``; Chen et al. 2018, FFJORD), solved
     with ``z`` in one augmented ODE; the inverse integrates from ``T`` back to ``0``. The trace is exact (``n``
     vector-Jacobian products, :func:`exact_trace`; or the field's closed-form ``divergence(z, t) -> (F, tr)`` when
-    it has one, as :class:`TimeMLP` does) or Hutchinson's estimate ``εᵀ(∂F/∂z)ε`` with one probe ``ε`` per point, fixed for
-    the whole solve (Gaussian or Rademacher; unbiased, so ``log_prob`` is unbiased too). Time is rescaled to
+    it has one, as :class:`TimeMLP` does) or Hutchinson's estimate ``εᵀ(∂F/∂z)ε`` with one probe ``ε`` per point,
+    fixed for the whole solve (Gaussian or Rademacher; unbiased, so ``log_prob`` is unbiased too). Time is rescaled to
     ``s ∈ [0, 1]`` (``dz/ds = T·F(z, sT)``), so a learnable end time ``T = softplus(τ)`` is an ordinary parameter
     and gets its gradient from backprop and from the adjoint alike.
 
@@ -236,10 +236,19 @@ class ContinuousFlow(Transform):
             self.register_buffer("raw_end_time", raw)
         self.trace, self.noise, self.adjoint, self.method = trace, noise, adjoint, method
         self.rtol, self.atol = float(rtol), float(atol)
-        tol = max(self.rtol, self.atol)
-        self.inverse_tolerance = CNF_INVERSE_TOLERANCE_FACTOR * tol
-        #: stated accuracy (absolute) of the log-dets: exact trace; for Hutchinson, of its expectation
-        self.logdet_tolerance = CNF_LOGDET_TOLERANCE_FACTOR * tol
+        #: number of vector-field evaluations of the last solve (a diagnostic of the solver's cost)
+        self.last_evaluations = 0
+
+    @property
+    def inverse_tolerance(self) -> float:  # type: ignore[override]
+        """Stated max abs error of ``inverse`` (round trips), ``CNF_INVERSE_TOLERANCE_FACTOR · max(rtol, atol)``."""
+        return CNF_INVERSE_TOLERANCE_FACTOR * max(self.rtol, self.atol)
+
+    @property
+    def logdet_tolerance(self) -> float:
+        """Stated max abs error of the log-dets (exact trace; for Hutchinson, of their expectation),
+        ``CNF_LOGDET_TOLERANCE_FACTOR · max(rtol, atol)``."""
+        return CNF_LOGDET_TOLERANCE_FACTOR * max(self.rtol, self.atol)
 
     @property
     def end_time(self) -> Tensor:
@@ -284,7 +293,7 @@ class ContinuousFlow(Transform):
                                     adjoint_params=params)
         else:
             zs, ls = odeint(dynamics, state, s, rtol=rtol, atol=atol, method=self.method)
-        self.last_evaluations = dynamics.evaluations  # solver cost of the last call (diagnostic only)
+        self.last_evaluations = dynamics.evaluations
         return zs[-1].reshape(*batch, self.dim), ls[-1].reshape(batch)
 
 

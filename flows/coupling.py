@@ -8,6 +8,7 @@ the parity of the partition (even / odd coordinates), so every coordinate is tra
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -16,7 +17,7 @@ from torch.autograd.function import once_differentiable
 
 from manifolds import lorentz_math as lm
 from manifolds.base import ManifoldOps
-from manifolds.constants import INTERNAL_DTYPE, tiny
+from manifolds.constants import INTERNAL_DTYPE, LOG_SINHC_SERIES_THRESHOLD, SERIES_THRESHOLD, tiny
 
 from .conditioners import make_conditioner
 from .constants import DEFAULT_HIDDEN, LOG_SCALE_BOUND, SINHC_PRIME_SERIES_THRESHOLD
@@ -96,6 +97,13 @@ class HyperboloidHalf(CouplingHalf):
         self.manifold = manifold
 
     def _map(self, w: Tensor, params: Tensor, sign: float) -> tuple[Tensor, Tensor]:
+        k = self.manifold.k
+        if not (k.requires_grad and torch.is_grad_enabled()):
+            return _HyperboloidHalfMap.apply(w, params, k.detach().to(INTERNAL_DTYPE), sign < 0)
+        return self._map_autograd(w, params, sign)
+
+    def _map_autograd(self, w: Tensor, params: Tensor, sign: float) -> tuple[Tensor, Tensor]:
+        """The reference form of :meth:`_map`, differentiated by autograd (used when ``k`` is learnable)."""
         dtype = w.dtype
         raw, t_hat = params.to(INTERNAL_DTYPE).chunk(2, dim=-1)
         s = bounded_log_scale(raw)
@@ -163,13 +171,104 @@ def _boosted_coords_autograd(u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool)
 
 
 def _sinhc_prime_over_z(z: Tensor) -> Tensor:
-    r"""``sinhc'(z)/z = (cosh z - sinhc z)/z²``, with its series ``1/3 + z²/30 + z⁴/840 + z⁶/45360`` below
-    :data:`~flows.constants.SINHC_PRIME_SERIES_THRESHOLD` (the closed form cancels there)."""
+    r"""``sinhc'(z)/z = (cosh z - sinhc z)/z²`` for ``z ≥ 0``, with its series ``1/3 + z²/30 + z⁴/840 + z⁶/45360``
+    below :data:`~flows.constants.SINHC_PRIME_SERIES_THRESHOLD` (the closed form cancels there). Backward-pass
+    helper (not differentiated): each branch is evaluated on the raw argument and the other one masked out."""
+    out = (torch.cosh(z) - torch.sinh(z) / z) / (z * z)  # z ≥ 0.1 where used: sinhc(z) = sinh(z)/z
     small = z < SINHC_PRIME_SERIES_THRESHOLD
-    zs = torch.where(small, torch.ones_like(z), z)
-    z2 = torch.where(small, z, torch.zeros_like(z)) ** 2
-    series = 1 / 3 + z2 * (1 / 30 + z2 * (1 / 840 + z2 / 45360))
-    return torch.where(small, series, (torch.cosh(zs) - lm.sinhc(zs)) / (zs * zs))
+    if bool(small.any()):
+        z2 = z**2
+        out = torch.where(small, 1 / 3 + z2 * (1 / 30 + z2 * (1 / 840 + z2 / 45360)), out)
+    return out
+
+
+def _sinhc_nograd(z: Tensor) -> Tensor:
+    """:func:`manifolds.lorentz_math.sinhc` for ``z ≥ 0`` (same values), outside autograd."""
+    out = torch.sinh(z) / z
+    small = z < SERIES_THRESHOLD
+    if bool(small.any()):
+        z2 = z**2
+        out = torch.where(small, 1 + z2 / 6 * (1 + z2 / 20 * (1 + z2 / 42)), out)
+    return out
+
+
+def _asinh_nograd(z: Tensor) -> Tensor:
+    """:func:`manifolds.lorentz_math.asinh` for ``z ≥ 0`` (same values), outside autograd."""
+    out = torch.asinh(z)
+    big = z > 1.0 / math.sqrt(torch.finfo(z.dtype).eps)
+    if bool(big.any()):
+        out = torch.where(big, math.log(2.0) + torch.log(z), out)
+    return out
+
+
+def _asinhc_from(z: Tensor, a: Tensor) -> Tensor:
+    """:func:`manifolds.lorentz_math.asinhc` for ``z ≥ 0`` given ``a = asinh(z)`` (same values), outside autograd."""
+    out = a / z
+    small = z < SERIES_THRESHOLD
+    if bool(small.any()):
+        z2 = z**2
+        out = torch.where(small, 1 - z2 / 6 + 3 * z2 * z2 / 40 - 5 * z2 * z2 * z2 / 112, out)
+    return out
+
+
+def _log_sinhc_prime(z: Tensor) -> Tensor:
+    r"""``ℓ'(z) = coth z - 1/z``, the derivative of :func:`manifolds.lorentz_math.log_sinhc` (``z ≥ 0``), branch by
+    branch as that function is written: ``2z·(1/6 - z²/90 + z⁴/945)`` below its series threshold,
+    ``1 + 2e^{-2z}/(1 - e^{-2z}) - 1/z`` above."""
+    E = torch.exp(-2 * z)
+    out = 1 + 2 * E / (1 - E) - 1 / z
+    small = z < LOG_SINHC_SERIES_THRESHOLD
+    if bool(small.any()):
+        z2 = z**2
+        out = torch.where(small, 2 * z * (1 / 6 - z2 / 90 + z2 * z2 / 945), out)
+    return out
+
+
+def _bc_forward(u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool) -> tuple[Tensor, Tensor, Tensor, tuple]:
+    """Forward formulas of :func:`_boosted_coords_autograd` outside autograd: ``y``, ``z``, ``a`` and what
+    :func:`_bc_backward` needs."""
+    sk = k.sqrt()
+    r = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+    z = r / sk
+    sh = _sinhc_nograd(z)
+    t0 = torch.hypot(torch.linalg.vector_norm(t_hat, dim=-1, keepdim=True), sk)
+    D = k + sk * t0
+    d = torch.linalg.vecdot(t_hat, u).unsqueeze(-1)
+    c = sh * d / D
+    c = c - torch.cosh(z) if inverse else c + torch.cosh(z)
+    q = torch.addcmul(sh * u, c, t_hat)
+    m = q.abs().amax(dim=-1, keepdim=True).clamp_min(tiny(q.dtype))
+    qn = q / m
+    rn = torch.linalg.vector_norm(qn, dim=-1, keepdim=True)
+    zeta = m * rn / sk
+    far = zeta > 1
+    a = _asinh_nograd(zeta)
+    G = torch.where(far, sk * a / rn, _asinhc_from(zeta, a) * m)
+    y = qn * G
+    lm.check_finite_result(y, u, t_hat, what="wrapped hyperboloid coupling (log_o ∘ boost ∘ exp_o)", k=k)
+    e = qn / rn.clamp_min(tiny(q.dtype))
+    return y, z, a, (u, t_hat, r, z, sh, t0, D, d, c, e, G / m, zeta)
+
+
+def _bc_backward(saved: tuple, k: Tensor, inverse: bool, gy: Tensor, gz: Tensor, ga: Tensor, need_u: bool,
+                 need_t: bool) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """The vector-Jacobian product of :func:`_bc_forward` (formulas in :class:`_BoostedCoords`)."""
+    u, t_hat, r, z, sh, t0, D, d, c, e, g, zeta = saved
+    sk = k.sqrt()
+    h = 1 / torch.hypot(zeta, torch.ones_like(zeta))  # 1/sqrt(1 + ζ²) without overflow
+    radial = torch.linalg.vecdot(gy, e).unsqueeze(-1) * (h - g) + ga * h / sk
+    gq = torch.addcmul(g * gy, radial, e)
+    T = torch.linalg.vecdot(gq, t_hat).unsqueeze(-1)
+    Tsh_D = T * sh / D
+    gu = gt = None
+    if need_u:
+        A = torch.linalg.vecdot(gq, u).unsqueeze(-1)
+        cu = (A + T * d / D) * _sinhc_prime_over_z(z)
+        cu = (cu - T * sh if inverse else cu + T * sh) / k + gz / (r.clamp_min(tiny(r.dtype)) * sk)
+        gu = torch.addcmul(torch.addcmul(sh * gq, cu, u), Tsh_D, t_hat)
+    if need_t:
+        gt = torch.addcmul(torch.addcmul(c * gq, Tsh_D, u), -Tsh_D * d * sk / (D * t0), t_hat)
+    return gu, gt
 
 
 class _BoostedCoords(torch.autograd.Function):
@@ -189,49 +288,81 @@ class _BoostedCoords(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        sk = k.sqrt()
-        r = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
-        z = r / sk
-        sh = lm.sinhc(z)
-        t0 = torch.hypot(torch.linalg.vector_norm(t_hat, dim=-1, keepdim=True), sk)
-        D = k + sk * t0
-        d = torch.linalg.vecdot(t_hat, u).unsqueeze(-1)
-        c = sh * d / D
-        c = c - torch.cosh(z) if inverse else c + torch.cosh(z)
-        q = torch.addcmul(sh * u, c, t_hat)
-        m = q.abs().amax(dim=-1, keepdim=True).clamp_min(tiny(q.dtype))
-        qn = q / m
-        rn = torch.linalg.vector_norm(qn, dim=-1, keepdim=True)
-        zeta = m * rn / sk
-        far = zeta > 1
-        a = lm.asinh(zeta)
-        G = torch.where(far, sk * a / torch.where(far, rn, torch.ones_like(rn)), lm.asinhc(zeta) * m)
-        y = qn * G
-        lm.check_finite_result(y, u, t_hat, what="wrapped hyperboloid coupling (log_o ∘ boost ∘ exp_o)", k=k)
-        e = qn / rn.clamp_min(tiny(q.dtype))
-        ctx.save_for_backward(u, t_hat, k, r, z, sh, t0, D, d, c, e, G / m, zeta)
+        y, z, a, saved = _bc_forward(u, t_hat, k, inverse)
+        ctx.save_for_backward(k, *saved)
         ctx.inverse = inverse
         return y, torch.cat([z, a], dim=-1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gy: Tensor, gza: Tensor):
-        u, t_hat, k, r, z, sh, t0, D, d, c, e, g, zeta = ctx.saved_tensors
-        sk = k.sqrt()
-        h = 1 / torch.hypot(zeta, torch.ones_like(zeta))  # 1/sqrt(1 + ζ²) without overflow
-        gz, ga = gza[..., :1], gza[..., 1:]
-        radial = torch.linalg.vecdot(gy, e).unsqueeze(-1) * (h - g) + ga * h / sk
-        gq = torch.addcmul(g * gy, radial, e)
-        T = torch.linalg.vecdot(gq, t_hat).unsqueeze(-1)
-        A = torch.linalg.vecdot(gq, u).unsqueeze(-1)
-        Tsh_D = T * sh / D
-        cu = (A + T * d / D) * _sinhc_prime_over_z(z)
-        cu = (cu - T * sh if ctx.inverse else cu + T * sh) / k + gz / (r.clamp_min(tiny(r.dtype)) * sk)
-        gu = torch.addcmul(torch.addcmul(sh * gq, cu, u), Tsh_D, t_hat) if ctx.needs_input_grad[0] else None
-        gt = None
-        if ctx.needs_input_grad[1]:
-            gt = torch.addcmul(torch.addcmul(c * gq, Tsh_D, u), -Tsh_D * d * sk / (D * t0), t_hat)
+        k, *saved = ctx.saved_tensors
+        gu, gt = _bc_backward(tuple(saved), k, ctx.inverse, gy, gza[..., :1], gza[..., 1:],
+                              ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         return gu, gt, None, None
+
+
+class _HyperboloidHalfMap(torch.autograd.Function):
+    r"""The whole transformed half of :class:`HyperboloidHalf` (fixed ``k``) as one autograd node: the bounded
+    log-scale, ``v = w ⊙ e^{±s}``, :func:`_bc_forward`, the ``ℓ`` terms of the log-det and the float64 casts.
+
+    ``forward(w, params, k, inverse)`` returns ``(y, ladj)`` in ``w``'s dtype, computed in float64 with the
+    formulas of :meth:`HyperboloidHalf._map_autograd`. Backward (``s = B·tanh(ŝ/B)``, ``ds/dŝ = 1 - tanh²``,
+    ``ℓ' = coth z - 1/z``): the ladj's gradient ``ḡ_l`` enters :func:`_bc_backward` as
+    ``ḡ_z = (l-1)·ḡ_l·ℓ'(z)``, ``ḡ_a = -(l-1)·ḡ_l·ℓ'(a)``; density direction (``inverse``, ``y = v·e^{-s}``):
+    ``ḡ_v = ḡ_y·e^{-s}``, ``ḡ_s = -ḡ_y·y - ḡ_l``; sampling direction (``u = w·e^s``): ``ḡ_w = ḡ_u·e^s``,
+    ``ḡ_s = ḡ_u·u + ḡ_l``.
+    """
+
+    @staticmethod
+    def forward(ctx, w: Tensor, params: Tensor, k: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        F = INTERNAL_DTYPE
+        raw, t_hat = params.to(F).chunk(2, dim=-1)
+        th = torch.tanh(raw / LOG_SCALE_BOUND)
+        s = LOG_SCALE_BOUND * th
+        w64 = w.to(F)
+        l1 = w.size(-1) - 1
+        if inverse:  # v = log_o(L_t⁻¹(exp_o(w))), y = v ⊙ e^{-s}
+            v, z, a, saved = _bc_forward(w64, t_hat, k, True)
+            es = torch.exp(-s)
+            y = v * es
+            ell = lm.log_sinhc(torch.cat([z, a], dim=-1))
+            ladj = l1 * (ell[..., 0] - ell[..., 1]) - s.sum(-1)
+            keep = y
+        else:  # v = w ⊙ e^s, y = log_o(L_t(exp_o(v)))
+            es = torch.exp(s)
+            u = w64 * es
+            y, z, a, saved = _bc_forward(u, t_hat, k, False)
+            ell = lm.log_sinhc(torch.cat([z, a], dim=-1))
+            ladj = s.sum(-1) + l1 * (ell[..., 0] - ell[..., 1])
+            keep = u
+        ctx.save_for_backward(k, th, es, keep, a, *saved)
+        ctx.inverse = inverse
+        ctx.l1 = l1
+        ctx.dtypes = (w.dtype, params.dtype)
+        return y.to(w.dtype), ladj.to(w.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy: Tensor, gl: Tensor):
+        k, th, es, keep, a, *saved = ctx.saved_tensors
+        saved = tuple(saved)
+        F = INTERNAL_DTYPE
+        gy = gy.to(F)
+        gl = gl.to(F).unsqueeze(-1)
+        z = saved[3]
+        gz = ctx.l1 * gl * _log_sinhc_prime(z)
+        ga = -ctx.l1 * gl * _log_sinhc_prime(a)
+        need_w, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if ctx.inverse:
+            gw, gt = _bc_backward(saved, k, True, gy * es, gz, ga, need_w, need_p)
+            gs = -(gy * keep) - gl
+        else:
+            gu, gt = _bc_backward(saved, k, False, gy, gz, ga, need_w or need_p, need_p)
+            gw = gu * es if need_w else None
+            gs = gu * keep + gl
+        gp = torch.cat([gs * (1 - th * th), gt], dim=-1).to(ctx.dtypes[1]) if need_p else None
+        return (gw.to(ctx.dtypes[0]) if need_w else None), gp, None, None
 
 
 def _boosted_coords(u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
@@ -264,12 +395,29 @@ class Coupling(Transform):
         self.register_buffer("cond_idx", idx[idx % 2 == parity], persistent=False)
         self.register_buffer("trans_idx", idx[idx % 2 != parity], persistent=False)
         self.dim = dim
+        self.parity = parity
+        # even n: the two halves are the interleaved columns of an (n/2, 2) view, split by unbind and merged by
+        # stack (views and one copy; cheaper than index_select / index_copy in both passes); odd n: indices.
+        self._pairs = dim % 2 == 0
         self.bijection = half
         self.net = make_conditioner(conditioner, len(self.cond_idx), half.n_params * len(self.trans_idx), hidden,
                                     context_features)
 
     def _params(self, w: Tensor, context: Optional[Tensor]) -> Tensor:
         return self.net(w.index_select(-1, self.cond_idx), context)
+
+    def _split(self, w: Tensor) -> tuple[Tensor, Tensor]:
+        """``(w₁, w₂)``: the conditioning and the transformed coordinates."""
+        if self._pairs:
+            even, odd = w.unflatten(-1, (self.dim // 2, 2)).unbind(-1)
+            return (even, odd) if self.parity == 0 else (odd, even)
+        return w.index_select(-1, self.cond_idx), w.index_select(-1, self.trans_idx)
+
+    def _merge(self, w: Tensor, w1: Tensor, y2: Tensor) -> Tensor:
+        """``w`` with its transformed coordinates replaced by ``y₂``."""
+        if self._pairs:
+            return torch.stack((w1, y2) if self.parity == 0 else (y2, w1), dim=-1).flatten(-2)
+        return w.index_copy(-1, self.trans_idx, y2)
 
     def _check(self, w: Tensor) -> None:
         if w.size(-1) != self.dim:
@@ -278,13 +426,15 @@ class Coupling(Transform):
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         self._check(x)
-        y2, ladj = self.bijection(x.index_select(-1, self.trans_idx), self._params(x, context))
-        return x.index_copy(-1, self.trans_idx, y2), ladj
+        x1, x2 = self._split(x)
+        y2, ladj = self.bijection(x2, self.net(x1, context))
+        return self._merge(x, x1, y2), ladj
 
     def inverse(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         self._check(y)
-        x2, ladj = self.bijection.inverse(y.index_select(-1, self.trans_idx), self._params(y, context))
-        return y.index_copy(-1, self.trans_idx, x2), ladj
+        y1, y2 = self._split(y)
+        x2, ladj = self.bijection.inverse(y2, self.net(y1, context))
+        return self._merge(y, y1, x2), ladj
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, transformed={self.trans_idx.tolist()}"
