@@ -17,6 +17,7 @@ TORCH_SPEC   ?= torch==2.13.0
 SYSTEM_TORCH ?=
 RF_DATA_ROOT ?=
 PYTEST_ARGS  ?=
+BENCH_ARGS   ?=
 
 PY          := $(VENV)/bin/python
 BENCH_STAMP := $(VENV)/.installed-bench
@@ -63,7 +64,7 @@ demo: $(STAMP)
 	RF_DATA_ROOT='$(RF_DATA_ROOT)' $(PY) -m experiments main
 
 bench: $(BENCH_STAMP)
-	RF_DATA_ROOT='$(RF_DATA_ROOT)' $(PY) -m experiments.bench flows
+	RF_DATA_ROOT='$(RF_DATA_ROOT)' $(PY) -m experiments.bench flows --maf $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -326,6 +326,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--no-manifold", action="store_true", help="skip TC and WHC")
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                    help="wall time (default) or process CPU time (CPU only; use with --threads 1 on a busy machine)")
+    p.add_argument("--maf", action="store_true",
+                   help="also run the MAF benchmark (issue 6: MAF training step vs zuko and nflows MAF, MAF/IAF "
+                        "sampling) in the same run; `python -m experiments.bench_maf` runs it alone")
     p.add_argument("--out", type=Path, default=None, help="also write the results (.json) or the table (.md)")
     args = parser.parse_args(argv)
     if args.repeats < 15:
@@ -335,6 +338,16 @@ def main(argv: Optional[list[str]] = None) -> None:
     results = bench_flows(args)
     text = render(results)
     print(text)
+    if args.maf:
+        from .bench_maf import render as render_maf
+        from .bench_maf import run_maf_benchmark
+
+        rows = run_maf_benchmark(args.batch, tuple(args.dims), args.layers, args.hidden, args.repeats, args.device,
+                                 args.warmup, args.threads)
+        results["maf"] = rows
+        maf_text = render_maf(rows)
+        print("\n" + maf_text)
+        text += "\n\n" + maf_text
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         if args.out.suffix == ".json":
