@@ -12,6 +12,10 @@ from .constants import DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, OUTPUT_INIT_SCALE
 Tensor = torch.Tensor
 
 
+#: ``-1`` as a 0-dim tensor (it does not promote the dtype of the tensors it is added to).
+_MINUS_ONE = torch.tensor(-1.0)
+
+
 class _TanhViaSigmoid(torch.autograd.Function):
     """``tanh(x) = 2·sigmoid(2x) - 1`` with tanh's own derivative ``1 - y²`` (see :func:`tanh`)."""
 
@@ -19,7 +23,8 @@ class _TanhViaSigmoid(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor) -> Tensor:
-        return torch.sigmoid(x * 2).mul_(2).sub_(1)
+        # -1 + 2·σ in one pass (2·σ is exact, so the single rounding matches σ·2 - 1)
+        return torch.add(_MINUS_ONE, torch.sigmoid(x * 2), alpha=2)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:

@@ -7,6 +7,7 @@ import math
 import torch
 from torch.distributions import Distribution, constraints
 
+from . import lorentz_math as lm
 from .base import ManifoldOps
 
 Tensor = torch.Tensor
@@ -113,7 +114,28 @@ class WrappedNormal(Distribution):
 
     def coords(self, z: Tensor) -> Tensor:
         """Tangent coordinates ``ṽ`` at the origin of a point ``z`` (inverse of the sampling map)."""
+        if self._loc_is_fixed_origin(z):
+            return self._coords_at_origin(z)
         return self.manifold.logmap0_spatial(self.manifold.translate(self.loc, z, inverse=True))
+
+    def _loc_is_fixed_origin(self, z: Tensor) -> bool:
+        """Whether ``L_μ⁻¹`` is the identity on ``z``'s spatial coordinates: a Lorentz ``μ = o`` (zero spatial part,
+        no batch shape, no gradient, a dtype that does not promote ``z``'s) and no input validation."""
+        loc = self.loc
+        return (self.manifold.name == "Lorentz" and not getattr(self.manifold, "validate", False)
+                and loc.dim() == 1 and not loc.requires_grad
+                and torch.promote_types(loc.dtype, z.dtype) == z.dtype and z.dim() >= 1
+                and z.size(-1) == loc.size(-1) and not bool(loc[1:].any()))
+
+    def _coords_at_origin(self, z: Tensor) -> Tensor:
+        """``coords`` for ``μ = o``: ``translate(o, z, inverse=True)`` returns ``z``'s spatial coordinates unchanged
+        (``ys = p̂ + 0·μ̂-terms`` in float64, cast back exactly) with a recomputed time coordinate, and
+        ``logmap0_spatial`` reads the spatial ones only; so this is ``log_o(z)`` from ``z`` itself. An overflow
+        (a point beyond the dtype's range) still raises ``ValueError``."""
+        out = self.manifold.logmap0_spatial(z)
+        if not bool(torch.isfinite(out).all()) and bool(torch.isfinite(z).all()):
+            lm.check_finite_result(out, z, what="translate", k=self.manifold.k)
+        return out
 
     # -- Distribution API ----------------------------------------------------------------------------------
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
