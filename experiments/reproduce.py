@@ -168,10 +168,10 @@ def _verdict(ours: tuple | None, ref: tuple | None, higher_better: bool) -> str:
     (m, s), (pm, ps) = ours, ref
     gap = (m - pm) if higher_better else (pm - m)
     if gap >= 0:
-        return "≥ paper"
+        return "matches or beats paper"
     if gap >= -(s + ps):
         return "within 1 std"
-    return "**below paper**"
+    return "**worse than paper**"
 
 
 def write_report(out: Path, path: Path, command: str) -> None:
@@ -292,8 +292,10 @@ def write_report(out: Path, path: Path, command: str) -> None:
               f"{total_wall / 60:.1f} min of training and evaluation (sum over runs). The paper's protocol is 5 seeds "
               "per configuration; a configuration with n < 5 below was cut short by the time available, and one "
               "with 0 was not run.", "", *status, "",
-              "Verdicts (`≥ paper`, `within 1 std` = below the paper's mean by less than the sum of the two stds, "
-              "`below paper`) compare means; read them with n in mind.", "", NOTES_MARKER]
+              "Verdicts compare means in the better direction of each metric (higher AUC, AP, log-likelihood and "
+              "accuracy; fewer triangles, lower clustering): `matches or beats paper`, `within 1 std` (worse than "
+              "the paper's mean by less than the sum of the two stds), `worse than paper`. Read them with n in "
+              "mind.", "", NOTES_MARKER]
     body = "\n".join(lines) + (notes if notes else "\n")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(body)
