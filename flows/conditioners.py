@@ -59,6 +59,29 @@ def tanh(x: Tensor) -> Tensor:
     return torch.tanh(x)
 
 
+class _TanhInPlace(torch.autograd.Function):
+    """:func:`tanh` written over its input (``2·sigmoid(2x) - 1`` in place, tanh's derivative ``1 - y²``): for the
+    fresh output of a linear layer, which nothing else holds (no new buffer in the forward pass)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        x.mul_(2).sigmoid_().mul_(2).sub_(1)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+def _linear_tanh(layer: nn.Linear, x: Tensor) -> Tensor:
+    """``tanh(layer(x))``, with the activation written over the linear layer's own (fresh) output on the CPU."""
+    h = layer(x)
+    return _TanhInPlace.apply(h) if h.device.type == "cpu" else torch.tanh(h)
+
+
 class Tanh(nn.Tanh):
     """``nn.Tanh`` computed by :func:`tanh` (no parameters: state dicts are unchanged)."""
 
@@ -105,7 +128,10 @@ class MLPConditioner(nn.Module):
             if context is None:
                 raise ValueError(f"this conditioner expects a context of {self.context_features} features; got None")
             x = torch.cat([x, context.expand(*x.shape[:-1], context.size(-1))], dim=-1)
-        return self.net(x)
+        layers = self.net  # (Linear, Tanh) × hidden layers, then the output Linear
+        for i in range(0, len(layers) - 1, 2):
+            x = _linear_tanh(layers[i], x)
+        return layers[-1](x)
 
 
 class GraphConditioner(nn.Module):

@@ -2,7 +2,7 @@ r"""One coupling skeleton, and what happens to the transformed half: affine (NC/
 
 Partition the tangent coordinates ``w`` into a conditioning part ``w₁`` and a transformed part ``w₂`` (``l``
 coordinates); networks of ``w₁`` give the parameters of a bijection of ``w₂``; ``y₁ = w₁``. Layers alternate
-the parity of the partition (even / odd coordinates), so every coordinate is transformed, in any dimension
+the parity of the partition (first / second half of the coordinates), so every coordinate is transformed, in any dimension
 ``n ≥ 2`` (odd ones included). References: Dinh et al. 2017 (RealNVP); Bose et al. 2020 (TC, WHC).
 """
 
@@ -20,6 +20,7 @@ from manifolds.base import ManifoldOps
 from manifolds.constants import INTERNAL_DTYPE, LOG_SINHC_SERIES_THRESHOLD, SERIES_THRESHOLD, tiny
 
 from .conditioners import make_conditioner
+from .conditioners import tanh as _tanh
 from .constants import DEFAULT_HIDDEN, LOG_SCALE_BOUND, SINHC_PRIME_SERIES_THRESHOLD
 from .transform import TangentSpaceTransform, Transform
 
@@ -287,6 +288,9 @@ def _bc_forward(u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool) -> tuple[Ten
     c = c - torch.cosh(z) if inverse else c + torch.cosh(z)
     q = torch.addcmul(sh * u, c, t_hat)
     m = q.abs().amax(dim=-1, keepdim=True).clamp_min(tiny(q.dtype))
+    # y = (q/m)·G is finite exactly when the row maxima m are (|q/m| ≤ 1, ||q/m|| ≥ 1 unless q = 0, and G is
+    # then finite): checking the (..., 1) maxima for overflow is as good as checking y, at 1/l of the cost
+    lm.check_finite_result(m, u, t_hat, what="wrapped hyperboloid coupling (log_o ∘ boost ∘ exp_o)", k=k)
     qn = q / m
     rn = torch.linalg.vector_norm(qn, dim=-1, keepdim=True)
     zeta = m * rn / sk
@@ -294,7 +298,6 @@ def _bc_forward(u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool) -> tuple[Ten
     a = _asinh_nograd(zeta)
     G = torch.where(far, sk * a / rn, _asinhc_from(zeta, a) * m)
     y = qn * G
-    lm.check_finite_result(y, u, t_hat, what="wrapped hyperboloid coupling (log_o ∘ boost ∘ exp_o)", k=k)
     e = qn / rn.clamp_min(tiny(q.dtype))
     return y, z, a, (u, t_hat, r, z, sh, t0, D, d, c, e, G / m, zeta)
 
@@ -366,8 +369,11 @@ class _HyperboloidHalfMap(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w: Tensor, params: Tensor, k: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         F = INTERNAL_DTYPE
-        raw, t_hat = params.to(F).chunk(2, dim=-1)
-        th = torch.tanh(raw / LOG_SCALE_BOUND)
+        raw, t_hat = params.chunk(2, dim=-1)
+        # the log-scale s = B·tanh(ŝ/B) in the conditioner's dtype (it is a network output; the map and its
+        # log-det then use the same s in float64, so round trips and log-dets stay exact), with the fast tanh
+        th = _tanh(raw / LOG_SCALE_BOUND).to(F)
+        t_hat = t_hat.to(F)
         s = LOG_SCALE_BOUND * th
         w64 = w.to(F)
         l1 = w.size(-1) - 1
@@ -427,63 +433,67 @@ class Coupling(Transform):
     Args:
         dim: ``n ≥ 2``.
         half: the bijection :class:`CouplingHalf` applied to ``w₂``.
-        parity: 0 conditions on the even coordinates and transforms the odd ones; 1 the reverse.
+        parity: 0 conditions on the first ``ceil(n/2)`` coordinates and transforms the last ``floor(n/2)``;
+            1 conditions on the last ``floor(n/2)`` and transforms the first ``ceil(n/2)``.
         conditioner: ``"mlp"``, ``"gcn"`` or ``"gat"`` (graph conditioners take ``context=edge_index``).
         hidden: conditioner width.
         context_features: size of a context vector for MLP conditioners (conditional flows).
+        manifold: the :class:`~manifolds.Euclidean` it acts on (its ``validate`` / ``dim`` settings are kept);
+            a new ``Euclidean()`` by default.
     """
 
     def __init__(self, dim: int, half: CouplingHalf, parity: int = 0, conditioner: str = "mlp",
-                 hidden: int = DEFAULT_HIDDEN, context_features: int = 0) -> None:
-        super().__init__()
+                 hidden: int = DEFAULT_HIDDEN, context_features: int = 0, *,
+                 manifold: Optional[ManifoldOps] = None) -> None:
+        super().__init__(manifold)
+        if self.manifold.name != "Euclidean":
+            raise ValueError(f"a coupling layer acts on ℝⁿ; got {self.manifold.name}. On the hyperboloid use "
+                             "TangentCoupling ('tc') or WrappedHyperboloidCoupling ('whc')")
         if int(dim) != dim or dim < 2:
             raise ValueError(f"a coupling layer needs dimension n >= 2 (it splits the coordinates in two); got {dim}")
         if parity not in (0, 1):
             raise ValueError(f"parity must be 0 or 1; got {parity}")
+        # contiguous halves (normflows' "channel" layout): the first ceil(n/2) coordinates and the last floor(n/2);
+        # parity 0 conditions on the first half, parity 1 on the second. The halves are views (``split``) that the
+        # conditioner's first matrix product reads in place, and one ``cat`` merges them, in both passes.
+        self._sizes = (dim - dim // 2, dim // 2)
         idx = torch.arange(dim)
-        self.register_buffer("cond_idx", idx[idx % 2 == parity], persistent=False)
-        self.register_buffer("trans_idx", idx[idx % 2 != parity], persistent=False)
+        first, second = idx[:self._sizes[0]], idx[self._sizes[0]:]
+        self.register_buffer("cond_idx", first if parity == 0 else second, persistent=False)
+        self.register_buffer("trans_idx", second if parity == 0 else first, persistent=False)
         self.dim = dim
         self.parity = parity
-        # even n: the two halves are the interleaved columns of an (n/2, 2) view, split by unbind and merged by
-        # stack (views and one copy; cheaper than index_select / index_copy in both passes); odd n: indices.
-        self._pairs = dim % 2 == 0
         self.bijection = half
         self.net = make_conditioner(conditioner, len(self.cond_idx), half.n_params * len(self.trans_idx), hidden,
                                     context_features)
 
-    def _params(self, w: Tensor, context: Optional[Tensor]) -> Tensor:
-        return self.net(w.index_select(-1, self.cond_idx), context)
-
     def _split(self, w: Tensor) -> tuple[Tensor, Tensor]:
-        """``(w₁, w₂)``: the conditioning and the transformed coordinates."""
-        if self._pairs:
-            even, odd = w.unflatten(-1, (self.dim // 2, 2)).unbind(-1)
-            return (even, odd) if self.parity == 0 else (odd, even)
-        return w.index_select(-1, self.cond_idx), w.index_select(-1, self.trans_idx)
+        """``(w₁, w₂)``: the conditioning and the transformed coordinates (views of ``w``)."""
+        a, b = w.split(self._sizes, dim=-1)
+        return (a, b) if self.parity == 0 else (b, a)
 
-    def _merge(self, w: Tensor, w1: Tensor, y2: Tensor) -> Tensor:
-        """``w`` with its transformed coordinates replaced by ``y₂``."""
-        if self._pairs:
-            return torch.stack((w1, y2) if self.parity == 0 else (y2, w1), dim=-1).flatten(-2)
-        return w.index_copy(-1, self.trans_idx, y2)
+    def _merge(self, w1: Tensor, y2: Tensor) -> Tensor:
+        """The coordinates back in their places: ``w₁`` unchanged, ``y₂`` where ``w₂`` was."""
+        return torch.cat((w1, y2) if self.parity == 0 else (y2, w1), dim=-1)
 
     def _check(self, w: Tensor) -> None:
         if w.size(-1) != self.dim:
             raise ValueError(f"{type(self).__name__} expects {self.dim} coordinates in the last dimension; "
                              f"got shape {tuple(w.shape)}")
+        if self.manifold.validate:  # Euclidean(validate=True): non-finite input is a ValueError here
+            self.manifold.validate_point(w, "x")
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         self._check(x)
         x1, x2 = self._split(x)
         y2, ladj = self.bijection(x2, self.net(x1, context))
-        return self._merge(x, x1, y2), ladj
+        return self._merge(x1, y2), ladj
 
     def inverse(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         self._check(y)
         y1, y2 = self._split(y)
         x2, ladj = self.bijection.inverse(y2, self.net(y1, context))
-        return self._merge(y, y1, x2), ladj
+        return self._merge(y1, x2), ladj
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, transformed={self.trans_idx.tolist()}"
@@ -502,8 +512,8 @@ class AffineCoupling(Coupling):
     """
 
     def __init__(self, dim: int, parity: int = 0, conditioner: str = "mlp", hidden: int = DEFAULT_HIDDEN,
-                 context_features: int = 0) -> None:
-        super().__init__(dim, AffineHalf(), parity, conditioner, hidden, context_features)
+                 context_features: int = 0, *, manifold: Optional[ManifoldOps] = None) -> None:
+        super().__init__(dim, AffineHalf(), parity, conditioner, hidden, context_features, manifold=manifold)
 
 
 class AdditiveCoupling(Coupling):
@@ -520,8 +530,8 @@ class AdditiveCoupling(Coupling):
     """
 
     def __init__(self, dim: int, parity: int = 0, conditioner: str = "mlp", hidden: int = DEFAULT_HIDDEN,
-                 context_features: int = 0) -> None:
-        super().__init__(dim, AdditiveHalf(), parity, conditioner, hidden, context_features)
+                 context_features: int = 0, *, manifold: Optional[ManifoldOps] = None) -> None:
+        super().__init__(dim, AdditiveHalf(), parity, conditioner, hidden, context_features, manifold=manifold)
 
 
 def _need_lorentz(manifold: ManifoldOps, what: str) -> None:

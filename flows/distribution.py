@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch.distributions import Distribution
 
-from .transform import Transform
+from .transform import TangentSpaceTransform, Transform, tangent_space_transform
 
 Tensor = torch.Tensor
 
@@ -53,8 +53,21 @@ class Flow(Distribution):
     def support(self):
         return self.base.support
 
+    def _tangent_path(self) -> Optional[TangentSpaceTransform]:
+        """The transform as ``exp_o ∘ g ∘ log_o`` when the base is a wrapped normal at a fixed origin ``o``: then
+        ``exp_o`` (the base's last step when sampling, the transform's last step when scoring) and ``log_o`` (the
+        next step) cancel, and both are skipped (exactly: ``log_o(exp_o(w)) = w``)."""
+        t = tangent_space_transform(self.transform)
+        at_origin = getattr(self.base, "tangent_at_origin", None)
+        return t if t is not None and at_origin is not None and at_origin() else None
+
     def rsample_and_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
         """Samples and their log-density in one pass (no inverse is computed)."""
+        t = self._tangent_path()
+        if t is not None:
+            w, log_p = self.base.rsample_tangent_and_log_prob(torch.Size(sample_shape))
+            y, ladj = t.forward_tangent(w, self.context)
+            return y, log_p - ladj
         x, log_p = _sample_and_log_prob(self.base, torch.Size(sample_shape))
         y, ladj = self.transform(x, self.context)
         return y, log_p - ladj
@@ -68,5 +81,9 @@ class Flow(Distribution):
             return self.rsample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
+        t = self._tangent_path()
+        if t is not None:
+            w, ladj = t.inverse_tangent(value, self.context)
+            return self.base.log_prob_tangent(w) + ladj
         x, ladj = self.transform.inverse(value, self.context)
         return self.base.log_prob(x) + ladj

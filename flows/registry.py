@@ -127,8 +127,11 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
 
 
 def _couplings(cls, manifold, dim, layers, hidden, conditioner, **kw) -> Transform:
-    args = (manifold,) if cls is not AffineCoupling else ()
-    return Compose([cls(*args, dim, parity=i % 2, conditioner=conditioner, hidden=hidden, **kw) for i in range(layers)])
+    if cls is AffineCoupling:  # a coupling of ℝⁿ: the manifold passed in (its validate / dim settings) is kept
+        return Compose([cls(dim, parity=i % 2, conditioner=conditioner, hidden=hidden, manifold=manifold, **kw)
+                        for i in range(layers)])
+    return Compose([cls(manifold, dim, parity=i % 2, conditioner=conditioner, hidden=hidden, **kw)
+                    for i in range(layers)])
 
 
 @register("nc", ("Euclidean",), "affine coupling on ℝⁿ (RealNVP; the paper's NC)")
@@ -151,7 +154,8 @@ def _additive(manifold, dim, layers, hidden, conditioner, scaling: bool = True, 
     """NICE (Dinh et al. 2015): additive couplings with alternating halves, then (``scaling=True``, as in the
     paper) a learned diagonal scaling ``y = x ⊙ exp(s) + b`` as the top layer, so that the flow can change volume:
     an :class:`~flows.linear.ActNorm` with its data-dependent initialisation switched off (``s = b = 0``)."""
-    ts: list[Transform] = [AdditiveCoupling(dim, parity=i % 2, conditioner=conditioner, hidden=hidden, **kw)
+    ts: list[Transform] = [AdditiveCoupling(dim, parity=i % 2, conditioner=conditioner, hidden=hidden, manifold=manifold,
+                                           **kw)
                            for i in range(layers)]
     if scaling:
         top = ActNorm(dim)

@@ -111,14 +111,32 @@ class TangentSpaceTransform(Transform):
         return self.manifold.expmap_logdet(torch.linalg.vector_norm(w, dim=-1), w.size(-1))
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        w = self.manifold.logmap0_spatial(x)
+        return self.forward_tangent(self.manifold.logmap0_spatial(x), context)
+
+    def inverse(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        w, ladj = self.inverse_tangent(y, context)
+        return self.manifold.expmap0_spatial(w), ladj
+
+    def forward_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` of the point ``exp_o(w)`` given its tangent coordinates ``w`` (no ``log_o``): the same
+        ``(y, ladj)``, used by :class:`~flows.Flow` when the base samples in tangent coordinates at ``o``."""
         v, ladj = self.inner(w, context)
         return self.manifold.expmap0_spatial(v), ladj + self._terms(v) - self._terms(w)
 
-    def inverse(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    def inverse_tangent(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """:meth:`inverse` with the result left in tangent coordinates: ``(log_o f⁻¹(y), log|det ∂f⁻¹/∂y|)`` (no
+        ``exp_o``), used by :class:`~flows.Flow` when the base scores tangent coordinates at ``o``."""
         v = self.manifold.logmap0_spatial(y)
         w, ladj = self.inner.inverse(v, context)
-        return self.manifold.expmap0_spatial(w), ladj + self._terms(w) - self._terms(v)
+        return w, ladj + self._terms(w) - self._terms(v)
+
+
+def tangent_space_transform(transform: Transform) -> Optional[TangentSpaceTransform]:
+    """``transform`` as a single :class:`TangentSpaceTransform` (unwrapping a one-layer :class:`Compose`, which is
+    what a fused stack of tangent-space layers is), or ``None``."""
+    while isinstance(transform, Compose) and len(transform.transforms) == 1:
+        transform = transform.transforms[0]
+    return transform if isinstance(transform, TangentSpaceTransform) else None
 
 
 def _fuse(transforms: list[Transform]) -> list[Transform]:

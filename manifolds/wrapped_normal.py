@@ -137,6 +137,27 @@ class WrappedNormal(Distribution):
             lm.check_finite_result(out, z, what="translate", k=self.manifold.k)
         return out
 
+    # -- tangent coordinates at a fixed origin (used by flows.Flow to skip an exp_o / log_o pair) -------------
+    def tangent_at_origin(self) -> bool:
+        """Whether this is a wrapped normal at a fixed origin ``μ = o`` of the Lorentz model (no batch shape, no
+        gradient, no validation), so that :meth:`log_prob_tangent` and :meth:`rsample_tangent_and_log_prob`
+        apply."""
+        loc = self.loc
+        return (self.manifold.name == "Lorentz" and not getattr(self.manifold, "validate", False)
+                and loc.dim() == 1 and not loc.requires_grad and not bool(loc[1:].any()))
+
+    def log_prob_tangent(self, v: Tensor) -> Tensor:
+        """``log_prob(exp_o(v))`` from the tangent coordinates ``v`` at the origin (for ``μ = o`` only, see
+        :meth:`tangent_at_origin`): ``log N(v; 0, diag σ²) - (n-1)·ℓ(||v||)``."""
+        return self._log_prob_coords(v)
+
+    def rsample_tangent_and_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
+        """:meth:`rsample_and_log_prob` with the samples left as tangent coordinates ``v`` at the origin (for
+        ``μ = o`` only): the points are ``exp_o(v)``."""
+        shape = self._extended_shape(sample_shape)[:-1] + (self.n,)
+        v = torch.randn(shape, dtype=self.scale.dtype, device=self.scale.device) * self.scale
+        return v, self._log_prob_coords(v)
+
     # -- Distribution API ----------------------------------------------------------------------------------
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]

@@ -307,3 +307,18 @@ def test_wrong_dimension_gives_value_error():
     g = flows.build("nc", Euclidean(), 3, hidden=8)
     with pytest.raises(ValueError):
         g.inverse(torch.randn(4, 2))
+
+
+def test_build_keeps_the_euclidean_manifold_passed_in():
+    """``build("nc", M)`` acts on ``M`` itself, so its ``validate`` and ``dim`` settings apply."""
+    M = Euclidean(validate=True, dim=3)
+    f = flows.build("nc", M, 3, hidden=8)
+    assert f.manifold is M and all(t.manifold is M for t in f.transforms)
+    x = torch.randn(4, 3)
+    x[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        f(x)
+    with pytest.raises(ValueError, match="finite"):
+        f.inverse(x)
+    y, _ = flows.build("nc", Euclidean(), 3, hidden=8)(x)  # without validation, no check (and no error)
+    assert y.shape == x.shape
