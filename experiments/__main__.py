@@ -205,6 +205,9 @@ def print_summary(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # CPU training steps without page faults on every new tensor (see experiments.allocator)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "main":
