@@ -11,9 +11,8 @@ import torch
 
 from manifolds import Euclidean, Lorentz
 from vae import GraphGenerator, generation_metrics, is_lobster, is_tree
-from vae.generation import clean_graph, complete_edge_index
+from vae.generation import GraphAutoEncoder, all_pairs, clean_graph, complete_edge_index
 from vae.graph_metrics import gaussian_tv, mmd2
-
 
 
 def test_tree_and_lobster_predicates():
@@ -85,3 +84,60 @@ def test_flow_prior_log_prob_uses_the_complete_graph_in_both_directions():
     z = gen.prior.sample([4, 3])
     lp = gen.prior.log_prob(z, [4, 3])
     assert lp.shape == (7,) and torch.isfinite(lp).all()
+
+
+def test_autoencoder_loss_is_the_full_adjacency_nll_per_graph():
+    """Every pair u < v of every graph is scored, edges and non-edges alike; the sum is averaged over graphs."""
+    torch.manual_seed(0)
+    graphs = [nx.path_graph(4), nx.star_graph(2)]  # 6 + 3 pairs, 3 + 2 edges
+    ae = GraphAutoEncoder(Lorentz(), latent_dim=2, hidden=8).double()
+    z, sizes = ae.embed_graphs(graphs)
+    total, offset = 0.0, 0
+    for g, n in zip(graphs, sizes):
+        for u in range(n):
+            for v in range(u + 1, n):
+                logit = ae.decoder(z, torch.tensor([[u + offset], [v + offset]]), ae.manifold)[0]
+                p = torch.sigmoid(logit)
+                a = 1.0 if g.has_edge(u, v) else 0.0
+                total = total - (a * torch.log(p) + (1 - a) * torch.log1p(-p))
+        offset += n
+    assert ae.loss(graphs).item() == pytest.approx(total.item() / len(graphs), rel=1e-10)
+
+
+def test_all_pairs_lists_each_pair_once_with_its_edge_label():
+    g = nx.cycle_graph(5)
+    e = torch.tensor(list(g.edges())).T
+    pairs, is_edge = all_pairs(torch.cat([e, e.flip(0)], 1), [5, 3])
+    assert pairs.size(1) == 10 + 3 and (pairs[0] < pairs[1]).all()
+    assert is_edge.sum() == 5 and is_edge[10:].sum() == 0 and ((pairs[:, 10:] >= 5).all())
+
+
+def test_trained_decoder_is_calibrated_to_the_edge_count_of_trees():
+    """After training, ``E[#edges] = Σ_{u<v} p(A_uv)`` on trees is close to their true ``n - 1`` edges.
+
+    With the old "as many sampled non-edges as edges" loss this ratio was ≈ 2.6 on these trees (and ≈ 9 on the
+    20–99-node random trees); a maximum-likelihood decoder matches the edge count on its training graphs up to
+    optimisation error (measured 0.89–0.99 over four seeds; tolerance 20 %), and held-out trees of the same
+    sizes come out within 40 % (measured 0.93–1.25)."""
+    torch.manual_seed(0)
+    train = [nx.random_labeled_tree(n, seed=s) for s, n in enumerate(range(10, 26, 2))]
+    held_out = [nx.random_labeled_tree(n, seed=100 + n) for n in (12, 16, 20, 24)]
+    ae = GraphAutoEncoder(Lorentz(), latent_dim=2, hidden=16)
+    opt = torch.optim.Adam(ae.parameters(), lr=1e-2)
+    for _ in range(60):
+        for i in range(0, len(train), 4):
+            opt.zero_grad()
+            ae.loss(train[i:i + 4]).backward()
+            opt.step()
+
+    @torch.no_grad()
+    def expected_over_true_edges(graphs):
+        expected = 0.0
+        for g in graphs:
+            z, _ = ae.embed_graphs([g])
+            pairs = torch.triu_indices(len(g), len(g), 1)
+            expected += torch.sigmoid(ae.decoder(z, pairs, ae.manifold)).sum().item()
+        return expected / sum(g.number_of_edges() for g in graphs)
+
+    assert expected_over_true_edges(train) == pytest.approx(1.0, abs=0.2)
+    assert expected_over_true_edges(held_out) == pytest.approx(1.0, abs=0.4)
