@@ -31,7 +31,8 @@ from . import distributed as D
 SUMMARY_METRICS = {
     "density": ("test_ll",),
     "graph-recon": ("auc", "ap"),
-    "graph-gen": ("accuracy", "avg_triangles", "avg_clustering", "mmd_degree", "mmd_clustering", "mmd_spectral"),
+    "graph-gen": ("accuracy", "avg_triangles", "avg_clustering", "mmd_degree", "mmd_clustering", "mmd_spectral",
+                  "accuracy_lcc", "avg_triangles_lcc", "avg_clustering_lcc"),
 }
 
 

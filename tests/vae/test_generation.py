@@ -141,3 +141,21 @@ def test_trained_decoder_is_calibrated_to_the_edge_count_of_trees():
 
     assert expected_over_true_edges(train) == pytest.approx(1.0, abs=0.2)
     assert expected_over_true_edges(held_out) == pytest.approx(1.0, abs=0.4)
+
+
+def test_largest_component_metrics_follow_the_reference_protocol():
+    """``*_lcc``: isolated nodes dropped, largest component kept, edgeless graphs left out (how the paper's
+    generation numbers were computed); the raw-graph metrics are unaffected."""
+    trees = [nx.random_labeled_tree(12, seed=s) for s in range(3)]
+    tree_plus_isolated = nx.random_labeled_tree(10, seed=7)
+    tree_plus_isolated.add_nodes_from(range(10, 14))  # a tree and 4 isolated nodes: not a tree as generated
+    big_tree_and_triangle = nx.disjoint_union(nx.random_labeled_tree(9, seed=8), nx.complete_graph(3))
+    cycle_biggest = nx.disjoint_union(nx.cycle_graph(6), nx.path_graph(2))
+    generated = [tree_plus_isolated, big_tree_and_triangle, cycle_biggest, nx.empty_graph(5)]
+    m = generation_metrics(generated, trees)
+    assert m["accuracy"] == 0.0  # raw: none of the four is a tree
+    assert m["accuracy_lcc"] == pytest.approx(100 * 2 / 3)  # the empty graph is left out; the cycle is not a tree
+    assert m["avg_triangles_lcc"] == 0.0 and m["avg_clustering_lcc"] == 0.0  # the triangle is not the largest part
+    assert m["avg_triangles"] == pytest.approx(1 / 4)  # raw: one triangle in one of four graphs
+    triangle = nx.complete_graph(3)
+    assert generation_metrics([triangle], trees)["avg_triangles_lcc"] == 1.0  # each corner is in one triangle
