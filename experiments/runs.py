@@ -30,7 +30,7 @@ from . import distributed as D
 #: which metrics go into ``summary`` for each command (the names other tools rely on)
 SUMMARY_METRICS = {
     "density": ("test_ll",),
-    "graph-recon": ("auc", "ap"),
+    "graph-recon": ("auc", "ap", "auc_at_best_val", "ap_at_best_val", "best_val_epoch"),
     "graph-gen": ("accuracy", "avg_triangles", "avg_clustering", "mmd_degree", "mmd_clustering", "mmd_spectral",
                   "accuracy_lcc", "avg_triangles_lcc", "avg_clustering_lcc"),
 }

@@ -41,8 +41,15 @@ def test_graph_recon_writes_results_plots_and_csv(tmp_path: Path) -> None:
     out = tmp_path / "recon"
     assert run_cli("graph-recon", "--dataset", "tree", "--flow", "whc", "--epochs", "12", "--seeds", "2",
                    "--out", out) == 0
-    res = check_run_files(out, ("auc", "ap"), seeds=2)
+    res = check_run_files(out, ("auc", "ap", "auc_at_best_val", "ap_at_best_val"), seeds=2)
     assert 0 <= res["summary"]["auc"]["mean"] <= 1
+    for seed in res["metrics"]:  # model selection on validation: the chosen evaluation has the best val AUC
+        history = json.loads((out / f"seed{seed['seed']}" / "history.json").read_text())
+        val = {i + 1: r["val_auc"] for i, r in enumerate(history) if "val_auc" in r}
+        val[12] = max(val.get(12, -1.0), seed["val_auc"])
+        assert val[int(seed["best_val_epoch"])] == max(val.values())
+        if seed["best_val_epoch"] == 12:
+            assert seed["auc_at_best_val"] == seed["auc"]
     assert res["config"]["dataset"] == "tree" and res["config"]["latent_dim"] == 2
     assert (out / "seed0" / "latents_poincare.png").stat().st_size > 0
     assert not (out / "seed0" / "checkpoint.pt").exists()  # removed once the seed finished
