@@ -127,10 +127,9 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
 
 
 def _couplings(cls, manifold, dim, layers, hidden, conditioner, **kw) -> Transform:
-    if cls is AffineCoupling:  # a coupling of ℝⁿ: the manifold passed in (its validate / dim settings) is kept
-        return Compose([cls(dim, parity=i % 2, conditioner=conditioner, hidden=hidden, manifold=manifold, **kw)
-                        for i in range(layers)])
-    return Compose([cls(manifold, dim, parity=i % 2, conditioner=conditioner, hidden=hidden, **kw)
+    # a coupling of ℝⁿ keeps the manifold passed in (its validate / dim settings) as a keyword; TC / WHC take it first
+    args, where = ((), {"manifold": manifold}) if cls is AffineCoupling else ((manifold,), {})
+    return Compose([cls(*args, dim, parity=i % 2, conditioner=conditioner, hidden=hidden, **where, **kw)
                     for i in range(layers)])
 
 

@@ -122,10 +122,8 @@ class WrappedNormal(Distribution):
         """Whether ``L_μ⁻¹`` is the identity on ``z``'s spatial coordinates: a Lorentz ``μ = o`` (zero spatial part,
         no batch shape, no gradient, a dtype that does not promote ``z``'s) and no input validation."""
         loc = self.loc
-        return (self.manifold.name == "Lorentz" and not getattr(self.manifold, "validate", False)
-                and loc.dim() == 1 and not loc.requires_grad
-                and torch.promote_types(loc.dtype, z.dtype) == z.dtype and z.dim() >= 1
-                and z.size(-1) == loc.size(-1) and not bool(loc[1:].any()))
+        return (z.dim() >= 1 and z.size(-1) == loc.size(-1) and torch.promote_types(loc.dtype, z.dtype) == z.dtype
+                and self.tangent_at_origin())
 
     def _coords_at_origin(self, z: Tensor) -> Tensor:
         """``coords`` for ``μ = o``: ``translate(o, z, inverse=True)`` returns ``z``'s spatial coordinates unchanged
@@ -152,8 +150,8 @@ class WrappedNormal(Distribution):
         return self._log_prob_coords(v)
 
     def rsample_tangent_and_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
-        """:meth:`rsample_and_log_prob` with the samples left as tangent coordinates ``v`` at the origin (for
-        ``μ = o`` only): the points are ``exp_o(v)``."""
+        """The tangent draw ``v ~ N(0, diag σ²)`` of :meth:`rsample_and_log_prob` and its log-density: for ``μ = o``
+        the points are ``exp_o(v)`` (in general ``L_μ(exp_o(v))``)."""
         shape = self._extended_shape(sample_shape)[:-1] + (self.n,)
         v = torch.randn(shape, dtype=self.scale.dtype, device=self.scale.device) * self.scale
         return v, self._log_prob_coords(v)
@@ -168,10 +166,8 @@ class WrappedNormal(Distribution):
 
     def rsample_and_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
         """Reparameterised samples and their log-density, from the same tangent draw (no log map)."""
-        shape = self._extended_shape(sample_shape)[:-1] + (self.n,)
-        eps = torch.randn(shape, dtype=self.scale.dtype, device=self.scale.device)
-        v = eps * self.scale
-        return self._push(v), self._log_prob_coords(v)
+        v, log_p = self.rsample_tangent_and_log_prob(sample_shape)
+        return self._push(v), log_p
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
