@@ -99,9 +99,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _deadline(text: str | None) -> dt.datetime | None:
     if not text:
         return None
-    h, m = (int(v) for v in text.split(":"))
-    now = dt.datetime.now()
-    return now.replace(hour=h, minute=m, second=0, microsecond=0)
+    """The next local time ``HH:MM`` from now (tomorrow's when today's has passed, so a run started before
+    midnight can stop after it)."""
+    try:
+        h, m = (int(v) for v in text.split(":"))
+        now = dt.datetime.now()
+        at = now.replace(hour=h, minute=m, second=0, microsecond=0)
+    except ValueError as err:
+        raise SystemExit(f"error: --stop-launching-at {text!r} is not a time HH:MM (e.g. 02:30): {err}") from None
+    return at if at > now else at + dt.timedelta(days=1)
 
 
 def run_reproduce(args: argparse.Namespace) -> int:

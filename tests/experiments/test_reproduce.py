@@ -28,3 +28,25 @@ def test_reproduce_runs_a_subset_and_reports_it(tmp_path: Path, monkeypatch) -> 
     assert "(n=2)" in text and "not run" in text
     assert "bdp2-WHC: 2" in text and "dis-ii-WHC: 0" in text
     assert text.rstrip().endswith("hand-written notes")
+
+
+def test_stop_launching_at_is_the_next_such_time(monkeypatch) -> None:
+    """A reproduction started before midnight with ``--stop-launching-at 02:00`` stops at 02:00 the next day
+    (not at once); a time later today stays today; a malformed time is a clear error."""
+    import datetime as dt
+
+    import pytest
+
+    import experiments.reproduce as rep
+
+    class Clock(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 12, 1, 23, 50)
+
+    monkeypatch.setattr(rep.dt, "datetime", Clock)
+    assert rep._deadline("02:00") == Clock(2026, 12, 2, 2, 0)
+    assert rep._deadline("23:55") == Clock(2026, 12, 1, 23, 55)
+    assert rep._deadline(None) is None
+    with pytest.raises(SystemExit, match="HH:MM"):
+        rep._deadline("2am")
