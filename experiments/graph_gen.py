@@ -22,7 +22,7 @@ from vae import GraphGenerator, generation_metrics
 from . import distributed as D
 from . import plots
 from .models import make_manifold
-from .runs import Job
+from .runs import Job, adam
 
 
 class GraphGenJob(Job):
@@ -41,8 +41,8 @@ class GraphGenJob(Job):
         ae, prior = self.gen.autoencoder, self.gen.prior
         self.ae_step = D.wrap(ae, lambda graphs: ae.loss(graphs), self.device)
         self.flow_step = D.wrap(prior, self._flow_loss, self.device)
-        self.opt_ae = torch.optim.Adam(ae.parameters(), lr=cfg["lr"])
-        self.opt_flow = torch.optim.Adam(prior.transform.parameters(), lr=cfg["lr"])
+        self.opt_ae = adam(ae.parameters(), lr=cfg["lr"])
+        self.opt_flow = adam(prior.transform.parameters(), lr=cfg["lr"])
         self.stage_epochs = cfg["epochs"]
         self.epochs = 2 * cfg["epochs"]
         self.rng = random.Random(seed)

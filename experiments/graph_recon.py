@@ -18,7 +18,7 @@ from vae import CurvatureSchedule, GraphVAE, split_edges
 from . import plots
 from .datasets import GraphData
 from .models import make_manifold, paper_name
-from .runs import Job
+from .runs import Job, adam
 
 
 class TrainNegatives:
@@ -29,11 +29,18 @@ class TrainNegatives:
         self.n = num_nodes
         self.keys = torch.unique(train_edge_index[0] * num_nodes + train_edge_index[1])
 
+    def _is_edge(self, keys: torch.Tensor) -> torch.Tensor:
+        """Membership in the sorted ``self.keys`` by binary search (``torch.isin`` would sort both again)."""
+        if self.keys.numel() == 0:
+            return torch.zeros_like(keys, dtype=torch.bool)
+        i = torch.searchsorted(self.keys, keys).clamp_max_(self.keys.numel() - 1)
+        return self.keys[i] == keys
+
     def __call__(self, count: int, device) -> torch.Tensor:
         out = torch.empty(2, 0, dtype=torch.long)
         while out.size(1) < count:
             cand = torch.randint(self.n, (2, 2 * (count - out.size(1)) + 16))
-            ok = (cand[0] != cand[1]) & ~torch.isin(cand[0] * self.n + cand[1], self.keys)
+            ok = (cand[0] != cand[1]) & ~self._is_edge(cand[0] * self.n + cand[1])
             out = torch.cat([out, cand[:, ok]], 1)
         return out[:, :count].to(device)
 
@@ -52,7 +59,7 @@ class GraphReconJob(Job):
                               num_nodes=data.num_nodes, hidden=cfg["hidden"],
                               flow=None if cfg["flow"] == "none" else cfg["flow"], flow_layers=cfg["flow_layers"],
                               flow_hidden=cfg["flow_hidden"], flow_conditioner=cfg["flow_conditioner"]).to(self.device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"])
+        self.opt = adam(self.model.parameters(), lr=cfg["lr"])
         # the paper's graph schedule: R = 11 -> 2 over 10 epochs, then fixed at R = 2
         self.schedule = CurvatureSchedule(self.manifold, "warmup", after="fixed")
         self.negatives = TrainNegatives(self.split.train_edge_index.cpu(), data.num_nodes)

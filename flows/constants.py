@@ -17,11 +17,6 @@ DEFAULT_HIDDEN_LAYERS: int = 2
 #: identity, so deep stacks train stably while every parameter still receives a gradient.
 OUTPUT_INIT_SCALE: float = 1e-2
 
-#: Below this argument, ``sinhc'(z)/z = (cosh z - sinhc z)/z²`` (in the WHC backward pass) uses its series
-#: ``1/3 + z²/30 + z⁴/840 + z⁶/45360``: the closed form loses ``~eps/z²`` to cancellation (2e-14 at 0.1 in
-#: float64), the omitted series term is below ``z⁸/4e6`` (3e-15 at 0.1).
-SINHC_PRIME_SERIES_THRESHOLD: float = 0.1
-
 #: Rational-quadratic splines (Durkan et al. 2019) act on ``[-B, B]`` with ``B = SPLINE_BOUND`` and are the
 #: identity outside (linear tails, slope 1, so the map is C¹ at ``±B``). ``B = 5`` covers a standard normal
 #: base to 5σ (zuko's default bound); larger |x| pass through unchanged.

@@ -8,7 +8,6 @@ the parity of the partition (first / second half of the coordinates), so every c
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -17,11 +16,12 @@ from torch.autograd.function import once_differentiable
 
 from manifolds import lorentz_math as lm
 from manifolds.base import ManifoldOps
-from manifolds.constants import INTERNAL_DTYPE, LOG_SINHC_SERIES_THRESHOLD, SERIES_THRESHOLD, tiny
+from manifolds.boost import bc_backward, bc_forward, boosted_logmap0, log_sinhc_nograd, log_sinhc_prime
+from manifolds.constants import INTERNAL_DTYPE
 
 from .conditioners import make_conditioner
 from .conditioners import tanh as _tanh
-from .constants import DEFAULT_HIDDEN, LOG_SCALE_BOUND, SINHC_PRIME_SERIES_THRESHOLD
+from .constants import DEFAULT_HIDDEN, LOG_SCALE_BOUND
 from .transform import TangentSpaceTransform, Transform
 
 Tensor = torch.Tensor
@@ -150,11 +150,11 @@ class HyperboloidHalf(CouplingHalf):
         k = self.manifold.k.to(INTERNAL_DTYPE)
         w = w.to(INTERNAL_DTYPE)
         if sign > 0:  # v = w ⊙ e^s, y = log_o(L_t(exp_o(v)))
-            y, z = _boosted_coords(w * torch.exp(s), t_hat, k, inverse=False)
+            y, z = boosted_logmap0(w * torch.exp(s), t_hat, k, inverse=False)
             ell = lm.log_sinhc(z)  # ℓ(||v||), ℓ(||y||) in one call
             ladj = s.sum(-1) + (w.size(-1) - 1) * (ell[..., 0] - ell[..., 1])
         else:  # v = log_o(L_t⁻¹(exp_o(w))), y = v ⊙ e^{-s}
-            v, z = _boosted_coords(w, t_hat, k, inverse=True)
+            v, z = boosted_logmap0(w, t_hat, k, inverse=True)
             y = v * torch.exp(-s)
             ell = lm.log_sinhc(z)  # ℓ(||w||), ℓ(||v||)
             ladj = (w.size(-1) - 1) * (ell[..., 0] - ell[..., 1]) - s.sum(-1)
@@ -167,200 +167,13 @@ class HyperboloidHalf(CouplingHalf):
         return self._map(y2, params, -1.0)
 
 
-def _boosted_coords_autograd(u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-    r"""``y = log_o(L_t^{±1}(exp_o(u)))`` on :math:`H^l_k` in one pass, with ``t = (sqrt(||t̂||² + k), t̂)``;
-    also returns ``(||u||, ||y||)/sqrt(k)`` stacked in the last dimension (the arguments of ``ℓ``).
-
-    The formulas of :func:`~manifolds.lorentz_math.expmap0_spatial`, :func:`~manifolds.lorentz_math.translate`
-    and :func:`~manifolds.lorentz_math.logmap0_spatial`, fused so that only a few operations act on whole
-    ``l``-vectors (the rest act on one number per point). With ``z = ||u||/sqrt(k)``,
-    ``p = exp_o(u) = (sqrt(k)·cosh z, sinhc(z)·u)`` and ``μ̂ = ±t̂``, the boost's spatial part is
-    ``L(p)^ = (cosh z + (μ̂·p̂)/(k + sqrt(k)·t₀))·μ̂ + p̂ = c·t̂ + sinhc(z)·u`` with
-    ``c = sinhc(z)·(t̂·u)/(k + sqrt(k)·t₀) ± cosh z`` (time coordinates are not needed: ``log_o`` reads the
-    spatial part only). Then with ``ρ = ||L(p)^||`` and ``ζ = ρ/sqrt(k)``, ``y = (sqrt(k)·asinh(ζ)/ρ)·L(p)^``
-    (``asinhc(ζ)·L(p)^`` for ``ζ ≤ 1``, as in ``logmap0_spatial``) and ``||y||/sqrt(k) = asinh(ζ)``.
-
-    Inputs are float64: the boost cancels large coordinates when ``L(p)`` lands near the origin. A result
-    that overflows float64 raises ``ValueError``. This is the reference form, differentiated by autograd
-    (used when ``k`` is learnable); :class:`_BoostedCoords` evaluates the same formulas with an analytic
-    backward pass.
-    """
-    sk = k.sqrt()
-    z = torch.linalg.vector_norm(u, dim=-1, keepdim=True) / sk  # squares of float32-range inputs fit in float64
-    sh = lm.sinhc(z)
-    t0 = torch.hypot(torch.linalg.vector_norm(t_hat, dim=-1, keepdim=True), sk)
-    c = sh * torch.linalg.vecdot(t_hat, u).unsqueeze(-1) / (k + sk * t0)
-    c = c - torch.cosh(z) if inverse else c + torch.cosh(z)
-    q = torch.addcmul(sh * u, c, t_hat)  # L(p)^
-    # ρ = m·||q/m|| with m = max|q| (detached), as lm.scaled_norm: squares of q overflow float64 far out; and
-    # y = (q/m)·G keeps every factor of the chain rule O(1) (a form g·q would multiply a huge Σ grad·q by an
-    # underflowing ∂g/∂ρ and lose the radial part of the Jacobian, cf. logmap0_spatial).
-    m = q.detach().abs().amax(dim=-1, keepdim=True).clamp_min(tiny(q.dtype))
-    qn = q / m
-    rn = torch.linalg.vector_norm(qn, dim=-1, keepdim=True)
-    zeta = m * rn / sk
-    far = zeta > 1
-    a = lm.asinh(zeta)
-    G = torch.where(far, sk * a / torch.where(far, rn, torch.ones_like(rn)),
-                    lm.asinhc(torch.where(far, torch.zeros_like(zeta), zeta)) * m)
-    y = qn * G
-    lm.check_finite_result(y, u, t_hat, what="wrapped hyperboloid coupling (log_o ∘ boost ∘ exp_o)", k=k)
-    return y, torch.cat([z, a], dim=-1)
-
-
-
-
-def _sinhc_prime_over_z(z: Tensor) -> Tensor:
-    r"""``sinhc'(z)/z = (cosh z - sinhc z)/z²`` for ``z ≥ 0``, with its series ``1/3 + z²/30 + z⁴/840 + z⁶/45360``
-    below :data:`~flows.constants.SINHC_PRIME_SERIES_THRESHOLD` (the closed form cancels there). Backward-pass
-    helper (not differentiated): each branch is evaluated on the raw argument and the other one masked out."""
-    out = (torch.cosh(z) - torch.sinh(z) / z) / (z * z)  # z ≥ 0.1 where used: sinhc(z) = sinh(z)/z
-    small = z < SINHC_PRIME_SERIES_THRESHOLD
-    if bool(small.any()):
-        z2 = z**2
-        out = torch.where(small, 1 / 3 + z2 * (1 / 30 + z2 * (1 / 840 + z2 / 45360)), out)
-    return out
-
-
-def _sinhc_nograd(z: Tensor) -> Tensor:
-    """:func:`manifolds.lorentz_math.sinhc` for ``z ≥ 0`` (same values), outside autograd."""
-    out = torch.sinh(z) / z
-    small = z < SERIES_THRESHOLD
-    if bool(small.any()):
-        z2 = z**2
-        out = torch.where(small, 1 + z2 / 6 * (1 + z2 / 20 * (1 + z2 / 42)), out)
-    return out
-
-
-def _asinh_nograd(z: Tensor) -> Tensor:
-    """:func:`manifolds.lorentz_math.asinh` for ``z ≥ 0`` (same values), outside autograd."""
-    out = torch.asinh(z)
-    big = z > 1.0 / math.sqrt(torch.finfo(z.dtype).eps)
-    if bool(big.any()):
-        out = torch.where(big, math.log(2.0) + torch.log(z), out)
-    return out
-
-
-def _asinhc_from(z: Tensor, a: Tensor) -> Tensor:
-    """:func:`manifolds.lorentz_math.asinhc` for ``z ≥ 0`` given ``a = asinh(z)`` (same values), outside autograd."""
-    out = a / z
-    small = z < SERIES_THRESHOLD
-    if bool(small.any()):
-        z2 = z**2
-        out = torch.where(small, 1 - z2 / 6 + 3 * z2 * z2 / 40 - 5 * z2 * z2 * z2 / 112, out)
-    return out
-
-
-def _log_sinhc_nograd(z: Tensor) -> Tensor:
-    """:func:`manifolds.lorentz_math.log_sinhc` for ``z ≥ 0`` (same values), outside autograd."""
-    out = z + torch.log1p(-torch.exp(-2 * z)) - math.log(2.0) - torch.log(z)
-    small = z < LOG_SINHC_SERIES_THRESHOLD
-    if bool(small.any()):
-        z2 = z**2
-        out = torch.where(small, z2 / 6 - z2 * z2 / 180 + z2 * z2 * z2 / 2835, out)
-    return out
-
-
-def _log_sinhc_prime(z: Tensor) -> Tensor:
-    r"""``ℓ'(z) = coth z - 1/z``, the derivative of :func:`manifolds.lorentz_math.log_sinhc` (``z ≥ 0``), branch by
-    branch as that function is written: ``2z·(1/6 - z²/90 + z⁴/945)`` below its series threshold,
-    ``1 + 2e^{-2z}/(1 - e^{-2z}) - 1/z`` above."""
-    E = torch.exp(-2 * z)
-    out = 1 + 2 * E / (1 - E) - 1 / z
-    small = z < LOG_SINHC_SERIES_THRESHOLD
-    if bool(small.any()):
-        z2 = z**2
-        out = torch.where(small, 2 * z * (1 / 6 - z2 / 90 + z2 * z2 / 945), out)
-    return out
-
-
-def _bc_forward(u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool) -> tuple[Tensor, Tensor, Tensor, tuple]:
-    """Forward formulas of :func:`_boosted_coords_autograd` outside autograd: ``y``, ``z``, ``a`` and what
-    :func:`_bc_backward` needs."""
-    sk = k.sqrt()
-    r = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
-    z = r / sk
-    sh = _sinhc_nograd(z)
-    t0 = torch.hypot(torch.linalg.vector_norm(t_hat, dim=-1, keepdim=True), sk)
-    D = k + sk * t0
-    d = torch.linalg.vecdot(t_hat, u).unsqueeze(-1)
-    c = sh * d / D
-    c = c - torch.cosh(z) if inverse else c + torch.cosh(z)
-    q = torch.addcmul(sh * u, c, t_hat)
-    m = q.abs().amax(dim=-1, keepdim=True).clamp_min(tiny(q.dtype))
-    # y = (q/m)·G is finite exactly when the row maxima m are (|q/m| ≤ 1, ||q/m|| ≥ 1 unless q = 0, and G is
-    # then finite): checking the (..., 1) maxima for overflow is as good as checking y, at 1/l of the cost
-    lm.check_finite_result(m, u, t_hat, what="wrapped hyperboloid coupling (log_o ∘ boost ∘ exp_o)", k=k)
-    qn = q / m
-    rn = torch.linalg.vector_norm(qn, dim=-1, keepdim=True)
-    zeta = m * rn / sk
-    far = zeta > 1
-    a = _asinh_nograd(zeta)
-    G = torch.where(far, sk * a / rn, _asinhc_from(zeta, a) * m)
-    y = qn * G
-    e = qn / rn.clamp_min(tiny(q.dtype))
-    return y, z, a, (u, t_hat, r, z, sh, t0, D, d, c, e, G / m, zeta)
-
-
-def _bc_backward(saved: tuple, k: Tensor, inverse: bool, gy: Tensor, gz: Tensor, ga: Tensor, need_u: bool,
-                 need_t: bool) -> tuple[Optional[Tensor], Optional[Tensor]]:
-    """The vector-Jacobian product of :func:`_bc_forward` (formulas in :class:`_BoostedCoords`)."""
-    u, t_hat, r, z, sh, t0, D, d, c, e, g, zeta = saved
-    sk = k.sqrt()
-    h = 1 / torch.hypot(zeta, torch.ones_like(zeta))  # 1/sqrt(1 + ζ²) without overflow
-    radial = torch.linalg.vecdot(gy, e).unsqueeze(-1) * (h - g) + ga * h / sk
-    gq = torch.addcmul(g * gy, radial, e)
-    T = torch.linalg.vecdot(gq, t_hat).unsqueeze(-1)
-    Tsh_D = T * sh / D
-    gu = gt = None
-    if need_u:
-        A = torch.linalg.vecdot(gq, u).unsqueeze(-1)
-        cu = (A + T * d / D) * _sinhc_prime_over_z(z)
-        cu = (cu - T * sh if inverse else cu + T * sh) / k + gz / (r.clamp_min(tiny(r.dtype)) * sk)
-        gu = torch.addcmul(torch.addcmul(sh * gq, cu, u), Tsh_D, t_hat)
-    if need_t:
-        gt = torch.addcmul(torch.addcmul(c * gq, Tsh_D, u), -Tsh_D * d * sk / (D * t0), t_hat)
-    return gu, gt
-
-
-class _BoostedCoords(torch.autograd.Function):
-    r""":func:`_boosted_coords_autograd` with a hand-written backward pass (same forward formulas).
-
-    Autograd would record about 250 small operations per layer for this map (most on one number per point);
-    the vector-Jacobian product below needs about 40. With ``e = L(p)^/ρ``, ``g = asinhc(ζ)``,
-    ``h = 1/sqrt(1 + ζ²)`` and the incoming gradients ``ḡ_y, ḡ_z, ḡ_a``:
-
-    ``ḡ_q = g·ḡ_y + ((ḡ_y·e)(h - g) + ḡ_a·h/sqrt(k))·e``;  with ``A = ḡ_q·u``, ``T = ḡ_q·t̂``,
-    ``s₁ = sinhc'(z)/z``:
-    ``ḡ_u = sinhc(z)·ḡ_q + ((A + T·d/D)·s₁ ± T·sinhc(z))·u/k + (T·sinhc(z)/D)·t̂ + ḡ_z·u/(||u||·sqrt(k))``,
-    ``ḡ_t̂ = c·ḡ_q + (T·sinhc(z)/D)·u - (T·sinhc(z)·d·sqrt(k)/(D²·t₀))·t̂``
-    (``d = t̂·u``, ``D = k + sqrt(k)·t₀``). Every factor stays O(1)-scaled far from the origin (no ``ρ²``).
-    Once differentiable; ``k`` gets no gradient (a learnable ``k`` takes the autograd path).
-    """
-
-    @staticmethod
-    def forward(ctx, u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        y, z, a, saved = _bc_forward(u, t_hat, k, inverse)
-        ctx.save_for_backward(k, *saved)
-        ctx.inverse = inverse
-        return y, torch.cat([z, a], dim=-1)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, gy: Tensor, gza: Tensor):
-        k, *saved = ctx.saved_tensors
-        gu, gt = _bc_backward(tuple(saved), k, ctx.inverse, gy, gza[..., :1], gza[..., 1:],
-                              ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-        return gu, gt, None, None
-
-
 class _HyperboloidHalfMap(torch.autograd.Function):
     r"""The whole transformed half of :class:`HyperboloidHalf` (fixed ``k``) as one autograd node: the bounded
-    log-scale, ``v = w ⊙ e^{±s}``, :func:`_bc_forward`, the ``ℓ`` terms of the log-det and the float64 casts.
+    log-scale, ``v = w ⊙ e^{±s}``, :func:`bc_forward`, the ``ℓ`` terms of the log-det and the float64 casts.
 
     ``forward(w, params, k, inverse)`` returns ``(y, ladj)`` in ``w``'s dtype, computed in float64 with the
     formulas of :meth:`HyperboloidHalf._map_autograd`. Backward (``s = B·tanh(ŝ/B)``, ``ds/dŝ = 1 - tanh²``,
-    ``ℓ' = coth z - 1/z``): the ladj's gradient ``ḡ_l`` enters :func:`_bc_backward` as
+    ``ℓ' = coth z - 1/z``): the ladj's gradient ``ḡ_l`` enters :func:`bc_backward` as
     ``ḡ_z = (l-1)·ḡ_l·ℓ'(z)``, ``ḡ_a = -(l-1)·ḡ_l·ℓ'(a)``; density direction (``inverse``, ``y = v·e^{-s}``):
     ``ḡ_v = ḡ_y·e^{-s}``, ``ḡ_s = -ḡ_y·y - ḡ_l``; sampling direction (``u = w·e^s``): ``ḡ_w = ḡ_u·e^s``,
     ``ḡ_s = ḡ_u·u + ḡ_l``.
@@ -378,17 +191,17 @@ class _HyperboloidHalfMap(torch.autograd.Function):
         w64 = w.to(F)
         l1 = w.size(-1) - 1
         if inverse:  # v = log_o(L_t⁻¹(exp_o(w))), y = v ⊙ e^{-s}
-            v, z, a, saved = _bc_forward(w64, t_hat, k, True)
+            v, z, a, saved = bc_forward(w64, t_hat, k, True)
             es = torch.exp(-s)
             y = v * es
-            ell = _log_sinhc_nograd(torch.cat([z, a], dim=-1))
+            ell = log_sinhc_nograd(torch.cat([z, a], dim=-1))
             ladj = l1 * (ell[..., 0] - ell[..., 1]) - s.sum(-1)
             keep = y
         else:  # v = w ⊙ e^s, y = log_o(L_t(exp_o(v)))
             es = torch.exp(s)
             u = w64 * es
-            y, z, a, saved = _bc_forward(u, t_hat, k, False)
-            ell = _log_sinhc_nograd(torch.cat([z, a], dim=-1))
+            y, z, a, saved = bc_forward(u, t_hat, k, False)
+            ell = log_sinhc_nograd(torch.cat([z, a], dim=-1))
             ladj = s.sum(-1) + l1 * (ell[..., 0] - ell[..., 1])
             keep = u
         ctx.save_for_backward(k, th, es, keep, a, *saved)
@@ -406,25 +219,18 @@ class _HyperboloidHalfMap(torch.autograd.Function):
         gy = gy.to(F)
         gl = gl.to(F).unsqueeze(-1)
         z = saved[3]
-        dell = (ctx.l1 * gl) * _log_sinhc_prime(torch.cat([z, a], dim=-1))
+        dell = (ctx.l1 * gl) * log_sinhc_prime(torch.cat([z, a], dim=-1))
         gz, ga = dell[..., :1], -dell[..., 1:]
         need_w, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if ctx.inverse:
-            gw, gt = _bc_backward(saved, k, True, gy * es, gz, ga, need_w, need_p)
+            gw, gt = bc_backward(saved, k, True, gy * es, gz, ga, need_w, need_p)
             gs = -(gy * keep) - gl
         else:
-            gu, gt = _bc_backward(saved, k, False, gy, gz, ga, need_w or need_p, need_p)
+            gu, gt = bc_backward(saved, k, False, gy, gz, ga, need_w or need_p, need_p)
             gw = gu * es if need_w else None
             gs = gu * keep + gl
         gp = torch.cat([gs * (1 - th * th), gt], dim=-1).to(ctx.dtypes[1]) if need_p else None
         return (gw.to(ctx.dtypes[0]) if need_w else None), gp, None, None
-
-
-def _boosted_coords(u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-    """``log_o(L_t^{±1}(exp_o(u)))`` and ``(||u||, ||y||)/sqrt(k)``: see :func:`_boosted_coords_autograd`."""
-    if k.requires_grad and torch.is_grad_enabled():
-        return _boosted_coords_autograd(u, t_hat, k, inverse)
-    return _BoostedCoords.apply(u, t_hat, k.detach(), inverse)
 
 
 class Coupling(Transform):

@@ -120,8 +120,27 @@ class TangentSpaceTransform(Transform):
     def forward_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """:meth:`forward` of the point ``exp_o(w)`` given its tangent coordinates ``w`` (no ``log_o``): the same
         ``(y, ladj)``, used by :class:`~flows.Flow` when the base samples in tangent coordinates at ``o``."""
+        v, ladj = self.forward_in_tangent(w, context)
+        return self.manifold.expmap0_spatial(v), ladj
+
+    def forward_in_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        r""":meth:`forward` with input and output in tangent coordinates at the origin: ``(log_o f(exp_o w),
+        log|det ∂f|)`` with ``log_o f(exp_o w) = g(w)`` exactly (no ``exp_o`` / ``log_o``), used by models whose
+        latents stay in tangent coordinates (:class:`vae.GraphVAE`).
+
+        Example:
+            >>> from manifolds import Lorentz
+            >>> from flows import build, tangent_space_transform
+            >>> M = Lorentz()
+            >>> f = build("whc", M, 2).double()
+            >>> w = torch.randn(4, 2, dtype=torch.float64)
+            >>> v, ladj = tangent_space_transform(f).forward_in_tangent(w)
+            >>> y, ladj_y = f(M.expmap0_spatial(w))
+            >>> torch.allclose(M.expmap0_spatial(v), y) and torch.allclose(ladj, ladj_y)
+            True
+        """
         v, ladj = self.inner(w, context)
-        return self.manifold.expmap0_spatial(v), ladj + self._terms(v) - self._terms(w)
+        return v, ladj + self._terms(v) - self._terms(w)
 
     def inverse_tangent(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """:meth:`inverse` with the result left in tangent coordinates: ``(log_o f⁻¹(y), log|det ∂f⁻¹/∂y|)`` (no

@@ -9,6 +9,8 @@ from torch.distributions import Distribution, constraints
 
 from . import lorentz_math as lm
 from .base import ManifoldOps
+from .boost import boosted_logmap0
+from .constants import INTERNAL_DTYPE
 
 Tensor = torch.Tensor
 
@@ -155,6 +157,36 @@ class WrappedNormal(Distribution):
         shape = self._extended_shape(sample_shape)[:-1] + (self.n,)
         v = torch.randn(shape, dtype=self.scale.dtype, device=self.scale.device) * self.scale
         return v, self._log_prob_coords(v)
+
+    def rsample_logmap0_and_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
+        r"""Reparameterised samples ``z`` given by their tangent coordinates at the origin, ``w = log_o(z)``, and
+        their log-density ``log p(z)``: the same draw as :meth:`rsample_and_log_prob` (``z = exp_o(w)``).
+
+        On the Lorentz model ``w = log_o(L_μ(exp_o(ṽ)))`` is computed as one fused float64 operation
+        (:func:`manifolds.boost.boosted_logmap0`, analytic backward pass) without forming ``z``; for ``μ = o`` it is
+        ``ṽ`` itself. For a model whose next step reads tangent coordinates (a tangent-space flow, an
+        inner-product decoder) this saves the ``exp_o`` / ``log_o`` pair and its autograd graph.
+
+        Example:
+            >>> from manifolds import Lorentz
+            >>> M = Lorentz(k=2.0)
+            >>> q = WrappedNormal(M.expmap0_spatial(torch.randn(5, 2)), torch.rand(5, 2) + 0.1, M)
+            >>> _ = torch.manual_seed(0)
+            >>> w, lp = q.rsample_logmap0_and_log_prob()
+            >>> _ = torch.manual_seed(0)
+            >>> z, lp2 = q.rsample_and_log_prob()
+            >>> torch.allclose(w, M.logmap0_spatial(z), atol=1e-5) and torch.allclose(lp, lp2)
+            True
+        """
+        v, log_p = self.rsample_tangent_and_log_prob(sample_shape)
+        if self.manifold.name != "Lorentz":
+            return self.manifold.logmap0_spatial(self._push(v)), log_p
+        if self.tangent_at_origin():
+            return v, log_p
+        k = self.manifold.k.to(INTERNAL_DTYPE)
+        mu_hat = self.loc[..., 1:].to(INTERNAL_DTYPE).expand(v.shape)
+        w, _ = boosted_logmap0(v.to(INTERNAL_DTYPE), mu_hat, k)
+        return w.to(v.dtype), log_p
 
     # -- Distribution API ----------------------------------------------------------------------------------
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:

@@ -13,6 +13,7 @@ Input handling (validated by :func:`prepare_edge_index`, used by every entry poi
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,8 +175,11 @@ class InnerProductDecoder(nn.Module):
         tensor([2.])
     """
 
-    def forward(self, z: Tensor, pairs: Tensor, manifold: nn.Module) -> Tensor:
-        w = manifold.logmap0_spatial(z)
+    #: reads tangent coordinates at the origin: :class:`GraphVAE` passes them as ``tangent`` when it has them
+    takes_tangent = True
+
+    def forward(self, z: Tensor, pairs: Tensor, manifold: nn.Module, tangent: Tensor | None = None) -> Tensor:
+        w = manifold.logmap0_spatial(z) if tangent is None else tangent
         return (w[pairs[0]] * w[pairs[1]]).sum(-1)
 
 
@@ -224,8 +228,8 @@ def make_edge_decoder(name: str) -> nn.Module:
 def _conv(kind: str, a: int, b: int, heads: int = GAT_HEADS) -> nn.Module:
     from torch_geometric.nn import GATConv, GCNConv
 
-    if kind == "gcn":
-        return GCNConv(a, b)
+    if kind == "gcn":  # normalised once per graph by GraphEncoder (the same D^{-1/2}(A + I)D^{-1/2} GCNConv forms)
+        return GCNConv(a, b, normalize=False)
     if kind == "gat":
         return GATConv(a, b, heads=heads, concat=False)
     raise ValueError(f"graph encoder must be 'gcn' or 'gat'; got {kind!r}")
@@ -236,6 +240,10 @@ class GraphEncoder(nn.Module):
     ``conv_σ(h)`` (pre-softplus scales, ``n``) per node, as in the VGAE. ``in_features=None`` means identity
     (one-hot) node features, implemented as a learnable ``(num_nodes, hidden)`` table followed by the stack
     (the same function class as a first layer on the identity, without an ``N × N`` input).
+
+    GCN layers share one normalised adjacency ``D^{-1/2}(A + I)D^{-1/2}``, computed once per graph: it is kept for
+    the ``edge_index`` tensor it was computed from and recomputed when another tensor (or an in-place change of
+    that one) is passed.
     """
 
     def __init__(self, in_features: int | None, latent_dim: int, hidden: int = GRAPH_HIDDEN, kind: str = "gcn",
@@ -252,6 +260,27 @@ class GraphEncoder(nn.Module):
         self.conv1 = _conv(kind, in_features, hidden, heads)
         self.conv_mu = _conv(kind, hidden, latent_dim, heads)
         self.conv_scale = _conv(kind, hidden, latent_dim, heads)
+        self.kind = kind
+        self._norm_cache: tuple | None = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_norm_cache"] = None  # holds a weak reference (not picklable); recomputed on the next call
+        return state
+
+    def _graph(self, edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+        """``(edge_index, edge_weight)`` for the convolutions: GCN's normalised adjacency with self-loops (cached
+        for this ``edge_index``), or the edges as given for GAT."""
+        if self.kind != "gcn":
+            return edge_index, None
+        c = self._norm_cache
+        if c is not None and c[0]() is edge_index and c[1:4] == (edge_index._version, num_nodes, dtype):
+            return c[4]
+        from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+        out = gcn_norm(edge_index, None, num_nodes, add_self_loops=True, dtype=dtype)
+        self._norm_cache = (weakref.ref(edge_index), edge_index._version, num_nodes, dtype, out)
+        return out
 
     def forward(self, x: Tensor | None, edge_index: Tensor) -> tuple[Tensor, Tensor]:
         if self.embedding is not None:
@@ -263,8 +292,9 @@ class GraphEncoder(nn.Module):
                 f"node features must have shape (num_nodes, {self.in_features}); got "
                 f"{None if x is None else tuple(x.shape)}"
             )
-        h = F.relu(self.conv1(x, edge_index))
-        return self.conv_mu(h, edge_index), self.conv_scale(h, edge_index)
+        ei, ew = self._graph(edge_index, x.size(0), x.dtype)
+        h = F.relu(self.conv1(x, ei, ew))
+        return self.conv_mu(h, ei, ew), self.conv_scale(h, ei, ew)
 
 
 @dataclass
@@ -342,6 +372,35 @@ class GraphVAE(nn.Module):
             return z0, z0.new_zeros(z0.shape[:-1])
         return self.flow(z0, edge_index if self.graph_flow else None)
 
+    def _tangent_flow(self):
+        """The flow as one ``exp_o ∘ g ∘ log_o`` (:class:`~flows.TangentSpaceTransform`), or ``None`` if it is not
+        one (then latents are pushed as points)."""
+        from flows import tangent_space_transform
+
+        return tangent_space_transform(self.flow) if self.flow is not None else None
+
+    def _latents(self, q0: WrappedNormal, edge_index: Tensor, sample: bool) -> tuple[Tensor, Tensor | None, Tensor | None,
+                                                                                   Tensor]:
+        """``(z_K, w_K, log q₀(z₀), log|det ∂f/∂z₀|)`` of a posterior sample (``sample``) or of the posterior means,
+        with ``w_K = log_o(z_K)`` (or ``None``) and ``log q₀`` only for samples.
+
+        Without a flow, or with a tangent-space flow, the latents stay in tangent coordinates at the origin from
+        the posterior draw (:meth:`~manifolds.WrappedNormal.rsample_logmap0_and_log_prob`) through the flow
+        (:meth:`~flows.TangentSpaceTransform.forward_in_tangent`) to the decoder and the prior, so no ``exp_o`` /
+        ``log_o`` pair is evaluated between them (the same model: ``log_o ∘ exp_o`` is the identity). Any other flow
+        maps points."""
+        t = self._tangent_flow()
+        if self.flow is not None and t is None:
+            z0, log_q0 = q0.rsample_and_log_prob() if sample else (q0.loc, None)
+            zk, ladj = self._push(z0, edge_index)
+            return zk, None, log_q0, ladj
+        w0, log_q0 = q0.rsample_logmap0_and_log_prob() if sample else (self.manifold.logmap0_spatial(q0.loc), None)
+        if t is None:
+            wk, ladj = w0, w0.new_zeros(w0.shape[:-1])
+        else:
+            wk, ladj = t.forward_in_tangent(w0, edge_index if self.graph_flow else None)
+        return self.manifold.expmap0_spatial(wk), wk, log_q0, ladj
+
     def prior(self, like: Tensor) -> WrappedNormal:
         zeros = like.new_zeros(self.latent_dim)
         return WrappedNormal(self.manifold.expmap0_spatial(zeros), torch.ones_like(zeros), self.manifold)
@@ -350,10 +409,13 @@ class GraphVAE(nn.Module):
         """Node latents ``z_K``: a posterior sample (``sample=True``, default in training mode) or the flow
         image of the posterior means (default in eval mode)."""
         q0 = self.encode(x, edge_index)
-        z0 = q0.rsample() if (self.training if sample is None else sample) else q0.loc
-        return self._push(z0, edge_index)[0]
+        return self._latents(q0, edge_index, self.training if sample is None else sample)[0]
 
-    def pair_logits(self, z: Tensor, pairs: Tensor) -> Tensor:
+    def pair_logits(self, z: Tensor, pairs: Tensor, tangent: Tensor | None = None) -> Tensor:
+        """Edge logits of the node pairs ``pairs`` (``(2, P)``) for latents ``z``; ``tangent = log_o(z)`` if known
+        (used by decoders that read tangent coordinates, saving the ``log_o``)."""
+        if tangent is not None and getattr(self.decoder, "takes_tangent", False):
+            return self.decoder(z, pairs, self.manifold, tangent=tangent)
         return self.decoder(z, pairs, self.manifold)
 
     def loss(self, x: Tensor | None, edge_index: Tensor, pos_pairs: Tensor,
@@ -368,12 +430,15 @@ class GraphVAE(nn.Module):
 
             neg_pairs = negative_sampling(edge_index, num_nodes=n, num_neg_samples=pos_pairs.size(1))
         q0 = self.encode(x, edge_index)
-        z0, log_q0 = q0.rsample_and_log_prob()
-        zk, ladj = self._push(z0, edge_index)
-        pos, neg = self.pair_logits(zk, pos_pairs), self.pair_logits(zk, neg_pairs)
+        zk, wk, log_q0, ladj = self._latents(q0, edge_index, sample=True)
+        # both pair sets in one decoder call (one gather of the latents)
+        pos, neg = self.pair_logits(zk, torch.cat([pos_pairs, neg_pairs], 1), wk).split(
+            [pos_pairs.size(1), neg_pairs.size(1)])
         recon = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + \
             F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
-        kl_nodes = log_q0 - ladj - self.prior(zk).log_prob(zk)
+        prior = self.prior(zk)
+        log_prior = prior.log_prob(zk) if wk is None else prior.log_prob_tangent(wk)
+        kl_nodes = log_q0 - ladj - log_prior
         return GraphLoss(recon, kl_nodes.mean() / n)
 
     @torch.no_grad()
@@ -385,8 +450,8 @@ class GraphVAE(nn.Module):
         was = self.training
         self.eval()
         try:
-            z = self.embed(x, edge_index, sample=False)
-            scores = torch.cat([self.pair_logits(z, pos_pairs), self.pair_logits(z, neg_pairs)]).cpu().numpy()
+            z, w, _, _ = self._latents(self.encode(x, edge_index), edge_index, sample=False)
+            scores = self.pair_logits(z, torch.cat([pos_pairs, neg_pairs], 1), w).cpu().numpy()
         finally:
             self.train(was)
         labels = np.concatenate([np.ones(pos_pairs.size(1)), np.zeros(neg_pairs.size(1))])

@@ -144,3 +144,70 @@ def test_identity_features_and_device(device):
     assert loss.total.device.type == device.type and torch.isfinite(loss.total)
     metrics = model.evaluate(None, split.train_edge_index, split.test_pos, split.test_neg)
     assert 0 <= metrics["auc"] <= 1
+
+
+# --------------------------------------------------------------------------------------------------------
+# the tangent-coordinate path and the cached GCN normalisation are the same model
+# --------------------------------------------------------------------------------------------------------
+
+def _explicit_loss(model: GraphVAE, x, edge_index, pos, neg):
+    """The loss written with points throughout (sample z₀, flow, decoder on log_o(z_K), prior on z_K), as the model
+    is defined; GraphVAE keeps tangent coordinates instead where it can."""
+    import torch.nn.functional as F
+
+    q0 = model.encode(x, edge_index)
+    z0, log_q0 = q0.rsample_and_log_prob()
+    zk, ladj = model._push(z0, edge_index)
+    w = model.manifold.logmap0_spatial(zk)
+    pos_l, neg_l = (w[pos[0]] * w[pos[1]]).sum(-1), (w[neg[0]] * w[neg[1]]).sum(-1)
+    recon = F.binary_cross_entropy_with_logits(pos_l, torch.ones_like(pos_l)) + \
+        F.binary_cross_entropy_with_logits(neg_l, torch.zeros_like(neg_l))
+    kl = (log_q0 - ladj - model.prior(zk).log_prob(zk)).mean() / x.size(0)
+    return recon + kl
+
+
+@pytest.mark.parametrize("manifold, flow", [(Lorentz(k=2.0), None), (Lorentz(k=2.0), "tc"), (Lorentz(k=2.0), "whc"),
+                                            (Euclidean(), None), (Euclidean(), "nc")])
+def test_tangent_path_loss_and_gradients_match_the_explicit_model(manifold, flow):
+    """Float64: the loss and every parameter gradient equal those of the model written with points (same draw),
+    with latents near and far (tangent norms up to ~6) from the origin."""
+    x, ei = _tree_with_features(40, dim=5)
+    x = x.double() * 3
+    split = split_edges(ei, 40, seed=0)
+    torch.manual_seed(0)
+    model = GraphVAE(manifold, in_features=5, latent_dim=3, hidden=8, flow=flow, flow_hidden=8).double()
+    with torch.no_grad():
+        for p in (model.flow.parameters() if flow else []):
+            p.normal_(0, 0.3)
+    neg = split.val_neg.repeat(1, 20)[:, :split.train_pos.size(1)]
+    results = []
+    for fn in (lambda: model.loss(x, split.train_edge_index, split.train_pos, neg).total,
+               lambda: _explicit_loss(model, x, split.train_edge_index, split.train_pos, neg)):
+        torch.manual_seed(1)
+        loss = fn()
+        grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
+        results.append((loss.detach(), grads))
+    norms = model.manifold.logmap0_spatial(model.encode(x, split.train_edge_index).loc).norm(dim=-1)
+    assert float(norms.detach().max()) > 2  # some latents are far from the origin
+    (l1, g1), (l2, g2) = results
+    assert torch.allclose(l1, l2, rtol=1e-10, atol=1e-10), (l1, l2)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, rtol=1e-8, atol=1e-10), (a - b).abs().max()
+
+
+def test_gcn_normalisation_is_recomputed_for_another_graph_and_survives_pickling():
+    import copy
+    import pickle
+
+    x, ei = _tree_with_features(30)
+    model = GraphVAE(Lorentz(), in_features=16, latent_dim=2)
+    enc = model.encoder
+    a = enc(x, ei)[0]
+    assert torch.equal(enc(x, ei)[0], a)  # cached: the same result
+    fewer = ei[:, :10].clone()
+    b = enc(x, fewer)[0]
+    assert not torch.allclose(a, b), "another graph must give other encodings"
+    fewer[:, 0] = fewer[:, 1].flip(0)  # an in-place change of the same tensor invalidates the cache too
+    assert not torch.equal(enc(x, fewer)[0], b)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert torch.allclose(clone.encoder(x, ei)[0], a)
