@@ -128,6 +128,19 @@ class HyperboloidHalf(CouplingHalf):
     The map is evaluated in float64 and returned in the input dtype: the boost cancels large coordinates
     when ``y₂`` lands near the origin, and ``||v||`` may exceed float32's ``cosh`` range (88) inside the map
     even when ``y₂`` does not.
+
+    For ``l = 1`` (every half of a 2-D latent) :math:`H^1_k` is one geodesic, on which ``exp_o`` and ``log_o`` are
+    arclength coordinates and the boost ``L_t`` is a translation by the signed distance ``τ = sqrt(k)·asinh(t̂/
+    sqrt(k))`` of ``t`` from ``o``: ``y₂ = w₂·e^s + τ``, ``log|det| = s`` (the ``ℓ`` terms have exponent ``l-1 = 0``).
+    That closed form is used (exact, well conditioned in the input dtype, no overflow inside the map).
+
+    Example:
+        >>> from manifolds import Lorentz
+        >>> half, w, p = HyperboloidHalf(Lorentz(k=2.0)), torch.tensor([[0.5]]), torch.tensor([[0.1, 3.0]])
+        >>> y, ladj = half(w, p)
+        >>> s, tau = bounded_log_scale(p[:, :1]), 2.0 ** 0.5 * torch.asinh(p[:, 1:] / 2.0 ** 0.5)
+        >>> torch.allclose(y, w * s.exp() + tau) and torch.allclose(ladj, s[:, 0])
+        True
     """
 
     def __init__(self, manifold: ManifoldOps) -> None:
@@ -138,9 +151,20 @@ class HyperboloidHalf(CouplingHalf):
 
     def _map(self, w: Tensor, params: Tensor, sign: float) -> tuple[Tensor, Tensor]:
         k = self.manifold.k
+        if w.size(-1) == 1:
+            return self._map_line(w, params, k, sign)
         if not (k.requires_grad and torch.is_grad_enabled()):
             return _HyperboloidHalfMap.apply(w, params, k.detach().to(INTERNAL_DTYPE), sign < 0)
         return self._map_autograd(w, params, sign)
+
+    @staticmethod
+    def _map_line(w: Tensor, params: Tensor, k: Tensor, sign: float) -> tuple[Tensor, Tensor]:
+        """``l = 1``: ``log_o ∘ L_t^{±1} ∘ exp_o`` on the geodesic :math:`H^1_k` is ``v ↦ v ± τ``,
+        ``τ = sqrt(k)·asinh(t̂/sqrt(k))``; so the half is the affine one with translation ``τ``."""
+        raw, t_hat = params.chunk(2, dim=-1)
+        sk = k.to(params.dtype).sqrt()
+        tau = sk * lm.asinh(t_hat / sk)
+        return _AffineHalfMap.apply(w, torch.cat([raw, tau], dim=-1), sign < 0)
 
     def _map_autograd(self, w: Tensor, params: Tensor, sign: float) -> tuple[Tensor, Tensor]:
         """The reference form of :meth:`_map`, differentiated by autograd (used when ``k`` is learnable)."""
