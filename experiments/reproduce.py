@@ -89,6 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: one pass to --seeds)")
     p.add_argument("--data-root", type=Path, default=None, help="datasets folder (layout of shared/data)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads of each run (1 lets several reproductions share the cores; for one "
+                        "reproduction on an otherwise idle machine, the number of cores is faster)")
     p.add_argument("--stop-launching-at", default=None, metavar="HH:MM",
                    help="start no new seed after this local time; RESULTS.md then says what was not run")
     p.add_argument("--results-md", type=Path, default=Path("RESULTS.md"), help="where to write the report")
@@ -119,6 +122,9 @@ def run_reproduce(args: argparse.Namespace) -> int:
             print(f"error: unknown table {t!r}; choose from {', '.join(TABLE_ORDER)}", file=sys.stderr)
             return 2
     only = set(args.only.split(",")) if args.only else None
+    if args.threads < 1:
+        print(f"error: --threads must be a positive integer; got {args.threads}", file=sys.stderr)
+        return 2
     passes = [int(v) for v in args.passes.split(",")] if args.passes else [args.seeds]
     deadline = _deadline(args.stop_launching_at)
     command = "python -m experiments reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
@@ -138,7 +144,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
                             write_report(args.out, args.results_md, command)
                             return 0
                         cfg = {"flow_layers": 2, "flow_hidden": 128, "seed": 0, "data_root": args.data_root,
-                               "device": args.device, "threads": 1, "csv": args.out / "results.csv", "resume": True,
+                               "device": args.device, "threads": args.threads, "csv": args.out / "results.csv", "resume": True,
                                "checkpoint_every": None, "no_progress": args.no_progress, "stop_after": None,
                                **base, "seeds": seeds, "out": folder}
                         t0 = time.perf_counter()
