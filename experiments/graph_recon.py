@@ -28,6 +28,9 @@ class TrainNegatives:
     def __init__(self, train_edge_index: torch.Tensor, num_nodes: int) -> None:
         self.n = num_nodes
         self.keys = torch.unique(train_edge_index[0] * num_nodes + train_edge_index[1])
+        if num_nodes * (num_nodes - 1) - self.keys.numel() <= 0:
+            raise ValueError(f"the training graph ({num_nodes} nodes) is complete: there is no non-edge to sample "
+                             "as a negative pair")
 
     def _is_edge(self, keys: torch.Tensor) -> torch.Tensor:
         """Membership in the sorted ``self.keys`` by binary search (``torch.isin`` would sort both again)."""

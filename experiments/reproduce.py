@@ -95,17 +95,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch intra-op threads of each run (1 lets several reproductions share the cores; for one "
                         "reproduction on an otherwise idle machine, the number of cores is faster)")
     p.add_argument("--stop-launching-at", default=None, metavar="HH:MM",
-                   help="start no new seed after this local time; RESULTS.md then says what was not run")
+                   help="start no new seed after the next such local time (tomorrow's if today's has passed); "
+                        "RESULTS.md then says what was not run")
     p.add_argument("--results-md", type=Path, default=Path("RESULTS.md"), help="where to write the report")
     p.add_argument("--report-only", action="store_true", help="only rewrite RESULTS.md from the runs on disk")
     p.add_argument("--no-progress", action="store_true")
 
 
 def _deadline(text: str | None) -> dt.datetime | None:
-    if not text:
-        return None
     """The next local time ``HH:MM`` from now (tomorrow's when today's has passed, so a run started before
     midnight can stop after it)."""
+    if not text:
+        return None
     try:
         h, m = (int(v) for v in text.split(":"))
         now = dt.datetime.now()

@@ -83,10 +83,13 @@ def adam(params, lr: float) -> torch.optim.Adam:
         0.001
     """
     params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device / dtype / torch version
-        return torch.optim.Adam(params, lr=lr)
+    # torch checks devices and dtypes for the fused kernel only at the first step, so check them here
+    if all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
+        try:
+            return torch.optim.Adam(params, lr=lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # a torch without a fused CPU kernel (< 2.4)
+            pass
+    return torch.optim.Adam(params, lr=lr)
 
 
 def rng_state() -> dict[str, Any]:

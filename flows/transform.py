@@ -126,7 +126,8 @@ class TangentSpaceTransform(Transform):
     def forward_in_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         r""":meth:`forward` with input and output in tangent coordinates at the origin: ``(log_o f(exp_o w),
         log|det ∂f|)`` with ``log_o f(exp_o w) = g(w)`` exactly (no ``exp_o`` / ``log_o``), used by models whose
-        latents stay in tangent coordinates (:class:`vae.GraphVAE`).
+        latents stay in tangent coordinates (:class:`vae.GraphVAE`). It evaluates ``inner`` directly: a subclass
+        that overrides :meth:`forward` must override this too (GraphVAE maps points through such a subclass).
 
         Example:
             >>> from manifolds import Lorentz

@@ -165,7 +165,9 @@ class WrappedNormal(Distribution):
         On the Lorentz model ``w = log_o(L_μ(exp_o(ṽ)))`` is computed as one fused float64 operation
         (:func:`manifolds.boost.boosted_logmap0`, analytic backward pass) without forming ``z``; for ``μ = o`` it is
         ``ṽ`` itself. For a model whose next step reads tangent coordinates (a tangent-space flow, an
-        inner-product decoder) this saves the ``exp_o`` / ``log_o`` pair and its autograd graph.
+        inner-product decoder) this saves the ``exp_o`` / ``log_o`` pair and its autograd graph. With a fixed ``k``
+        the fused operation is once differentiable (no double backward); use :meth:`rsample_and_log_prob` and
+        ``logmap0_spatial`` for higher derivatives.
 
         Example:
             >>> from manifolds import Lorentz
@@ -181,12 +183,13 @@ class WrappedNormal(Distribution):
         v, log_p = self.rsample_tangent_and_log_prob(sample_shape)
         if self.manifold.name != "Lorentz":
             return self.manifold.logmap0_spatial(self._push(v)), log_p
+        dtype = torch.promote_types(self.loc.dtype, v.dtype)  # as rsample_and_log_prob's points
         if self.tangent_at_origin():
-            return v, log_p
+            return v.to(dtype), log_p
         k = self.manifold.k.to(INTERNAL_DTYPE)
         mu_hat = self.loc[..., 1:].to(INTERNAL_DTYPE).expand(v.shape)
         w, _ = boosted_logmap0(v.to(INTERNAL_DTYPE), mu_hat, k)
-        return w.to(v.dtype), log_p
+        return w.to(dtype), log_p
 
     # -- Distribution API ----------------------------------------------------------------------------------
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:

@@ -175,10 +175,8 @@ class InnerProductDecoder(nn.Module):
         tensor([2.])
     """
 
-    #: reads tangent coordinates at the origin: :class:`GraphVAE` passes them as ``tangent`` when it has them
-    takes_tangent = True
-
     def forward(self, z: Tensor, pairs: Tensor, manifold: nn.Module, tangent: Tensor | None = None) -> Tensor:
+        """``tangent = log_o(z)`` if the caller has it (:class:`GraphVAE` passes it), saving the ``log_o``."""
         w = manifold.logmap0_spatial(z) if tangent is None else tangent
         return (w[pairs[0]] * w[pairs[1]]).sum(-1)
 
@@ -273,13 +271,17 @@ class GraphEncoder(nn.Module):
         for this ``edge_index``), or the edges as given for GAT."""
         if self.kind != "gcn":
             return edge_index, None
+        # the key: the tensor itself (a weak reference), its version counter (bumped by in-place changes, though not
+        # by writes through ``.data`` or a shared numpy array), the sizes, and inference mode (whose tensors cannot
+        # be saved for a later backward pass)
+        key = (edge_index._version, num_nodes, dtype, torch.is_inference_mode_enabled())
         c = self._norm_cache
-        if c is not None and c[0]() is edge_index and c[1:4] == (edge_index._version, num_nodes, dtype):
-            return c[4]
+        if c is not None and c[0]() is edge_index and c[1] == key:
+            return c[2]
         from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
         out = gcn_norm(edge_index, None, num_nodes, add_self_loops=True, dtype=dtype)
-        self._norm_cache = (weakref.ref(edge_index), edge_index._version, num_nodes, dtype, out)
+        self._norm_cache = (weakref.ref(edge_index), key, out)
         return out
 
     def forward(self, x: Tensor | None, edge_index: Tensor) -> tuple[Tensor, Tensor]:
@@ -374,13 +376,14 @@ class GraphVAE(nn.Module):
 
     def _tangent_flow(self):
         """The flow as one ``exp_o ∘ g ∘ log_o`` (:class:`~flows.TangentSpaceTransform`), or ``None`` if it is not
-        one (then latents are pushed as points)."""
-        from flows import tangent_space_transform
+        one, or is a subclass with its own ``forward`` (then latents are pushed as points)."""
+        from flows import TangentSpaceTransform, tangent_space_transform
 
-        return tangent_space_transform(self.flow) if self.flow is not None else None
+        t = tangent_space_transform(self.flow) if self.flow is not None else None
+        return t if t is not None and type(t).forward is TangentSpaceTransform.forward else None
 
-    def _latents(self, q0: WrappedNormal, edge_index: Tensor, sample: bool) -> tuple[Tensor, Tensor | None, Tensor | None,
-                                                                                   Tensor]:
+    def _latents(self, q0: WrappedNormal, edge_index: Tensor,
+                 sample: bool) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
         """``(z_K, w_K, log q₀(z₀), log|det ∂f/∂z₀|)`` of a posterior sample (``sample``) or of the posterior means,
         with ``w_K = log_o(z_K)`` (or ``None``) and ``log q₀`` only for samples.
 
@@ -414,7 +417,7 @@ class GraphVAE(nn.Module):
     def pair_logits(self, z: Tensor, pairs: Tensor, tangent: Tensor | None = None) -> Tensor:
         """Edge logits of the node pairs ``pairs`` (``(2, P)``) for latents ``z``; ``tangent = log_o(z)`` if known
         (used by decoders that read tangent coordinates, saving the ``log_o``)."""
-        if tangent is not None and getattr(self.decoder, "takes_tangent", False):
+        if tangent is not None and type(self.decoder).forward is InnerProductDecoder.forward:
             return self.decoder(z, pairs, self.manifold, tangent=tangent)
         return self.decoder(z, pairs, self.manifold)
 

@@ -156,7 +156,7 @@ def test_rsample_in_tangent_coordinates_is_the_same_draw(k, where, dtype):
     dist = {"origin": 0.0, "near": 0.3, "far": 8.0}[where] * math.sqrt(k)
     mu_t = torch.tensor([[0.6, -0.8, 0.0], [0.0, 0.6, 0.8]], dtype=torch.float64) * dist
     sigma = torch.tensor([[0.3, 0.7, 1.2], [1.0, 0.5, 0.2]], dtype=torch.float64)
-    weights = torch.randn(4, 2, 3, dtype=torch.float64)  # a test function of the tangent coordinates
+    weights = torch.randn(4, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))  # a test function
 
     def grads(w, lp, m, s):
         g_mu, g_sigma = torch.autograd.grad((weights.to(w.dtype) * w).sum() + lp.sum(), (m, s))
@@ -183,9 +183,24 @@ def test_rsample_in_tangent_coordinates_is_the_same_draw(k, where, dtype):
 
 def test_rsample_in_tangent_coordinates_on_r2_is_the_sample():
     M = Euclidean()
-    q = WrappedNormal(torch.tensor([[2.0, -1.0]], dtype=torch.float64), torch.tensor([0.5, 2.0], dtype=torch.float64), M)
+    f64 = torch.float64
+    q = WrappedNormal(torch.tensor([[2.0, -1.0]], dtype=f64), torch.tensor([0.5, 2.0], dtype=f64), M)
     torch.manual_seed(0)
     w, lp = q.rsample_logmap0_and_log_prob((3,))
     torch.manual_seed(0)
     z, lp2 = q.rsample_and_log_prob((3,))
     assert torch.equal(w, z) and torch.equal(lp, lp2)
+
+
+def test_rsample_in_tangent_coordinates_at_a_fixed_origin_is_the_tangent_draw():
+    """For ``μ = o`` (fixed, no batch) the tangent coordinates of the draw are the tangent draw itself, in the dtype
+    of the points ``rsample_and_log_prob`` returns."""
+    M = Lorentz(2.0)
+    q = WrappedNormal(M.origin(3, dtype=torch.float64), torch.tensor([0.5, 2.0], dtype=torch.float64), M)
+    torch.manual_seed(0)
+    w, lp = q.rsample_logmap0_and_log_prob((6,))
+    torch.manual_seed(0)
+    z, lp2 = q.rsample_and_log_prob((6,))
+    assert w.dtype == z.dtype == torch.float64
+    torch.testing.assert_close(w, M.logmap0_spatial(z), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lp, lp2)

@@ -195,19 +195,49 @@ def test_tangent_path_loss_and_gradients_match_the_explicit_model(manifold, flow
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-10), (a - b).abs().max()
 
 
-def test_gcn_normalisation_is_recomputed_for_another_graph_and_survives_pickling():
+def test_gcn_normalisation_is_recomputed_for_another_graph_and_survives_pickling(monkeypatch):
     import copy
     import pickle
+
+    from torch_geometric.nn import GCNConv
+    from torch_geometric.nn.conv import gcn_conv
 
     x, ei = _tree_with_features(30)
     model = GraphVAE(Lorentz(), in_features=16, latent_dim=2)
     enc = model.encoder
+    # the same layers as torch-geometric's self-normalising GCNConv
+    ref = GCNConv(16, enc.conv1.out_channels)
+    ref.load_state_dict(enc.conv1.state_dict())
+    ei_n, ew = enc._graph(ei, 30, x.dtype)
+    torch.testing.assert_close(enc.conv1(x, ei_n, ew), ref(x, ei), rtol=1e-6, atol=1e-6)
+
+    calls = []
+    real = gcn_conv.gcn_norm
+    monkeypatch.setattr(gcn_conv, "gcn_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
     a = enc(x, ei)[0]
-    assert torch.equal(enc(x, ei)[0], a)  # cached: the same result
+    assert torch.equal(enc(x, ei)[0], a) and calls == []  # cached for this edge_index: no recomputation
     fewer = ei[:, :10].clone()
     b = enc(x, fewer)[0]
-    assert not torch.allclose(a, b), "another graph must give other encodings"
+    assert len(calls) == 1 and not torch.allclose(a, b), "another graph must give other encodings"
     fewer[:, 0] = fewer[:, 1].flip(0)  # an in-place change of the same tensor invalidates the cache too
-    assert not torch.equal(enc(x, fewer)[0], b)
+    assert not torch.equal(enc(x, fewer)[0], b) and len(calls) == 2
+    with torch.inference_mode():  # an inference-mode call does not poison the cache for training
+        enc(x, ei)
+    enc(x, ei)[0].sum().backward()
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         assert torch.allclose(clone.encoder(x, ei)[0], a)
+
+
+def test_a_custom_decoder_keeps_its_own_forward():
+    """A subclass of the inner-product decoder with its own ``forward(z, pairs, manifold)`` is called as before."""
+    from vae import InnerProductDecoder
+
+    class Scaled(InnerProductDecoder):
+        def forward(self, z, pairs, manifold):
+            return 2 * super().forward(z, pairs, manifold)
+
+    x, ei = _tree_with_features(30)
+    split = split_edges(ei, 30, seed=0)
+    model = GraphVAE(Lorentz(), in_features=16, latent_dim=2, decoder=Scaled(), flow="whc", flow_hidden=8)
+    assert torch.isfinite(model.loss(x, split.train_edge_index, split.train_pos).total)
+    assert 0 <= model.evaluate(x, split.train_edge_index, split.test_pos, split.test_neg)["auc"] <= 1
