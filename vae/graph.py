@@ -385,7 +385,8 @@ class GraphVAE(nn.Module):
     def _latents(self, q0: WrappedNormal, edge_index: Tensor,
                  sample: bool) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
         """``(z_K, w_K, log q₀(z₀), log|det ∂f/∂z₀|)`` of a posterior sample (``sample``) or of the posterior means,
-        with ``w_K = log_o(z_K)`` (or ``None``) and ``log q₀`` only for samples.
+        with ``log q₀`` only for samples. Exactly one of the points ``z_K`` and their tangent coordinates
+        ``w_K = log_o(z_K)`` is given, the other is ``None`` (points are formed only where a caller needs them).
 
         Without a flow, or with a tangent-space flow, the latents stay in tangent coordinates at the origin from
         the posterior draw (:meth:`~manifolds.WrappedNormal.rsample_logmap0_and_log_prob`) through the flow
@@ -402,7 +403,7 @@ class GraphVAE(nn.Module):
             wk, ladj = w0, w0.new_zeros(w0.shape[:-1])
         else:
             wk, ladj = t.forward_in_tangent(w0, edge_index if self.graph_flow else None)
-        return self.manifold.expmap0_spatial(wk), wk, log_q0, ladj
+        return None, wk, log_q0, ladj
 
     def prior(self, like: Tensor) -> WrappedNormal:
         zeros = like.new_zeros(self.latent_dim)
@@ -412,14 +413,15 @@ class GraphVAE(nn.Module):
         """Node latents ``z_K``: a posterior sample (``sample=True``, default in training mode) or the flow
         image of the posterior means (default in eval mode)."""
         q0 = self.encode(x, edge_index)
-        return self._latents(q0, edge_index, self.training if sample is None else sample)[0]
+        z, w, _, _ = self._latents(q0, edge_index, self.training if sample is None else sample)
+        return z if z is not None else self.manifold.expmap0_spatial(w)
 
-    def pair_logits(self, z: Tensor, pairs: Tensor, tangent: Tensor | None = None) -> Tensor:
+    def pair_logits(self, z: Tensor | None, pairs: Tensor, tangent: Tensor | None = None) -> Tensor:
         """Edge logits of the node pairs ``pairs`` (``(2, P)``) for latents ``z``; ``tangent = log_o(z)`` if known
-        (used by decoders that read tangent coordinates, saving the ``log_o``)."""
+        (the inner-product decoder reads it, saving the ``log_o``; ``z`` may then be ``None``)."""
         if tangent is not None and type(self.decoder).forward is InnerProductDecoder.forward:
             return self.decoder(z, pairs, self.manifold, tangent=tangent)
-        return self.decoder(z, pairs, self.manifold)
+        return self.decoder(self.manifold.expmap0_spatial(tangent) if z is None else z, pairs, self.manifold)
 
     def loss(self, x: Tensor | None, edge_index: Tensor, pos_pairs: Tensor,
              neg_pairs: Tensor | None = None) -> GraphLoss:
@@ -439,7 +441,7 @@ class GraphVAE(nn.Module):
             [pos_pairs.size(1), neg_pairs.size(1)])
         recon = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + \
             F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
-        prior = self.prior(zk)
+        prior = self.prior(wk if zk is None else zk)
         log_prior = prior.log_prob(zk) if wk is None else prior.log_prob_tangent(wk)
         kl_nodes = log_q0 - ladj - log_prior
         return GraphLoss(recon, kl_nodes.mean() / n)
