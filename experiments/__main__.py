@@ -83,6 +83,14 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
                    help=f"folder with the datasets in the layout of shared/data (default: ${ds.DATA_ROOT_ENV}, "
                         "else ../shared/data beside the repository, else ./data)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
+    if command in ("density", "graph-recon"):
+        p.add_argument("--compile", action="store_true",
+                       help="compile the training step whole with torch.compile(fullgraph=True) (the first steps "
+                            "take longer while it compiles)")
+    if command == "graph-recon":
+        p.add_argument("--cuda-graph", choices=("auto", "on", "off"), default="auto",
+                       help="on CUDA, capture the whole training step (loss, backward, Adam) in a CUDA graph and "
+                            "replay it every epoch; auto: with --compile on a CUDA device")
     p.add_argument("--threads", type=_positive(), default=1,
                    help="torch intra-op threads (1 is fastest for these small models on a shared CPU)")
     p.add_argument("--out", type=Path, default=None,
@@ -148,6 +156,11 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[
                      "--model hyperbolic)")
     cfg = {k: v for k, v in vars(args).items()}
     cfg["command"] = command
+    if command == "graph-recon":
+        on_cuda = str(args.device).startswith("cuda")
+        if args.cuda_graph == "on" and not on_cuda:
+            parser.error("argument --cuda-graph: on needs --device cuda (a CUDA graph is captured on a GPU)")
+        cfg["cuda_graph"] = on_cuda and (args.cuda_graph == "on" or (args.cuda_graph == "auto" and args.compile))
     return cfg
 
 

@@ -19,6 +19,7 @@ from . import plots
 from .datasets import DensityData
 from .models import make_manifold, paper_name
 from .runs import Job
+from .steps import compile_loss
 
 
 class DensityJob(Job):
@@ -36,6 +37,10 @@ class DensityJob(Job):
                          flow=None if cfg["flow"] == "none" else cfg["flow"], flow_layers=cfg["flow_layers"],
                          flow_hidden=cfg["flow_hidden"], likelihood=lik).to(self.device)
         self.step_fn = D.wrap(self.model, self._loss, self.device)  # DDP when under torchrun
+        if cfg.get("compile"):
+            if D.is_distributed():
+                raise ValueError("--compile is not supported under torchrun (DDP) yet; run without --compile")
+            self.step_fn = compile_loss(self.step_fn)  # one graph per batch size (the last batch may be smaller)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"])
         # the paper's VAE schedule: R = 11 -> 2 over 10 epochs, then learnable
         self.schedule = CurvatureSchedule(self.manifold, "warmup", after="learnable")
@@ -61,7 +66,7 @@ class DensityJob(Job):
         # the same permutation on every rank: drawn from a generator seeded by (seed, epoch)
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(n, generator=g).to(self.device)
-        total, count = 0.0, 0
+        total, count = torch.zeros((), device=self.device), 0  # summed on the device, read with the history
         world = D.world_size()
         for i in range(0, n, self.batch_size):
             idx = order[i:i + self.batch_size]
@@ -73,9 +78,9 @@ class DensityJob(Job):
             loss.backward()
             D.sync_unmanaged_grads(self.step_fn)  # log k, trainable only after the warm-up
             self.opt.step()
-            total += loss.item() * x.size(0)
+            total = total + loss.detach() * x.size(0)
             count += x.size(0)
-        rec = {"loss": total / max(count, 1)}
+        rec: dict[str, Any] = {"loss": total / max(count, 1)}
         if k is not None:
             rec["k"] = k
         if (epoch + 1) % self.monitor_every == 0:  # monitoring only (shown live, plotted); never used to select

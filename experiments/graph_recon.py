@@ -19,33 +19,7 @@ from . import plots
 from .datasets import GraphData
 from .models import make_manifold, paper_name
 from .runs import Job, adam
-
-
-class TrainNegatives:
-    """Fresh uniformly random non-edges of the training graph each epoch (vectorised rejection sampling:
-    self-pairs and training edges are redrawn), as many as there are positive training pairs."""
-
-    def __init__(self, train_edge_index: torch.Tensor, num_nodes: int) -> None:
-        self.n = num_nodes
-        self.keys = torch.unique(train_edge_index[0] * num_nodes + train_edge_index[1])
-        if num_nodes * (num_nodes - 1) - self.keys.numel() <= 0:
-            raise ValueError(f"the training graph ({num_nodes} nodes) is complete: there is no non-edge to sample "
-                             "as a negative pair")
-
-    def _is_edge(self, keys: torch.Tensor) -> torch.Tensor:
-        """Membership in the sorted ``self.keys`` by binary search (``torch.isin`` would sort both again)."""
-        if self.keys.numel() == 0:
-            return torch.zeros_like(keys, dtype=torch.bool)
-        i = torch.searchsorted(self.keys, keys).clamp_max_(self.keys.numel() - 1)
-        return self.keys[i] == keys
-
-    def __call__(self, count: int, device) -> torch.Tensor:
-        out = torch.empty(2, 0, dtype=torch.long)
-        while out.size(1) < count:
-            cand = torch.randint(self.n, (2, 2 * (count - out.size(1)) + 16))
-            ok = (cand[0] != cand[1]) & ~self._is_edge(cand[0] * self.n + cand[1])
-            out = torch.cat([out, cand[:, ok]], 1)
-        return out[:, :count].to(device)
+from .steps import TrainStep
 
 
 class GraphReconJob(Job):
@@ -62,40 +36,47 @@ class GraphReconJob(Job):
                               num_nodes=data.num_nodes, hidden=cfg["hidden"],
                               flow=None if cfg["flow"] == "none" else cfg["flow"], flow_layers=cfg["flow_layers"],
                               flow_hidden=cfg["flow_hidden"], flow_conditioner=cfg["flow_conditioner"]).to(self.device)
-        self.opt = adam(self.model.parameters(), lr=cfg["lr"])
-        # the paper's graph schedule: R = 11 -> 2 over 10 epochs, then fixed at R = 2
+        # the graph is checked and prepared once (normalised adjacency, non-edge sampler on the device), so a
+        # training step reads nothing on the host and has static shapes
+        self.graph = self.model.prepare_graph(self.split.train_edge_index, data.num_nodes)
+        cuda_graph = bool(cfg.get("cuda_graph")) and self.device.type == "cuda"
+        self.opt = adam(self.model.parameters(), lr=cfg["lr"], capturable=cuda_graph)
+        # the paper's graph schedule: R = 11 -> 2 over 10 epochs, then fixed at R = 2 (k is never trained, so
+        # the step's autograd graph never changes and can be captured)
         self.schedule = CurvatureSchedule(self.manifold, "warmup", after="fixed")
-        self.negatives = TrainNegatives(self.split.train_edge_index.cpu(), data.num_nodes)
+        self.step = TrainStep(self.opt, self._loss, compile=bool(cfg.get("compile")), cuda_graph=cuda_graph)
         self.epochs = cfg["epochs"]
         self.eval_every = max(1, self.epochs // 30)
         # model selection on the validation edges only: the test metrics at the evaluation with the best
         # validation AUC so far (reported beside the last-epoch ones; the test edges never choose anything)
         self.best: dict[str, float] = {}
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
+    def _loss(self) -> torch.Tensor:
+        """``(loss, recon, kl)`` of one training step: fresh non-edges (as many as training edges, drawn on the
+        device) against the training edges."""
+        terms = self.model.loss(self.x, self.graph, self.split.train_pos)
+        return torch.stack([terms.total, terms.recon, terms.kl])
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
         k = self.schedule.step(epoch)
         self.model.train()
-        self.opt.zero_grad()
-        s = self.split
-        terms = self.model.loss(self.x, s.train_edge_index, s.train_pos,
-                                self.negatives(s.train_pos.size(1), self.device))
-        terms.total.backward()
-        self.opt.step()
-        rec = {"loss": terms.total.item(), "recon": terms.recon.item(), "kl": terms.kl.item()}
+        terms = self.step()
+        rec: dict[str, Any] = {"loss": terms[0], "recon": terms[1], "kl": terms[2]}  # read later, in batches
         if k is not None:
             rec["k"] = k
         if (epoch + 1) % self.eval_every == 0:
-            m = self.model.evaluate(self.x, s.train_edge_index, s.val_pos, s.val_neg)
+            s = self.split
+            m = self.model.evaluate(self.x, self.graph, s.val_pos, s.val_neg)
             rec.update(val_auc=m["auc"], val_ap=m["ap"])
             if m["auc"] > self.best.get("val_auc", -1.0):
-                test = self.model.evaluate(self.x, s.train_edge_index, s.test_pos, s.test_neg)
+                test = self.model.evaluate(self.x, self.graph, s.test_pos, s.test_neg)
                 self.best = {"val_auc": m["auc"], "epoch": float(epoch + 1), "auc": test["auc"], "ap": test["ap"]}
         return rec
 
     def evaluate(self) -> dict[str, float]:
         s = self.split
-        test = self.model.evaluate(self.x, s.train_edge_index, s.test_pos, s.test_neg)
-        val = self.model.evaluate(self.x, s.train_edge_index, s.val_pos, s.val_neg)
+        test = self.model.evaluate(self.x, self.graph, s.test_pos, s.test_neg)
+        val = self.model.evaluate(self.x, self.graph, s.val_pos, s.val_neg)
         out = {"auc": test["auc"], "ap": test["ap"], "val_auc": val["auc"], "val_ap": val["ap"]}
         if val["auc"] > self.best.get("val_auc", -1.0):  # the last epoch is the best one
             self.best = {"val_auc": val["auc"], "epoch": float(self.epochs), "auc": test["auc"], "ap": test["ap"]}
@@ -116,7 +97,7 @@ class GraphReconJob(Job):
         """``(points, in_disk, colours, title)`` of the node latents (posterior means through the flow)."""
         self.model.eval()
         with torch.no_grad():
-            z = self.model.embed(self.x, self.split.train_edge_index, sample=False)
+            z = self.model.embed(self.x, self.graph, sample=False)
         pts, in_disk = plots.disk_coordinates(self.manifold, z)
         return pts, in_disk, self.data.labels, paper_name(self.cfg["model"], self.cfg["flow"])
 

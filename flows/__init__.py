@@ -29,12 +29,11 @@ from .linear_lu import LULinear, QRLinear, householder
 from .planar import Planar, Radial, Sylvester, solve_tanh_equation
 from .residual import InvertibleResidual, SpectralCap, logdet_power_series
 from .selfnorm import SelfNormConv2d, SelfNormLinear, self_normalizing, self_normalizing_objective
-from .transform import Compose, TangentSpaceTransform, Transform, tangent_space_transform
+from .transform import Compose, TangentSpaceTransform, Transform
 
 __all__ = [
     "ActNorm", "AffineCoupling", "AffineHalf", "Compose", "Coupling", "CouplingHalf", "Flow", "GraphConditioner",
     "HyperboloidHalf", "MLPConditioner", "Permutation", "TangentCoupling", "TangentSpaceTransform", "Transform",
-    "tangent_space_transform",
     "WrappedHyperboloidCoupling", "available", "bounded_log_scale", "build", "describe", "make_conditioner",
     "register", "lift_to", "LIFT_SUFFIX",
     "AbsSurjection", "SortSurjection", "SymmetrySurjection", "FoldedDistribution", "gaussian_optimum_nll",

@@ -7,7 +7,9 @@ from typing import Optional
 import torch
 from torch.distributions import Distribution
 
-from .transform import TangentSpaceTransform, Transform, tangent_space_transform
+from manifolds import WrappedNormal
+
+from .transform import Transform
 
 Tensor = torch.Tensor
 
@@ -53,37 +55,37 @@ class Flow(Distribution):
     def support(self):
         return self.base.support
 
-    def _tangent_path(self) -> Optional[TangentSpaceTransform]:
-        """The transform as ``exp_o ∘ g ∘ log_o`` when the base is a wrapped normal at a fixed origin ``o``: then
-        ``exp_o`` (the base's last step when sampling, the transform's last step when scoring) and ``log_o`` (the
-        next step) cancel, and both are skipped (exactly: ``log_o(exp_o(w)) = w``)."""
-        t = tangent_space_transform(self.transform)
-        at_origin = getattr(self.base, "tangent_at_origin", None)
-        return t if t is not None and at_origin is not None and at_origin() else None
+    def _in_tangent(self) -> bool:
+        """Whether to work in tangent coordinates at the origin: the base draws and scores them
+        (:class:`~manifolds.WrappedNormal`: ``rsample_logmap0_and_log_prob`` / ``log_prob_logmap0``) and the
+        transform computes its tangent maps without points (:attr:`~flows.Transform.acts_in_tangent`). Then the
+        ``exp_o`` / ``log_o`` pair between base and transform is never evaluated (``log_o ∘ exp_o`` is the
+        identity): one ``exp_o`` at the end of sampling, one ``log_o`` at the start of scoring."""
+        return isinstance(self.base, WrappedNormal) and self.transform.acts_in_tangent
 
     def rsample_and_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
         """Samples and their log-density in one pass (no inverse is computed)."""
-        t = self._tangent_path()
-        if t is not None:
-            w, log_p = self.base.rsample_tangent_and_log_prob(torch.Size(sample_shape))
-            y, ladj = t.forward_tangent(w, self.context)
-            return y, log_p - ladj
+        if self._in_tangent():
+            w, log_p = self.base.rsample_logmap0_and_log_prob(torch.Size(sample_shape))
+            v, ladj = self.transform.forward_tangent(w, self.context)
+            return self.base.manifold.expmap0_spatial(v), log_p - ladj
         x, log_p = _sample_and_log_prob(self.base, torch.Size(sample_shape))
         y, ladj = self.transform(x, self.context)
         return y, log_p - ladj
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        x = self.base.rsample(torch.Size(sample_shape))
-        return self.transform(x, self.context)[0]
+        if self._in_tangent():
+            return self.rsample_and_log_prob(sample_shape)[0]
+        return self.transform(self.base.rsample(torch.Size(sample_shape)), self.context)[0]
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        t = self._tangent_path()
-        if t is not None:
-            w, ladj = t.inverse_tangent(value, self.context)
-            return self.base.log_prob_tangent(w) + ladj
+        if self._in_tangent():
+            M = self.base.manifold
+            w, ladj = self.transform.inverse_tangent(M.logmap0_spatial(value), self.context)
+            return self.base.log_prob_logmap0(w) + ladj
         x, ladj = self.transform.inverse(value, self.context)
         return self.base.log_prob(x) + ladj

@@ -21,7 +21,30 @@ class Transform(nn.Module):
     -> (x, ladj)`` returns ``x = f⁻¹(y)`` and ``log|det ∂f⁻¹/∂y|``. Both are computed in one pass, and nothing is
     cached between calls. Points are given in the manifold's ambient coordinates (last dimension).
 
+    **Tangent coordinates at the origin** are part of the contract: every transform also acts on them,
+
+    * ``forward_tangent(w, context) -> (v, ladj)`` with ``v = log_o f(exp_o w)`` and the same ``ladj`` as
+      ``forward(exp_o w)``;
+    * ``inverse_tangent(v, context) -> (w, ladj)`` with ``w = log_o f⁻¹(exp_o v)`` and the same ``ladj`` as
+      ``inverse(exp_o v)``.
+
+    Models whose latents live in tangent coordinates (:class:`~flows.Flow` with a wrapped-normal base, the VAEs)
+    call these, never ``forward`` on points, so they skip an ``exp_o`` / ``log_o`` pair per layer boundary. The
+    default goes through the points (``exp_o``, ``forward``, ``log_o``; on ℝⁿ both maps are the identity);
+    :class:`TangentSpaceTransform` computes them directly and says so with :attr:`acts_in_tangent`.
+
     Subclasses implement :meth:`forward` and :meth:`inverse`; ``manifold`` says where they act.
+
+    Example:
+        >>> from manifolds import Lorentz
+        >>> from flows import build
+        >>> M = Lorentz()
+        >>> f = build("whc", M, 2).double()
+        >>> w = torch.randn(4, 2, dtype=torch.float64)
+        >>> v, ladj = f.forward_tangent(w)
+        >>> y, ladj_y = f(M.expmap0_spatial(w))
+        >>> torch.allclose(M.expmap0_spatial(v), y) and torch.allclose(ladj, ladj_y)
+        True
     """
 
     manifold: ManifoldOps
@@ -36,11 +59,31 @@ class Transform(nn.Module):
         super().__init__()
         self.manifold = manifold if manifold is not None else Euclidean()
 
+    @property
+    def acts_in_tangent(self) -> bool:
+        """Whether :meth:`forward_tangent` / :meth:`inverse_tangent` are computed without forming points (so a
+        model in tangent coordinates should call them): true on ℝⁿ and for :class:`TangentSpaceTransform`."""
+        return self.manifold.name == "Euclidean"
+
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:  # pragma: no cover
         raise NotImplementedError
 
     def inverse(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:  # pragma: no cover
         raise NotImplementedError
+
+    def forward_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """``(log_o f(exp_o w), log|det ∂f|)`` for tangent coordinates ``w`` at the origin (see the class)."""
+        if self.manifold.name == "Euclidean":
+            return self(w, context)
+        y, ladj = self(self.manifold.expmap0_spatial(w), context)
+        return self.manifold.logmap0_spatial(y), ladj
+
+    def inverse_tangent(self, v: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """``(log_o f⁻¹(exp_o v), log|det ∂f⁻¹|)`` for tangent coordinates ``v`` at the origin (see the class)."""
+        if self.manifold.name == "Euclidean":
+            return self.inverse(v, context)
+        x, ladj = self.inverse(self.manifold.expmap0_spatial(v), context)
+        return self.manifold.logmap0_spatial(x), ladj
 
 
 class Compose(Transform):
@@ -48,7 +91,7 @@ class Compose(Transform):
 
     Consecutive :class:`TangentSpaceTransform` layers on the same manifold are fused into one, so a stack of
     tangent-space layers computes a single ``log_o`` / ``exp_o`` pair (the inner pairs cancel exactly, and so do
-    their log-det terms).
+    their log-det terms). In tangent coordinates (:meth:`forward_tangent`) each layer is called the same way.
 
     Example:
         >>> from flows import build
@@ -88,6 +131,24 @@ class Compose(Transform):
             total = total + ladj
         return y, total
 
+    @property
+    def acts_in_tangent(self) -> bool:
+        return all(t.acts_in_tangent for t in self.transforms)
+
+    def forward_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        total = w.new_zeros(w.shape[:-1])
+        for t in self.transforms:
+            w, ladj = t.forward_tangent(w, context)
+            total = total + ladj
+        return w, total
+
+    def inverse_tangent(self, v: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        total = v.new_zeros(v.shape[:-1])
+        for t in reversed(self.transforms):
+            v, ladj = t.inverse_tangent(v, context)
+            total = total + ladj
+        return v, total
+
 
 class TangentSpaceTransform(Transform):
     r"""``f = exp_o ∘ g ∘ log_o``: a Euclidean transform ``g`` of the tangent coordinates at the origin.
@@ -96,10 +157,34 @@ class TangentSpaceTransform(Transform):
     the exp/log maps are the identity and the extra terms vanish. ``log_o`` and ``exp_o`` are computed from the
     spatial coordinates only, so they are exact to working precision at any distance float32 can represent.
 
+    The map is defined once, in tangent coordinates (:meth:`forward_tangent`: ``v = g(w)``, no ``exp_o`` /
+    ``log_o``); :meth:`forward` and :meth:`inverse` on points wrap it. A subclass changes the map by overriding
+    :meth:`forward_tangent` / :meth:`inverse_tangent` (or by its ``inner`` transform); overriding ``forward`` or
+    ``inverse`` is a ``TypeError``, so the point path and the tangent path can never disagree.
+
     Args:
         manifold: the manifold the flow acts on.
         inner: a Euclidean :class:`Transform` of ℝⁿ (the tangent coordinates).
+
+    Example:
+        >>> from manifolds import Lorentz
+        >>> from flows import AffineCoupling
+        >>> M = Lorentz()
+        >>> f = TangentSpaceTransform(M, AffineCoupling(3))
+        >>> w = torch.randn(5, 3)
+        >>> v, ladj = f.forward_tangent(w)
+        >>> torch.allclose(f.inverse_tangent(v)[0], w, atol=1e-5)
+        True
     """
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("forward", "inverse"):
+            if name in cls.__dict__:
+                raise TypeError(
+                    f"{cls.__name__} overrides {name}(); a TangentSpaceTransform is defined in tangent coordinates at "
+                    f"the origin: override {name}_tangent() instead (the point methods wrap it with exp_o / log_o)"
+                )
 
     def __init__(self, manifold: ManifoldOps, inner: Transform) -> None:
         super().__init__(manifold)
@@ -107,56 +192,30 @@ class TangentSpaceTransform(Transform):
         self.bijective = inner.bijective
         self.inverse_tolerance = inner.inverse_tolerance
 
+    @property
+    def acts_in_tangent(self) -> bool:
+        return True
+
     def _terms(self, w: Tensor) -> Tensor:
         return self.manifold.expmap_logdet(torch.linalg.vector_norm(w, dim=-1), w.size(-1))
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        return self.forward_tangent(self.manifold.logmap0_spatial(x), context)
+        v, ladj = self.forward_tangent(self.manifold.logmap0_spatial(x), context)
+        return self.manifold.expmap0_spatial(v), ladj
 
     def inverse(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        w, ladj = self.inverse_tangent(y, context)
+        w, ladj = self.inverse_tangent(self.manifold.logmap0_spatial(y), context)
         return self.manifold.expmap0_spatial(w), ladj
 
     def forward_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        """:meth:`forward` of the point ``exp_o(w)`` given its tangent coordinates ``w`` (no ``log_o``): the same
-        ``(y, ladj)``, used by :class:`~flows.Flow` when the base samples in tangent coordinates at ``o``."""
-        v, ladj = self.forward_in_tangent(w, context)
-        return self.manifold.expmap0_spatial(v), ladj
-
-    def forward_in_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        r""":meth:`forward` with input and output in tangent coordinates at the origin: ``(log_o f(exp_o w),
-        log|det ∂f|)`` with ``log_o f(exp_o w) = g(w)`` exactly (no ``exp_o`` / ``log_o``), used by models whose
-        latents stay in tangent coordinates (:class:`vae.GraphVAE`). It evaluates ``inner`` directly: a subclass
-        that overrides :meth:`forward` must override this too (GraphVAE maps points through such a subclass).
-
-        Example:
-            >>> from manifolds import Lorentz
-            >>> from flows import build, tangent_space_transform
-            >>> M = Lorentz()
-            >>> f = build("whc", M, 2).double()
-            >>> w = torch.randn(4, 2, dtype=torch.float64)
-            >>> v, ladj = tangent_space_transform(f).forward_in_tangent(w)
-            >>> y, ladj_y = f(M.expmap0_spatial(w))
-            >>> torch.allclose(M.expmap0_spatial(v), y) and torch.allclose(ladj, ladj_y)
-            True
-        """
+        r"""``v = g(w)`` and ``log|det ∂f| = log|det ∂g(w)| + (n-1)·ℓ(||v||) - (n-1)·ℓ(||w||)``."""
         v, ladj = self.inner(w, context)
         return v, ladj + self._terms(v) - self._terms(w)
 
-    def inverse_tangent(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        """:meth:`inverse` with the result left in tangent coordinates: ``(log_o f⁻¹(y), log|det ∂f⁻¹/∂y|)`` (no
-        ``exp_o``), used by :class:`~flows.Flow` when the base scores tangent coordinates at ``o``."""
-        v = self.manifold.logmap0_spatial(y)
+    def inverse_tangent(self, v: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        r"""``w = g⁻¹(v)`` and ``log|det ∂f⁻¹| = log|det ∂g⁻¹(v)| + (n-1)·ℓ(||w||) - (n-1)·ℓ(||v||)``."""
         w, ladj = self.inner.inverse(v, context)
         return w, ladj + self._terms(w) - self._terms(v)
-
-
-def tangent_space_transform(transform: Transform) -> Optional[TangentSpaceTransform]:
-    """``transform`` as a single :class:`TangentSpaceTransform` (unwrapping a one-layer :class:`Compose`, which is
-    what a fused stack of tangent-space layers is), or ``None``."""
-    while isinstance(transform, Compose) and len(transform.transforms) == 1:
-        transform = transform.transforms[0]
-    return transform if isinstance(transform, TangentSpaceTransform) else None
 
 
 def _fuse(transforms: list[Transform]) -> list[Transform]:

@@ -10,9 +10,11 @@ Example:
 """
 
 from . import constants, lorentz_math
+from .validation import set_validation, validation, validation_enabled
 from .base import ManifoldOps
 from .euclidean import Euclidean
 from .lorentz import Lorentz
 from .wrapped_normal import WrappedNormal
 
-__all__ = ["Euclidean", "Lorentz", "ManifoldOps", "WrappedNormal", "constants", "lorentz_math"]
+__all__ = ["Euclidean", "Lorentz", "ManifoldOps", "WrappedNormal", "constants", "lorentz_math", "set_validation",
+           "validation", "validation_enabled"]

@@ -42,7 +42,7 @@ def boosted_logmap0_autograd(u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool)
     (``asinhc(ζ)·L(p)^`` for ``ζ ≤ 1``, as in ``logmap0_spatial``) and ``||y||/sqrt(k) = asinh(ζ)``.
 
     Inputs are float64: the boost cancels large coordinates when ``L(p)`` lands near the origin. A result
-    that overflows float64 raises ``ValueError``. This is the reference form, differentiated by autograd
+    that overflows float64 raises ``ValueError`` with validation on (:mod:`manifolds.validation`). This is the reference form, differentiated by autograd
     (used when ``k`` is learnable); :class:`_BoostedLogmap0` evaluates the same formulas with an analytic
     backward pass.
     """
@@ -75,9 +75,8 @@ def _sinhc_prime_over_z(z: Tensor) -> Tensor:
     helper (not differentiated): each branch is evaluated on the raw argument and the other one masked out."""
     out = (torch.cosh(z) - torch.sinh(z) / z) / (z * z)  # z ≥ 0.1 where used: sinhc(z) = sinh(z)/z
     small = z < SINHC_PRIME_SERIES_THRESHOLD
-    if bool(small.any()):
-        z2 = z**2
-        out = torch.where(small, 1 / 3 + z2 * (1 / 30 + z2 * (1 / 840 + z2 / 45360)), out)
+    z2 = z**2
+    out = torch.where(small, 1 / 3 + z2 * (1 / 30 + z2 * (1 / 840 + z2 / 45360)), out)
     return out
 
 
@@ -85,9 +84,8 @@ def _sinhc_nograd(z: Tensor) -> Tensor:
     """:func:`manifolds.lorentz_math.sinhc` for ``z ≥ 0`` (same values), outside autograd."""
     out = torch.sinh(z) / z
     small = z < SERIES_THRESHOLD
-    if bool(small.any()):
-        z2 = z**2
-        out = torch.where(small, 1 + z2 / 6 * (1 + z2 / 20 * (1 + z2 / 42)), out)
+    z2 = z**2
+    out = torch.where(small, 1 + z2 / 6 * (1 + z2 / 20 * (1 + z2 / 42)), out)
     return out
 
 
@@ -95,8 +93,7 @@ def _asinh_nograd(z: Tensor) -> Tensor:
     """:func:`manifolds.lorentz_math.asinh` for ``z ≥ 0`` (same values), outside autograd."""
     out = torch.asinh(z)
     big = z > 1.0 / math.sqrt(torch.finfo(z.dtype).eps)
-    if bool(big.any()):
-        out = torch.where(big, math.log(2.0) + torch.log(z), out)
+    out = torch.where(big, math.log(2.0) + torch.log(z), out)
     return out
 
 
@@ -104,9 +101,8 @@ def _asinhc_from(z: Tensor, a: Tensor) -> Tensor:
     """:func:`manifolds.lorentz_math.asinhc` for ``z ≥ 0`` given ``a = asinh(z)`` (same values), outside autograd."""
     out = a / z
     small = z < SERIES_THRESHOLD
-    if bool(small.any()):
-        z2 = z**2
-        out = torch.where(small, 1 - z2 / 6 + 3 * z2 * z2 / 40 - 5 * z2 * z2 * z2 / 112, out)
+    z2 = z**2
+    out = torch.where(small, 1 - z2 / 6 + 3 * z2 * z2 / 40 - 5 * z2 * z2 * z2 / 112, out)
     return out
 
 
@@ -114,9 +110,8 @@ def log_sinhc_nograd(z: Tensor) -> Tensor:
     """:func:`manifolds.lorentz_math.log_sinhc` for ``z ≥ 0`` (same values), outside autograd."""
     out = z + torch.log1p(-torch.exp(-2 * z)) - math.log(2.0) - torch.log(z)
     small = z < LOG_SINHC_SERIES_THRESHOLD
-    if bool(small.any()):
-        z2 = z**2
-        out = torch.where(small, z2 / 6 - z2 * z2 / 180 + z2 * z2 * z2 / 2835, out)
+    z2 = z**2
+    out = torch.where(small, z2 / 6 - z2 * z2 / 180 + z2 * z2 * z2 / 2835, out)
     return out
 
 
@@ -127,9 +122,8 @@ def log_sinhc_prime(z: Tensor) -> Tensor:
     E = torch.exp(-2 * z)
     out = 1 + 2 * E / (1 - E) - 1 / z
     small = z < LOG_SINHC_SERIES_THRESHOLD
-    if bool(small.any()):
-        z2 = z**2
-        out = torch.where(small, 2 * z * (1 / 6 - z2 / 90 + z2 * z2 / 945), out)
+    z2 = z**2
+    out = torch.where(small, 2 * z * (1 / 6 - z2 / 90 + z2 * z2 / 945), out)
     return out
 
 
@@ -149,7 +143,7 @@ def bc_forward(u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool) -> tuple[Tens
     m = q.abs().amax(dim=-1, keepdim=True).clamp_min(tiny(q.dtype))
     # y = (q/m)·G is finite exactly when the row maxima m are (|q/m| ≤ 1, ||q/m|| ≥ 1 unless q = 0, and G is
     # then finite): checking the (..., 1) maxima for overflow is as good as checking y, at 1/l of the cost
-    lm.check_finite_result(m, u, t_hat, what=_WHAT, k=k)
+    lm.check_finite_result(m, u, t_hat, what=_WHAT, k=k)  # with validation on (manifolds.validation)
     qn = q / m
     rn = torch.linalg.vector_norm(qn, dim=-1, keepdim=True)
     zeta = m * rn / sk
@@ -221,7 +215,8 @@ def boosted_logmap0(u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool = False) 
     coordinates at ``o`` of ``exp_t(PT_{o→t}(u))``); formulas in :func:`boosted_logmap0_autograd`. Also returns
     ``(||u||, ||y||)/sqrt(k)`` stacked in the last dimension (the arguments of ``ℓ`` in log-dets). Inputs must be
     float64 (the boost cancels large coordinates); with a fixed ``k`` the backward pass is analytic
-    (:class:`_BoostedLogmap0`), with a ``k`` that requires grad it is autograd's. Overflow raises ``ValueError``.
+    (:class:`_BoostedLogmap0`), with a ``k`` that requires grad it is autograd's. Overflow raises ``ValueError``
+    with validation on (:mod:`manifolds.validation`); no step reads a value on the host otherwise.
 
     Example:
         >>> f64 = torch.float64

@@ -21,6 +21,7 @@ import math
 import torch
 
 from .constants import INTERNAL_DTYPE, LOG_SINHC_SERIES_THRESHOLD, SERIES_THRESHOLD, tiny
+from .validation import validation_enabled
 
 Tensor = torch.Tensor
 
@@ -146,9 +147,11 @@ def check_finite_result(out: Tensor, *inputs: Tensor, what: str, k: Tensor | flo
     """Raise ``ValueError`` if ``out`` has inf/NaN while the inputs were finite (dtype overflow).
 
     Points farther than ≈ 88.7·sqrt(k) from the origin (float32; 709·sqrt(k) in float64) overflow ``cosh``;
-    returning inf would surface as NaN layers later, so the overflow is reported where it happens.
+    returning inf would surface as NaN layers later, so the overflow is reported where it happens. The check reads
+    values on the host, so it runs only with validation on (:mod:`manifolds.validation`); otherwise ``out`` is
+    returned as it is.
     """
-    if torch.isfinite(out).all():
+    if not validation_enabled() or bool(torch.isfinite(out).all()):
         return out
     if all(bool(torch.isfinite(t).all()) for t in inputs):
         kk = float(torch.as_tensor(k).detach().max())

@@ -7,10 +7,10 @@ import math
 import torch
 from torch.distributions import Distribution, constraints
 
-from . import lorentz_math as lm
 from .base import ManifoldOps
 from .boost import boosted_logmap0
 from .constants import INTERNAL_DTYPE
+from .validation import validation_enabled
 
 Tensor = torch.Tensor
 
@@ -44,6 +44,9 @@ class WrappedNormal(Distribution):
     Sampling: ``ṽ ~ N(0, diag σ²)`` in ℝⁿ, ``z = exp_μ(PT_{o→μ}((0, ṽ)))``, computed as ``L_μ(exp_o(ṽ))`` with the
     Lorentz boost ``L_μ`` (:func:`manifolds.lorentz_math.translate`).
 
+    The wrapped normal at the origin, ``μ = o``, is built by :meth:`at_origin` (the prior of the VAEs): then the
+    tangent coordinates of a sample at ``o`` are the Gaussian draw itself.
+
     Density (``MATH.md`` §3; no extra ``log R`` term):
     ``log p(z) = log N(ṽ; 0, diag σ²) - (n-1)·ℓ(||ṽ||)``, ``ℓ(r) = log(sqrt(k) sinh(r/sqrt(k)) / r)``, where
     ``ṽ`` are the tangent coordinates of ``PT_{μ→o}(log_μ z) = log_o(L_μ⁻¹ z)``.
@@ -52,7 +55,8 @@ class WrappedNormal(Distribution):
         loc: the mean ``μ``, a point of ``manifold`` (``n+1`` ambient coordinates on Lorentz, ``n`` on ℝⁿ).
         scale: standard deviations ``σ > 0`` in tangent coordinates at the origin, shape ``(..., n)``.
         manifold: a :class:`~manifolds.Lorentz` or :class:`~manifolds.Euclidean`.
-        validate_args: check parameters and the support of ``log_prob``'s argument.
+        validate_args: check parameters and the support of ``log_prob``'s argument (reads values on the host);
+            ``None`` follows :func:`manifolds.validation.validation_enabled` (off by default).
 
     Example:
         >>> from manifolds import Lorentz
@@ -66,7 +70,12 @@ class WrappedNormal(Distribution):
     arg_constraints = {"scale": constraints.positive}
     has_rsample = True
 
+    #: set by :meth:`at_origin`: ``μ = o`` is declared, so tangent coordinates at ``μ`` are those at ``o``
+    _at_origin: bool = False
+
     def __init__(self, loc: Tensor, scale: Tensor, manifold: ManifoldOps, validate_args: bool | None = None) -> None:
+        if validate_args is None:  # the library's switch (manifolds.validation), not torch.distributions' default
+            validate_args = validation_enabled()
         self.manifold = manifold
         n = manifold.intrinsic_dim(loc) if loc.dim() > 0 else 0
         if loc.dim() == 0 or n < 1:
@@ -96,12 +105,32 @@ class WrappedNormal(Distribution):
 
     def expand(self, batch_shape, _instance=None) -> "WrappedNormal":
         batch_shape = torch.Size(batch_shape)
-        return WrappedNormal(
+        out = WrappedNormal(
             self.loc.expand(*batch_shape, self.loc.size(-1)),
             self.scale.expand(*batch_shape, self.n),
             self.manifold,
             validate_args=False,
         )
+        out._at_origin = self._at_origin
+        return out
+
+    @classmethod
+    def at_origin(cls, scale: Tensor, manifold: ManifoldOps, validate_args: bool | None = None) -> "WrappedNormal":
+        r"""``G(o, diag σ²)``: the wrapped normal at the origin ``o = exp_o(0)`` (differentiable in a learnable
+        curvature), declared as such, so that sampling and scoring in tangent coordinates
+        (:meth:`rsample_logmap0_and_log_prob`, :meth:`log_prob_logmap0`) skip the boost ``L_μ``.
+
+        Example:
+            >>> from manifolds import Lorentz
+            >>> p = WrappedNormal.at_origin(torch.ones(2), Lorentz())
+            >>> w, log_p = p.rsample_logmap0_and_log_prob((3,))
+            >>> torch.allclose(p.log_prob_logmap0(w), log_p)
+            True
+        """
+        zeros = torch.zeros(scale.shape[-1:], dtype=scale.dtype, device=scale.device)
+        out = cls(manifold.expmap0_spatial(zeros), scale, manifold, validate_args)
+        out._at_origin = True
+        return out
 
     # -- the two halves shared by sampling and scoring -----------------------------------------------------
     def _log_prob_coords(self, v: Tensor) -> Tensor:
@@ -116,47 +145,38 @@ class WrappedNormal(Distribution):
 
     def coords(self, z: Tensor) -> Tensor:
         """Tangent coordinates ``ṽ`` at the origin of a point ``z`` (inverse of the sampling map)."""
-        if self._loc_is_fixed_origin(z):
-            return self._coords_at_origin(z)
+        if self._at_origin:  # L_o is the identity
+            return self.manifold.logmap0_spatial(z)
         return self.manifold.logmap0_spatial(self.manifold.translate(self.loc, z, inverse=True))
 
-    def _loc_is_fixed_origin(self, z: Tensor) -> bool:
-        """Whether ``L_μ⁻¹`` is the identity on ``z``'s spatial coordinates: a Lorentz ``μ = o`` (zero spatial part,
-        no batch shape, no gradient, a dtype that does not promote ``z``'s) and no input validation."""
-        loc = self.loc
-        return (z.dim() >= 1 and z.size(-1) == loc.size(-1) and torch.promote_types(loc.dtype, z.dtype) == z.dtype
-                and self.tangent_at_origin())
-
-    def _coords_at_origin(self, z: Tensor) -> Tensor:
-        """``coords`` for ``μ = o``: ``translate(o, z, inverse=True)`` returns ``z``'s spatial coordinates unchanged
-        (``ys = p̂ + 0·μ̂-terms`` in float64, cast back exactly) with a recomputed time coordinate, and
-        ``logmap0_spatial`` reads the spatial ones only; so this is ``log_o(z)`` from ``z`` itself. An overflow
-        (a point beyond the dtype's range) still raises ``ValueError``."""
-        out = self.manifold.logmap0_spatial(z)
-        if not bool(torch.isfinite(out).all()) and bool(torch.isfinite(z).all()):
-            lm.check_finite_result(out, z, what="translate", k=self.manifold.k)
-        return out
-
-    # -- tangent coordinates at a fixed origin (used by flows.Flow to skip an exp_o / log_o pair) -------------
-    def tangent_at_origin(self) -> bool:
-        """Whether this is a wrapped normal at a fixed origin ``μ = o`` of the Lorentz model (no batch shape, no
-        gradient, no validation), so that :meth:`log_prob_tangent` and :meth:`rsample_tangent_and_log_prob`
-        apply."""
-        loc = self.loc
-        return (self.manifold.name == "Lorentz" and not getattr(self.manifold, "validate", False)
-                and loc.dim() == 1 and not loc.requires_grad and not bool(loc[1:].any()))
-
-    def log_prob_tangent(self, v: Tensor) -> Tensor:
-        """``log_prob(exp_o(v))`` from the tangent coordinates ``v`` at the origin (for ``μ = o`` only, see
-        :meth:`tangent_at_origin`): ``log N(v; 0, diag σ²) - (n-1)·ℓ(||v||)``."""
-        return self._log_prob_coords(v)
-
-    def rsample_tangent_and_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
-        """The tangent draw ``v ~ N(0, diag σ²)`` of :meth:`rsample_and_log_prob` and its log-density: for ``μ = o``
-        the points are ``exp_o(v)`` (in general ``L_μ(exp_o(v))``)."""
+    def _draw(self, sample_shape: torch.Size) -> tuple[Tensor, Tensor]:
+        """The Gaussian draw ``ṽ ~ N(0, diag σ²)`` (tangent coordinates at ``o`` before the boost) and ``log p``."""
         shape = self._extended_shape(sample_shape)[:-1] + (self.n,)
         v = torch.randn(shape, dtype=self.scale.dtype, device=self.scale.device) * self.scale
         return v, self._log_prob_coords(v)
+
+    def log_prob_logmap0(self, w: Tensor) -> Tensor:
+        r"""``log_prob(exp_o(w))`` from the tangent coordinates ``w`` at the origin: for ``μ = o``
+        (:meth:`at_origin`) ``log N(w; 0, diag σ²) - (n-1)·ℓ(||w||)`` directly; otherwise ``ṽ = log_o(L_μ⁻¹(exp_o
+        w))`` as one fused float64 operation (:func:`manifolds.boost.boosted_logmap0`), without forming points.
+
+        Example:
+            >>> from manifolds import Lorentz
+            >>> M = Lorentz(k=2.0)
+            >>> q = WrappedNormal(M.expmap0_spatial(torch.tensor([1.0, -2.0])), torch.tensor([0.5, 1.5]), M)
+            >>> w = torch.randn(4, 2)
+            >>> torch.allclose(q.log_prob_logmap0(w), q.log_prob(M.expmap0_spatial(w)), atol=1e-5)
+            True
+        """
+        if self._at_origin:
+            return self._log_prob_coords(w)
+        if self.manifold.name != "Lorentz":
+            return self.log_prob(self.manifold.expmap0_spatial(w))
+        dtype = torch.promote_types(self.loc.dtype, w.dtype)
+        k = self.manifold.k.to(INTERNAL_DTYPE)
+        mu_hat = self.loc[..., 1:].to(INTERNAL_DTYPE).expand(w.shape)
+        v, _ = boosted_logmap0(w.to(INTERNAL_DTYPE), mu_hat, k, inverse=True)
+        return self._log_prob_coords(v.to(dtype))
 
     def rsample_logmap0_and_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
         r"""Reparameterised samples ``z`` given by their tangent coordinates at the origin, ``w = log_o(z)``, and
@@ -164,10 +184,10 @@ class WrappedNormal(Distribution):
 
         On the Lorentz model ``w = log_o(L_μ(exp_o(ṽ)))`` is computed as one fused float64 operation
         (:func:`manifolds.boost.boosted_logmap0`, analytic backward pass) without forming ``z``; for ``μ = o`` it is
-        ``ṽ`` itself. For a model whose next step reads tangent coordinates (a tangent-space flow, an
+        ``ṽ`` itself (declared by :meth:`at_origin`). For a model whose next step reads tangent coordinates (a tangent-space flow, an
         inner-product decoder) this saves the ``exp_o`` / ``log_o`` pair and its autograd graph. With a fixed ``k``
         the fused operation is once differentiable (no double backward); use :meth:`rsample_and_log_prob` and
-        ``logmap0_spatial`` for higher derivatives.
+        ``logmap0_spatial`` for higher derivatives. :meth:`log_prob_logmap0` scores such coordinates.
 
         Example:
             >>> from manifolds import Lorentz
@@ -180,12 +200,12 @@ class WrappedNormal(Distribution):
             >>> torch.allclose(w, M.logmap0_spatial(z), atol=1e-5) and torch.allclose(lp, lp2)
             True
         """
-        v, log_p = self.rsample_tangent_and_log_prob(sample_shape)
+        v, log_p = self._draw(torch.Size(sample_shape))
+        dtype = torch.promote_types(self.loc.dtype, v.dtype)  # as rsample_and_log_prob's points
+        if self._at_origin:
+            return v.to(dtype), log_p
         if self.manifold.name != "Lorentz":
             return self.manifold.logmap0_spatial(self._push(v)), log_p
-        dtype = torch.promote_types(self.loc.dtype, v.dtype)  # as rsample_and_log_prob's points
-        if self.tangent_at_origin():
-            return v.to(dtype), log_p
         k = self.manifold.k.to(INTERNAL_DTYPE)
         mu_hat = self.loc[..., 1:].to(INTERNAL_DTYPE).expand(v.shape)
         w, _ = boosted_logmap0(v.to(INTERNAL_DTYPE), mu_hat, k)
@@ -201,7 +221,7 @@ class WrappedNormal(Distribution):
 
     def rsample_and_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
         """Reparameterised samples and their log-density, from the same tangent draw (no log map)."""
-        v, log_p = self.rsample_tangent_and_log_prob(sample_shape)
+        v, log_p = self._draw(torch.Size(sample_shape))
         return self._push(v), log_p
 
     def log_prob(self, value: Tensor) -> Tensor:

@@ -133,3 +133,38 @@ def _seed_everything() -> None:
     torch.manual_seed(0)
     random.seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture
+def validating():
+    """Host-reading checks on for the test (``manifolds.validation``): overflow raises ``ValueError``."""
+    from manifolds import validation
+
+    with validation(True):
+        yield
+
+
+def _count_host_reads(fn) -> int:
+    """How many times ``fn()`` reads a tensor value on the host (``item``, ``bool``, ``int``, ``float``, ``tolist``,
+    ``numpy``): each is a device synchronisation on a GPU and a graph break under ``torch.compile``."""
+    from torch.overrides import TorchFunctionMode
+
+    reads = {torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.tolist, torch.Tensor.__float__,
+             torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.numpy}
+    seen = []
+
+    class Count(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in reads:
+                seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return len(seen)
+
+
+@pytest.fixture
+def host_reads():
+    """``host_reads(fn) -> int``: host reads of tensor values made by ``fn()`` (see ``_count_host_reads``)."""
+    return _count_host_reads

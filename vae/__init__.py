@@ -21,8 +21,8 @@ from .curvature import CurvatureSchedule
 from .likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
 from .model import PAPER_MODELS, VAE, ELBOTerms, bound_tangent, paper_model
 from .objectives import elbo, evaluate_log_likelihood, iwae_bound
-from .graph import (EdgeSplit, FermiDiracDecoder, GraphVAE, InnerProductDecoder, fit_graph_vae, prepare_edge_index,
-                    split_edges)
+from .graph import (EdgeSplit, FermiDiracDecoder, GraphVAE, InnerProductDecoder, MessageGraph, NonEdgeSampler,
+                    fit_graph_vae, prepare_edge_index, split_edges)
 from .generation import DistanceDecoder, FlowPrior, GraphAutoEncoder, GraphGenerator
 from .graph_metrics import generation_metrics, is_lobster, is_tree
 
@@ -36,6 +36,8 @@ __all__ = [
     "iwae_bound",
     "evaluate_log_likelihood",
     "CurvatureSchedule",
+    "MessageGraph",
+    "NonEdgeSampler",
     "Likelihood",
     "BernoulliLikelihood",
     "GaussianLikelihood",

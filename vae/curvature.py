@@ -75,15 +75,18 @@ class CurvatureSchedule:
             return max(self.start_radius - epoch, self.final_radius)
         return self.final_radius if epoch == self.epochs or self.after == "fixed" else None
 
-    def step(self, epoch: int) -> float | None:
-        """Apply the schedule for ``epoch`` (0-based) and return the resulting ``k`` (``None`` on ℝⁿ)."""
+    def step(self, epoch: int) -> float | torch.Tensor | None:
+        """Apply the schedule for ``epoch`` (0-based) and return the resulting ``k``: a float where the schedule
+        sets it, a detached 0-dim tensor where ``k`` is trained (read it when convenient: reading it is a host sync
+        on a GPU), ``None`` on ℝⁿ. Nothing is read from the device."""
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0; got {epoch}")
         if not self.has_curvature:
             return None
         log_k: torch.nn.Parameter = self.manifold.log_k
         radius = self.radius_at(epoch)
-        if radius is not None and not (self.after == "learnable" and epoch > self.epochs):
+        imposed = radius is not None and not (self.after == "learnable" and epoch > self.epochs)
+        if imposed:
             self.manifold.set_k(radius * radius)
         if self.mode == "fixed":
             trainable = False
@@ -91,7 +94,10 @@ class CurvatureSchedule:
             trainable = True
         else:
             trainable = epoch >= self.epochs and self.after == "learnable"
-        log_k.requires_grad_(trainable)
+        if log_k.requires_grad != trainable:
+            log_k.requires_grad_(trainable)
         if not trainable:
             log_k.grad = None
-        return float(math.exp(float(log_k.detach())))
+        if imposed:
+            return float(radius * radius)
+        return self.manifold.k.detach().clone()

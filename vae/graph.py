@@ -159,6 +159,59 @@ def split_edges(edge_index: Tensor, num_nodes: int, *, val_fraction: float = VAL
                      neg[:, :n_val], test_pos, neg[:, n_val:])
 
 
+class NonEdgeSampler:
+    r"""Uniformly random non-edges of a graph, drawn on its device with a fixed number of operations.
+
+    Draws ordered pairs ``(u, v)``, ``u ≠ v``, with ``(u, v)`` not in ``edge_index``, independently and uniformly
+    (with replacement): the distribution of rejection sampling ("draw ``(u, v)`` uniformly, redraw self-pairs and
+    edges"), computed without rejection. With ``e₀ < e₁ < …`` the sorted excluded keys ``u·N + v`` (the edges and
+    the self-pairs) and ``gᵢ = eᵢ - i`` (how many allowed keys lie below ``eᵢ``), the allowed key of rank ``r`` is
+    ``r + #{i : gᵢ ≤ r}``; so a draw is ``r ~ U{0, …, N² - |excluded| - 1}`` and one binary search. No host sync,
+    no data-dependent shape: it runs inside a compiled or CUDA-graph-captured training step.
+
+    The sorted keys are built once per graph (``torch.unique``; ``O(E log E)``). Raises ``ValueError`` for a
+    complete graph (there is no non-edge to draw).
+
+    Example:
+        >>> ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])  # the path 0 - 1 - 2
+        >>> pairs = NonEdgeSampler(ei, 3)(1000)
+        >>> sorted(set(map(tuple, pairs.T.tolist())))  # only (0, 2) and (2, 0) are not edges
+        [(0, 2), (2, 0)]
+    """
+
+    def __init__(self, edge_index: Tensor, num_nodes: int) -> None:
+        n = int(num_nodes)
+        if n < 2:
+            raise ValueError(f"non-edges need at least 2 nodes; got num_nodes={n}")
+        device = edge_index.device
+        self.num_nodes = n
+        diagonal = torch.arange(n, device=device) * (n + 1)
+        excluded = torch.unique(torch.cat([edge_index[0].long() * n + edge_index[1].long(), diagonal]))
+        self.allowed = n * n - excluded.numel()
+        if self.allowed <= 0:
+            raise ValueError(f"the graph ({n} nodes) is complete: there is no non-edge to sample")
+        self.gaps = excluded - torch.arange(excluded.numel(), device=device)
+
+    def __call__(self, count: int, generator: torch.Generator | None = None) -> Tensor:
+        """``(2, count)`` node pairs, each an independent uniform draw among the non-edges."""
+        r = torch.randint(self.allowed, (count,), device=self.gaps.device, generator=generator)
+        keys = r + torch.searchsorted(self.gaps, r, right=True)
+        return torch.stack([keys // self.num_nodes, keys % self.num_nodes])
+
+
+@dataclass
+class MessageGraph:
+    """A graph prepared once for :class:`GraphVAE` (:meth:`GraphVAE.prepare_graph`): the message-passing edges,
+    the encoder's normalised adjacency, and a sampler of its non-edges. Passing it instead of ``edge_index``
+    makes a training step free of per-call graph work (no normalisation, no checks, no host reads)."""
+
+    edge_index: Tensor
+    num_nodes: int
+    conv_index: Tensor
+    conv_weight: Tensor | None
+    negatives: NonEdgeSampler
+
+
 # ----------------------------------------------------------------------------------------------------------
 # decoders
 # ----------------------------------------------------------------------------------------------------------
@@ -266,7 +319,7 @@ class GraphEncoder(nn.Module):
         state["_norm_cache"] = None  # holds a weak reference (not picklable); recomputed on the next call
         return state
 
-    def _graph(self, edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+    def normalized(self, edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
         """``(edge_index, edge_weight)`` for the convolutions: GCN's normalised adjacency with self-loops (cached
         for this ``edge_index``), or the edges as given for GAT."""
         if self.kind != "gcn":
@@ -284,7 +337,9 @@ class GraphEncoder(nn.Module):
         self._norm_cache = (weakref.ref(edge_index), key, out)
         return out
 
-    def forward(self, x: Tensor | None, edge_index: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor | None, edge_index: Tensor, edge_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(μ̃, raw σ)`` per node. With ``edge_weight`` given, ``(edge_index, edge_weight)`` is the graph the
+        convolutions use as it is (for GCN: the normalised adjacency from :meth:`normalized`, computed once)."""
         if self.embedding is not None:
             if x is not None:
                 raise ValueError("this encoder uses identity features (in_features=None); pass x=None")
@@ -294,7 +349,7 @@ class GraphEncoder(nn.Module):
                 f"node features must have shape (num_nodes, {self.in_features}); got "
                 f"{None if x is None else tuple(x.shape)}"
             )
-        ei, ew = self._graph(edge_index, x.size(0), x.dtype)
+        ei, ew = (edge_index, edge_weight) if edge_weight is not None else self.normalized(edge_index, x.size(0), x.dtype)
         h = F.relu(self.conv1(x, ei, ew))
         return self.conv_mu(h, ei, ew), self.conv_scale(h, ei, ew)
 
@@ -352,64 +407,110 @@ class GraphVAE(nn.Module):
                                conditioner=flow_conditioner)
         self.flow = flow
         self.graph_flow = flow is not None and flow_conditioner in ("gcn", "gat")
+        self._graph_cache: tuple | None = None
 
-    def _check(self, x: Tensor | None, edge_index: Tensor) -> int:
-        n = x.size(0) if x is not None else self.encoder.embedding.num_embeddings
+    # -- the graph, prepared once ---------------------------------------------------------------------------
+    def prepare_graph(self, edge_index: Tensor, num_nodes: int | None = None) -> MessageGraph:
+        """Check ``edge_index`` once (node ids in range: a host read) and prepare what every step needs: the
+        encoder's normalised adjacency and the non-edge sampler. Pass the result wherever ``edge_index`` is taken
+        (:meth:`loss`, :meth:`encode`, :meth:`embed`, :meth:`evaluate`) to keep a training step free of graph work.
+
+        Example:
+            >>> from manifolds import Lorentz
+            >>> model = GraphVAE(Lorentz(), in_features=3, latent_dim=2)
+            >>> g = model.prepare_graph(torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
+            >>> model.loss(torch.randn(3, 3), g, torch.tensor([[0, 1], [1, 2]])).total.dim()
+            0
+        """
+        n = num_nodes if num_nodes is not None else self.num_nodes
+        if n is None:
+            raise ValueError("prepare_graph needs num_nodes (the model was built without num_nodes)")
+        if self.num_nodes is not None and n != self.num_nodes:
+            raise ValueError(f"num_nodes={n} but the model was built for num_nodes={self.num_nodes}")
+        if edge_index.dim() != 2 or edge_index.size(0) != 2:
+            raise ValueError(f"edge_index must have shape (2, E); got {tuple(edge_index.shape)}")
+        if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= n):
+            raise ValueError(f"edge_index has node ids in [{int(edge_index.min())}, {int(edge_index.max())}], outside "
+                             f"[0, num_nodes={n})")
+        dtype = next(self.parameters()).dtype
+        ei, ew = self.encoder.normalized(edge_index, n, dtype)
+        return MessageGraph(edge_index, n, ei, ew, NonEdgeSampler(edge_index, n))
+
+    def _num_nodes(self, x: Tensor | None) -> int | None:
+        if x is not None:
+            return x.size(0)
+        emb = self.encoder.embedding
+        return emb.num_embeddings if emb is not None else self.num_nodes
+
+    def _graph(self, x: Tensor | None, graph: Tensor | MessageGraph) -> MessageGraph:
+        """``graph`` as a :class:`MessageGraph` for features ``x`` (shapes checked). A raw ``edge_index`` is prepared
+        (and checked) once and kept for that tensor: a weak reference, its version counter (bumped by in-place
+        changes) and the node count are the key, as for the encoder's normalisation."""
+        n = self._num_nodes(x)
         if self.num_nodes is not None and n != self.num_nodes:
             raise ValueError(f"got features for {n} nodes but the model was built for num_nodes={self.num_nodes}")
-        if edge_index.numel() and int(edge_index.max()) >= n:
-            raise ValueError(f"edge_index refers to node {int(edge_index.max())} but there are only {n} nodes")
-        return n
+        if isinstance(graph, MessageGraph):
+            if graph.num_nodes != n:
+                raise ValueError(f"the prepared graph has {graph.num_nodes} nodes but the features have {n}")
+            return graph
+        key = (graph._version, n, torch.is_inference_mode_enabled())
+        c = self._graph_cache
+        if c is not None and c[0]() is graph and c[1] == key:
+            return c[2]
+        if graph.numel() and int(graph.max()) >= n:
+            raise ValueError(f"edge_index refers to node {int(graph.max())} but there are only {n} nodes")
+        prepared = self.prepare_graph(graph, n)
+        self._graph_cache = (weakref.ref(graph), key, prepared)
+        return prepared
 
-    def encode(self, x: Tensor | None, edge_index: Tensor) -> WrappedNormal:
-        """Per-node base posteriors ``q₀`` (batch shape ``(N,)``); ``edge_index`` is the message-passing graph."""
-        self._check(x, edge_index)
-        mean, raw = self.encoder(x, edge_index)
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_graph_cache"] = None  # holds a weak reference (not picklable); rebuilt on the next call
+        return state
+
+    def encode(self, x: Tensor | None, edge_index: Tensor | MessageGraph) -> WrappedNormal:
+        """Per-node base posteriors ``q₀`` (batch shape ``(N,)``); ``edge_index`` is the message-passing graph (or a
+        :class:`MessageGraph`)."""
+        graph = self._graph(x, edge_index)
+        mean, raw = self.encoder(x, graph.conv_index, graph.conv_weight)
         if self.max_tangent_norm is not None:
             mean = bound_tangent(mean, self.max_tangent_norm)
         return WrappedNormal(self.manifold.expmap0_spatial(mean), F.softplus(raw) + MIN_SCALE, self.manifold)
 
-    def _push(self, z0: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
-        if self.flow is None:
-            return z0, z0.new_zeros(z0.shape[:-1])
-        return self.flow(z0, edge_index if self.graph_flow else None)
+    def _context(self, graph: Tensor | MessageGraph) -> Tensor | None:
+        return (graph.edge_index if isinstance(graph, MessageGraph) else graph) if self.graph_flow else None
 
-    def _tangent_flow(self):
-        """The flow as one ``exp_o ∘ g ∘ log_o`` (:class:`~flows.TangentSpaceTransform`), or ``None`` if it is not
-        one, or is a subclass with its own ``forward`` (then latents are pushed as points)."""
-        from flows import TangentSpaceTransform, tangent_space_transform
-
-        t = tangent_space_transform(self.flow) if self.flow is not None else None
-        return t if t is not None and type(t).forward is TangentSpaceTransform.forward else None
-
-    def _latents(self, q0: WrappedNormal, edge_index: Tensor,
+    def _latents(self, q0: WrappedNormal, edge_index: Tensor | MessageGraph,
                  sample: bool) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
         """``(z_K, w_K, log q₀(z₀), log|det ∂f/∂z₀|)`` of a posterior sample (``sample``) or of the posterior means,
         with ``log q₀`` only for samples. Exactly one of the points ``z_K`` and their tangent coordinates
         ``w_K = log_o(z_K)`` is given, the other is ``None`` (points are formed only where a caller needs them).
 
-        Without a flow, or with a tangent-space flow, the latents stay in tangent coordinates at the origin from
-        the posterior draw (:meth:`~manifolds.WrappedNormal.rsample_logmap0_and_log_prob`) through the flow
-        (:meth:`~flows.TangentSpaceTransform.forward_in_tangent`) to the decoder and the prior, so no ``exp_o`` /
-        ``log_o`` pair is evaluated between them (the same model: ``log_o ∘ exp_o`` is the identity). Any other flow
-        maps points."""
-        t = self._tangent_flow()
-        if self.flow is not None and t is None:
+        Without a flow, or with a flow that acts in tangent coordinates (:attr:`flows.Transform.acts_in_tangent`:
+        NC, TC, WHC and every lifted Euclidean flow), the latents stay in tangent coordinates at the origin from the
+        posterior draw (:meth:`~manifolds.WrappedNormal.rsample_logmap0_and_log_prob`) through the flow
+        (:meth:`~flows.Transform.forward_tangent`) to the decoder and the prior, so no ``exp_o`` / ``log_o`` pair is
+        evaluated between them (the same model: ``log_o ∘ exp_o`` is the identity). Any other flow maps points."""
+        if self.flow is not None and not self.flow.acts_in_tangent:
             z0, log_q0 = q0.rsample_and_log_prob() if sample else (q0.loc, None)
             zk, ladj = self._push(z0, edge_index)
             return zk, None, log_q0, ladj
         w0, log_q0 = q0.rsample_logmap0_and_log_prob() if sample else (self.manifold.logmap0_spatial(q0.loc), None)
-        if t is None:
-            wk, ladj = w0, w0.new_zeros(w0.shape[:-1])
-        else:
-            wk, ladj = t.forward_in_tangent(w0, edge_index if self.graph_flow else None)
+        if self.flow is None:
+            return None, w0, log_q0, w0.new_zeros(w0.shape[:-1])
+        wk, ladj = self.flow.forward_tangent(w0, self._context(edge_index))
         return None, wk, log_q0, ladj
 
-    def prior(self, like: Tensor) -> WrappedNormal:
-        zeros = like.new_zeros(self.latent_dim)
-        return WrappedNormal(self.manifold.expmap0_spatial(zeros), torch.ones_like(zeros), self.manifold)
+    def _push(self, z0: Tensor, edge_index: Tensor | MessageGraph) -> tuple[Tensor, Tensor]:
+        if self.flow is None:
+            return z0, z0.new_zeros(z0.shape[:-1])
+        return self.flow(z0, self._context(edge_index))
 
-    def embed(self, x: Tensor | None, edge_index: Tensor, sample: bool | None = None) -> Tensor:
+    def prior(self, like: Tensor) -> WrappedNormal:
+        """``WrappedNormal(o, I)`` per node, declared at the origin (:meth:`~manifolds.WrappedNormal.at_origin`)."""
+        return WrappedNormal.at_origin(like.new_ones(self.latent_dim), self.manifold)
+
+    def embed(self, x: Tensor | None, edge_index: Tensor | MessageGraph, sample: bool | None = None) -> Tensor:
         """Node latents ``z_K``: a posterior sample (``sample=True``, default in training mode) or the flow
         image of the posterior means (default in eval mode)."""
         q0 = self.encode(x, edge_index)
@@ -423,33 +524,36 @@ class GraphVAE(nn.Module):
             return self.decoder(z, pairs, self.manifold, tangent=tangent)
         return self.decoder(self.manifold.expmap0_spatial(tangent) if z is None else z, pairs, self.manifold)
 
-    def loss(self, x: Tensor | None, edge_index: Tensor, pos_pairs: Tensor,
+    def loss(self, x: Tensor | None, edge_index: Tensor | MessageGraph, pos_pairs: Tensor,
              neg_pairs: Tensor | None = None) -> GraphLoss:
-        """Loss on ``pos_pairs`` (training edges) and ``neg_pairs`` (default: as many fresh non-edges of
-        ``edge_index``, from ``torch_geometric.utils.negative_sampling``)."""
-        n = self._check(x, edge_index)
+        """Loss on ``pos_pairs`` (training edges) and ``neg_pairs`` (default: as many fresh uniformly random
+        non-edges of the message-passing graph, :class:`NonEdgeSampler`).
+
+        With a :class:`MessageGraph` (:meth:`prepare_graph`) the step reads no value on the host and has static
+        shapes, so it can be compiled whole (``torch.compile(..., fullgraph=True)``) and captured in a CUDA graph."""
+        graph = self._graph(x, edge_index)
         if pos_pairs.numel() == 0:
             raise ValueError("pos_pairs is empty: the loss needs at least one positive edge")
         if neg_pairs is None:
-            from torch_geometric.utils import negative_sampling
-
-            neg_pairs = negative_sampling(edge_index, num_nodes=n, num_neg_samples=pos_pairs.size(1))
-        q0 = self.encode(x, edge_index)
-        zk, wk, log_q0, ladj = self._latents(q0, edge_index, sample=True)
+            neg_pairs = graph.negatives(pos_pairs.size(1))
+        q0 = self.encode(x, graph)
+        zk, wk, log_q0, ladj = self._latents(q0, graph, sample=True)
         # both pair sets in one decoder call (one gather of the latents)
         pos, neg = self.pair_logits(zk, torch.cat([pos_pairs, neg_pairs], 1), wk).split(
             [pos_pairs.size(1), neg_pairs.size(1)])
         recon = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + \
             F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
         prior = self.prior(wk if zk is None else zk)
-        log_prior = prior.log_prob(zk) if wk is None else prior.log_prob_tangent(wk)
+        log_prior = prior.log_prob(zk) if wk is None else prior.log_prob_logmap0(wk)
         kl_nodes = log_q0 - ladj - log_prior
-        return GraphLoss(recon, kl_nodes.mean() / n)
+        return GraphLoss(recon, kl_nodes.mean() / graph.num_nodes)
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor | None, edge_index: Tensor, pos_pairs: Tensor, neg_pairs: Tensor) -> dict[str, float]:
+    def evaluate(self, x: Tensor | None, edge_index: Tensor | MessageGraph, pos_pairs: Tensor,
+                 neg_pairs: Tensor) -> dict[str, float]:
         """ROC-AUC and average precision (scikit-learn) of the decoder on ``pos_pairs`` vs ``neg_pairs``,
-        using the posterior means (eval mode)."""
+        using the posterior means (eval mode). One host read (the scores); a non-finite score (training diverged,
+        or a latent beyond the dtype's range with validation off) is a ``FloatingPointError`` here."""
         from sklearn.metrics import average_precision_score, roc_auc_score
 
         was = self.training
@@ -459,6 +563,11 @@ class GraphVAE(nn.Module):
             scores = self.pair_logits(z, torch.cat([pos_pairs, neg_pairs], 1), w).cpu().numpy()
         finally:
             self.train(was)
+        if not np.isfinite(scores).all():
+            raise FloatingPointError(
+                f"{int((~np.isfinite(scores)).sum())} of {scores.size} edge scores are NaN or inf: the model diverged "
+                "or a latent overflowed its dtype. Rerun with RF_VALIDATE=1 (manifolds.validation) to stop where it "
+                "happens, or lower the learning rate")
         labels = np.concatenate([np.ones(pos_pairs.size(1)), np.zeros(neg_pairs.size(1))])
         return {"auc": float(roc_auc_score(labels, scores)), "ap": float(average_precision_score(labels, scores))}
 
@@ -469,18 +578,24 @@ def fit_graph_vae(model: GraphVAE, x: Tensor | None, split: EdgeSplit, *, epochs
     record per epoch (``loss``, ``recon``, ``kl``, and ``val_auc`` / ``val_ap`` every ``eval_every`` epochs).
     ``schedule`` is an optional :class:`~vae.curvature.CurvatureSchedule` stepped at each epoch start."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history = []
+    graph = model.prepare_graph(split.train_edge_index, split.num_nodes)
+    history, terms_per_epoch = [], []
     for epoch in range(epochs):
         if schedule is not None:
             schedule.step(epoch)
         model.train()
         opt.zero_grad()
-        terms = model.loss(x, split.train_edge_index, split.train_pos)
+        terms = model.loss(x, graph, split.train_pos)
         terms.total.backward()
         opt.step()
-        rec = {"epoch": epoch, "loss": terms.total.item(), "recon": terms.recon.item(), "kl": terms.kl.item()}
+        # the loss terms stay on the device; they are read once, at the end (no host sync per step)
+        terms_per_epoch.append(torch.stack([terms.total, terms.recon, terms.kl]).detach())
+        rec: dict[str, float] = {"epoch": epoch}
         if eval_every and (epoch + 1) % eval_every == 0:
-            m = model.evaluate(x, split.train_edge_index, split.val_pos, split.val_neg)
+            m = model.evaluate(x, graph, split.val_pos, split.val_neg)
             rec.update(val_auc=m["auc"], val_ap=m["ap"])
         history.append(rec)
+    if terms_per_epoch:
+        for rec, (loss, recon, kl) in zip(history, torch.stack(terms_per_epoch).tolist()):
+            rec.update(loss=loss, recon=recon, kl=kl)
     return history

@@ -135,13 +135,11 @@ class VAE(nn.Module):
 
     # -- the three distributions -------------------------------------------------------------------------
     def prior(self) -> WrappedNormal:
-        """``WrappedNormal(o, I)`` on the latent manifold (dtype and device of the model).
-
-        The origin is built as ``exp_o(0)`` so that it stays differentiable in a learnable curvature.
-        """
+        """``WrappedNormal(o, I)`` on the latent manifold (dtype and device of the model), declared at the origin
+        (:meth:`~manifolds.WrappedNormal.at_origin`; the origin ``exp_o(0)`` stays differentiable in a learnable
+        curvature)."""
         ref = next(self.parameters())
-        zeros = torch.zeros(self.latent_dim, dtype=ref.dtype, device=ref.device)
-        return WrappedNormal(self.manifold.expmap0_spatial(zeros), torch.ones_like(zeros), self.manifold)
+        return WrappedNormal.at_origin(torch.ones(self.latent_dim, dtype=ref.dtype, device=ref.device), self.manifold)
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() < 1 or x.size(-1) != self.data_dim:
@@ -168,25 +166,43 @@ class VAE(nn.Module):
 
     def decode(self, z: Tensor) -> torch.distributions.Distribution:
         """``p(x | z)`` for latent points ``z`` (ambient coordinates); the decoder sees ``log_o(z)``."""
-        return self.likelihood.distribution(self.decoder(self.manifold.logmap0_spatial(z)))
+        return self.decode_tangent(self.manifold.logmap0_spatial(z))
+
+    def decode_tangent(self, w: Tensor) -> torch.distributions.Distribution:
+        """``p(x | z)`` for latents given by their tangent coordinates ``w = log_o(z)`` at the origin."""
+        return self.likelihood.distribution(self.decoder(w))
 
     # -- posterior sampling --------------------------------------------------------------------------------
+    def sample_posterior_tangent(self, q0: WrappedNormal, sample_shape: torch.Size = torch.Size()
+                                 ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(w_K, log q₀(z₀|x), log|det ∂f/∂z₀|)`` for reparameterised ``z₀ ~ q₀``, ``z_K = f(z₀)``, with the latents
+        as tangent coordinates ``w_K = log_o(z_K)``: the draw (:meth:`~manifolds.WrappedNormal.
+        rsample_logmap0_and_log_prob`) and the flow (:meth:`~flows.Transform.forward_tangent`) work in them, so no
+        ``exp_o`` / ``log_o`` pair is evaluated in between (flows that do not act in tangent coordinates map
+        points)."""
+        shape = torch.Size(sample_shape)
+        if self.flow is not None and not self.flow.acts_in_tangent:
+            z0, log_q0 = q0.rsample_and_log_prob(shape)
+            zk, ladj = self.flow(z0.reshape(-1, z0.size(-1)))
+            return self.manifold.logmap0_spatial(zk).reshape(*z0.shape[:-1], -1), log_q0, ladj.reshape(log_q0.shape)
+        w0, log_q0 = q0.rsample_logmap0_and_log_prob(shape)
+        if self.flow is None:
+            return w0, log_q0, torch.zeros_like(log_q0)
+        wk, ladj = self.flow.forward_tangent(w0.reshape(-1, w0.size(-1)))
+        return wk.reshape(w0.shape), log_q0, ladj.reshape(log_q0.shape)
+
     def sample_posterior(self, q0: WrappedNormal, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor,
                                                                                                      Tensor]:
-        """``(z_K, log q₀(z₀|x), log|det ∂f/∂z₀|)`` for reparameterised ``z₀ ~ q₀``, ``z_K = f(z₀)``."""
-        z0, log_q0 = q0.rsample_and_log_prob(torch.Size(sample_shape))
-        if self.flow is None:
-            return z0, log_q0, torch.zeros_like(log_q0)
-        flat = z0.reshape(-1, z0.size(-1))
-        zk, ladj = self.flow(flat)
-        return zk.reshape(z0.shape), log_q0, ladj.reshape(log_q0.shape)
+        """``(z_K, log q₀(z₀|x), log|det ∂f/∂z₀|)`` for reparameterised ``z₀ ~ q₀``, ``z_K = f(z₀)`` (points)."""
+        wk, log_q0, ladj = self.sample_posterior_tangent(q0, sample_shape)
+        return self.manifold.expmap0_spatial(wk), log_q0, ladj
 
     # -- objectives ----------------------------------------------------------------------------------------
     def elbo(self, x: Tensor) -> ELBOTerms:
         r"""Single-sample ELBO terms (MATH.md §5), nothing added:
-        ``ELBO = log p(x|z_K) + log p(z_K) - log q₀(z₀|x) + log|det ∂f/∂z₀|``."""
-        zk, log_q0, ladj = self.sample_posterior(self.encode(x))
-        return ELBOTerms(self.decode(zk).log_prob(x), self.prior().log_prob(zk), log_q0, ladj)
+        ``ELBO = log p(x|z_K) + log p(z_K) - log q₀(z₀|x) + log|det ∂f/∂z₀|`` (computed in tangent coordinates)."""
+        wk, log_q0, ladj = self.sample_posterior_tangent(self.encode(x))
+        return ELBOTerms(self.decode_tangent(wk).log_prob(x), self.prior().log_prob_logmap0(wk), log_q0, ladj)
 
     def loss(self, x: Tensor) -> Tensor:
         """``-mean ELBO`` over the batch, for minimisation."""
@@ -195,8 +211,8 @@ class VAE(nn.Module):
     def log_weights(self, x: Tensor, num_samples: int) -> Tensor:
         r"""Importance log-weights ``log p(x|z_K) + log p(z_K) - log q(z_K|x)``, shape ``(num_samples, batch)``."""
         q0 = self.encode(x)
-        zk, log_q0, ladj = self.sample_posterior(q0, torch.Size([num_samples]))
-        return self.decode(zk).log_prob(x) + self.prior().log_prob(zk) - log_q0 + ladj
+        wk, log_q0, ladj = self.sample_posterior_tangent(q0, torch.Size([num_samples]))
+        return self.decode_tangent(wk).log_prob(x) + self.prior().log_prob_logmap0(wk) - log_q0 + ladj
 
     def iwae(self, x: Tensor, num_samples: int = 500, chunk_size: int | None = None) -> Tensor:
         r"""IWAE bound per input, ``log (1/K) Σ_k w_k`` with ``K = num_samples`` (``logsumexp``), in chunks.

@@ -149,23 +149,3 @@ def test_ddp_two_processes_train_and_write_results_once(tmp_path: Path) -> None:
     assert proc.stdout.count("results in") == 1  # rank 0 alone reports and writes
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(rows) == 1 and rows[0]["world_size"] == "2"
-
-
-def test_training_negatives_are_non_edges_and_a_complete_graph_is_an_error() -> None:
-    import pytest
-    import torch
-
-    from experiments.graph_recon import TrainNegatives
-
-    ei = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])  # the path 0-1-2-3
-    torch.manual_seed(0)
-    neg = TrainNegatives(ei, 4)(200, "cpu")
-    assert neg.shape == (2, 200) and bool((neg[0] != neg[1]).all())
-    edges = set(map(tuple, ei.t().tolist()))
-    assert not any(p in edges for p in map(tuple, neg.t().tolist()))
-    assert {tuple(p) for p in neg.t().tolist()} == {(u, v) for u in range(4) for v in range(4)
-                                                     if u != v and (u, v) not in edges}
-    pairs = [(u, v) for u in range(3) for v in range(3) if u != v]
-    complete = torch.tensor(pairs).t()
-    with pytest.raises(ValueError, match="complete"):
-        TrainNegatives(complete, 3)

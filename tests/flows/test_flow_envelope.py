@@ -155,8 +155,9 @@ def test_float64_logdet_holds_in_the_envelope(fh, name, k, n):
 
 @pytest.mark.parametrize("k", [1.0, 0.5])
 @pytest.mark.parametrize("name", ["tc", "whc"])
-def test_float32_overflow_raises_value_error(fh, name, k):
-    """Outputs farther than ≈ 88·sqrt(k) from o cannot be represented in float32: the flow must say so."""
+def test_float32_overflow_raises_value_error(fh, name, k, validating):
+    """Outputs farther than ≈ 88·sqrt(k) from o cannot be represented in float32: with validation on
+    (``manifolds.validation``), the flow must say so."""
     limit = COSH_LIMIT[F32] * math.sqrt(k)
     M32 = Lorentz(k=k)
     assert torch.isfinite(M32.expmap0_spatial(torch.tensor([0.95 * limit, 0.0]))).all()

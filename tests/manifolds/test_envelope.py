@@ -222,7 +222,7 @@ def test_dist_matches_high_precision_reference(geo, k, dtype):
 
 
 @pytest.mark.parametrize("k", KS)
-def test_overflow_raises_clear_error_and_float64_works(k):
+def test_overflow_raises_clear_error_and_float64_works(k, validating):
     M, sk = Lorentz(k), math.sqrt(k)
     u = torch.tensor([[0.0, 60.0, 70.0]]) * sk  # ||u|| ≈ 92.2·sqrt(k): cosh overflows float32
     o = M.origin(1, 3, dtype=torch.float32)

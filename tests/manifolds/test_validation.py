@@ -117,3 +117,46 @@ def test_check_point_on_manifold_explain(k, dtype):
     assert M.check_vector_on_tangent(far, u, explain=True) == (True, None)
     ok, reason = M.check_vector_on_tangent(near, near, explain=True)
     assert ok is False and "proju" in reason
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the validation switch (manifolds.validation): host-reading checks only when asked for
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_overflow_is_inf_without_validation_and_a_clear_error_with_it():
+    from manifolds import validation, validation_enabled
+    from manifolds.boost import boosted_logmap0
+
+    far = torch.tensor([[100.0, 0.0]])  # cosh(100) overflows float32
+    assert not validation_enabled()
+    assert torch.isinf(Lorentz().expmap0_spatial(far)).any()
+    with validation():
+        assert validation_enabled()
+        with pytest.raises(ValueError, match="overflows torch.float32"):
+            Lorentz().expmap0_spatial(far)
+        u = torch.tensor([[800.0, 0.0]], dtype=torch.float64)  # beyond float64's cosh range
+        with pytest.raises(ValueError, match="overflow"):
+            boosted_logmap0(u, torch.zeros_like(u), torch.tensor(1.0, dtype=torch.float64))
+    assert not validation_enabled()  # restored after the block
+
+
+def test_hot_path_reads_nothing_on_the_host_unless_validating(host_reads):
+    """The ops of a training step (exp/log at the origin, the fused boost, a wrapped normal's draw and density)
+    read no tensor value on the host with validation off; with it on they do (the checks run)."""
+    from manifolds import WrappedNormal, validation
+    from manifolds.boost import boosted_logmap0
+
+    M = Lorentz(k=2.0)
+
+    def step():
+        w = torch.randn(16, 3, requires_grad=True)
+        q = WrappedNormal(M.expmap0_spatial(w), torch.rand(16, 3) + 0.1, M)
+        v, lp = q.rsample_logmap0_and_log_prob()
+        y, _ = boosted_logmap0(v.double(), w.double(), M.k.double())
+        prior = WrappedNormal.at_origin(torch.ones(3), M)
+        (lp + prior.log_prob_logmap0(v) + y.sum(-1)).sum().backward()
+        M.logmap0_spatial(M.expmap0_spatial(v))
+
+    assert host_reads(step) == 0
+    with validation():
+        assert host_reads(step) > 0

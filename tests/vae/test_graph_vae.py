@@ -208,7 +208,7 @@ def test_gcn_normalisation_is_recomputed_for_another_graph_and_survives_pickling
     # the same layers as torch-geometric's self-normalising GCNConv
     ref = GCNConv(16, enc.conv1.out_channels)
     ref.load_state_dict(enc.conv1.state_dict())
-    ei_n, ew = enc._graph(ei, 30, x.dtype)
+    ei_n, ew = enc.normalized(ei, 30, x.dtype)
     torch.testing.assert_close(enc.conv1(x, ei_n, ew), ref(x, ei), rtol=1e-6, atol=1e-6)
 
     calls = []
@@ -241,3 +241,66 @@ def test_a_custom_decoder_keeps_its_own_forward():
     model = GraphVAE(Lorentz(), in_features=16, latent_dim=2, decoder=Scaled(), flow="whc", flow_hidden=8)
     assert torch.isfinite(model.loss(x, split.train_edge_index, split.train_pos).total)
     assert 0 <= model.evaluate(x, split.train_edge_index, split.test_pos, split.test_neg)["auc"] <= 1
+
+
+# --------------------------------------------------------------------------------------------------------
+# negatives on the device: the distribution of rejection sampling, with a fixed number of operations
+# --------------------------------------------------------------------------------------------------------
+
+def _rejection_reference(ei: torch.Tensor, n: int, count: int, gen: torch.Generator) -> torch.Tensor:
+    """The sampler the experiments used before: draw ordered pairs uniformly, redraw self-pairs and edges."""
+    edges = set(map(tuple, ei.t().tolist()))
+    out = []
+    while len(out) < count:
+        u, v = torch.randint(n, (2,), generator=gen).tolist()
+        if u != v and (u, v) not in edges:
+            out.append((u, v))
+    return torch.tensor(out).t()
+
+
+def test_device_negatives_have_the_rejection_samplers_distribution():
+    """``NonEdgeSampler`` draws only non-edges (no self-pairs), reaches every non-edge, and its frequencies are
+    uniform over them, as rejection sampling's are: a chi-square test against uniform for both, at 100k draws."""
+    from scipy.stats import chisquare
+
+    from vae import NonEdgeSampler
+
+    x, ei = _tree_with_features(12)
+    ei = prepare_edge_index(ei, 12)
+    n = 12
+    edges = set(map(tuple, ei.t().tolist()))
+    allowed = [(u, v) for u in range(n) for v in range(n) if u != v and (u, v) not in edges]
+    index = {p: i for i, p in enumerate(allowed)}
+    gen = torch.Generator().manual_seed(0)
+    ours = NonEdgeSampler(ei, n)(100_000, generator=gen)
+    assert ours.shape == (2, 100_000) and ours.dtype == torch.long
+    counts = torch.zeros(len(allowed))
+    for p in map(tuple, ours.t().tolist()):
+        assert p in index, f"{p} is an edge or a self-pair"
+        counts[index[p]] += 1
+    assert bool((counts > 0).all())  # every non-edge is reachable
+    assert chisquare(counts.numpy()).pvalue > 1e-3
+    ref = _rejection_reference(ei, n, 20_000, torch.Generator().manual_seed(1))
+    ref_counts = torch.zeros(len(allowed))
+    for p in map(tuple, ref.t().tolist()):
+        ref_counts[index[p]] += 1
+    assert chisquare(ref_counts.numpy()).pvalue > 1e-3  # the reference is uniform over the same set
+
+
+def test_device_negatives_are_sync_free_fixed_size_and_refuse_a_complete_graph():
+    from vae import NonEdgeSampler
+
+    pairs = [(u, v) for u in range(3) for v in range(3) if u != v]
+    with pytest.raises(ValueError, match="complete"):
+        NonEdgeSampler(torch.tensor(pairs).t(), 3)
+    x, ei = _tree_with_features(30)
+    sampler = NonEdgeSampler(prepare_edge_index(ei, 30), 30)
+    from torch.overrides import TorchFunctionMode
+
+    class NoHostReads(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            assert func not in (torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.tolist), func
+            return func(*args, **(kwargs or {}))
+
+    with NoHostReads():
+        assert sampler(57).shape == (2, 57)

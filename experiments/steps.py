@@ -1,0 +1,98 @@
+"""One optimisation step as one unit of device work: eager, compiled whole (``torch.compile(fullgraph=True)``), and
+on CUDA captured in a CUDA graph, so that an epoch of a full-batch model costs one graph replay.
+
+A step is ``zero_grad → terms = loss_fn(*inputs) → terms[0].backward() → optimizer.step()``; for a CUDA graph
+``loss_fn`` takes no arguments (it closes over the model's static inputs). It returns a 1-D tensor whose first entry is the loss to
+minimise and whose other entries are terms to log. The step returns those terms, detached, on the device: reading
+them is the caller's choice (:class:`experiments.runs` reads them every few epochs, not every step).
+
+Modes (``--compile`` and ``--cuda-graph`` of the command line):
+
+* eager: the step as written;
+* ``compile``: ``loss_fn`` through ``torch.compile(fullgraph=True)`` (forward and backward as compiled graphs; a
+  graph break is an error, not a silent slowdown);
+* ``cuda_graph`` (CUDA only, static shapes): the whole step, optimizer included (Adam with ``capturable=True``), is
+  captured once after ``warmup`` eager steps and then replayed. The warm-up steps are real training steps, so the
+  run trains the same number of steps either way. Everything that changes between steps must live in tensors the
+  graph reads in place (parameters, optimizer state, the curvature ``log_k``, the device RNG); a host-side change
+  that the graph cannot see (a ``requires_grad`` flip, a new tensor) needs :meth:`TrainStep.reset`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Tensor = torch.Tensor
+
+#: eager steps before a CUDA graph is captured (allocates gradients and optimizer state; lets cuBLAS/cuDNN pick)
+CUDA_GRAPH_WARMUP = 3
+
+
+def compile_loss(loss_fn: Callable[[], Tensor], backend: str | None = None) -> Callable[[], Tensor]:
+    """``torch.compile(loss_fn, fullgraph=True)``: the loss and (through AOTAutograd) its backward pass as graphs,
+    failing loudly on a graph break. ``backend``: ``"inductor"`` (default) or e.g. ``"aot_eager"`` (no code
+    generation: what the CPU tests use)."""
+    return torch.compile(loss_fn, fullgraph=True, backend=backend or "inductor", dynamic=False)
+
+
+class TrainStep:
+    """A training step for ``params`` with optimizer ``opt`` and loss ``loss_fn`` (see the module docstring).
+
+    Example:
+        >>> lin = torch.nn.Linear(3, 1)
+        >>> x, y = torch.randn(8, 3), torch.randn(8, 1)
+        >>> opt = torch.optim.Adam(lin.parameters(), lr=0.1)
+        >>> step = TrainStep(opt, lambda: ((lin(x) - y) ** 2).mean().reshape(1))
+        >>> first = step()
+        >>> bool(step()[0] < first[0])
+        True
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, loss_fn: Callable[[], Tensor], *, compile: bool = False,
+                 cuda_graph: bool = False, backend: str | None = None, warmup: int = CUDA_GRAPH_WARMUP) -> None:
+        self.opt = opt
+        self.loss_fn = compile_loss(loss_fn, backend) if compile else loss_fn
+        if cuda_graph and not torch.cuda.is_available():
+            raise ValueError("a CUDA graph needs a CUDA device; run without --cuda-graph on this machine")
+        self.cuda_graph = cuda_graph
+        self.warmup = max(1, int(warmup))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget a captured graph (it is captured again after ``warmup`` eager steps)."""
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._out: Tensor | None = None
+        self._eager_steps = 0
+        self._stream = torch.cuda.Stream() if self.cuda_graph else None
+
+    def _step(self, *inputs: Tensor) -> Tensor:
+        self.opt.zero_grad(set_to_none=True)
+        terms = self.loss_fn(*inputs)
+        terms[0].backward()
+        self.opt.step()
+        return terms.detach()
+
+    def __call__(self, *inputs: Tensor) -> Tensor:
+        """One step; ``inputs`` are passed to ``loss_fn`` (not with a CUDA graph, whose inputs are fixed)."""
+        if not self.cuda_graph:
+            return self._step(*inputs)
+        if inputs:
+            raise ValueError("a CUDA-graph step takes no inputs: its loss_fn must read static tensors")
+        if self._graph is None and self._eager_steps < self.warmup:
+            # warm-up on a side stream (as torch.cuda.graphs recommends), so its allocations stay out of the graph
+            self._stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self._stream):
+                out = self._step()
+            torch.cuda.current_stream().wait_stream(self._stream)
+            self._eager_steps += 1
+            return out
+        if self._graph is None:
+            self.opt.zero_grad(set_to_none=True)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._out = self._step()
+            self._graph = graph
+        self._graph.replay()
+        return self._out.clone()  # the graph overwrites its output at the next replay

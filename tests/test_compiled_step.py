@@ -1,0 +1,127 @@
+"""The training step as one graph: it compiles whole (``torch.compile(fullgraph=True)``, checked on the CPU with the
+``aot_eager`` backend, so CI checks it without a GPU), computes what the eager step computes (float64: values,
+log-dets, gradients), and reads nothing on the host."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from experiments.runs import adam
+from experiments.steps import TrainStep, compile_loss
+from manifolds import Euclidean, Lorentz
+from vae import VAE, GraphVAE
+
+F64 = torch.float64
+GRAPH_MODELS = [("lorentz", None), ("lorentz", "tc"), ("lorentz", "whc"), ("euclidean", "nc"), ("euclidean", None)]
+
+
+def _manifold(kind: str):
+    return Lorentz(k=4.0) if kind == "lorentz" else Euclidean()
+
+
+def _graph(n: int = 40, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    from vae import prepare_edge_index
+
+    gen = torch.Generator().manual_seed(seed)
+    ei = prepare_edge_index(torch.randint(n, (2, 3 * n), generator=gen), n)
+    return ei, ei[:, ei[0] < ei[1]]
+
+
+def _graph_model(kind, flow, n=40, scale=1.0):
+    torch.manual_seed(0)
+    model = GraphVAE(_manifold(kind), in_features=6, latent_dim=3, num_nodes=n, hidden=8, flow=flow,
+                     flow_hidden=16, flow_conditioner="mlp").double()
+    with torch.no_grad():  # latents near and far from the origin
+        for p in model.parameters():
+            p.mul_(scale)
+    return model
+
+
+def _terms_and_grads(fn, params):
+    torch.manual_seed(7)  # the same posterior draw and negatives for both
+    terms = fn()
+    grads = torch.autograd.grad(terms[0], params)
+    return terms.detach(), grads
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+@pytest.mark.parametrize("kind, flow", GRAPH_MODELS)
+def test_graph_vae_step_compiles_whole_and_equals_eager(kind, flow, scale):
+    ei, pos = _graph()
+    model = _graph_model(kind, flow, scale=scale)
+    graph = model.prepare_graph(ei, 40)
+    x = torch.randn(40, 6, dtype=F64) * scale
+
+    def loss():
+        t = model.loss(x, graph, pos)  # negatives drawn inside the step, on the device
+        # the flow's log-det as a term of its own, so that its value is compared too
+        q0 = model.encode(x, graph)
+        _, _, _, ladj = model._latents(q0, graph, sample=True)
+        return torch.stack([t.total, t.recon, t.kl, ladj.sum()])
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    eager = _terms_and_grads(loss, params)
+    compiled = _terms_and_grads(compile_loss(loss, backend="aot_eager"), params)  # fullgraph: a break is an error
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(compiled[1], eager[1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind, flow, learnable", [("lorentz", None, False), ("lorentz", "tc", True),
+                                                   ("lorentz", "whc", False), ("euclidean", "nc", False)])
+def test_density_vae_step_compiles_whole_and_equals_eager(kind, flow, learnable):
+    torch.manual_seed(0)
+    manifold = Lorentz(k=4.0, learnable=learnable) if kind == "lorentz" else Euclidean()
+    model = VAE(manifold, data_dim=10, latent_dim=3, hidden=16, flow=flow).double()
+    x = torch.bernoulli(torch.full((32, 10), 0.5, dtype=F64))
+
+    def loss(batch):
+        terms = model.elbo(batch)
+        return torch.stack([-terms.elbo.mean(), terms.ladj.mean(), terms.log_pz.mean()])
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    eager = _terms_and_grads(lambda: loss(x), params)
+    compiled_loss = compile_loss(loss, backend="aot_eager")
+    compiled = _terms_and_grads(lambda: compiled_loss(x), params)
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(compiled[1], eager[1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("flow", [None, "whc"])
+def test_train_step_reads_nothing_on_the_host_and_compiled_training_matches_eager(flow, host_reads):
+    """A graph-VAE training step (loss, backward, Adam) with a prepared graph makes no host read; ten compiled
+    steps give the parameters of ten eager ones."""
+    ei, pos = _graph()
+    x = torch.randn(40, 6, dtype=F64)
+    finals = []
+    for compiled in (False, True):
+        model = _graph_model("lorentz", flow)
+        graph = model.prepare_graph(ei, 40)
+        opt = adam(model.parameters(), lr=1e-2)  # fused: torch's loop Adam reads its step count with .item()
+
+        def loss():
+            t = model.loss(x, graph, pos)
+            return torch.stack([t.total, t.recon, t.kl])
+
+        step = TrainStep(opt, loss, compile=compiled, backend="aot_eager")
+        torch.manual_seed(3)
+        step()  # the first call compiles
+        assert host_reads(step) == 0
+        for _ in range(8):
+            step()
+        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(finals[1], finals[0], rtol=1e-9, atol=1e-12)
+
+
+def test_cuda_graph_needs_cuda_and_static_inputs():
+    lin = torch.nn.Linear(2, 1)
+    opt = torch.optim.Adam(lin.parameters())
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            TrainStep(opt, lambda: lin(torch.ones(1, 2)).reshape(1), cuda_graph=True)
+        return
+    step = TrainStep(opt, lambda b: lin(b).reshape(1), cuda_graph=True)
+    with pytest.raises(ValueError, match="no inputs"):
+        step(torch.ones(1, 2, device="cuda"))
