@@ -10,6 +10,10 @@ drift in the machine's speed affects all of them alike; the table gives the medi
 range, and ratios of medians measured in the same run.
 
 Run ``python -m experiments.bench flows --help`` for options.
+
+``python -m experiments.bench graph`` times the graph VAE's training epochs on Dis-II and random graphs up to 1M
+nodes (issue 12: epoch time, peak memory, kernel launches and host syncs per epoch); see
+:mod:`experiments.bench_graph`.
 """
 
 from __future__ import annotations
@@ -206,6 +210,13 @@ def time_cases(cases: list[Case], repeats: int, warmup: int, device: torch.devic
             c.times.append((now() - t0) * 1e3)
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name for a CUDA device, else the processor's (as far as ``platform`` knows it)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
 def bench_flows(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
@@ -214,8 +225,7 @@ def bench_flows(args: argparse.Namespace) -> dict:
     peers_wanted = [p for p in args.peers if p in PEERS]
     results: dict = {
         "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
-        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-                        or platform.machine()),
+        "device_name": device_name(device),
         "threads": torch.get_num_threads(), "dtype": args.dtype, "batch": args.batch, "layers": args.layers,
         "hidden": args.hidden, "repeats": args.repeats, "warmup": args.warmup, "clock": args.clock,
         "step": "optimizer.zero_grad(); (-flow.log_prob(x).mean()).backward()  (optimizer.step() not timed)",
@@ -330,7 +340,16 @@ def main(argv: Optional[list[str]] = None) -> None:
                    help="also run the MAF benchmark (issue 6: MAF training step vs zuko and nflows MAF, MAF/IAF "
                         "sampling) in the same run; `python -m experiments.bench_maf` runs it alone")
     p.add_argument("--out", type=Path, default=None, help="also write the results (.json) or the table (.md)")
+    from . import bench_graph
+
+    bench_graph.add_arguments(sub.add_parser(
+        "graph", help="graph VAE training epochs on Dis-II and random graphs (issue 12): time, peak memory, "
+                      "kernel launches, host syncs", description=bench_graph.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
+    if args.command == "graph":
+        bench_graph.run(args)
+        return
     if args.repeats < 15:
         print(f"warning: --repeats {args.repeats} < 15; the issue asks for the median of at least 15 runs")
     if args.clock == "cpu" and args.device != "cpu":

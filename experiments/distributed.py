@@ -1,4 +1,5 @@
-"""Data-parallel training under ``torchrun`` with ``torch.distributed`` (gloo on CPU, NCCL on GPU).
+"""Data-parallel training under ``torchrun`` with ``torch.distributed`` (gloo on CPU, NCCL on GPU; gloo when more
+processes than GPUs share a machine, e.g. two processes on one GPU, where NCCL refuses).
 
 Without ``torchrun`` (no ``WORLD_SIZE`` in the environment) every helper is a no-op for a single process, so
 the same training code runs either way. Under ``torchrun`` the model is wrapped in
@@ -36,6 +37,17 @@ def init_from_env(device: str) -> bool:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
         return is_distributed()
     backend = "nccl" if device.startswith("cuda") else "gloo"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device} under torchrun, but torch sees no CUDA device; use --device cpu")
+        per_host = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+        gpus = torch.cuda.device_count()
+        if per_host > gpus:
+            # NCCL needs a GPU per process ("Duplicate GPU detected"); gloo all-reduces CUDA tensors on a shared GPU
+            backend = "gloo"
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"note: {per_host} processes share {gpus} GPU(s); NCCL needs one GPU per process, so the "
+                      "gradients are averaged with gloo (correct, slower)", flush=True)
     dist.init_process_group(backend=backend)
     return True
 
@@ -43,7 +55,8 @@ def init_from_env(device: str) -> bool:
 def local_device(device: str) -> torch.device:
     """``cuda`` under torchrun means this rank's GPU (``LOCAL_RANK``)."""
     if device.startswith("cuda") and is_distributed() and ":" not in device:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        # more processes than GPUs (gloo, see init_from_env): they share the GPUs round-robin
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count()))
     return torch.device(device)
 
 

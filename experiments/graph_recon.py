@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vae import CurvatureSchedule, GraphVAE, split_edges
+from vae import CurvatureSchedule, EdgeSplit, GraphVAE, split_edges
 
 from . import plots
 from .datasets import GraphData
@@ -25,11 +25,14 @@ from .steps import TrainStep
 class GraphReconJob(Job):
     live_metric = "val_auc"
 
-    def __init__(self, cfg: dict[str, Any], data: GraphData, seed: int) -> None:
+    def __init__(self, cfg: dict[str, Any], data: GraphData, seed: int, split: EdgeSplit | None = None) -> None:
+        """``split``: the edge split of ``data`` for ``seed`` if already made (``split_edges(..., seed=seed)``;
+        the benchmark reuses one for several models), else it is made here."""
         self.cfg = cfg
         self.data = data
         self.device = torch.device(cfg["device"])
-        self.split = split_edges(data.edge_index, data.num_nodes, seed=seed).to(self.device)
+        split = split if split is not None else split_edges(data.edge_index, data.num_nodes, seed=seed)
+        self.split = split.to(self.device)
         self.x = data.x.to(self.device) if data.x is not None else None
         self.manifold = make_manifold(cfg["model"])
         self.model = GraphVAE(self.manifold, None if data.x is None else data.x.size(1), cfg["latent_dim"],

@@ -134,12 +134,14 @@ def test_main_job_prints_the_table_and_draws_the_disk(tmp_path: Path, capsys) ->
     assert (tmp_path / "main" / "latents_poincare.png").stat().st_size > 0
 
 
-def test_ddp_two_processes_train_and_write_results_once(tmp_path: Path) -> None:
+def test_ddp_two_processes_train_and_write_results_once(tmp_path: Path, device) -> None:
+    """Two processes under torchrun (on ``--device``: with one GPU both share it, through gloo)."""
     out = tmp_path / "ddp"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "experiments", "density", "--dataset", "digits", "--flow", "whc", "--epochs", "11",
-           "--batch-size", "512", "--iwae-samples", "4", "--out", str(out), "--no-progress"]  # 11: past the warm-up
+           "--batch-size", "512", "--iwae-samples", "4", "--out", str(out), "--no-progress",
+           "--device", device.type]  # 11: past the warm-up
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = results(out)

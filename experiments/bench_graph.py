@@ -1,0 +1,384 @@
+"""Graph VAE epoch benchmark (issue 12): ``python -m experiments.bench graph``.
+
+Times the training epochs of the graph VAE of ``graph-recon`` (:class:`experiments.graph_recon.GraphReconJob`,
+configured exactly as the command line configures it: hyperbolic latents, GCN width 16, 2 coupling layers of
+width 128 with MLP conditioners, Adam at 1e-3) on Dis-II and on random graphs of 10k to 1M nodes, for the
+posteriors without a flow, with TC and with WHC, and measures per training epoch:
+
+* the median wall time over ``--epochs`` epochs after ``--warmup`` untimed ones (the flows of one graph
+  timed round-robin, one epoch of each per repeat, so drift in the machine's speed affects all alike; CUDA is
+  synchronised before every clock reading);
+* the peak memory of one epoch (:func:`experiments.profiling.peak_memory`: exact on CUDA, a process-level
+  upper bound on CPU) and that per node;
+* the kernel launches of one epoch (:func:`experiments.profiling.count_kernel_launches`: CUDA launch calls; on
+  CPU the top-level ATen operator calls);
+* the host reads of one epoch (:class:`experiments.profiling.HostReadCounter`: ``.item()``, ``bool(t)``,
+  copies to the CPU, ...: the device→host syncs on CUDA, counted the same way on CPU), with their locations.
+
+Measured epochs are training epochs only: the job's periodic validation (every 1/30 of a run's epochs) is
+switched off (``job.eval_every`` beyond the run). Random graphs (``--graphs 10k``, ``1m``, ``500``: any
+integer with an optional k/m suffix) have ``5·N`` undirected edges drawn uniformly (self-loops dropped,
+duplicates merged), 16 random features per node and a 16-dimensional latent space.
+
+Run ``python -m experiments.bench graph --help`` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import datasets as ds
+from .bench import Case, _quantiles, device_name, time_cases
+from .profiling import HostReadCounter, count_cuda_syncs, count_kernel_launches, peak_memory
+
+# ----------------------------------------------------------------------------------------------------------
+# targets of issue 12
+# ----------------------------------------------------------------------------------------------------------
+
+#: kernel launches per Dis-II training epoch (a single CUDA-graph replay counts as 1 and passes)
+DIS_II_MAX_LAUNCHES = 150
+#: host reads (device→host syncs) per training epoch, every graph and flow
+MAX_HOST_READS = 0
+#: the large graph of the CUDA targets, and its WHC epoch time and peak memory on CUDA
+LARGE_GRAPH_NODES = 1_000_000
+LARGE_WHC_MAX_MS_CUDA = 100.0
+LARGE_WHC_MAX_PEAK_BYTES_CUDA = 6 * 2**30
+#: a Dis-II WHC run of this many epochs must take at most these seconds (per device type)
+DIS_II_RUN_EPOCHS = 3000
+DIS_II_WHC_RUN_MAX_S = {"cuda": 5.0, "cpu": 60.0}
+
+# ----------------------------------------------------------------------------------------------------------
+# settings
+# ----------------------------------------------------------------------------------------------------------
+
+FLOWS = ("none", "tc", "whc")
+DEFAULT_GRAPHS = {"cpu": ("dis-ii", "10k", "100k"), "cuda": ("dis-ii", "10k", "100k", "1m")}
+#: random graphs: undirected edges drawn per node, feature and latent dimensions
+RANDOM_EDGES_PER_NODE = 5
+RANDOM_FEATURES = 16
+RANDOM_LATENT_DIM = 16
+#: ``job.eval_every`` while measuring: no evaluation epoch in any run of fewer epochs
+NO_EVALUATION = 2**62
+
+_SIZE = re.compile(r"^(\d+)([km]?)$", re.IGNORECASE)
+_SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000}
+
+
+def parse_size(text: str) -> int | None:
+    """The node count of a random-graph spec (``"500"``, ``"10k"``, ``"1M"``), or ``None`` if ``text`` is not one.
+
+    Example:
+        >>> parse_size("10k"), parse_size("1m"), parse_size("500"), parse_size("dis-ii")
+        (10000, 1000000, 500, None)
+    """
+    match = _SIZE.match(text.strip())
+    return None if match is None else int(match.group(1)) * _SUFFIX[match.group(2).lower()]
+
+
+def _graph_list(text: str) -> list[str]:
+    """``--graphs``: comma-separated graph-recon dataset names and random-graph sizes."""
+    specs = [s.strip().lower() for s in text.split(",") if s.strip()]
+    for s in specs:
+        if s not in ds.GRAPH_DATASETS and (parse_size(s) or 0) < 2:
+            raise argparse.ArgumentTypeError(
+                f"unknown graph {s!r}: give a dataset ({', '.join(ds.GRAPH_DATASETS)}) or a random-graph size "
+                "such as 500, 10k, 1m")
+    if not specs:
+        raise argparse.ArgumentTypeError("no graph given")
+    return specs
+
+
+def _flow_list(text: str) -> list[str]:
+    """``--flows``: comma-separated flows of the hyperbolic graph VAE (``none``, ``tc``, ``whc``, ...)."""
+    import flows
+    from manifolds import Lorentz
+
+    names = [s.strip().lower() for s in text.split(",") if s.strip()]
+    allowed = ["none", *flows.available(Lorentz())]
+    for n in names:
+        if n not in allowed:
+            raise argparse.ArgumentTypeError(f"unknown flow {n!r}; choose from {', '.join(allowed)}")
+    if not names:
+        raise argparse.ArgumentTypeError("no flow given")
+    return names
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``python -m experiments.bench graph``."""
+    from .__main__ import _positive
+
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--flows", type=_flow_list, default=list(FLOWS),
+                   help="comma-separated posterior flows (default: none,tc,whc)")
+    p.add_argument("--graphs", type=_graph_list, default=None,
+                   help="comma-separated graphs: graph-recon datasets (dis-ii, ...) and random graphs given by "
+                        "their node count, an integer with an optional k/m suffix (500, 10k, 1m) "
+                        f"(default: {','.join(DEFAULT_GRAPHS['cpu'])} on cpu, {','.join(DEFAULT_GRAPHS['cuda'])} "
+                        "on cuda)")
+    p.add_argument("--epochs", type=_positive(), default=20, help="timed epochs per model (median)")
+    p.add_argument("--warmup", type=_positive(), default=5, help="untimed epochs per model first")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the training step (graph-recon's --compile: cfg['compile'] = True)")
+    p.add_argument("--cuda-graph", choices=("auto", "on", "off"), default="auto",
+                   help="graph-recon's --cuda-graph: on CUDA, replay the training step as a CUDA graph (auto: with "
+                        "--compile)")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help=f"folder with the datasets in the layout of shared/data (default: ${ds.DATA_ROOT_ENV}, "
+                        "else ../shared/data beside the repository, else ./data)")
+    p.add_argument("--threads", type=_positive(), default=1,
+                   help="torch intra-op threads on CPU (1, as the graph-recon command's default)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# graphs and jobs
+# ----------------------------------------------------------------------------------------------------------
+
+
+def random_graph(num_nodes: int, edges_per_node: int = RANDOM_EDGES_PER_NODE, features: int = RANDOM_FEATURES,
+                 seed: int = 0, name: str | None = None) -> ds.GraphData:
+    """An Erdős–Rényi-like graph: ``edges_per_node · num_nodes`` uniformly drawn node pairs, self-loops dropped
+    and duplicates merged, both directions in ``edge_index``; standard normal features (float32), latent
+    dimension :data:`RANDOM_LATENT_DIM`. Vectorised on CPU (1M nodes and 5M edges take about a second).
+
+    Example:
+        >>> g = random_graph(100)
+        >>> g.num_nodes, g.x.shape, bool((g.edge_index[0] != g.edge_index[1]).all())
+        (100, torch.Size([100, 16]), True)
+    """
+    gen = torch.Generator().manual_seed(seed)
+    pairs = torch.randint(num_nodes, (2, edges_per_node * num_nodes), generator=gen)
+    u, v = pairs.min(0).values, pairs.max(0).values
+    keys = torch.unique((u * num_nodes + v)[u != v])
+    u, v = keys // num_nodes, keys % num_nodes
+    edge_index = torch.cat([torch.stack([u, v]), torch.stack([v, u])], 1)
+    x = torch.randn(num_nodes, features, generator=gen)
+    return ds.GraphData(name or f"random-{num_nodes}", edge_index, num_nodes, x, latent_dim=RANDOM_LATENT_DIM)
+
+
+def load_graph(spec: str, root: Path | None = None) -> ds.GraphData:
+    """A graph of ``--graphs``: a graph-recon dataset by name, else a :func:`random_graph` of that size."""
+    if spec in ds.GRAPH_DATASETS:
+        return ds.load_graph(spec, root)
+    size = parse_size(spec)
+    if size is None:
+        raise ValueError(f"unknown graph {spec!r}")
+    return random_graph(size, name=f"random-{spec}")
+
+
+def job_config(device: str, flow: str, latent_dim: int, epochs: int, threads: int, compile: bool = False,
+               cuda_graph: str = "auto") -> dict[str, Any]:
+    """The config of a ``graph-recon`` run, built by the command line's own parser and check from the same
+    options (so every key and default, ``compile`` and the derived ``cuda_graph`` too, is the command's).
+
+    Example:
+        >>> cfg = job_config("cpu", "whc", 2, 10, 1)
+        >>> cfg["model"], cfg["flow"], cfg["hidden"], cfg["flow_layers"], cfg["compile"], cfg["cuda_graph"]
+        ('hyperbolic', 'whc', 16, 2, False, False)
+    """
+    from .__main__ import build_parser, validate
+
+    argv = ["graph-recon", "--flow", flow, "--latent-dim", str(latent_dim), "--epochs", str(epochs), "--device",
+            device, "--threads", str(threads), "--cuda-graph", cuda_graph, "--no-progress"]
+    parser = build_parser()
+    return validate(parser.parse_args(argv + ["--compile"] * compile), parser)
+
+
+def _epoch_step(job: Any) -> Callable[[], None]:
+    """One training epoch of ``job`` per call, numbering the epochs 0, 1, 2, ..."""
+    epochs = itertools.count()
+
+    def step() -> None:
+        job.train_epoch(next(epochs))
+
+    return step
+
+
+# ----------------------------------------------------------------------------------------------------------
+# measurement
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _check(value: float, target: float, label: str) -> dict[str, Any]:
+    return {"value": value, "target": target, "label": label, "pass": value <= target}
+
+
+def targets(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The issue-12 checks that apply to one result row, by the row's field they judge."""
+    device = row["device_type"]
+    checks = {"host_reads": _check(row["host_reads"], MAX_HOST_READS, f"= {MAX_HOST_READS}")}
+    if row.get("cuda_syncs") is not None:
+        checks["cuda_syncs"] = _check(row["cuda_syncs"], MAX_HOST_READS, f"= {MAX_HOST_READS}")
+    if row["graph"] == "dis-ii":
+        checks["launches"] = _check(row["launches"], DIS_II_MAX_LAUNCHES, f"<= {DIS_II_MAX_LAUNCHES}")
+        if row["flow"] == "whc" and device in DIS_II_WHC_RUN_MAX_S:
+            limit_ms = DIS_II_WHC_RUN_MAX_S[device] * 1e3 / DIS_II_RUN_EPOCHS
+            checks["ms"] = _check(row["ms"], limit_ms, f"<= {limit_ms:.3g} ({DIS_II_RUN_EPOCHS} epochs <= "
+                                                       f"{DIS_II_WHC_RUN_MAX_S[device]:g} s)")
+    if row["nodes"] == LARGE_GRAPH_NODES and row["flow"] == "whc" and device == "cuda":
+        checks["ms"] = _check(row["ms"], LARGE_WHC_MAX_MS_CUDA, f"<= {LARGE_WHC_MAX_MS_CUDA:g}")
+        checks["peak_bytes"] = _check(row["peak_bytes"], LARGE_WHC_MAX_PEAK_BYTES_CUDA,
+                                      f"<= {LARGE_WHC_MAX_PEAK_BYTES_CUDA / 2**30:g} GiB")
+    return checks
+
+
+def _measure(case: Case, data: ds.GraphData, device: torch.device, setup_s: float) -> dict[str, Any]:
+    """One result row: the timings already in ``case``, then one epoch each for launches, memory and reads."""
+    launches = count_kernel_launches(case.step, device)
+    peak = peak_memory(case.step, device)
+    with HostReadCounter() as reads:
+        case.step()
+    syncs = count_cuda_syncs(case.step) if device.type == "cuda" else None
+    q1, med, q3 = _quantiles(case.times)
+    ei = data.edge_index
+    row = {
+        "graph": data.name, "nodes": data.num_nodes, "edges": int((ei[0] < ei[1]).sum()), "flow": case.name,
+        "device": str(device), "device_type": device.type, "setup_s": setup_s, "ms": med, "q1_ms": q1, "q3_ms": q3,
+        "peak_bytes": peak, "bytes_per_node": peak / data.num_nodes, "launches": launches,
+        "host_reads": reads.count, "host_read_sites": dict(reads.where.most_common()), "cuda_syncs": syncs,
+    }
+    row["targets"] = targets(row)
+    return row
+
+
+def bench_graph(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark of ``python -m experiments.bench graph`` (options: :func:`add_arguments`); returns the
+    settings and one row per (graph, flow), with the issue-12 checks that apply (:func:`targets`)."""
+    from vae import split_edges
+
+    from .graph_recon import GraphReconJob
+    from .runs import seed_everything
+
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    graphs = args.graphs or list(DEFAULT_GRAPHS[device.type])
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+        "device_name": device_name(device), "threads": torch.get_num_threads(), "epochs": args.epochs,
+        "warmup": args.warmup, "compile": bool(args.compile), "cuda_graph": None, "flows": list(args.flows),
+        "graphs": graphs,
+        "evaluation": "off in measured epochs (job.eval_every set beyond the run): training epochs only",
+        "rows": [],
+    }
+    for spec in graphs:
+        data = load_graph(spec, args.data_root)
+        cases, setup = [], {}
+        t0 = time.perf_counter()
+        split = split_edges(data.edge_index, data.num_nodes, seed=0)  # one split for the flows of this graph
+        split_s = time.perf_counter() - t0
+        for flow in args.flows:
+            cfg = job_config(args.device, flow, data.latent_dim, args.warmup + args.epochs + 3, args.threads,
+                             args.compile, args.cuda_graph)
+            cfg["dataset"], cfg["data_note"] = data.name, data.summary()
+            results["cuda_graph"] = cfg["cuda_graph"]
+            seed_everything(0)
+            t0 = time.perf_counter()
+            job = GraphReconJob(cfg, data, seed=0, split=split)
+            setup[flow] = split_s + time.perf_counter() - t0
+            job.eval_every = NO_EVALUATION
+            cases.append(Case(flow, "graph", _epoch_step(job)))
+        time_cases(cases, args.epochs, args.warmup, device)
+        for case in cases:
+            results["rows"].append(_measure(case, data, device, setup[case.name]))
+        del cases
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _cell(row: dict[str, Any], key: str, text: str) -> str:
+    check = row["targets"].get(key)
+    if check is None:
+        return text
+    return f"{text} {'PASS' if check['pass'] else 'MISS'} ({check['label']})"
+
+
+def render(results: dict[str, Any]) -> str:
+    """A Markdown report of :func:`bench_graph`'s results: settings, notes, where the host reads are, and the
+    table last (each figure with a target followed by PASS or MISS and the target)."""
+    cuda = results["device"].startswith("cuda")
+    lines = [
+        "# Graph VAE training-epoch benchmark (issue 12)",
+        "",
+        f"{results['date']}; torch {results['torch']}, python {results['python']}, device {results['device']} "
+        f"({results['device_name']}), threads {results['threads']}, compile {results['compile']}, "
+        f"CUDA graph {results['cuda_graph']}",
+        f"graph-recon job (hyperbolic, GCN 16, flow 2 x 128 MLP couplings, Adam 1e-3); median of "
+        f"{results['epochs']} epochs after {results['warmup']} warm-up epochs per model, flows round-robin; "
+        f"evaluation {results['evaluation']}",
+        "",
+        "- ms/epoch: wall time of `job.train_epoch` (CUDA synchronised before each clock reading)",
+        "- peak MiB: " + ("torch.cuda.max_memory_allocated above the memory allocated before the epoch" if cuda
+                          else "process max RSS after the epoch minus RSS before it (CPU: a process-level upper "
+                               "bound; freed memory kept by the allocator is reused unseen, so often ~0)"),
+        "- launches/epoch: " + ("CUDA launch calls (cudaLaunchKernel, cuLaunchKernel(Ex), cudaMemcpyAsync, "
+                                "cudaMemsetAsync; a CUDA-graph replay is 1)" if cuda
+                                else "top-level ATen operator calls (CPU analogue of kernel launches: an upper "
+                                     "bound, views launch nothing on CUDA)"),
+        "- host reads/epoch: `.item()`, `bool(t)`, `.tolist()`, `.numpy()`, copies to the CPU, ... (syncs on "
+        "CUDA; counted alike on CPU); CUDA syncs/epoch: what torch.cuda.set_sync_debug_mode('warn') reports (also "
+        "nonzero, masks, unique, blocking copies)",
+        f"- targets: Dis-II launches <= {DIS_II_MAX_LAUNCHES}; host reads = {MAX_HOST_READS}; Dis-II WHC "
+        f"{DIS_II_RUN_EPOCHS} epochs <= {DIS_II_WHC_RUN_MAX_S['cuda']:g} s on cuda, "
+        f"<= {DIS_II_WHC_RUN_MAX_S['cpu']:g} s on cpu; cuda 1M-node WHC <= {LARGE_WHC_MAX_MS_CUDA:g} ms/epoch and "
+        f"<= {LARGE_WHC_MAX_PEAK_BYTES_CUDA / 2**30:g} GiB",
+        "",
+    ]
+    setup = [f"{r['graph']}/{r['flow']} {r['setup_s']:.2f} s" for r in results["rows"]]
+    lines += ["Job construction (edge split, negatives index, model): " + ", ".join(setup), ""]
+    sites = [r for r in results["rows"] if r["host_read_sites"]]
+    if sites:
+        lines.append("Host reads found (per epoch):")
+        for r in sites:
+            where = "; ".join(f"{k} x{n}" for k, n in r["host_read_sites"].items())
+            lines.append(f"- {r['graph']}/{r['flow']}: {r['host_reads']}: {where}")
+        lines.append("")
+    lines += [
+        "| graph | nodes | edges | flow | device | ms/epoch | peak MiB | bytes/node | launches/epoch | "
+        "host reads/epoch | CUDA syncs/epoch | targets |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results["rows"]:
+        overall = "PASS" if all(c["pass"] for c in r["targets"].values()) else "MISS"
+        ms = _cell(r, "ms", f"{r['ms']:.2f}")
+        peak = _cell(r, "peak_bytes", f"{r['peak_bytes'] / 2**20:.1f}")
+        launches = _cell(r, "launches", str(r["launches"]))
+        reads = _cell(r, "host_reads", str(r["host_reads"]))
+        syncs = _cell(r, "cuda_syncs", str(r["cuda_syncs"])) if r.get("cuda_syncs") is not None else "n/a"
+        lines.append(f"| {r['graph']} | {r['nodes']:,} | {r['edges']:,} | {r['flow']} | {r['device']} | {ms} | "
+                     f"{peak} | {r['bytes_per_node']:.0f} | {launches} | {reads} | {syncs} | {overall} |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """``python -m experiments.bench graph``: run, write ``--json``, print the report (the table last)."""
+    from .allocator import keep_freed_memory
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but torch.cuda.is_available() is False")
+    keep_freed_memory()  # the conditions of the graph-recon command (see experiments.allocator)
+    try:
+        results = bench_graph(args)
+    except ds.MissingDataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    print(render(results))
+    return results
