@@ -90,7 +90,8 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
     if command == "graph-recon":
         p.add_argument("--cuda-graph", choices=("auto", "on", "off"), default="auto",
                        help="on CUDA, capture the whole training step (loss, backward, Adam) in a CUDA graph and "
-                            "replay it every epoch; auto: with --compile on a CUDA device")
+                            "replay it every epoch (the same kernels as eager: same numerics, one launch); auto: on "
+                            "for a CUDA device")
     p.add_argument("--threads", type=_positive(), default=1,
                    help="torch intra-op threads (1 is fastest for these small models on a shared CPU)")
     p.add_argument("--out", type=Path, default=None,
@@ -160,7 +161,7 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[
         on_cuda = str(args.device).startswith("cuda")
         if args.cuda_graph == "on" and not on_cuda:
             parser.error("argument --cuda-graph: on needs --device cuda (a CUDA graph is captured on a GPU)")
-        cfg["cuda_graph"] = on_cuda and (args.cuda_graph == "on" or (args.cuda_graph == "auto" and args.compile))
+        cfg["cuda_graph"] = on_cuda and args.cuda_graph != "off"
     return cfg
 
 

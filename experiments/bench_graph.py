@@ -239,7 +239,8 @@ def _measure(case: Case, data: ds.GraphData, device: torch.device, setup_s: floa
     peak = peak_memory(case.step, device)
     with HostReadCounter() as reads:
         case.step()
-    syncs = count_cuda_syncs(case.step) if device.type == "cuda" else None
+    sync_sites: list[str] = []
+    syncs = count_cuda_syncs(case.step, sync_sites) if device.type == "cuda" else None
     q1, med, q3 = _quantiles(case.times)
     ei = data.edge_index
     row = {
@@ -247,6 +248,7 @@ def _measure(case: Case, data: ds.GraphData, device: torch.device, setup_s: floa
         "device": str(device), "device_type": device.type, "setup_s": setup_s, "ms": med, "q1_ms": q1, "q3_ms": q3,
         "peak_bytes": peak, "bytes_per_node": peak / data.num_nodes, "launches": launches,
         "host_reads": reads.count, "host_read_sites": dict(reads.where.most_common()), "cuda_syncs": syncs,
+        "cuda_sync_sites": sync_sites,
     }
     row["targets"] = targets(row)
     return row
@@ -323,7 +325,8 @@ def render(results: dict[str, Any]) -> str:
         f"evaluation {results['evaluation']}",
         "",
         "- ms/epoch: wall time of `job.train_epoch` (CUDA synchronised before each clock reading)",
-        "- peak MiB: " + ("torch.cuda.max_memory_allocated above the memory allocated before the epoch" if cuda
+        "- peak MiB: " + ("the peak of torch.cuda.max_memory_allocated / max_memory_reserved during the epoch, "
+                          "everything resident included (model, data, optimizer state, a CUDA graph's pool)" if cuda
                           else "process max RSS after the epoch minus RSS before it (CPU: a process-level upper "
                                "bound; freed memory kept by the allocator is reused unseen, so often ~0)"),
         "- launches/epoch: " + ("CUDA launch calls (cudaLaunchKernel, cuLaunchKernel(Ex), cudaMemcpyAsync, "
@@ -341,6 +344,9 @@ def render(results: dict[str, Any]) -> str:
     ]
     setup = [f"{r['graph']}/{r['flow']} {r['setup_s']:.2f} s" for r in results["rows"]]
     lines += ["Job construction (edge split, negatives index, model): " + ", ".join(setup), ""]
+    for r in results["rows"]:
+        for text in r.get("cuda_sync_sites") or []:
+            lines.append(f"- CUDA sync in {r['graph']}/{r['flow']}: {text.splitlines()[0][:300]}")
     sites = [r for r in results["rows"] if r["host_read_sites"]]
     if sites:
         lines.append("Host reads found (per epoch):")

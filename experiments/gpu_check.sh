@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 12 as one script (one call of a lent GPU machine; see the README's "Speed" section).
 #
-#   bash experiments/gpu_check.sh [a|b|all]   # on a CUDA machine, from the repository root
+#   bash experiments/gpu_check.sh [a|b|c|all]   # on a CUDA machine, from the repository root
 #
-# Part a: the Dis-II runs and the device-aware tests; part b: the benchmarks (each part fits a 10-minute call).
+# Part a: the Dis-II runs and the device-aware tests; part b: the benchmarks (each part fits a 10-minute call);
+# part c: a short re-check of the defaults.
 # Expects: python3 with torch (CUDA) and torch-geometric; geoopt (and the flow benchmark's peers, optional) as wheels
 # in .whl/ when they are not installed; the Dis-II files in $RF_DATA_ROOT (default .devdata/, the layout of
 # shared/data). Writes logs and results to $LOGS (default /tmp/gpu_check), a summary, the benchmark results and a
@@ -67,6 +68,17 @@ step bench-graph-compiled 150 python3 -m experiments.bench graph --device cuda -
 
 # 4. the flows benchmark on the GPU (peers that are not installed are reported as such)
 step bench-flows 100 python3 -m experiments.bench flows --device cuda --out "$OUT/bench_flows.md"
+fi
+
+if [ "$PART" = c ]; then
+# a short re-check: the CUDA-graph tests and DDP on one GPU; the default (eager kernels in a CUDA graph) on Dis-II
+# and 1M nodes, with where any CUDA sync happens
+step pytest 120 python3 -m pytest -q -p no:cacheprovider --device cuda -k "cuda_graph or captured or ddp" \
+    tests/test_compiled_step.py tests/experiments/test_cli.py
+run_dis2 default 60 --seeds 1
+step bench-graph 200 python3 -m experiments.bench graph --device cuda --graphs dis-ii,1m --flows none,whc \
+    --epochs 20 --warmup 5 --json "$OUT/bench_graph_default.json"
+grep -h "CUDA sync in" "$LOGS/bench-graph.log" | tee -a "$SUMMARY"
 fi
 
 echo

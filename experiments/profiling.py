@@ -237,10 +237,11 @@ def peak_memory(fn: Callable[[], Any], device: torch.device | str) -> int:
     return max(0, _max_rss_bytes() - before)
 
 
-def count_cuda_syncs(fn: Callable[[], Any]) -> int | None:
+def count_cuda_syncs(fn: Callable[[], Any], messages: list[str] | None = None) -> int | None:
     """Device synchronisations that ``fn()`` makes, as CUDA reports them (``torch.cuda.set_sync_debug_mode("warn")``
     warns at every synchronising call, including those :class:`HostReadCounter` cannot see: ``nonzero``, boolean
-    masks, ``unique``, a blocking copy). ``None`` where CUDA is not available (count host reads instead).
+    masks, ``unique``, a blocking copy). ``None`` where CUDA is not available (count host reads instead). The
+    warnings' texts (which call synchronised) are appended to ``messages`` if given.
 
     Example:
         >>> count_cuda_syncs(lambda: None) in (None, 0)
@@ -259,4 +260,12 @@ def count_cuda_syncs(fn: Callable[[], Any]) -> int | None:
             fn()
         finally:
             torch.cuda.set_sync_debug_mode(before)
-    return sum("synchroniz" in str(w.message).lower() for w in caught)
+    found = _sync_messages(caught)
+    if messages is not None:
+        messages.extend(found)
+    return len(found)
+
+
+def _sync_messages(caught: list) -> list[str]:
+    """The sync-debug warnings among ``caught`` (their text names the synchronising call)."""
+    return [str(w.message) for w in caught if "synchronizing" in str(w.message).lower()]

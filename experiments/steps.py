@@ -15,11 +15,14 @@ Modes (``--compile`` and ``--cuda-graph`` of the command line):
   captured once after ``warmup`` eager steps and then replayed. The warm-up steps are real training steps, so the
   run trains the same number of steps either way. Everything that changes between steps must live in tensors the
   graph reads in place (parameters, optimizer state, the curvature ``log_k``, the device RNG); a host-side change
-  that the graph cannot see (a ``requires_grad`` flip, a new tensor) needs :meth:`TrainStep.reset`.
+  that the graph cannot see (a ``requires_grad`` flip, a new tensor) needs :meth:`TrainStep.reset`. A step that
+  cannot be captured (it synchronises, e.g. a graph conditioner that normalises its graph on every call) is
+  reported with a ``RuntimeWarning`` and run eagerly from then on.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -91,8 +94,17 @@ class TrainStep:
         if self._graph is None:
             self.opt.zero_grad(set_to_none=True)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self._out = self._step()
+            try:
+                with torch.cuda.graph(graph):
+                    self._out = self._step()
+            except RuntimeError as err:  # the step synchronises or changes shape: it cannot be captured
+                warnings.warn(f"the training step cannot be captured in a CUDA graph ({str(err).splitlines()[0]}); "
+                              "training goes on without one (run with --cuda-graph off to silence this)",
+                              RuntimeWarning, stacklevel=2)
+                torch.cuda.synchronize()
+                self.cuda_graph = False
+                self.opt.zero_grad(set_to_none=True)
+                return self._step()
             self._graph = graph
         self._graph.replay()
         return self._out.clone()  # the graph overwrites its output at the next replay

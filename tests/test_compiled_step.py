@@ -151,3 +151,26 @@ def test_cuda_graph_step_trains_like_the_eager_step(device, flow):
         assert torch.isfinite(torch.cat(losses)).all()
         finals.append(torch.cat([p.detach().flatten() for p in f.parameters()]))
     torch.testing.assert_close(finals[1], finals[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_step_that_cannot_be_captured_falls_back_to_eager(device):
+    """On ``--device cuda``: a loss that synchronises (a boolean mask) cannot be captured; the step warns once and
+    trains eagerly, with the eager result."""
+    if device.type != "cuda":
+        pytest.skip("a CUDA graph needs a GPU: run with --device cuda (the CPU has test_cuda_graph_needs_cuda_...)")
+    x = torch.randn(64, 3, device=device)
+    finals = []
+    for graph in (False, True):
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(3, 1).to(device)
+        opt = adam(lin.parameters(), lr=1e-2, capturable=graph)
+        step = TrainStep(opt, lambda: lin(x)[x[:, 0] > 0].pow(2).mean().reshape(1), cuda_graph=graph)
+        if graph:
+            with pytest.warns(RuntimeWarning, match="cannot be captured"):
+                for _ in range(6):
+                    step()
+        else:
+            for _ in range(6):
+                step()
+        finals.append(torch.cat([p.detach().flatten() for p in lin.parameters()]))
+    torch.testing.assert_close(finals[1], finals[0])

@@ -137,7 +137,8 @@ def test_main_job_prints_the_table_and_draws_the_disk(tmp_path: Path, capsys) ->
 def test_ddp_two_processes_train_and_write_results_once(tmp_path: Path, device) -> None:
     """Two processes under torchrun (on ``--device``: with one GPU both share it, through gloo)."""
     out = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "experiments", "density", "--dataset", "digits", "--flow", "whc", "--epochs", "11",
            "--batch-size", "512", "--iwae-samples", "4", "--out", str(out), "--no-progress",
