@@ -37,14 +37,6 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 python3 -c "import torch, torch_geometric; print('torch', torch.__version__, 'pyg', torch_geometric.__version__)" \
     | tee -a "$SUMMARY"
 
-if [ "$PART" = a ] || [ "$PART" = all ]; then
-# 1. the device-aware tests on the GPU (CUDA-graph step = eager step; models and DDP with --device cuda)
-step pytest 100 python3 -m pytest -q -p no:cacheprovider --device cuda -k \
-    "cuda_graph or test_identity_features_and_device or test_every_paper_model_runs_and_moves or ddp" \
-    tests/test_compiled_step.py tests/vae/test_graph_vae.py tests/vae/test_vae_model.py tests/experiments/test_cli.py
-
-# 2. Dis-II WHC, 3000 epochs, 5 seeds: compiled + CUDA graph (the run); eager numerics in a CUDA graph
-#    (the reference for the AUC); one plain eager seed (the old way, for the wall time)
 run_dis2() {  # run_dis2 NAME SECONDS ARGS...
     local name=$1
     shift
@@ -54,6 +46,15 @@ run_dis2() {  # run_dis2 NAME SECONDS ARGS...
         --no-progress --out "$LOGS/runs/$name" --csv "$LOGS/runs/results.csv" "$@"
     grep -h "seed\|auc =" "$LOGS/dis2-$name.log" | tee -a "$SUMMARY"
 }
+
+if [ "$PART" = a ] || [ "$PART" = all ]; then
+# 1. the device-aware tests on the GPU (CUDA-graph step = eager step; models and DDP with --device cuda)
+step pytest 100 python3 -m pytest -q -p no:cacheprovider --device cuda -k \
+    "cuda_graph or test_identity_features_and_device or test_every_paper_model_runs_and_moves or ddp" \
+    tests/test_compiled_step.py tests/vae/test_graph_vae.py tests/vae/test_vae_model.py tests/experiments/test_cli.py
+
+# 2. Dis-II WHC, 3000 epochs, 5 seeds: compiled + CUDA graph (the run); eager numerics in a CUDA graph
+#    (the reference for the AUC); one plain eager seed (the old way, for the wall time)
 run_dis2 compiled 170 --seeds 5 --compile
 run_dis2 graph-eager 90 --seeds 5 --cuda-graph on
 run_dis2 eager 60 --seeds 1 --cuda-graph off
