@@ -12,7 +12,7 @@ forward pass needs about 30 and the vector-Jacobian product about 40, all in flo
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -22,7 +22,7 @@ from .constants import LOG_SINHC_SERIES_THRESHOLD, SERIES_THRESHOLD, SINHC_PRIME
 
 Tensor = torch.Tensor
 
-__all__ = ["boosted_logmap0", "boosted_logmap0_autograd"]
+__all__ = ["BoostState", "boosted_logmap0", "boosted_logmap0_autograd"]
 
 #: how an overflow of this map is named in its ValueError
 _WHAT = "log_o ∘ L_t ∘ exp_o (the wrapped hyperboloid coupling, or a wrapped normal's sample)"
@@ -127,7 +127,27 @@ def log_sinhc_prime(z: Tensor) -> Tensor:
     return out
 
 
-def bc_forward(u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool) -> tuple[Tensor, Tensor, Tensor, tuple]:
+class BoostState(NamedTuple):
+    """What :func:`bc_backward` needs from :func:`bc_forward` (float64, per point unless a vector): the input ``u``,
+    ``t̂``, ``r = ||u||``, ``z = r/sqrt(k)``, ``sh = sinhc(z)``, ``t0 = sqrt(||t̂||² + k)``, ``D = k + sqrt(k)·t0``,
+    ``d = t̂·u``, ``c`` (the coefficient of ``t̂`` in ``L(p)^``), ``e = L(p)^/ρ`` (a unit vector), ``g = G/m =
+    asinhc(ζ)`` and ``zeta = ρ/sqrt(k)``."""
+
+    u: Tensor
+    t_hat: Tensor
+    r: Tensor
+    z: Tensor
+    sh: Tensor
+    t0: Tensor
+    D: Tensor
+    d: Tensor
+    c: Tensor
+    e: Tensor
+    g: Tensor
+    zeta: Tensor
+
+
+def bc_forward(u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool) -> tuple[Tensor, Tensor, Tensor, BoostState]:
     """Forward formulas of :func:`boosted_logmap0_autograd` outside autograd: ``y``, ``z``, ``a`` and what
     :func:`bc_backward` needs."""
     sk = k.sqrt()
@@ -152,11 +172,11 @@ def bc_forward(u: Tensor, t_hat: Tensor, k: Tensor, inverse: bool) -> tuple[Tens
     G = torch.where(far, sk * a / rn, _asinhc_from(zeta, a) * m)
     y = qn * G
     e = qn / rn.clamp_min(tiny(q.dtype))
-    return y, z, a, (u, t_hat, r, z, sh, t0, D, d, c, e, G / m, zeta)
+    return y, z, a, BoostState(u, t_hat, r, z, sh, t0, D, d, c, e, G / m, zeta)
 
 
-def bc_backward(saved: tuple, k: Tensor, inverse: bool, gy: Tensor, gz: Tensor, ga: Tensor, need_u: bool,
-                 need_t: bool) -> tuple[Optional[Tensor], Optional[Tensor]]:
+def bc_backward(saved: BoostState, k: Tensor, inverse: bool, gy: Tensor, gz: Tensor, ga: Tensor, need_u: bool,
+                need_t: bool) -> tuple[Optional[Tensor], Optional[Tensor]]:
     """The vector-Jacobian product of :func:`bc_forward` (formulas in :class:`_BoostedLogmap0`)."""
     u, t_hat, r, z, sh, t0, D, d, c, e, g, zeta = saved
     sk = k.sqrt()
@@ -202,7 +222,7 @@ class _BoostedLogmap0(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, gy: Tensor, gza: Tensor):
         k, *saved = ctx.saved_tensors
-        gu, gt = bc_backward(tuple(saved), k, ctx.inverse, gy, gza[..., :1], gza[..., 1:],
+        gu, gt = bc_backward(BoostState(*saved), k, ctx.inverse, gy, gza[..., :1], gza[..., 1:],
                               ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         return gu, gt, None, None
 

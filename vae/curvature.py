@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .constants import WARMUP_EPOCHS, WARMUP_FINAL_RADIUS, WARMUP_START_RADIUS
