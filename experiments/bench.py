@@ -99,13 +99,13 @@ def ours_manifold(name: str, dim: int, layers: int, hidden: int, x_tangent: torc
 
     M = Lorentz(k=1.0)
     f = build(name, M, dim, layers=layers, hidden=hidden).to(x_tangent)
-    base = WrappedNormal(M.origin(dim + 1, dtype=x_tangent.dtype, device=x_tangent.device).as_subclass(torch.Tensor),
-                         torch.ones(dim, dtype=x_tangent.dtype, device=x_tangent.device), M)
+    base = WrappedNormal.at_origin(torch.ones(dim, dtype=x_tangent.dtype, device=x_tangent.device), M.to(x_tangent))
     q = Flow(base, f)
     x = M.expmap0_spatial(x_tangent).detach()
     label = {"tc": "ours TC (tangent coupling)", "whc": "ours WHC (wrapped hyperboloid)"}[name]
     return Case(label, "manifold", _make_step(f, q.log_prob, x),
-                f"flows.build('{name}', Lorentz(k=1)); base WrappedNormal(o, I); data exp_o(N(0, I)) on H^{dim}")
+                f"flows.build('{name}', Lorentz(k=1)); base WrappedNormal.at_origin(I); data exp_o(N(0, I)) on "
+                f"H^{dim}")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -153,7 +153,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     sample, target_log_prob = mixture(M)
     train = sample(N_TRAIN, torch.Generator().manual_seed(args.seed + 1))
     held_out = sample(N_HELD_OUT, torch.Generator().manual_seed(args.seed + 2))
-    base = WrappedNormal(M.origin(3), torch.ones(2), M)
+    base = WrappedNormal.at_origin(torch.ones(2), M)
 
     models = {
         "cnf": flows.build("cnf@lorentz", M, 2, hidden=CNF_HIDDEN, rtol=TRAIN_TOL, atol=TRAIN_TOL),

@@ -90,7 +90,7 @@ def fit_whc(steps: int, layers: int, seed: int) -> tuple[Flow, list[float], torc
     M = Lorentz(1.0)
     data, test = mixture(M, 1000, g), mixture(M, 500, g)
     flow = build("whc", M, dim=2, layers=layers, hidden=64)
-    base = WrappedNormal(M.origin(3), torch.ones(2), M)
+    base = WrappedNormal.at_origin(torch.ones(2), M)
     q = Flow(base, flow)
     opt = torch.optim.Adam(flow.parameters(), lr=3e-3)
     losses = []

@@ -9,7 +9,7 @@ Example:
     >>> from manifolds import Lorentz, WrappedNormal
     >>> from flows import Flow, build
     >>> M = Lorentz(k=1.0)
-    >>> q = Flow(WrappedNormal(M.origin(3), torch.ones(2), M), build("whc", M, dim=2, layers=4))
+    >>> q = Flow(WrappedNormal.at_origin(torch.ones(2), M), build("whc", M, dim=2, layers=4))
     >>> q.sample((10,)).shape
     torch.Size([10, 3])
 """

@@ -37,7 +37,7 @@ class Flow(Distribution):
         >>> from manifolds import Lorentz, WrappedNormal
         >>> from flows import build
         >>> M = Lorentz(k=1.0)
-        >>> q = Flow(WrappedNormal(M.origin(3), torch.ones(2), M), build("whc", M, 2))
+        >>> q = Flow(WrappedNormal.at_origin(torch.ones(2), M), build("whc", M, 2))
         >>> z, log_q = q.rsample_and_log_prob((4,))
         >>> torch.allclose(q.log_prob(z), log_q, atol=1e-4)
         True

@@ -81,29 +81,24 @@ def _sinhc_prime_over_z(z: Tensor) -> Tensor:
 
 
 def _sinhc_nograd(z: Tensor) -> Tensor:
-    """:func:`manifolds.lorentz_math.sinhc` for ``z ≥ 0`` (same values), outside autograd."""
-    out = torch.sinh(z) / z
-    small = z < SERIES_THRESHOLD
-    z2 = z**2
-    out = torch.where(small, 1 + z2 / 6 * (1 + z2 / 20 * (1 + z2 / 42)), out)
-    return out
+    """:func:`manifolds.lorentz_math.sinhc` for ``z ≥ 0`` (the same values to rounding), outside autograd: ``sinh``
+    is accurate in relative terms near 0, so ``sinh(z)/z`` needs no series; ``z = 0`` reads as the smallest normal
+    number, where ``sinh(z)/z = 1`` exactly (three operations, no branch)."""
+    zc = z.clamp_min(tiny(z.dtype))
+    return torch.sinh(zc) / zc
 
 
 def _asinh_nograd(z: Tensor) -> Tensor:
-    """:func:`manifolds.lorentz_math.asinh` for ``z ≥ 0`` (same values), outside autograd."""
-    out = torch.asinh(z)
-    big = z > 1.0 / math.sqrt(torch.finfo(z.dtype).eps)
-    out = torch.where(big, math.log(2.0) + torch.log(z), out)
-    return out
+    """:func:`manifolds.lorentz_math.asinh` for ``z ≥ 0`` (same values), outside autograd: ``torch.asinh`` is exact
+    for huge ``z`` too (the large-argument branch of ``lm.asinh`` exists for its gradient only)."""
+    return torch.asinh(z)
 
 
 def _asinhc_from(z: Tensor, a: Tensor) -> Tensor:
-    """:func:`manifolds.lorentz_math.asinhc` for ``z ≥ 0`` given ``a = asinh(z)`` (same values), outside autograd."""
-    out = a / z
-    small = z < SERIES_THRESHOLD
-    z2 = z**2
-    out = torch.where(small, 1 - z2 / 6 + 3 * z2 * z2 / 40 - 5 * z2 * z2 * z2 / 112, out)
-    return out
+    """:func:`manifolds.lorentz_math.asinhc` for ``z ≥ 0`` (the same values to rounding), outside autograd, given
+    ``a = asinh(z)``: ``a/z``, with ``z = 0`` read as the smallest normal number (where ``asinh(z)/z = 1``)."""
+    zc = z.clamp_min(tiny(z.dtype))
+    return torch.where(z > 0, a, zc) / zc
 
 
 def log_sinhc_nograd(z: Tensor) -> Tensor:

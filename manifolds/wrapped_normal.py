@@ -44,8 +44,10 @@ class WrappedNormal(Distribution):
     Sampling: ``ṽ ~ N(0, diag σ²)`` in ℝⁿ, ``z = exp_μ(PT_{o→μ}((0, ṽ)))``, computed as ``L_μ(exp_o(ṽ))`` with the
     Lorentz boost ``L_μ`` (:func:`manifolds.lorentz_math.translate`).
 
-    The wrapped normal at the origin, ``μ = o``, is built by :meth:`at_origin` (the prior of the VAEs): then the
-    tangent coordinates of a sample at ``o`` are the Gaussian draw itself.
+    The wrapped normal at the origin, ``μ = o``, is built by :meth:`at_origin` (the prior of the VAEs, the usual
+    base of a flow): then the tangent coordinates of a sample at ``o`` are the Gaussian draw itself, and sampling
+    and scoring in them skip the boost. A ``loc`` that merely holds the origin's coordinates is not inspected (that
+    would read values on the host): it gets the general boost, exact as well but more work.
 
     Density (``MATH.md`` §3; no extra ``log R`` term):
     ``log p(z) = log N(ṽ; 0, diag σ²) - (n-1)·ℓ(||ṽ||)``, ``ℓ(r) = log(sqrt(k) sinh(r/sqrt(k)) / r)``, where
