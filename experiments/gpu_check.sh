@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 12 as one script (one call of a lent GPU machine; see the README's "Speed" section).
 #
-#   bash experiments/gpu_check.sh [a|b|c|all]   # on a CUDA machine, from the repository root
+#   bash experiments/gpu_check.sh [a|b|c|d|all]   # on a CUDA machine, from the repository root
 #
 # Part a: the Dis-II runs and the device-aware tests; part b: the benchmarks (each part fits a 10-minute call);
-# part c: a short re-check of the defaults.
+# part c: a short re-check of the defaults; part d: the Dis-II AUC of compiled vs eager steps alone.
 # Expects: python3 with torch (CUDA) and torch-geometric; geoopt (and the flow benchmark's peers, optional) as wheels
 # in .whl/ when they are not installed; the Dis-II files in $RF_DATA_ROOT (default .devdata/, the layout of
 # shared/data). Writes logs and results to $LOGS (default /tmp/gpu_check), a summary, the benchmark results and a
@@ -69,6 +69,12 @@ step bench-graph-compiled 150 python3 -m experiments.bench graph --device cuda -
 
 # 4. the flows benchmark on the GPU (peers that are not installed are reported as such)
 step bench-flows 100 python3 -m experiments.bench flows --device cuda --out "$OUT/bench_flows.md"
+fi
+
+if [ "$PART" = d ]; then
+# the metric check alone: Dis-II WHC, 5 seeds, compiled vs eager kernels (both in a CUDA graph)
+run_dis2 compiled 110 --seeds 5 --compile
+run_dis2 graph-eager 80 --seeds 5
 fi
 
 if [ "$PART" = c ]; then

@@ -33,11 +33,15 @@ Tensor = torch.Tensor
 CUDA_GRAPH_WARMUP = 3
 
 
-def compile_loss(loss_fn: Callable[[], Tensor], backend: str | None = None) -> Callable[[], Tensor]:
+def compile_loss(loss_fn: Callable[..., Tensor], backend: str | None = None) -> Callable[..., Tensor]:
     """``torch.compile(loss_fn, fullgraph=True)``: the loss and (through AOTAutograd) its backward pass as graphs,
     failing loudly on a graph break. ``backend``: ``"inductor"`` (default) or e.g. ``"aot_eager"`` (no code
-    generation: what the CPU tests use)."""
-    return torch.compile(loss_fn, fullgraph=True, backend=backend or "inductor", dynamic=False)
+    generation: what the CPU tests use). Inductor draws random numbers with torch's own generator
+    (``fallback_random``), so a compiled run uses the posterior samples and negatives of the eager run with the same
+    seed and differs from it by rounding only."""
+    backend = backend or "inductor"
+    options = {"fallback_random": True} if backend == "inductor" else None
+    return torch.compile(loss_fn, fullgraph=True, backend=backend, dynamic=False, options=options)
 
 
 class TrainStep:
