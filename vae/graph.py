@@ -431,7 +431,7 @@ class GraphVAE(nn.Module):
             raise ValueError(f"edge_index must have shape (2, E); got {tuple(edge_index.shape)}")
         if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= n):
             raise ValueError(f"edge_index has node ids in [{int(edge_index.min())}, {int(edge_index.max())}], outside "
-                             f"[0, num_nodes={n})")
+                             f"[0, {n}): there are only {n} nodes")
         dtype = next(self.parameters()).dtype
         ei, ew = self.encoder.normalized(edge_index, n, dtype)
         return MessageGraph(edge_index, n, ei, ew, NonEdgeSampler(edge_index, n))
@@ -445,7 +445,7 @@ class GraphVAE(nn.Module):
     def _graph(self, x: Tensor | None, graph: Tensor | MessageGraph) -> MessageGraph:
         """``graph`` as a :class:`MessageGraph` for features ``x`` (shapes checked). A raw ``edge_index`` is prepared
         (and checked) once and kept for that tensor: a weak reference, its version counter (bumped by in-place
-        changes) and the node count are the key, as for the encoder's normalisation."""
+        changes), the node count and the model's dtype are the key, as for the encoder's normalisation."""
         n = self._num_nodes(x)
         if self.num_nodes is not None and n != self.num_nodes:
             raise ValueError(f"got features for {n} nodes but the model was built for num_nodes={self.num_nodes}")
@@ -453,12 +453,10 @@ class GraphVAE(nn.Module):
             if graph.num_nodes != n:
                 raise ValueError(f"the prepared graph has {graph.num_nodes} nodes but the features have {n}")
             return graph
-        key = (graph._version, n, torch.is_inference_mode_enabled())
+        key = (graph._version, n, next(self.parameters()).dtype, torch.is_inference_mode_enabled())
         c = self._graph_cache
         if c is not None and c[0]() is graph and c[1] == key:
             return c[2]
-        if graph.numel() and int(graph.max()) >= n:
-            raise ValueError(f"edge_index refers to node {int(graph.max())} but there are only {n} nodes")
         prepared = self.prepare_graph(graph, n)
         self._graph_cache = (weakref.ref(graph), key, prepared)
         return prepared

@@ -322,3 +322,55 @@ def test_build_keeps_the_euclidean_manifold_passed_in():
         f.inverse(x)
     y, _ = flows.build("nc", Euclidean(), 3, hidden=8)(x)  # without validation, no check (and no error)
     assert y.shape == x.shape
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tangent coordinates at the origin: part of every transform's contract
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["near", "far"])
+def test_tangent_methods_are_the_point_maps_in_tangent_coordinates(fh, flow_case, where):
+    """``forward_tangent(w) = (log_o f(exp_o w), ladj)`` and ``inverse_tangent(v) = (log_o f⁻¹(exp_o v), ladj)`` for
+    every flow, near and far from the origin (float64): the path the VAEs and ``Flow`` take is the same model."""
+    name, mid, n = flow_case
+    M, f = fh.make_flow(name, mid, n)
+    w = _points(fh, n)[where]
+    v, ladj_v = f.inverse_tangent(w)
+    x, ladj_x = f.inverse(M.expmap0_spatial(w))
+    assert _tangent_err(M, M.expmap0_spatial(v), x) < ROUNDTRIP_RTOL
+    torch.testing.assert_close(ladj_v, ladj_x, rtol=1e-9, atol=1e-9)
+    if not f.bijective:  # a surjection's forward draws at random: its inverse is the deterministic map
+        return
+    u, ladj_u = f.forward_tangent(w)
+    y, ladj_y = f(M.expmap0_spatial(w))
+    assert _tangent_err(M, M.expmap0_spatial(u), y) < ROUNDTRIP_RTOL
+    torch.testing.assert_close(ladj_u, ladj_y, rtol=1e-9, atol=1e-9)
+
+
+def test_tangent_space_flows_declare_it_and_cannot_override_the_point_maps():
+    from flows import AffineCoupling, Compose, TangentSpaceTransform, build
+    from manifolds import Euclidean, Lorentz
+
+    M = Lorentz()
+    assert build("whc", M, 3).acts_in_tangent and build("tc", M, 3).acts_in_tangent
+    assert build("nc", Euclidean(), 3).acts_in_tangent  # on R^n exp_o and log_o are the identity
+    lifted = TangentSpaceTransform(M, AffineCoupling(3))
+    assert Compose([lifted, build("whc", M, 3)]).acts_in_tangent
+    with pytest.raises(TypeError, match="override forward_tangent"):
+        class Scaled(TangentSpaceTransform):  # noqa: F841 - the class statement is what raises
+            def forward(self, x, context=None):
+                return super().forward(2 * x, context)
+
+    class Shifted(TangentSpaceTransform):  # the way to change the map: in tangent coordinates
+        def forward_tangent(self, w, context=None):
+            v, ladj = super().forward_tangent(w, context)
+            return v + 1.0, ladj
+
+        def inverse_tangent(self, v, context=None):
+            return super().inverse_tangent(v - 1.0, context)
+
+    g = Shifted(M, AffineCoupling(3)).double()
+    w = torch.randn(4, 3, dtype=torch.float64)
+    y, _ = g(M.expmap0_spatial(w))  # the point map follows the override
+    torch.testing.assert_close(M.logmap0_spatial(y), g.forward_tangent(w)[0])
+    torch.testing.assert_close(g.inverse(y)[0], M.expmap0_spatial(w))
