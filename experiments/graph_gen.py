@@ -57,13 +57,13 @@ class GraphGenJob(Job):
         with torch.no_grad():
             self.latents = [self.gen.autoencoder.embed_graphs([g])[0] for g in self.train]
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
         order = list(range(len(self.train)))
         self.rng.shuffle(order)
         stage_ae = epoch < self.stage_epochs
         if not stage_ae and self.latents is None:
             self._embed()
-        total, steps = 0.0, 0
+        total, steps = torch.zeros((), device=self.device), 0  # summed on the device, read with the history
         for i in range(0, len(order), self.batch_size):
             idx = D.shard(order[i:i + self.batch_size])
             if not idx:
@@ -78,7 +78,7 @@ class GraphGenJob(Job):
                 loss = self.flow_step(torch.cat([self.latents[j] for j in idx]), [self.gen.sizes[j] for j in idx])
                 loss.backward()
                 self.opt_flow.step()
-            total += loss.item()
+            total = total + loss.detach()
             steps += 1
         mean = total / max(steps, 1)
         return {"loss": mean, "stage": 1 if stage_ae else 2, **({} if stage_ae else {"flow_nll": mean})}

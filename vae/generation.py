@@ -278,25 +278,25 @@ class GraphGenerator(nn.Module):
         graphs = [clean_graph(g) for g in graphs]
         self.sizes = [g.number_of_nodes() for g in graphs]
         rng = random.Random(seed)
-        history: dict[str, list[float]] = {"autoencoder": [], "flow": []}
+        curves: dict[str, list[Tensor]] = {"autoencoder": [], "flow": []}
         opt = torch.optim.Adam(self.autoencoder.parameters(), lr=lr)
         order = list(range(len(graphs)))
         for _ in range(ae_epochs):
             rng.shuffle(order)
-            total = 0.0
+            total = torch.zeros(())  # the epoch's loss, summed on the device (no host read per step)
             for i in range(0, len(order), batch_size):
                 opt.zero_grad()
                 loss = self.autoencoder.loss([graphs[j] for j in order[i:i + batch_size]])
                 loss.backward()
                 opt.step()
-                total += loss.item()
-            history["autoencoder"].append(total)
+                total = total.to(loss.device) + loss.detach()
+            curves["autoencoder"].append(total)
         with torch.no_grad():
             latents = [self.autoencoder.embed_graphs([g])[0] for g in graphs]
         opt = torch.optim.Adam(self.prior.transform.parameters(), lr=lr)
         for _ in range(flow_epochs):
             rng.shuffle(order)
-            total = 0.0
+            total = torch.zeros(())
             for i in range(0, len(order), batch_size):
                 idx = order[i:i + batch_size]
                 z = torch.cat([latents[j] for j in idx])
@@ -304,9 +304,10 @@ class GraphGenerator(nn.Module):
                 loss = -self.prior.log_prob(z, [self.sizes[j] for j in idx]).sum() / len(idx)
                 loss.backward()
                 opt.step()
-                total += loss.item()
-            history["flow"].append(total)
-        return history
+                total = total.to(loss.device) + loss.detach()
+            curves["flow"].append(total)
+        # one host read for the whole curves
+        return {k: torch.stack(v).tolist() if v else [] for k, v in curves.items()}
 
     @torch.no_grad()
     def generate(self, num: int, *, sizes: Sequence[int] | None = None, seed: int | None = None) -> list[nx.Graph]:
