@@ -83,10 +83,11 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
                    help=f"folder with the datasets in the layout of shared/data (default: ${ds.DATA_ROOT_ENV}, "
                         "else ../shared/data beside the repository, else ./data)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
-    if command in ("density", "graph-recon"):
-        p.add_argument("--compile", action="store_true",
-                       help="compile the training step whole with torch.compile(fullgraph=True) (the first steps "
-                            "take longer while it compiles)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the training step with torch.compile (the first steps take longer while it "
+                        "compiles)" + ("; graph-gen compiles the tensor part of each loss with dynamic shapes (its "
+                                       "batches are built from networkx graphs of varying size)"
+                                       if command == "graph-gen" else ", whole (fullgraph=True)"))
     if command == "graph-recon":
         p.add_argument("--cuda-graph", choices=("auto", "on", "off"), default="auto",
                        help="on CUDA, capture the whole training step (loss, backward, Adam) in a CUDA graph and "

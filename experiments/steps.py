@@ -31,6 +31,8 @@ Tensor = torch.Tensor
 
 #: eager steps before a CUDA graph is captured (allocates gradients and optimizer state; lets cuBLAS/cuDNN pick)
 CUDA_GRAPH_WARMUP = 3
+#: inductor options of every compiled step: random numbers from torch's generator, as in eager mode
+COMPILE_OPTIONS = {"fallback_random": True}
 
 
 def compile_loss(loss_fn: Callable[..., Tensor], backend: str | None = None) -> Callable[..., Tensor]:
@@ -40,7 +42,7 @@ def compile_loss(loss_fn: Callable[..., Tensor], backend: str | None = None) -> 
     (``fallback_random``), so a compiled run uses the posterior samples and negatives of the eager run with the same
     seed and differs from it by rounding only."""
     backend = backend or "inductor"
-    options = {"fallback_random": True} if backend == "inductor" else None
+    options = dict(COMPILE_OPTIONS) if backend == "inductor" else None
     return torch.compile(loss_fn, fullgraph=True, backend=backend, dynamic=False, options=options)
 
 

@@ -199,12 +199,21 @@ class GraphAutoEncoder(nn.Module):
         each pair of each graph weighs the same, as in the likelihood itself (per-pair normalisation would
         up-weight the pairs of small graphs).
         """
+        return self.pairs_loss(*self.batch(graphs))
+
+    def batch(self, graphs: Sequence[nx.Graph]) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+        """The tensors of :meth:`loss` for ``graphs``, built on the host from networkx: ``(x, edge_index, pairs,
+        is_edge, number of graphs)`` of their block-diagonal union."""
         graphs = [clean_graph(g) for g in graphs]
         x, ei, _, sizes = _batch(graphs, self._device())
-        z = self.encode(x.to(self.out.weight.dtype), ei)
         pairs, target = all_pairs(ei, sizes)
+        return x.to(self.out.weight.dtype), ei, pairs, target, len(graphs)
+
+    def pairs_loss(self, x: Tensor, edge_index: Tensor, pairs: Tensor, is_edge: Tensor, num_graphs: int) -> Tensor:
+        """:meth:`loss` from the tensors of :meth:`batch` (the part a compiler can take)."""
+        z = self.encode(x, edge_index)
         logits = self.decoder(z, pairs, self.manifold)
-        return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), reduction="sum") / len(graphs)
+        return F.binary_cross_entropy_with_logits(logits, is_edge.to(logits.dtype), reduction="sum") / num_graphs
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -234,14 +243,17 @@ class FlowPrior(nn.Module):
         self._ref = nn.Parameter(torch.zeros(()), requires_grad=False)  # carries dtype and device
 
     def base(self) -> WrappedNormal:
-        zeros = self._ref.new_zeros(self.latent_dim)
-        return WrappedNormal(self.manifold.expmap0_spatial(zeros), torch.ones_like(zeros), self.manifold)
+        return WrappedNormal.at_origin(self._ref.new_ones(self.latent_dim), self.manifold)
 
     def log_prob(self, z: Tensor, sizes: Sequence[int]) -> Tensor:
         """Per-node ``log q₀(f⁻¹(z)) + log|det ∂f⁻¹/∂z|`` (sum them per graph for the graph's log-density)."""
-        ctx = complete_edge_index(sizes, z.device)
-        x, ladj = self.transform.inverse(z, ctx)
-        return self.base().log_prob(x) + ladj
+        return self.log_prob_on(z, complete_edge_index(sizes, z.device))
+
+    def log_prob_on(self, z: Tensor, context: Tensor) -> Tensor:
+        """:meth:`log_prob` given the complete graphs' ``edge_index`` (``complete_edge_index(sizes)``), in tangent
+        coordinates at the origin (:meth:`flows.Transform.inverse_tangent`)."""
+        w, ladj = self.transform.inverse_tangent(self.manifold.logmap0_spatial(z), context)
+        return self.base().log_prob_logmap0(w) + ladj
 
     def sample(self, sizes: Sequence[int]) -> Tensor:
         """Latents for graphs of the given sizes (concatenated), ``z = f(z₀)`` on the complete graphs."""
