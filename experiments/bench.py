@@ -280,7 +280,7 @@ def bench_flows(args: argparse.Namespace) -> dict:
 
 def render(results: dict) -> str:
     lines = [
-        f"# Flow training-step benchmark (issue 3)",
+        "# Flow training-step benchmark (issue 3)",
         "",
         f"torch {results['torch']}, python {results['python']}, device {results['device']} "
         f"({results['device_name']}), threads {results['threads']}, dtype {results['dtype']}",

@@ -18,7 +18,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import lorentz_math as lm
-from .constants import LOG_SINHC_SERIES_THRESHOLD, SERIES_THRESHOLD, SINHC_PRIME_SERIES_THRESHOLD, tiny
+from .constants import LOG_SINHC_SERIES_THRESHOLD, SINHC_PRIME_SERIES_THRESHOLD, tiny
 
 Tensor = torch.Tensor
 
