@@ -15,6 +15,7 @@ Run ``python -m experiments <command> --help`` for the options of a command.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,9 @@ def _positive(kind=int):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        if not value > 0 or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"expected a positive {'finite ' if kind is float else ''}"
+                                             f"{kind.__name__}, got {text!r}")
         return value
 
     return parse
@@ -118,22 +120,26 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__, formatter_class=_Formatter,
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     helps = {"density": "VAE density estimation (BDP, MNIST, digits)",
              "graph-recon": "graph VAE link prediction (Dis-I, Dis-II, Cora, ... , generated tree)",
              "graph-gen": "two-stage graph generation (random trees, lobsters)"}
     for command in ("density", "graph-recon", "graph-gen"):
-        p = sub.add_parser(command, help=helps[command], description=helps[command], formatter_class=_Formatter)
+        p = sub.add_parser(command, help=helps[command], description=helps[command], formatter_class=_Formatter,
+                           allow_abbrev=False)
         _add_common(p, command)
     from .main_job import add_arguments as add_main
     from .reproduce import add_arguments as add_reproduce
 
     add_main(sub.add_parser("main", help="the README's main job (make demo)", formatter_class=_Formatter,
+                            allow_abbrev=False,
                             description="Graph reconstruction on the embedded hierarchical graph (no download): "
                                         "N-VAE, H-VAE and WHC compared; prints an AUC/AP table and draws the "
                                         "latents in the Poincaré disk."))
     add_reproduce(sub.add_parser("reproduce", help="reproduce the paper's tables and write RESULTS.md",
+                                 allow_abbrev=False,
                                  formatter_class=_Formatter, description="Run the paper's experiments at its "
                                  "settings (5 seeds each; finished runs are kept) and write RESULTS.md."))
     return parser
@@ -156,6 +162,17 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[
     elif command == "graph-gen":
         parser.error("argument --flow: graph-gen needs a flow prior (nc with --model euclidean, tc or whc with "
                      "--model hyperbolic)")
+    if str(args.device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error(f"argument --device: {args.device} asked for, but torch sees no CUDA device (torch "
+                         f"{torch.__version__}); use --device cpu")
+    if args.flow != "none" and args.latent_dim is not None:
+        try:  # a flow that cannot exist in this dimension (a coupling on a 1-D latent) is a usage error
+            flows.build(args.flow, manifold, args.latent_dim, layers=args.flow_layers, hidden=args.flow_hidden)
+        except ValueError as err:
+            parser.error(f"argument --latent-dim: {err}")
     cfg = {k: v for k, v in vars(args).items()}
     cfg["command"] = command
     if command == "graph-recon":
@@ -235,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_reproduce(args)
     cfg = validate(args, parser)
     from . import distributed as D
-    from .runs import StopRequested
+    from .runs import Interrupted, StopRequested
 
     try:
         results = run_command(cfg)
@@ -244,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     except ds.MissingDataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as err:
+        print(str(err), file=sys.stderr)
+        return 130  # the shell's code for a run stopped by SIGINT
     except StopRequested as err:
         print(str(err), file=sys.stderr)
         return 3

@@ -10,17 +10,21 @@ the remaining epochs exactly.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import math
 import os
 import platform
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -38,6 +42,35 @@ SUMMARY_METRICS = {
 
 class StopRequested(RuntimeError):
     """Raised by the hidden ``--stop-after N`` option once epoch ``N`` is checkpointed (simulates a kill)."""
+
+
+class Interrupted(StopRequested):
+    """Raised after Ctrl-C (SIGINT): the epoch in progress was finished and checkpointed; ``--resume`` continues."""
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[dict[str, bool]]:
+    """Within the block, Ctrl-C (SIGINT) sets ``flag["hit"]`` instead of raising, so the training loop can finish
+    the epoch in progress, write a checkpoint and stop cleanly; a second Ctrl-C raises ``KeyboardInterrupt`` at
+    once. Outside the main thread, or under ``torchrun`` (whose ranks must stop at the same epoch), SIGINT keeps its
+    usual meaning."""
+    flag = {"hit": False}
+    if threading.current_thread() is not threading.main_thread() or D.is_distributed():
+        yield flag
+        return
+
+    def handler(signum, frame) -> None:
+        if flag["hit"]:
+            raise KeyboardInterrupt
+        flag["hit"] = True
+        print("\ninterrupted: finishing this epoch and writing a checkpoint (Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Job:
@@ -204,13 +237,26 @@ def train_seed(job: Job, folder: Path, *, resume: bool, checkpoint_every: int, s
     bar = tqdm(range(start, job.epochs), initial=start, total=job.epochs, desc=desc, leave=False,
                disable=not (progress and D.is_main()), dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
     pending: list[dict] = []  # records whose values are still tensors on the device
+    with deferred_interrupt() as interrupt:
+        _train_epochs(job, bar, history, pending, ckpt, checkpoint_every, stop_after, interrupt, elapsed, t0)
+    bar.close()
+    metrics = job.evaluate()
+    wall = elapsed + time.perf_counter() - t0
+    return metrics, history, wall
+
+
+def _train_epochs(job: Job, bar, history: list[dict], pending: list[dict], ckpt: Path, checkpoint_every: int,
+                  stop_after: int | None, interrupt: dict[str, bool], elapsed: float, t0: float) -> None:
+    """The epoch loop of :func:`train_seed` (appends to ``history``): train, read the losses in batches,
+    checkpoint; stop (with a checkpoint) after ``--stop-after`` or a Ctrl-C."""
     for epoch in bar:
         rec = job.train_epoch(epoch)
         rec["epoch"] = epoch
         history.append(rec)
         pending.append(rec)
         done = epoch + 1
-        stop = stop_after is not None and done >= stop_after and done < job.epochs
+        interrupted = interrupt["hit"] and done < job.epochs
+        stop = (stop_after is not None and done >= stop_after and done < job.epochs) or interrupted
         checkpoint = done % checkpoint_every == 0 or stop
         if checkpoint or done == job.epochs or len(pending) >= READ_EVERY:
             read_records(pending)  # one host read for the whole batch of epochs
@@ -228,13 +274,13 @@ def train_seed(job: Job, folder: Path, *, resume: bool, checkpoint_every: int, s
                 atomic_save({"job": job.state_dict(), "epoch": done, "history": history, "rng": rngs,
                              "wall_s": elapsed + time.perf_counter() - t0}, ckpt)
             D.barrier()
+        if interrupted:
+            bar.close()
+            raise Interrupted(f"interrupted after epoch {done} of {job.epochs}; the checkpoint {ckpt} holds it: "
+                              "run the same command with --resume to continue")
         if stop:
             bar.close()
             raise StopRequested(f"stopped after epoch {done} as asked (--stop-after); continue with --resume")
-    bar.close()
-    metrics = job.evaluate()
-    wall = elapsed + time.perf_counter() - t0
-    return metrics, history, wall
 
 
 def run(command: str, config: dict[str, Any], make_job: Callable[[int], Job], *,
@@ -313,7 +359,8 @@ CSV_FIELDS = ["finished", "command", "dataset", "model", "flow", "latent_dim", "
 
 
 def append_csv(results: dict[str, Any], path: Path) -> None:
-    """Append one row per run (means and stds of the headline metrics); the header is written when new."""
+    """Append one row per run (means and stds of the headline metrics) under an exclusive ``fcntl`` lock, so runs
+    that share a CSV never interleave; the header is written once, by whoever finds the file empty."""
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg = results["config"]
     row = {"finished": results["finished"], "command": results["command"], "dataset": cfg["dataset"],
@@ -323,9 +370,13 @@ def append_csv(results: dict[str, Any], path: Path) -> None:
     for m, s in results["summary"].items():
         if m in CSV_METRICS:
             row[m], row[f"{m}_std"] = f"{s['mean']:.6g}", f"{s['std']:.6g}"
-    new = not path.exists()
     with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow(row)
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # runs sharing one CSV append one at a time
+        try:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            if f.seek(0, os.SEEK_END) == 0:  # empty: the first writer writes the header, under the lock
+                w.writeheader()
+            w.writerow(row)
+            f.flush()
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

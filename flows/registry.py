@@ -123,6 +123,8 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
         raise ValueError(f"layers must be a positive integer; got {layers}")
     if int(dim) != dim or dim < 1:
         raise ValueError(f"dim must be a positive integer (the intrinsic dimension n); got {dim}")
+    if int(hidden) != hidden or hidden < 1:
+        raise ValueError(f"hidden (the conditioners' width) must be a positive integer; got {hidden}")
     return factory(manifold, dim, layers=layers, hidden=hidden, conditioner=conditioner, **kwargs)
 
 

@@ -99,6 +99,9 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path: Path, args, s
     (["density", "--epochs", "0"], "expected a positive int"),
     (["graph-gen", "--flow", "none"], "graph-gen needs a flow prior"),
     (["graph-recon", "--model", "spherical"], "invalid choice: 'spherical'"),
+    (["graph-recon", "--epoch", "3"], "unrecognized arguments: --epoch"),  # no prefixes of options
+    (["density", "--lr", "inf"], "expected a positive finite float"),
+    (["graph-recon", "--latent-dim", "1", "--flow", "whc"], "needs dimension n >= 2"),
 ])
 def test_invalid_options_are_usage_errors(argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -152,3 +155,69 @@ def test_ddp_two_processes_train_and_write_results_once(tmp_path: Path, device) 
     assert proc.stdout.count("results in") == 1  # rank 0 alone reports and writes
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(rows) == 1 and rows[0]["world_size"] == "2"
+
+
+def test_ctrl_c_checkpoints_the_current_epoch_and_resume_finishes_the_same_run(tmp_path: Path) -> None:
+    """SIGINT during training: the epoch in progress is finished and checkpointed, the process exits with 130 and a
+    one-line message naming --resume; resuming gives exactly the result of an uninterrupted run."""
+    import signal
+    import time
+
+    import torch
+
+    args = ["graph-recon", "--dataset", "tree", "--flow", "none", "--epochs", "1500", "--checkpoint-every", "1000"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "experiments", *args, "--out", str(cut)], cwd=tmp_path, env=env,
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    seen = ""
+    while "seed 0" not in seen:  # the progress bar is up: training has started
+        ch = proc.stderr.read(1)
+        assert ch, f"the run ended before training started: {seen[-2000:]}"
+        seen += ch
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (seen + err)[-3000:]
+    assert "--resume" in err and "Traceback" not in err
+    state = torch.load(cut / "seed0" / "checkpoint.pt", weights_only=False)
+    assert 0 < state["epoch"] < 1500  # not the last multiple of --checkpoint-every: the interrupted epoch
+    assert run_cli(*args, "--out", cut, "--resume") == 0
+    full = tmp_path / "full"
+    assert run_cli(*args, "--out", full) == 0
+    a, b = results(full), results(cut)
+    keys = [k for k in a["metrics"][0] if k != "wall_s"]
+    assert {k: a["metrics"][0][k] for k in keys} == {k: b["metrics"][0][k] for k in keys}
+
+
+def _append_rows(args: tuple[str, int]) -> None:
+    from experiments.runs import append_csv
+
+    path, count = args
+    results = {"finished": "now", "command": "graph-recon", "world_size": 1, "wall_s": 1.0, "summary": {},
+               "config": {"dataset": "tree", "model": "hyperbolic", "flow": "whc", "latent_dim": 2, "epochs": 1,
+                          "seeds": 1, "out": "o"}}
+    for _ in range(count):
+        append_csv(results, Path(path))
+
+
+def test_concurrent_runs_append_to_one_csv_with_one_header(tmp_path: Path) -> None:
+    """Four processes appending 50 rows each to a new results.csv at once: one header, 200 whole rows."""
+    import multiprocessing
+
+    path = tmp_path / "results.csv"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.map(_append_rows, [(str(path), 50)] * 4)
+    lines = path.read_text().splitlines()
+    assert sum(line.startswith("finished,") for line in lines) == 1 and lines[0].startswith("finished,")
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == 200 and all(r["dataset"] == "tree" and r["flow"] == "whc" for r in rows)
+
+
+def test_cuda_without_a_gpu_is_a_usage_error(monkeypatch, capsys) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        main(["graph-recon", "--device", "cuda"])
+    assert exc.value.code == 2 and "torch sees no CUDA device" in capsys.readouterr().err

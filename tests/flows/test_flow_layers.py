@@ -215,3 +215,13 @@ def test_whc_half_on_a_line_is_the_general_map(inverse, learnable):
     # ~eps·e^{d/sqrt(k)} relative (measured 4e-9); the closed form has no cancellation
     for a, b in zip(*out):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("hidden", [0, -4, 2.5])
+def test_build_rejects_a_conditioner_width_that_is_not_positive(hidden):
+    """``hidden=0`` used to build a flow that ignores its input; a negative width gave a raw trace."""
+    import flows
+    from manifolds import Lorentz
+
+    with pytest.raises(ValueError, match="hidden"):
+        flows.build("whc", Lorentz(), 3, hidden=hidden)
