@@ -252,13 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         return run_reproduce(args)
     cfg = validate(args, parser)
     from . import distributed as D
-    from .runs import Interrupted, StopRequested
+    from .runs import Interrupted, RunError, StopRequested
 
     try:
         results = run_command(cfg)
         if D.is_main():
             print_summary(results)
-    except ds.MissingDataError as err:
+    except (ds.MissingDataError, RunError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Interrupted as err:

@@ -44,6 +44,11 @@ class StopRequested(RuntimeError):
     """Raised by the hidden ``--stop-after N`` option once epoch ``N`` is checkpointed (simulates a kill)."""
 
 
+class RunError(ValueError):
+    """A run cannot start or continue as asked (a different config on ``--resume``, unreadable checkpoints); the
+    message says what was found and what to do. The command line prints it and exits with 2."""
+
+
 class Interrupted(StopRequested):
     """Raised after Ctrl-C (SIGINT): the epoch in progress was finished and checkpointed; ``--resume`` continues."""
 
@@ -141,13 +146,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path.tmp`` then ``os.replace``: a reader never sees a half-written checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+def _save_synced(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path``, flushed to the disk."""
+    with open(path, "wb") as f:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path.tmp`` then ``os.replace``: a reader never sees a half-written checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    _save_synced(obj, tmp)
     os.replace(tmp, path)
 
 
@@ -216,6 +226,48 @@ def read_records(records: list[dict]) -> None:
         r[key] = v
 
 
+def previous_checkpoint(ckpt: Path) -> Path:
+    """Where the checkpoint before ``ckpt`` is kept (``checkpoint.prev.pt``)."""
+    return ckpt.with_name(ckpt.stem + ".prev" + ckpt.suffix)
+
+
+def save_checkpoint(state: dict[str, Any], ckpt: Path) -> None:
+    """Write ``ckpt`` atomically and keep the one it replaces as :func:`previous_checkpoint` (so a checkpoint
+    damaged after it was written, or a crash between the two renames, still leaves one to resume from)."""
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    _save_synced(state, tmp)
+    if ckpt.exists():
+        os.replace(ckpt, previous_checkpoint(ckpt))
+    os.replace(tmp, ckpt)
+
+
+def load_checkpoint(ckpt: Path) -> dict[str, Any] | None:
+    """The newest readable checkpoint of a seed: ``ckpt``, else the one kept back; ``None`` if neither exists.
+
+    Raises:
+        RunError: checkpoints exist but none can be read (the message names them and what to do).
+    """
+    problems = []
+    for path in (ckpt, previous_checkpoint(ckpt)):
+        if not path.exists():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or not {"job", "epoch", "history", "rng"} <= set(state):
+                raise ValueError("it is not a checkpoint of this program")
+        except Exception as err:  # a truncated or foreign file: EOFError, RuntimeError (zip), UnpicklingError, ...
+            problems.append(f"{path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'empty'})")
+            print(f"warning: cannot read the checkpoint {path}; trying the one before it", file=sys.stderr)
+            continue
+        if problems:
+            print(f"resuming from {path} (epoch {state['epoch']})", file=sys.stderr)
+        return state
+    if problems:
+        raise RunError(f"no readable checkpoint for this seed: {'; '.join(problems)}. Delete {ckpt.parent} to "
+                       "train this seed again from the start (the other seeds are kept), then run with --resume")
+    return None
+
+
 def train_seed(job: Job, folder: Path, *, resume: bool, checkpoint_every: int, stop_after: int | None,
                desc: str, progress: bool = True) -> tuple[dict[str, float], list[dict], float]:
     """Train ``job`` to its last epoch (resuming from ``folder/checkpoint.pt`` if asked) and evaluate it.
@@ -228,8 +280,8 @@ def train_seed(job: Job, folder: Path, *, resume: bool, checkpoint_every: int, s
     folder.mkdir(parents=True, exist_ok=True)
     ckpt = folder / "checkpoint.pt"
     start, history, elapsed = 0, [], 0.0
-    if resume and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = load_checkpoint(ckpt) if resume else None
+    if state is not None:
         job.load_state_dict(state["job"])
         start, history, elapsed = state["epoch"], state["history"], state["wall_s"]
         set_rng_state(state["rng"][D.rank()] if D.world_size() == len(state["rng"]) else state["rng"][0])
@@ -271,8 +323,8 @@ def _train_epochs(job: Job, bar, history: list[dict], pending: list[dict], ckpt:
         if checkpoint:
             rngs = D.all_gather_object(rng_state())
             if D.is_main():
-                atomic_save({"job": job.state_dict(), "epoch": done, "history": history, "rng": rngs,
-                             "wall_s": elapsed + time.perf_counter() - t0}, ckpt)
+                save_checkpoint({"job": job.state_dict(), "epoch": done, "history": history, "rng": rngs,
+                                 "wall_s": elapsed + time.perf_counter() - t0}, ckpt)
             D.barrier()
         if interrupted:
             bar.close()
@@ -281,6 +333,53 @@ def _train_epochs(job: Job, bar, history: list[dict], pending: list[dict], ckpt:
         if stop:
             bar.close()
             raise StopRequested(f"stopped after epoch {done} as asked (--stop-after); continue with --resume")
+
+
+#: the settings that define a run (model, data, training); ``--resume`` refuses to continue a run made with others.
+#: Not among them: ``seeds`` (a resumed run may add seeds), and what changes speed or output only (device,
+#: threads, compile, progress, checkpoint interval, CSV path).
+RUN_DEFINING = ("command", "dataset", "model", "flow", "latent_dim", "epochs", "lr", "hidden", "flow_layers",
+                "flow_hidden", "flow_conditioner", "batch_size", "iwae_samples", "eval_batch", "num_generate", "seed")
+#: the file in ``--out`` that records the settings of the run that made it
+CONFIG_FILE = "config.json"
+
+
+def saved_config(out: Path) -> dict[str, Any] | None:
+    """The settings recorded in ``out`` (``results.json`` of a finished run, else ``config.json``), or ``None``."""
+    for name in ("results.json", CONFIG_FILE):
+        path = out / name
+        if path.exists():
+            try:
+                data = json.loads(path.read_text())
+            except ValueError as err:
+                raise RunError(f"{path} is not readable JSON ({err}); move it away to resume without the check, "
+                               "or use another --out") from None
+            return data.get("config", data) if name == "results.json" else data
+    return None
+
+
+def check_same_run(out: Path, config: dict[str, Any]) -> None:
+    """Raise :class:`RunError` naming every field of :data:`RUN_DEFINING` whose value differs from the one recorded
+    in ``out``.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> _ = (out / CONFIG_FILE).write_text(json.dumps({"flow": "none", "lr": 0.001}))
+        >>> check_same_run(out, {"flow": "whc", "lr": 0.001})
+        Traceback (most recent call last):
+        ...
+        experiments.runs.RunError: --resume: the run in ... was made with other settings: flow 'none' there, 'whc' now. ...
+    """
+    saved = saved_config(out)
+    if saved is None:
+        return
+    now = _jsonable(config)
+    diff = [f"{f} {saved[f]!r} there, {now[f]!r} now" for f in RUN_DEFINING
+            if f in now and f in saved and now[f] != saved[f]]
+    if diff:
+        raise RunError(f"--resume: the run in {out} was made with other settings: {'; '.join(diff)}. Resume with "
+                       "its settings, or give another --out for a new run")
 
 
 def run(command: str, config: dict[str, Any], make_job: Callable[[int], Job], *,
@@ -293,16 +392,26 @@ def run(command: str, config: dict[str, Any], make_job: Callable[[int], Job], *,
     """
     out = Path(config["out"])
     resume = bool(config.get("resume"))
+    seeds = [config["seed"] + i for i in range(config["seeds"])]
+    if resume:
+        check_same_run(out, config)
+        finished = _finished_results(out, seeds)
+        if finished is not None:
+            if D.is_main():
+                print(f"[{describe}] already finished: {len(seeds)} seed(s) in {out / 'results.json'} (nothing "
+                      "trained, no CSV row added)", file=sys.stderr, flush=True)
+            return finished
     if D.is_main():
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
             for old in out.glob("seed*"):
                 shutil.rmtree(old, ignore_errors=True)
+        if not resume or not (out / CONFIG_FILE).exists():
+            atomic_write_text(json.dumps(_jsonable(config), indent=2), out / CONFIG_FILE)
     D.barrier()
     per_seed: list[dict[str, Any]] = []
     extras: dict[str, Any] = {}
     t_start = time.perf_counter()
-    seeds = [config["seed"] + i for i in range(config["seeds"])]
     for seed in seeds:
         folder = out / f"seed{seed}"
         done_file = folder / "metrics.json"
@@ -323,6 +432,7 @@ def run(command: str, config: dict[str, Any], make_job: Callable[[int], Job], *,
             atomic_write_text(json.dumps(_jsonable(history)), folder / "history.json")
             atomic_write_text(json.dumps(_jsonable(record), indent=2), done_file)
             (folder / "checkpoint.pt").unlink(missing_ok=True)
+            previous_checkpoint(folder / "checkpoint.pt").unlink(missing_ok=True)
             shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in SUMMARY_METRICS[command] if k in metrics)
             print(f"[{describe}] seed {seed}: {shown} ({wall:.1f} s)", file=sys.stderr, flush=True)
         D.barrier()
@@ -351,6 +461,17 @@ def run(command: str, config: dict[str, Any], make_job: Callable[[int], Job], *,
                         out / "training_curves.png", title=describe)
     D.barrier()
     return results
+
+
+def _finished_results(out: Path, seeds: list[int]) -> dict[str, Any] | None:
+    """``results.json`` of ``out`` if it already holds every one of ``seeds``, else ``None``."""
+    path = out / "results.json"
+    if not path.exists():
+        return None
+    results = json.loads(path.read_text())
+    done = {r.get("seed") for r in results.get("metrics", [])}
+    return results if set(seeds) <= done and all((out / f"seed{s}" / "metrics.json").exists() for s in seeds) \
+        else None
 
 
 CSV_METRICS = ("auc", "ap", "test_ll", "accuracy")

@@ -221,3 +221,47 @@ def test_cuda_without_a_gpu_is_a_usage_error(monkeypatch, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["graph-recon", "--device", "cuda"])
     assert exc.value.code == 2 and "torch sees no CUDA device" in capsys.readouterr().err
+
+
+def test_resume_refuses_other_settings_and_a_finished_run_is_reported_once(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    base = ["graph-recon", "--dataset", "tree", "--epochs", "5", "--out", str(out)]
+    assert run_cli(*base, "--flow", "none") == 0
+    capsys.readouterr()
+    # another flow and latent dimension on --resume: refused, naming the fields, nothing written
+    assert run_cli(*base, "--flow", "whc", "--latent-dim", "3", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "flow 'none' there, 'whc' now" in err and "latent_dim" in err
+    assert run_cli(*base, "--flow", "none", "--lr", "0.05", "--resume") == 2
+    assert "lr 0.001 there, 0.05 now" in capsys.readouterr().err
+    # the same settings: the finished run is reported, not trained again, and no second CSV row
+    assert run_cli(*base, "--flow", "none", "--resume") == 0
+    assert "already finished" in capsys.readouterr().err
+    assert len(list(csv.DictReader(open(tmp_path / "results.csv")))) == 1
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_one_before_and_none_left_is_a_clear_error(tmp_path: Path,
+                                                                                          capsys) -> None:
+    args = ("graph-recon", "--dataset", "tree", "--flow", "whc", "--epochs", "12", "--checkpoint-every", "2")
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert run_cli(*args, "--out", full) == 0
+    assert run_cli(*args, "--out", cut, "--stop-after", "7") == 3
+    ckpt = cut / "seed0" / "checkpoint.pt"
+    prev = cut / "seed0" / "checkpoint.prev.pt"
+    assert ckpt.exists() and prev.exists()
+    ckpt.write_bytes(b"")  # zero bytes: the newest checkpoint is damaged
+    capsys.readouterr()
+    assert run_cli(*args, "--out", cut, "--resume") == 0
+    assert "cannot read the checkpoint" in capsys.readouterr().err
+    a, b = results(full), results(cut)
+    keys = [k for k in a["metrics"][0] if k != "wall_s"]
+    assert {k: a["metrics"][0][k] for k in keys} == {k: b["metrics"][0][k] for k in keys}  # replayed from epoch 6
+    # both damaged: a one-line error naming the files and what to do, not a trace
+    again = tmp_path / "again"
+    assert run_cli(*args, "--out", again, "--stop-after", "7") == 3
+    for path in (again / "seed0" / "checkpoint.pt", again / "seed0" / "checkpoint.prev.pt"):
+        path.write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert run_cli(*args, "--out", again, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "no readable checkpoint" in err and "checkpoint.prev.pt" in err and "Delete" in err
