@@ -101,7 +101,11 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
                    help="output folder (default: runs/<command>/<dataset>-<model>-<flow>-d<latent-dim>)")
     p.add_argument("--csv", type=Path, default=None, help="CSV that gets one row per run (default: <out>/../results.csv)")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in --out from its last checkpoint (finished seeds are kept)")
+                   help="continue an interrupted run in --out from its last checkpoint (finished seeds are kept); "
+                        "refused if the run in --out was made with other settings")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in --out (deletes its seed<k>/ folders, results.json, config.json and "
+                        "training_curves.png, nothing else); without it such an --out is refused")
     p.add_argument("--checkpoint-every", type=_positive(), default=None,
                    help="epochs between checkpoints (default: 1/20 of the epochs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

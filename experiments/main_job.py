@@ -44,7 +44,8 @@ def run_main(args: argparse.Namespace) -> int:
                "epochs": args.epochs, "seeds": args.seeds, "seed": 0, "lr": args.lr, "hidden": 16, "flow_layers": 2,
                "flow_hidden": 128, "flow_conditioner": "mlp", "data_root": None, "device": "cpu", "threads": 1,
                "out": args.out / f"{paper_name(model, flow).lower()}", "csv": args.out / "results.csv",
-               "resume": False, "checkpoint_every": None, "no_progress": args.no_progress, "stop_after": None}
+               "resume": False, "overwrite": True,  # the demo replaces its own previous output
+               "checkpoint_every": None, "no_progress": args.no_progress, "stop_after": None}
         res = run_command(cfg)
         s = res["summary"]
         rows.append((paper_name(model, flow), s["auc"], s["ap"], res["wall_s"]))

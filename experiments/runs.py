@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import sys
@@ -401,14 +402,65 @@ def run(command: str, config: dict[str, Any], make_job: Callable[[int], Job], *,
                 print(f"[{describe}] already finished: {len(seeds)} seed(s) in {out / 'results.json'} (nothing "
                       "trained, no CSV row added)", file=sys.stderr, flush=True)
             return finished
-    if D.is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            for old in out.glob("seed*"):
-                shutil.rmtree(old, ignore_errors=True)
-        if not resume or not (out / CONFIG_FILE).exists():
-            atomic_write_text(json.dumps(_jsonable(config), indent=2), out / CONFIG_FILE)
-    D.barrier()
+    with run_lock(out):
+        if D.is_main():
+            out.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                _clear_previous_run(out, overwrite=bool(config.get("overwrite")))
+            if not resume or not (out / CONFIG_FILE).exists():
+                atomic_write_text(json.dumps(_jsonable(config), indent=2), out / CONFIG_FILE)
+        D.barrier()
+        return _run_seeds(command, config, make_job, out, seeds, resume, describe, progress)
+
+
+#: what a run writes in ``--out`` besides its ``seed<k>/`` folders: all that ``--overwrite`` may delete
+RUN_FILES = (CONFIG_FILE, "results.json", "training_curves.png")
+_SEED_DIR = re.compile(r"seed\d+")
+
+
+def _run_seed_dirs(out: Path) -> list[Path]:
+    """The ``seed<k>/`` folders of a run in ``out`` (``seed`` and digits only: ``seedlings/`` is not one)."""
+    return [p for p in out.iterdir() if p.is_dir() and _SEED_DIR.fullmatch(p.name)] if out.is_dir() else []
+
+
+def _clear_previous_run(out: Path, *, overwrite: bool) -> None:
+    """Before a new run in ``out``: refuse if another run's files are there (unless ``overwrite``, which deletes
+    those files and nothing else)."""
+    own = [out / f for f in RUN_FILES if (out / f).exists()] + _run_seed_dirs(out)
+    if not own:
+        return
+    if not overwrite:
+        names = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in own))
+        raise RunError(f"{out} already holds a run ({names}): continue it with --resume, replace it with "
+                       "--overwrite (which deletes only those files), or choose another --out")
+    for path in own:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold ``<out>/.run.lock`` (an exclusive ``fcntl`` lock) for the run: a second run in the same ``--out``
+    stops at once with :class:`RunError` instead of overwriting the first one's files. Under ``torchrun`` rank 0
+    holds it."""
+    if not D.is_main():
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".run.lock", "a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"another run is using {out} (it holds {out / '.run.lock'}); wait for it to finish or "
+                           "choose another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _run_seeds(command: str, config: dict[str, Any], make_job: Callable[[int], Job], out: Path, seeds: list[int],
+               resume: bool, describe: str, progress: bool) -> dict[str, Any]:
+    """The seeds of :func:`run`, then ``results.json``, the CSV row and the training curves."""
     per_seed: list[dict[str, Any]] = []
     extras: dict[str, Any] = {}
     t_start = time.perf_counter()

@@ -265,3 +265,28 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before_and_none_left_is_a_cl
     assert run_cli(*args, "--out", again, "--resume") == 2
     err = capsys.readouterr().err
     assert "no readable checkpoint" in err and "checkpoint.prev.pt" in err and "Delete" in err
+
+
+def test_an_out_with_a_run_is_refused_overwrite_deletes_only_the_runs_files_and_a_lock_stops_a_second_run(
+        tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    (out / "seedlings_dataset").mkdir(parents=True)  # a user's folder that merely starts with "seed"
+    (out / "seedlings_dataset" / "keep.txt").write_text("mine")
+    (out / "notes.md").write_text("mine too")
+    base = ["graph-recon", "--dataset", "tree", "--flow", "none", "--epochs", "4", "--out", str(out)]
+    assert run_cli(*base) == 0  # an --out with only the user's files is fine, and they are left alone
+    assert run_cli(*base) == 2  # a second run there is refused ...
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--overwrite" in err and "seed0/" in err
+    assert run_cli(*base, "--overwrite") == 0  # ... unless asked to replace it
+    assert (out / "seedlings_dataset" / "keep.txt").read_text() == "mine" and (out / "notes.md").exists()
+    assert (out / "seed0" / "metrics.json").exists()
+    # a run holding the lock of an --out stops another one at once
+    import fcntl
+
+    with open(out / ".run.lock", "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        capsys.readouterr()
+        assert run_cli(*base, "--overwrite") == 2  # not even --overwrite replaces a run in progress
+        assert "another run is using" in capsys.readouterr().err
+    assert (out / "seed0" / "metrics.json").exists()
