@@ -195,14 +195,38 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
         o[..., 0] = k.sqrt()
         return geoopt.ManifoldTensor(o, manifold=self)
 
-    def random(self, *size, std: float = 1.0, dtype=None, device=None) -> geoopt.ManifoldTensor:
-        """Samples of the wrapped normal at the origin with isotropic ``std`` (last entry of size = ``n+1``)."""
+    def random(self, *size, mean: float | Tensor = 0.0, std: float | Tensor = 1.0, dtype=None,
+               device=None) -> geoopt.ManifoldTensor:
+        """``exp_o(v)`` with tangent coordinates ``v ~ N(mean, std²)`` (last entry of size = ``n+1``): the wrapped
+        normal at the origin for ``mean = 0``. (geoopt's ``random_normal`` also rescales ``v`` to unit norm, so
+        its ``std`` changes nothing but the direction; here ``mean`` and ``std`` mean what they say.)"""
         size = geoopt.utils.size2shape(*size)
         v = torch.randn(*size[:-1], size[-1] - 1, dtype=dtype or self.log_k.dtype,
-                        device=device or self.log_k.device) * std
+                        device=device or self.log_k.device) * std + mean
         return geoopt.ManifoldTensor(self.expmap0_spatial(v), manifold=self)
 
     random_normal = random
+
+    def inner0(self, v: Tensor, *, keepdim: bool = False, dim: int = -1) -> Tensor:
+        """``<o, v>_L = -sqrt(k)·v₀`` (:func:`~manifolds.lorentz_math.inner0`)."""
+        return lm.inner0(v, self.k, keepdim=keepdim, dim=dim)
+
+    def logmap0back(self, x: Tensor, *, dim: int = -1) -> Tensor:
+        """``log_x(o)``, the tangent vector at ``x`` towards the origin (:func:`~manifolds.lorentz_math.logmap0back`)."""
+        self.validate_point(x.movedim(dim, -1), "x")
+        return lm.logmap0back(x, self.k, dim=dim)
+
+    def geodesic_unit(self, t: Tensor, x: Tensor, u: Tensor, *, dim: int = -1, project: bool = True) -> Tensor:
+        """The unit-speed geodesic from ``x`` with velocity ``u`` (``||u||_L = 1``) at time ``t``
+        (:func:`~manifolds.lorentz_math.geodesic_unit`), projected on the manifold unless ``project=False``."""
+        self.validate_point(x.movedim(dim, -1), "x")
+        self.validate_tangent(x.movedim(dim, -1), u.movedim(dim, -1), "u")
+        if dim != -1:
+            x, u = x.movedim(dim, -1), u.movedim(dim, -1)
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        y = lm.geodesic_unit(t.unsqueeze(-1) if t.dim() and t.dim() == x.dim() - 1 else t, x, u, self.k)
+        y = lm.projx(y, self.k) if project else y
+        return y.movedim(-1, dim) if dim != -1 else y
 
     # -- tangent coordinates at the origin (used by distributions and flows) -------------------------------
     def expmap0_spatial(self, v: Tensor) -> Tensor:

@@ -49,6 +49,9 @@ __all__ = [
     "transp",
     "transp0",
     "transp0back",
+    "inner0",
+    "logmap0back",
+    "geodesic_unit",
     "translate",
     "lorentz_to_poincare",
     "poincare_to_lorentz",
@@ -427,6 +430,49 @@ def logmap(x: Tensor, y: Tensor, k: Tensor | float, *, dim: int = -1) -> Tensor:
     w = _diff64(x64, y64) - 2 * torch.sinh(d / (2 * sk)) ** 2 * x64
     u = proju(x64, w / sinhc(d / sk), k)
     return u.to(dtype)
+
+
+def inner0(v: Tensor, k: Tensor | float, *, keepdim: bool = False, dim: int = -1) -> Tensor:
+    r"""``<o, v>_L = -sqrt(k)·v₀``: the Minkowski product of the origin with ``v`` (geoopt's ``inner0``).
+
+    Example:
+        >>> inner0(torch.tensor([2.0, 1.0, 3.0]), 4.0)
+        tensor(-4.)
+    """
+    if dim != -1:
+        out = inner0(v.movedim(dim, -1), k, keepdim=True)
+        return out.movedim(-1, dim) if keepdim else out.squeeze(-1)
+    out = -v[..., :1] * _sqrt_k(_kdim(k, v), v)
+    return out if keepdim else out.squeeze(-1)
+
+
+def logmap0back(x: Tensor, k: Tensor | float, *, dim: int = -1) -> Tensor:
+    r"""``log_x(o)``: the tangent vector at ``x`` that points to the origin, of length ``d(x, o)`` (geoopt's
+    ``logmap0back``), computed by :func:`logmap` (float64, cancellation-free).
+
+    Example:
+        >>> x = expmap0(torch.tensor([0.0, 1.0, 0.0]), 1.0)
+        >>> logmap0back(x, 1.0)
+        tensor([-1.1752, -1.5431,  0.0000])
+    """
+    if dim != -1:
+        return logmap0back(x.movedim(dim, -1), k).movedim(-1, dim)
+    o = torch.cat([_sqrt_k(_kdim(k, x), x).expand_as(x[..., :1]), torch.zeros_like(x[..., 1:])], dim=-1)
+    return logmap(x, o, k)
+
+
+def geodesic_unit(t: Tensor, x: Tensor, u: Tensor, k: Tensor | float) -> Tensor:
+    r"""The unit-speed geodesic ``γ(t) = cosh(t/sqrt(k))·x + sqrt(k)·sinh(t/sqrt(k))·u`` from ``x`` with velocity ``u``
+    (``||u||_L = 1``, ``u`` tangent at ``x``); ``d(x, γ(t)) = |t|`` (geoopt's ``geodesic_unit``).
+
+    Example:
+        >>> o, u = origin(2), torch.tensor([0.0, 1.0, 0.0])
+        >>> geodesic_unit(torch.tensor(2.0), o, u, 1.0)
+        tensor([3.7622, 3.6269, 0.0000])
+    """
+    sk = _sqrt_k(_kdim(k, x), x)
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    return torch.cosh(t / sk) * x + sk * torch.sinh(t / sk) * u
 
 
 def transp(x: Tensor, y: Tensor, v: Tensor, k: Tensor | float, *, dim: int = -1) -> Tensor:

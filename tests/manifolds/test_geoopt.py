@@ -138,3 +138,65 @@ def test_lorentz_math_is_geoopt_free_of_state():
     o = lm.origin(2, k)
     _close(lm.logmap(o, x, k), lm.logmap0(x, k))
     _close(lm.dist(o, x, k), lm.dist0(x, k))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# drop-in: every public method of geoopt.Lorentz exists here with the same meaning
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_every_public_method_of_geoopt_lorentz_exists():
+    theirs = {n for n in dir(geoopt.Lorentz) if not n.startswith("_")}
+    missing = sorted(n for n in theirs if not hasattr(Lorentz, n))
+    assert not missing, f"geoopt.Lorentz has {missing}, manifolds.Lorentz does not"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", KS)
+def test_inner0_logmap0back_and_geodesic_unit_identities(k, dtype):
+    """``inner0(v) = <o, v>_L``; ``log_x(o)`` has length ``d(x, o)`` and ``exp_x(log_x(o)) = o``; the unit-speed
+    geodesic stays on the manifold, starts at ``x`` with velocity ``u``, is ``exp_x(t·u)`` and has ``d(x, γ(t)) =
+    |t|``. Norms from 1e-3 to 10 in float64; in float32 to 5, where ambient coordinates at other base points still
+    hold 1e-3 (the README's numerical envelope: ``ε·cosh²(s)``)."""
+    M, sk = Lorentz(k), math.sqrt(k)
+    gen = torch.Generator().manual_seed(3)
+    top = 10.0 if dtype == torch.float64 else 5.0
+    norms = torch.logspace(-3, math.log10(top), 12, dtype=torch.float64) * sk
+    d = torch.randn(12, 3, generator=gen, dtype=torch.float64)
+    x = lm.expmap0_spatial(d / d.norm(dim=-1, keepdim=True) * norms[:, None], k).to(dtype)
+    o = M.origin(12, 4, dtype=dtype)
+    v = torch.randn(12, 4, generator=gen, dtype=torch.float64).to(dtype)
+    torch.testing.assert_close(M.inner0(v), lm.inner(o, v))
+    back = M.logmap0back(x)
+    tol = 1e-7 if dtype == torch.float64 else 2e-3  # ambient coordinates at distance s hold ~ε·cosh²(s)
+    torch.testing.assert_close(M.norm(back).double(), M.dist0(x).double(), rtol=tol, atol=tol)
+    torch.testing.assert_close(M.logmap0(M.expmap(x, back)).double(), torch.zeros(12, 4, dtype=torch.float64),
+                               atol=tol * (1 + float(norms.max())), rtol=0)
+    w = M.proju(x, torch.randn(12, 4, generator=gen, dtype=torch.float64).to(dtype))
+    u = w / M.norm(w, keepdim=True)  # unit speed
+    for t in (0.0, 0.3 * sk, 1.7 * sk):
+        y = M.geodesic_unit(torch.tensor(t), x, u)
+        assert bool(M.check_point_on_manifold(y))
+        torch.testing.assert_close(M.dist(x, y).double(), torch.full((12,), t, dtype=torch.float64),
+                                   rtol=tol, atol=tol * sk)
+        torch.testing.assert_close(M.logmap0(y).double(), M.logmap0(M.expmap(x, t * u)).double(),
+                                   rtol=tol, atol=tol * (1 + float(norms.max())))
+
+
+def test_drop_in_methods_equal_geoopt_near_the_origin(geo):
+    """Where geoopt is accurate (k = 1, float64, distance <= 3) the three methods give geoopt's values."""
+    M, G = Lorentz(1.0), geoopt.Lorentz(k=1.0)
+    gen = torch.Generator().manual_seed(5)
+    x = lm.expmap0_spatial(torch.randn(16, 3, generator=gen, dtype=torch.float64), 1.0)
+    u = M.proju(x, torch.randn(16, 4, generator=gen, dtype=torch.float64))
+    u = u / M.norm(u, keepdim=True)
+    t = torch.rand(16, 1, generator=gen, dtype=torch.float64)
+    _close(M.inner0(u), G.inner0(u))
+    _close(M.logmap0back(x), G.logmap0back(x))
+    _close(M.geodesic_unit(t, x, u), G.geodesic_unit(t, x, u))
+
+
+def test_random_normal_takes_geoopts_keywords_and_means_them():
+    torch.manual_seed(0)
+    z = Lorentz(2.0).random_normal(20000, 3, mean=0.5, std=0.2)
+    v = Lorentz(2.0).logmap0(z)[..., 1:]
+    assert abs(float(v.mean()) - 0.5) < 0.01 and abs(float(v.std()) - 0.2) < 0.01
