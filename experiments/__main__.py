@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run_command(cfg)
         if D.is_main():
             print_summary(results)
-    except (ds.MissingDataError, RunError) as err:
+    except (ds.MissingDataError, ds.DataFileError, RunError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Interrupted as err:

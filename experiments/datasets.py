@@ -73,6 +73,57 @@ class MissingDataError(FileNotFoundError):
     """A dataset file is not under the data root; the message names the file and where to get it."""
 
 
+class DataFileError(ValueError):
+    """A dataset file is there but damaged (truncated, unreadable, or not the graph it should be); the message names
+    the file, what was found and where to get a fresh copy."""
+
+
+#: the shape of each offline graph, checked at every load (a truncated or foreign file fails here, not later):
+#: nodes, undirected edges (no self-loops), feature columns (``None``: identity features)
+GRAPH_SHAPES: dict[str, tuple[int, int, int | None]] = {
+    "dis-i": (516, 1188, None), "dis-ii": (2665, 2664, 11), "phylo": (344, 343, None), "csphd": (1025, 1043, None),
+    "airport": (3188, 18630, 5), "mammals": (1180, 6540, None), "cora": (2708, 5278, 1433),
+    "citeseer": (3327, 4552, 3703),
+}
+#: where each offline graph's files live under the data root (for the messages)
+GRAPH_FILES: dict[str, tuple[str, ...]] = {
+    "dis-i": ("hyperbolics_edges/bio-diseasome.edges",), "csphd": ("hyperbolics_edges/ca-CSphd.edges",),
+    "phylo": ("hyperbolics_edges/phylo_tree.edges",),
+    "dis-ii": ("hgcn/disease_lp/disease_lp.edges.csv", "hgcn/disease_lp/disease_lp.feats.npz",
+               "hgcn/disease_lp/disease_lp.labels.npy"),
+    "airport": ("hgcn/airport/airport.p",), "mammals": ("wordnet_mammals/mammal_closure.csv",),
+    "cora": ("planetoid/Cora/raw/",), "citeseer": ("planetoid/CiteSeer/raw/",),
+}
+
+
+def _damaged(name: str, root: Path | None, found: str) -> DataFileError:
+    files = ", ".join(str(Path(root if root is not None else default_data_root()) / f) for f in GRAPH_FILES[name])
+    folder = GRAPH_FILES[name][0].split("/")[0]
+    folder = "/".join(GRAPH_FILES[name][0].split("/")[:2]) if folder == "hgcn" else folder
+    return DataFileError(
+        f"dataset {name!r}: {found} in {files}; the file is damaged or not the right one. Replace it with a fresh "
+        f"copy from {_SOURCES.get(folder, 'the source named in shared/data/README.md')} (or point --data-root at a "
+        "good copy of shared/data)")
+
+
+def _check_graph(name: str, root: Path | None, g: "GraphData") -> "GraphData":
+    """Raise :class:`DataFileError` unless ``g`` has the shape in :data:`GRAPH_SHAPES` (and labels per node)."""
+    nodes, edges, feats = GRAPH_SHAPES[name]
+    got_edges = int((g.edge_index[0] < g.edge_index[1]).sum()) if g.edge_index.numel() else 0
+    got_feats = None if g.x is None else g.x.size(1)
+    problems = []
+    if (g.num_nodes, got_edges) != (nodes, edges):
+        problems.append(f"{g.num_nodes} nodes and {got_edges} edges instead of {nodes} and {edges}")
+    if got_feats != feats or (g.x is not None and g.x.size(0) != g.num_nodes):
+        problems.append(f"features of shape {None if g.x is None else tuple(g.x.shape)} instead of "
+                        f"{None if feats is None else (nodes, feats)}")
+    if g.labels is not None and len(g.labels) != g.num_nodes:
+        problems.append(f"{len(g.labels)} labels for {g.num_nodes} nodes")
+    if problems:
+        raise _damaged(name, root, "; ".join(problems))
+    return g
+
+
 def default_data_root() -> Path:
     """``$RF_DATA_ROOT`` if set, else ``../shared/data`` beside the repository, else ``./data``."""
     env = os.environ.get(DATA_ROOT_ENV)
@@ -161,9 +212,7 @@ def _edge_file(root, rel, name, latent_dim) -> GraphData:
 def _disease_lp(root) -> GraphData:
     import scipy.sparse as sp
 
-    edges_path = _need(root, "hgcn/disease_lp/disease_lp.edges.csv", "dis-ii")
-    feats = _need(root, "hgcn/disease_lp/disease_lp.feats.npz", "dis-ii")
-    labels = _need(root, "hgcn/disease_lp/disease_lp.labels.npy", "dis-ii")
+    edges_path, feats, labels = (_need(root, rel, "dis-ii") for rel in GRAPH_FILES["dis-ii"])
     idx: dict[str, int] = {}
     edges = []
     for line in open(edges_path):  # HGCN's convention: nodes renumbered in order of first appearance
@@ -221,16 +270,25 @@ def _planetoid(root, name: str) -> GraphData:
 
 
 def load_graph(name: str, root: Path | str | None = None) -> GraphData:
-    """A graph-reconstruction dataset by name (see :data:`GRAPH_DATASETS`)."""
+    """A graph-reconstruction dataset by name (see :data:`GRAPH_DATASETS`). An offline graph is checked against
+    :data:`GRAPH_SHAPES`; a file that cannot be read or gives another graph is a :class:`DataFileError` naming it."""
     root = Path(root) if root is not None else None
     if name == "tree":
         return hierarchical_graph()
-    if name == "dis-i":
-        return _edge_file(root, "hyperbolics_edges/bio-diseasome.edges", "dis-i", 6)
-    if name == "csphd":
-        return _edge_file(root, "hyperbolics_edges/ca-CSphd.edges", "csphd", 6)
-    if name == "phylo":
-        return _edge_file(root, "hyperbolics_edges/phylo_tree.edges", "phylo", 2)
+    if name not in GRAPH_SHAPES:
+        raise ValueError(f"unknown graph dataset {name!r}; choose one of {', '.join(GRAPH_DATASETS)}")
+    try:
+        g = _load_offline_graph(name, root)
+    except (MissingDataError, DataFileError):
+        raise
+    except Exception as err:  # a truncated or foreign file: parse errors of every kind, named by the file
+        raise _damaged(name, root, f"reading failed ({type(err).__name__}: {err})") from err
+    return _check_graph(name, root, g)
+
+
+def _load_offline_graph(name: str, root: Path | None) -> GraphData:
+    if name in ("dis-i", "csphd", "phylo"):
+        return _edge_file(root, GRAPH_FILES[name][0], name, 2 if name == "phylo" else 6)
     if name == "dis-ii":
         return _disease_lp(root)
     if name == "airport":

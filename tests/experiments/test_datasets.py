@@ -55,3 +55,33 @@ def test_mnist_is_reduced_to_8k_2k(data_root: Path) -> None:
     d = ds.load_density("mnist", data_root)
     assert d.train.shape == (8000, 784) and d.test.shape == (2000, 784)
     assert set(d.test.unique().tolist()) == {0.0, 1.0} and "8,000" in d.note
+
+
+def test_damaged_offline_files_are_clear_errors_naming_the_file(data_root: Path, tmp_path: Path, capsys) -> None:
+    """A truncated edge list (Dis-I cut to half: it used to train silently on 320 nodes), a truncated pickle and a
+    truncated feature file each give a one-line error naming the file and where to get a fresh copy."""
+    import shutil
+
+    from experiments.__main__ import main
+
+    root = tmp_path / "data"
+    for rel in ("hyperbolics_edges/bio-diseasome.edges", "hgcn/airport/airport.p",
+                "hgcn/disease_lp/disease_lp.edges.csv", "hgcn/disease_lp/disease_lp.feats.npz",
+                "hgcn/disease_lp/disease_lp.labels.npy"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data_root / rel, root / rel)
+    edges = root / "hyperbolics_edges/bio-diseasome.edges"
+    lines = edges.read_text().splitlines()
+    edges.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    pickled = root / "hgcn/airport/airport.p"
+    pickled.write_bytes(pickled.read_bytes()[:1000])
+    feats = root / "hgcn/disease_lp/disease_lp.feats.npz"
+    feats.write_bytes(feats.read_bytes()[:200])
+    for name, path in (("dis-i", edges), ("airport", pickled), ("dis-ii", feats)):
+        with pytest.raises(ds.DataFileError) as info:
+            ds.load_graph(name, root)
+        assert str(path) in str(info.value) and "fresh copy" in str(info.value)
+    assert main(["graph-recon", "--dataset", "dis-i", "--data-root", str(root), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "516 and 1188" in err and "Traceback" not in err
