@@ -80,6 +80,10 @@ class Coupling(Transform):
         if w.size(-1) != self.dim:
             raise ValueError(f"{type(self).__name__} expects {self.dim} coordinates in the last dimension; "
                              f"got shape {tuple(w.shape)}")
+        weight = next(self.net.parameters(), None)
+        if weight is not None and weight.dtype != w.dtype:  # metadata only: no value is read
+            raise ValueError(f"{type(self).__name__} got {w.dtype} coordinates but its parameters are {weight.dtype}: "
+                             f"convert the input (x.to({weight.dtype})) or the flow (flow.to({w.dtype}))")
         if self.manifold.validate:  # Euclidean(validate=True): non-finite input is a ValueError here
             self.manifold.validate_point(w, "x")
 

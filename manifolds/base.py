@@ -45,6 +45,14 @@ class ManifoldOps:
                 f"dimension {self.dim} and uses {self.ambient_dim(self.dim)} ambient coordinates"
             )
 
+    def _check_same_size(self, x: Tensor, y: Tensor, dim: int = -1) -> None:
+        """Two points of one manifold have as many coordinates (a shape check: no values are read)."""
+        if x.size(dim) != y.size(dim):
+            raise ValueError(
+                f"x has {x.size(dim)} coordinates and y has {y.size(dim)} in dimension {dim}: points of one "
+                f"{self.name} manifold have the same number (n + 1 on the hyperboloid)"
+            )
+
     def _check_finite(self, x: Tensor, what: str) -> None:
         if not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).sum())

@@ -142,6 +142,7 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
         return lm.egrad2rgrad(x, u, self.k, dim=dim)
 
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False, dim: int = -1) -> Tensor:
+        self._check_same_size(x, y, dim)
         self.validate_point(x.movedim(dim, -1), "x")
         self.validate_point(y.movedim(dim, -1), "y")
         return lm.dist(x, y, self.k, keepdim=keepdim, dim=dim)
@@ -158,6 +159,7 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
     retr = expmap
 
     def logmap(self, x: Tensor, y: Tensor, *, dim: int = -1) -> Tensor:
+        self._check_same_size(x, y, dim)
         self.validate_point(x.movedim(dim, -1), "x")
         self.validate_point(y.movedim(dim, -1), "y")
         return lm.logmap(x, y, self.k, dim=dim)
@@ -173,6 +175,7 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
         return lm.logmap0(x, self.k, dim=dim)
 
     def transp(self, x: Tensor, y: Tensor, v: Tensor, *, dim: int = -1) -> Tensor:
+        self._check_same_size(x, y, dim)
         self.validate_point(x.movedim(dim, -1), "x")
         self.validate_point(y.movedim(dim, -1), "y")
         self.validate_tangent(x.movedim(dim, -1), v.movedim(dim, -1), "v")
@@ -235,9 +238,10 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
         return lm.expmap0_spatial(v, self.k)
 
     def logmap0_spatial(self, x: Tensor) -> Tensor:
-        """Tangent coordinates ``v ∈ ℝⁿ`` of ``log_o(x)``."""
+        """Tangent coordinates ``v ∈ ℝⁿ`` of ``log_o(x)``, computed from the spatial coordinates; a NaN or infinite
+        time coordinate ``x₀`` makes the result NaN (such a point is not on the manifold: NaN in, NaN out)."""
         self.validate_point(x, "x")
-        return lm.logmap0_spatial(x, self.k)
+        return lm.logmap0_spatial(x, self.k) + 0 * x[..., :1]
 
     def expmap_logdet(self, r: Tensor, n: int) -> Tensor:
         """``(n-1)·ℓ(r)``: log volume change of ``exp`` at a tangent vector of norm ``r``."""

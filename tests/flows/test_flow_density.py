@@ -176,3 +176,18 @@ def test_flow_in_tangent_coordinates_gives_the_explicit_densities_and_samples(na
     z_ref, ladj_f = f(z0)
     torch.testing.assert_close(z, z_ref, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(log_q, log_p0 - ladj_f, rtol=1e-9, atol=1e-9)
+
+
+def test_nan_in_is_nan_out_and_mismatched_inputs_are_clear_errors():
+    """A point with NaN in its time coordinate (ignored by the spatial log map) scores NaN, not a finite number;
+    float64 data for a float32 flow and points of different sizes are one-line errors saying what to do."""
+    M = Lorentz(k=1.0)
+    q = flows.Flow(WrappedNormal.at_origin(torch.ones(2), M), flows.build("whc", M, 2))
+    z = M.expmap0_spatial(torch.randn(4, 2))
+    z[1, 0] = float("nan")
+    lp = q.log_prob(z)
+    assert torch.isnan(lp[1]) and torch.isfinite(lp[[0, 2, 3]]).all()
+    with pytest.raises(ValueError, match=r"convert the input"):
+        q.log_prob(z.double())
+    with pytest.raises(ValueError, match="same number"):
+        M.dist(torch.randn(5, 3), torch.randn(5, 4))
