@@ -22,29 +22,18 @@ import argparse
 import json
 import platform
 import statistics
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 from torch import nn
 
+from .timing import Case, device_name, quartiles, time_cases
+
 #: Targets of issue 3 (ratios of median step times measured in the same run).
 NC_VS_PEER_TARGET = 1.0
 NC_VS_PEER_AIM = 0.8
 WHC_VS_NC_TARGET = 1.5
-
-
-@dataclass
-class Case:
-    """A model to time: ``step()`` runs one training step; ``group`` is ``"ours"``, ``"peer"`` or ``"manifold"``."""
-
-    name: str
-    group: str
-    step: Callable[[], None]
-    note: str = ""
-    times: list[float] = field(default_factory=list)
 
 
 def _make_step(model: nn.Module, log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
@@ -183,40 +172,6 @@ PEERS = {"zuko": peer_zuko, "nflows": peer_nflows, "normflows": peer_normflows}
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _quantiles(ts: list[float]) -> tuple[float, float, float]:
-    q = statistics.quantiles(ts, n=4, method="inclusive")
-    return q[0], statistics.median(ts), q[2]
-
-
-def time_cases(cases: list[Case], repeats: int, warmup: int, device: torch.device, clock: str = "wall") -> None:
-    """Warm up, then time one step of every case per repeat, rotating the order each repeat.
-
-    ``clock="cpu"`` measures the process's CPU time instead of wall time (CPU device only): with
-    ``--threads 1`` on a shared machine it excludes the time the process waits for a core.
-    """
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    now = time.process_time if clock == "cpu" else time.perf_counter
-    for c in cases:
-        for _ in range(warmup):
-            c.step()
-    sync()
-    for r in range(repeats):
-        order = cases[r % len(cases):] + cases[:r % len(cases)]
-        for c in order:
-            sync()
-            t0 = now()
-            c.step()
-            sync()
-            c.times.append((now() - t0) * 1e3)
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name for a CUDA device, else the processor's (as far as ``platform`` knows it)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
-
-
 def bench_flows(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
@@ -252,7 +207,7 @@ def bench_flows(args: argparse.Namespace) -> dict:
 
         rows = {}
         for c in cases:
-            q1, med, q3 = _quantiles(c.times)
+            q1, med, q3 = quartiles(c.times)
             rows[c.name] = {"group": c.group, "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1}
         nc = rows[cases[0].name]["median_ms"]
         peers = {n: r["median_ms"] for n, r in rows.items() if r["group"] == "peer"}

@@ -39,7 +39,7 @@ from typing import Any, Callable
 import torch
 
 from . import datasets as ds
-from .bench import Case, _quantiles, device_name, time_cases
+from .timing import Case, device_name, quartiles, time_cases
 from .profiling import HostReadCounter, count_cuda_syncs, count_kernel_launches, peak_memory
 
 # ----------------------------------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def _measure(case: Case, data: ds.GraphData, device: torch.device, setup_s: floa
         case.step()
     sync_sites: list[str] = []
     syncs = count_cuda_syncs(case.step, sync_sites) if device.type == "cuda" else None
-    q1, med, q3 = _quantiles(case.times)
+    q1, med, q3 = quartiles(case.times)
     ei = data.edge_index
     row = {
         "graph": data.name, "nodes": data.num_nodes, "edges": int((ei[0] < ei[1]).sum()), "flow": case.name,

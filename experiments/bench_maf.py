@@ -25,7 +25,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from experiments.bench import Case, time_cases
+from experiments.timing import Case, time_cases
 
 #: Target of issue 6: our MAF training step at most this many times the faster peer's.
 MAF_VS_PEER_TARGET = 1.0

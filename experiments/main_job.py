@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_main(args: argparse.Namespace) -> int:
     from . import datasets as ds
     from . import plots
-    from .__main__ import run_command
+    from .commands import run_command
     from .models import paper_name
 
     t0 = time.perf_counter()

@@ -117,7 +117,7 @@ def _deadline(text: str | None) -> dt.datetime | None:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from .__main__ import run_command
+    from .commands import run_command
 
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     for t in tables:

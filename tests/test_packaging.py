@@ -129,3 +129,34 @@ def test_installed_metadata_matches_setup_cfg() -> None:
     except importlib.metadata.PackageNotFoundError:
         pytest.skip(f"{name} is not installed (run `make test`, which does `pip install -e .[test]`)")
     assert installed == version, f"stale install: {installed} != setup.cfg {version}; rerun `make venv`"
+
+
+def test_no_module_of_experiments_imports_in_a_circle():
+    """Module- and function-level imports between ``experiments/`` modules form no cycle (issue 13)."""
+    import ast
+
+    folder = Path(__file__).resolve().parents[1] / "experiments"
+    mods = {p.stem: p for p in folder.glob("*.py")}
+    deps: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("experiments."):
+                found.add(node.module.split(".")[1])
+        deps[name] = found & set(mods) - {name}
+
+    def cycle_from(start: str) -> list[str] | None:
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in deps[node]:
+                if nxt == start:
+                    return path + [start]
+                if nxt not in path:
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    cycles = [c for c in map(cycle_from, sorted(mods)) if c]
+    assert not cycles, f"import cycles: {cycles}"
