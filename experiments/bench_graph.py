@@ -8,8 +8,8 @@ posteriors without a flow, with TC and with WHC, and measures per training epoch
 * the median wall time over ``--epochs`` epochs after ``--warmup`` untimed ones (the flows of one graph
   timed round-robin, one epoch of each per repeat, so drift in the machine's speed affects all alike; CUDA is
   synchronised before every clock reading);
-* the peak memory of one epoch (:func:`experiments.profiling.peak_memory`: exact on CUDA, a process-level
-  upper bound on CPU) and that per node;
+* the peak memory of one epoch with that model alone in the process (:func:`experiments.profiling.peak_memory`:
+  everything resident on CUDA, a process-level upper bound on CPU) and that per node;
 * the kernel launches of one epoch (:func:`experiments.profiling.count_kernel_launches`: CUDA launch calls; on
   CPU the top-level ATen operator calls);
 * the host reads of one epoch (:class:`experiments.profiling.HostReadCounter`: ``.item()``, ``bool(t)``,
@@ -233,14 +233,20 @@ def targets(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return checks
 
 
-def _measure(case: Case, data: ds.GraphData, device: torch.device, setup_s: float) -> dict[str, Any]:
-    """One result row: the timings already in ``case``, then one epoch each for launches, memory and reads."""
+def _measure_alone(case: Case, device: torch.device) -> dict[str, Any]:
+    """One epoch each for launches, peak memory (this model alone in the process), host reads and CUDA syncs."""
     launches = count_kernel_launches(case.step, device)
     peak = peak_memory(case.step, device)
     with HostReadCounter() as reads:
         case.step()
     sync_sites: list[str] = []
     syncs = count_cuda_syncs(case.step, sync_sites) if device.type == "cuda" else None
+    return {"launches": launches, "peak": peak, "reads": reads, "syncs": syncs, "sync_sites": sync_sites}
+
+
+def _row(case: Case, data: ds.GraphData, device: torch.device, setup_s: float, m: dict[str, Any]) -> dict[str, Any]:
+    """One result row: the timings in ``case`` and the measurements of :func:`_measure_alone`."""
+    launches, peak, reads, syncs, sync_sites = m["launches"], m["peak"], m["reads"], m["syncs"], m["sync_sites"]
     q1, med, q3 = quartiles(case.times)
     ei = data.edge_index
     row = {
@@ -280,8 +286,8 @@ def bench_graph(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         split = split_edges(data.edge_index, data.num_nodes, seed=0)  # one split for the flows of this graph
         split_s = time.perf_counter() - t0
-        for flow in args.flows:
-            cfg = job_config(args.device, flow, data.latent_dim, args.warmup + args.epochs + 3, args.threads,
+        def make_case(flow: str) -> Case:
+            cfg = job_config(args.device, flow, data.latent_dim, 2 * args.warmup + args.epochs + 10, args.threads,
                              args.compile, args.cuda_graph)
             cfg["dataset"], cfg["data_note"] = data.name, data.summary()
             results["cuda_graph"] = cfg["cuda_graph"]
@@ -290,12 +296,35 @@ def bench_graph(args: argparse.Namespace) -> dict[str, Any]:
             job = GraphReconJob(cfg, data, seed=0, split=split)
             setup[flow] = split_s + time.perf_counter() - t0
             job.eval_every = NO_EVALUATION
-            cases.append(Case(flow, "graph", _epoch_step(job)))
+            return Case(flow, "graph", _epoch_step(job))
+
+        # memory, launches, reads and syncs of each model alone in the process (the others not built yet)
+        measured = {}
+        for flow in args.flows:
+            case = make_case(flow)
+            for _ in range(args.warmup):
+                case.step()
+            measured[flow] = _measure_alone(case, device)
+            del case
+            _release(device)
+        # times: every model of the graph alive, timed round-robin
+        cases = [make_case(flow) for flow in args.flows]
         time_cases(cases, args.epochs, args.warmup, device)
         for case in cases:
-            results["rows"].append(_measure(case, data, device, setup[case.name]))
+            results["rows"].append(_row(case, data, device, setup[case.name], measured[case.name]))
         del cases
+        _release(device)
     return results
+
+
+def _release(device: torch.device) -> None:
+    """Free what deleted jobs held, so the next measurement sees one model's memory only."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
 
 
 # ----------------------------------------------------------------------------------------------------------
