@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from typing import Callable, Optional
 
 import torch
@@ -134,6 +136,45 @@ class MLPConditioner(nn.Module):
         return layers[-1](x)
 
 
+class GCNNormCache:
+    r"""GCN's normalised adjacency ``D^{-1/2}(A + I)D^{-1/2}`` of an ``edge_index`` as ``(edge_index, edge_weight)``
+    (``torch_geometric``'s ``gcn_norm`` with self-loops), computed once per graph and kept for that tensor.
+
+    ``gcn_norm`` finds the nodes without a self-loop with a data-dependent mask: a device synchronisation on a GPU
+    and a graph break under ``torch.compile``. Kept, it runs once per graph instead of in every training step. The
+    key is the tensor itself (a weak reference), its version counter (bumped by in-place changes, though not by
+    writes through ``.data`` or a shared numpy array), the node count, the dtype, and inference mode (whose
+    tensors cannot be saved for a later backward pass). Not pickled: a copy recomputes on its first call.
+
+    Example:
+        >>> norm = GCNNormCache()
+        >>> ei = torch.tensor([[0, 1], [1, 0]])
+        >>> a = norm(ei, 2, torch.float32)
+        >>> norm(ei, 2, torch.float32) is a  # the same graph: nothing recomputed
+        True
+    """
+
+    def __init__(self) -> None:
+        self._entry: tuple | None = None
+
+    def __call__(self, edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        key = (edge_index._version, num_nodes, dtype, torch.is_inference_mode_enabled())
+        c = self._entry
+        if c is not None and c[0]() is edge_index and c[1] == key:
+            return c[2]
+        from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+        out = gcn_norm(edge_index, None, num_nodes, add_self_loops=True, dtype=dtype)
+        self._entry = (weakref.ref(edge_index), key, out)
+        return out
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self._entry = None
+
+
 class GraphConditioner(nn.Module):
     r"""Graph conditioner: ``layers`` message-passing layers (GCN or GAT, tanh) and a linear read-out per node.
 
@@ -157,8 +198,8 @@ class GraphConditioner(nn.Module):
         from torch_geometric.nn import GATConv, GCNConv
 
         conv: Callable[[int, int], nn.Module]
-        if kind == "gcn":
-            conv = lambda a, b: GCNConv(a, b)  # noqa: E731
+        if kind == "gcn":  # normalised once per graph (GCNNormCache), the same layers as GCNConv(a, b)
+            conv = lambda a, b: GCNConv(a, b, normalize=False)  # noqa: E731
         elif kind == "gat":
             conv = lambda a, b: GATConv(a, b, heads=1)  # noqa: E731
         else:
@@ -166,6 +207,8 @@ class GraphConditioner(nn.Module):
         sizes = [in_features] + [hidden] * layers
         self.convs = nn.ModuleList(conv(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out = _near_identity_(nn.Linear(sizes[-1], out_features))
+        self.kind = kind
+        self._norm = GCNNormCache()
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
         if context is None or context.dim() != 2 or context.size(0) != 2:
@@ -173,9 +216,11 @@ class GraphConditioner(nn.Module):
                 "a graph conditioner needs context=edge_index, a LongTensor of shape (2, E); got "
                 f"{None if context is None else tuple(context.shape)}"
             )
+        edge_index, edge_weight = (self._norm(context, x.size(0), x.dtype) if self.kind == "gcn"
+                                   else (context, None))
         h = x
         for conv in self.convs:
-            h = tanh(conv(h, context))
+            h = tanh(conv(h, edge_index, edge_weight) if edge_weight is not None else conv(h, edge_index))
         return self.out(h)
 
 

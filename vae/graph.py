@@ -312,30 +312,16 @@ class GraphEncoder(nn.Module):
         self.conv_mu = _conv(kind, hidden, latent_dim, heads)
         self.conv_scale = _conv(kind, hidden, latent_dim, heads)
         self.kind = kind
-        self._norm_cache: tuple | None = None
+        from flows.conditioners import GCNNormCache
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_norm_cache"] = None  # holds a weak reference (not picklable); recomputed on the next call
-        return state
+        self._norm = GCNNormCache()  # the normalised adjacency, once per graph
 
     def normalized(self, edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
         """``(edge_index, edge_weight)`` for the convolutions: GCN's normalised adjacency with self-loops (cached
-        for this ``edge_index``), or the edges as given for GAT."""
+        for this ``edge_index``: :class:`flows.conditioners.GCNNormCache`), or the edges as given for GAT."""
         if self.kind != "gcn":
             return edge_index, None
-        # the key: the tensor itself (a weak reference), its version counter (bumped by in-place changes, though not
-        # by writes through ``.data`` or a shared numpy array), the sizes, and inference mode (whose tensors cannot
-        # be saved for a later backward pass)
-        key = (edge_index._version, num_nodes, dtype, torch.is_inference_mode_enabled())
-        c = self._norm_cache
-        if c is not None and c[0]() is edge_index and c[1] == key:
-            return c[2]
-        from torch_geometric.nn.conv.gcn_conv import gcn_norm
-
-        out = gcn_norm(edge_index, None, num_nodes, add_self_loops=True, dtype=dtype)
-        self._norm_cache = (weakref.ref(edge_index), key, out)
-        return out
+        return self._norm(edge_index, num_nodes, dtype)
 
     def forward(self, x: Tensor | None, edge_index: Tensor, edge_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(μ̃, raw σ)`` per node. With ``edge_weight`` given, ``(edge_index, edge_weight)`` is the graph the

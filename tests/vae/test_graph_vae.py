@@ -304,3 +304,39 @@ def test_device_negatives_are_sync_free_fixed_size_and_refuse_a_complete_graph()
 
     with NoHostReads():
         assert sampler(57).shape == (2, 57)
+
+
+def test_graph_conditioner_normalises_its_graph_once_and_equals_self_normalising_gcn(monkeypatch):
+    """The GCN conditioner of a graph flow (GraphVAE's default) is torch-geometric's GCNConv stack, with the
+    normalised adjacency computed once per graph instead of in every step (a sync and a graph break each time)."""
+    import copy
+    import pickle
+
+    from torch_geometric.nn import GCNConv
+    from torch_geometric.nn.conv import gcn_conv
+
+    from flows.conditioners import GraphConditioner
+
+    x, ei = _tree_with_features(30)
+    net = GraphConditioner(16, 4, hidden=8, kind="gcn")
+    ref = [GCNConv(c.in_channels, c.out_channels) for c in net.convs]
+    for r, c in zip(ref, net.convs):
+        r.load_state_dict(c.state_dict())
+    h = x
+    for r in ref:
+        h = torch.tanh(r(h, ei))
+    torch.testing.assert_close(net(x, ei), net.out(h), rtol=1e-6, atol=1e-6)
+    calls = []
+    real = gcn_conv.gcn_norm
+    monkeypatch.setattr(gcn_conv, "gcn_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = GraphVAE(Lorentz(), in_features=16, latent_dim=2, flow="whc", flow_hidden=8)  # gcn conditioners
+    split = split_edges(ei, 30, seed=0)
+    graph = model.prepare_graph(split.train_edge_index, 30)
+    calls.clear()
+    model.loss(x, graph, split.train_pos).total.backward()
+    assert len(calls) == 2  # one per coupling layer's conditioner, for this graph ...
+    for _ in range(3):
+        model.loss(x, graph, split.train_pos).total.backward()
+    assert len(calls) == 2  # ... and then kept
+    for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        torch.testing.assert_close(clone(x, ei), net(x, ei))
