@@ -78,10 +78,14 @@ class _TanhInPlace(torch.autograd.Function):
         return torch.ops.aten.tanh_backward(grad, y)
 
 
+def _tanh_fresh(h: Tensor) -> Tensor:
+    """``tanh(h)`` for a fresh layer output that nothing else holds: written over ``h`` on the CPU."""
+    return _TanhInPlace.apply(h) if h.device.type == "cpu" else torch.tanh(h)
+
+
 def _linear_tanh(layer: nn.Linear, x: Tensor) -> Tensor:
     """``tanh(layer(x))``, with the activation written over the linear layer's own (fresh) output on the CPU."""
-    h = layer(x)
-    return _TanhInPlace.apply(h) if h.device.type == "cpu" else torch.tanh(h)
+    return _tanh_fresh(layer(x))
 
 
 class Tanh(nn.Tanh):
@@ -158,7 +162,9 @@ class GCNNormCache:
         self._entry: tuple | None = None
 
     def __call__(self, edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        key = (edge_index._version, num_nodes, dtype, torch.is_inference_mode_enabled())
+        # (inference mode cannot be on in a compiled training step, and torch.compile cannot ask)
+        inference = False if torch.compiler.is_compiling() else torch.is_inference_mode_enabled()
+        key = (edge_index._version, num_nodes, dtype, inference)
         c = self._entry
         if c is not None and c[0]() is edge_index and c[1] == key:
             return c[2]
@@ -210,17 +216,22 @@ class GraphConditioner(nn.Module):
         self.kind = kind
         self._norm = GCNNormCache()
 
-    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
-        if context is None or context.dim() != 2 or context.size(0) != 2:
-            raise ValueError(
-                "a graph conditioner needs context=edge_index, a LongTensor of shape (2, E); got "
-                f"{None if context is None else tuple(context.shape)}"
-            )
-        edge_index, edge_weight = (self._norm(context, x.size(0), x.dtype) if self.kind == "gcn"
-                                   else (context, None))
+    def forward(self, x: Tensor, context: Optional[Tensor | tuple[Tensor, Tensor]] = None) -> Tensor:
+        """``context``: the graph's ``edge_index``, or for GCN the normalised pair ``(edge_index, edge_weight)``
+        that :class:`GCNNormCache` (or :meth:`vae.GraphVAE.prepare_graph`) made, used as it is."""
+        if self.kind == "gcn" and isinstance(context, tuple):
+            edge_index, edge_weight = context
+        else:
+            if not torch.is_tensor(context) or context.dim() != 2 or context.size(0) != 2:
+                raise ValueError(
+                    "a graph conditioner needs context=edge_index, a LongTensor of shape (2, E); got "
+                    f"{None if context is None else tuple(getattr(context, 'shape', ())) or type(context).__name__}"
+                )
+            edge_index, edge_weight = (self._norm(context, x.size(0), x.dtype) if self.kind == "gcn"
+                                       else (context, None))
         h = x
         for conv in self.convs:
-            h = tanh(conv(h, edge_index, edge_weight) if edge_weight is not None else conv(h, edge_index))
+            h = _tanh_fresh(conv(h, edge_index, edge_weight) if edge_weight is not None else conv(h, edge_index))
         return self.out(h)
 
 

@@ -13,7 +13,8 @@ from manifolds import Euclidean, Lorentz
 from vae import VAE, GraphVAE
 
 F64 = torch.float64
-GRAPH_MODELS = [("lorentz", None), ("lorentz", "tc"), ("lorentz", "whc"), ("euclidean", "nc"), ("euclidean", None)]
+GRAPH_MODELS = [("lorentz", None), ("lorentz", "tc"), ("lorentz", "whc"), ("euclidean", "nc"), ("euclidean", None),
+                ("lorentz", "whc+gcn")]  # +gcn: graph (GCN) conditioners, GraphVAE's default
 
 
 def _manifold(kind: str):
@@ -30,8 +31,9 @@ def _graph(n: int = 40, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _graph_model(kind, flow, n=40, scale=1.0):
     torch.manual_seed(0)
-    model = GraphVAE(_manifold(kind), in_features=6, latent_dim=3, num_nodes=n, hidden=8, flow=flow,
-                     flow_hidden=16, flow_conditioner="mlp").double()
+    flow, _, conditioner = (flow or "").partition("+")
+    model = GraphVAE(_manifold(kind), in_features=6, latent_dim=3, num_nodes=n, hidden=8, flow=flow or None,
+                     flow_hidden=16, flow_conditioner=conditioner or "mlp").double()
     with torch.no_grad():  # latents near and far from the origin
         for p in model.parameters():
             p.mul_(scale)

@@ -393,6 +393,7 @@ class GraphVAE(nn.Module):
                                conditioner=flow_conditioner)
         self.flow = flow
         self.graph_flow = flow is not None and flow_conditioner in ("gcn", "gat")
+        self.flow_conditioner = flow_conditioner
         self._graph_cache: tuple | None = None
 
     # -- the graph, prepared once ---------------------------------------------------------------------------
@@ -461,8 +462,17 @@ class GraphVAE(nn.Module):
             mean = bound_tangent(mean, self.max_tangent_norm)
         return WrappedNormal(self.manifold.expmap0_spatial(mean), F.softplus(raw) + MIN_SCALE, self.manifold)
 
-    def _context(self, graph: Tensor | MessageGraph) -> Tensor | None:
-        return (graph.edge_index if isinstance(graph, MessageGraph) else graph) if self.graph_flow else None
+    def _context(self, graph: Tensor | MessageGraph) -> Tensor | tuple[Tensor, Tensor] | None:
+        """The flow's context: ``None`` for MLP conditioners; for GCN conditioners on a prepared graph with a GCN
+        encoder, its normalised adjacency (the same ``D^{-1/2}(A + I)D^{-1/2}``: nothing recomputed in the step);
+        else the edges."""
+        if not self.graph_flow:
+            return None
+        if isinstance(graph, MessageGraph):
+            if self.flow_conditioner == "gcn" and graph.conv_weight is not None:
+                return graph.conv_index, graph.conv_weight
+            return graph.edge_index
+        return graph
 
     def _latents(self, q0: WrappedNormal, edge_index: Tensor | MessageGraph,
                  sample: bool) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
