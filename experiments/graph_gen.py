@@ -24,7 +24,7 @@ from . import distributed as D
 from . import plots
 from .models import make_manifold
 from .runs import Job, adam
-from .steps import COMPILE_OPTIONS
+from .steps import compile_loss
 
 
 class GraphGenJob(Job):
@@ -44,10 +44,8 @@ class GraphGenJob(Job):
         # --compile: the tensor parts of both losses through torch.compile (shapes vary with the batch's graphs, so
         # dynamic shapes; the graph conditioners' per-call normalisation is left to graph breaks)
         compiled = bool(cfg.get("compile"))
-        self._ae_loss = torch.compile(ae.pairs_loss, dynamic=True, options=dict(COMPILE_OPTIONS)) if compiled \
-            else ae.pairs_loss
-        self._prior_log_prob = torch.compile(prior.log_prob_on, dynamic=True, options=dict(COMPILE_OPTIONS)) \
-            if compiled else prior.log_prob_on
+        self._ae_loss = compile_loss(ae.pairs_loss, dynamic=True) if compiled else ae.pairs_loss
+        self._prior_log_prob = compile_loss(prior.log_prob_on, dynamic=True) if compiled else prior.log_prob_on
         self.ae_step = D.wrap(ae, lambda graphs: self._ae_loss(*ae.batch(graphs)), self.device)
         self.flow_step = D.wrap(prior, self._flow_loss, self.device)
         self.opt_ae = adam(ae.parameters(), lr=cfg["lr"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -140,15 +140,49 @@ class MLPConditioner(nn.Module):
         return layers[-1](x)
 
 
-class GCNNormCache:
+class PerGraphCache:
+    r"""One value computed from a graph's ``edge_index`` and kept for that tensor, so per-graph work (a
+    normalisation, a sampler's index) runs once per graph instead of in every training step.
+
+    The key is the tensor itself (a weak reference), its version counter (bumped by in-place changes, though not by
+    writes through ``.data`` or a shared numpy array), inference mode (whose tensors cannot be saved for a later
+    backward pass) and the caller's extra key. Not pickled: a copy recomputes on its first call.
+
+    Example:
+        >>> cache, ei = PerGraphCache(), torch.tensor([[0, 1], [1, 0]])
+        >>> a = cache.get(ei, (2,), lambda: ei.flip(0))
+        >>> cache.get(ei, (2,), lambda: None) is a  # the same graph: not recomputed
+        True
+    """
+
+    def __init__(self) -> None:
+        self._entry: tuple | None = None
+
+    def get(self, edge_index: Tensor, key: tuple, compute: Callable[[], Any]) -> Any:
+        """The value kept for ``(edge_index, key)``, or ``compute()`` (then kept)."""
+        # inference mode cannot be on in a compiled training step, and torch.compile cannot ask
+        inference = False if torch.compiler.is_compiling() else torch.is_inference_mode_enabled()
+        full = (edge_index._version, inference, *key)
+        c = self._entry
+        if c is not None and c[0]() is edge_index and c[1] == full:
+            return c[2]
+        out = compute()
+        self._entry = (weakref.ref(edge_index), full, out)
+        return out
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self._entry = None
+
+
+class GCNNormCache(PerGraphCache):
     r"""GCN's normalised adjacency ``D^{-1/2}(A + I)D^{-1/2}`` of an ``edge_index`` as ``(edge_index, edge_weight)``
-    (``torch_geometric``'s ``gcn_norm`` with self-loops), computed once per graph and kept for that tensor.
+    (``torch_geometric``'s ``gcn_norm`` with self-loops), computed once per graph (:class:`PerGraphCache`).
 
     ``gcn_norm`` finds the nodes without a self-loop with a data-dependent mask: a device synchronisation on a GPU
-    and a graph break under ``torch.compile``. Kept, it runs once per graph instead of in every training step. The
-    key is the tensor itself (a weak reference), its version counter (bumped by in-place changes, though not by
-    writes through ``.data`` or a shared numpy array), the node count, the dtype, and inference mode (whose
-    tensors cannot be saved for a later backward pass). Not pickled: a copy recomputes on its first call.
+    and a graph break under ``torch.compile``; kept, it runs once per graph instead of in every training step.
 
     Example:
         >>> norm = GCNNormCache()
@@ -158,27 +192,13 @@ class GCNNormCache:
         True
     """
 
-    def __init__(self) -> None:
-        self._entry: tuple | None = None
-
     def __call__(self, edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        # (inference mode cannot be on in a compiled training step, and torch.compile cannot ask)
-        inference = False if torch.compiler.is_compiling() else torch.is_inference_mode_enabled()
-        key = (edge_index._version, num_nodes, dtype, inference)
-        c = self._entry
-        if c is not None and c[0]() is edge_index and c[1] == key:
-            return c[2]
-        from torch_geometric.nn.conv.gcn_conv import gcn_norm
+        def compute() -> tuple[Tensor, Tensor]:
+            from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
-        out = gcn_norm(edge_index, None, num_nodes, add_self_loops=True, dtype=dtype)
-        self._entry = (weakref.ref(edge_index), key, out)
-        return out
+            return gcn_norm(edge_index, None, num_nodes, add_self_loops=True, dtype=dtype)
 
-    def __getstate__(self) -> dict:
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self._entry = None
+        return self.get(edge_index, (num_nodes, dtype), compute)
 
 
 class GraphConditioner(nn.Module):

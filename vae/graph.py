@@ -13,7 +13,6 @@ Input handling (validated by :func:`prepare_edge_index`, used by every entry poi
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -394,7 +393,9 @@ class GraphVAE(nn.Module):
         self.flow = flow
         self.graph_flow = flow is not None and flow_conditioner in ("gcn", "gat")
         self.flow_conditioner = flow_conditioner
-        self._graph_cache: tuple | None = None
+        from flows.conditioners import PerGraphCache
+
+        self._graph_cache = PerGraphCache()  # a raw edge_index prepared once (prepare_graph)
 
     # -- the graph, prepared once ---------------------------------------------------------------------------
     def prepare_graph(self, edge_index: Tensor, num_nodes: int | None = None) -> MessageGraph:
@@ -440,18 +441,7 @@ class GraphVAE(nn.Module):
             if graph.num_nodes != n:
                 raise ValueError(f"the prepared graph has {graph.num_nodes} nodes but the features have {n}")
             return graph
-        key = (graph._version, n, next(self.parameters()).dtype, torch.is_inference_mode_enabled())
-        c = self._graph_cache
-        if c is not None and c[0]() is graph and c[1] == key:
-            return c[2]
-        prepared = self.prepare_graph(graph, n)
-        self._graph_cache = (weakref.ref(graph), key, prepared)
-        return prepared
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_graph_cache"] = None  # holds a weak reference (not picklable); rebuilt on the next call
-        return state
+        return self._graph_cache.get(graph, (n, next(self.parameters()).dtype), lambda: self.prepare_graph(graph, n))
 
     def encode(self, x: Tensor | None, edge_index: Tensor | MessageGraph) -> WrappedNormal:
         """Per-node base posteriors ``q₀`` (batch shape ``(N,)``); ``edge_index`` is the message-passing graph (or a
