@@ -22,13 +22,8 @@ from typing import Any
 
 from . import datasets as ds
 from .commands import run_command
+from .config import RunConfig
 
-#: per command: defaults that follow the paper (App. E)
-DEFAULTS = {
-    "density": {"epochs": 80, "lr": 1e-3, "latent_dim": 2, "dataset": "bdp"},
-    "graph-recon": {"epochs": 3000, "lr": 1e-3, "latent_dim": None, "dataset": "tree", "hidden": 16},
-    "graph-gen": {"epochs": 100, "lr": 1e-2, "latent_dim": 2, "dataset": "trees", "hidden": 32},
-}
 DATASETS = {"density": ds.DENSITY_DATASETS, "graph-recon": ds.GRAPH_DATASETS, "graph-gen": ds.GENERATION_DATASETS}
 
 
@@ -60,43 +55,44 @@ def _positive(kind=int):
 
 
 def _add_common(p: argparse.ArgumentParser, command: str) -> None:
-    d = DEFAULTS[command]
+    d = RunConfig.defaults(command)  # the defaults are written once, in experiments.config
     names = DATASETS[command]
     p.add_argument("--dataset", default=d["dataset"], choices=names, metavar="NAME",
                    help="dataset: " + "; ".join(f"{n}: {ds.DESCRIPTIONS[n]}" for n in names))
-    p.add_argument("--model", default="hyperbolic", choices=("euclidean", "hyperbolic"),
+    p.add_argument("--model", default=d["model"], choices=("euclidean", "hyperbolic"),
                    help="latent space: euclidean (R^n, wrapped normal = Gaussian) or hyperbolic (Lorentz model "
                         "H^n with the paper's curvature warm-up R = 11 -> 2)")
-    p.add_argument("--flow", default="whc" if command != "density" else "none", help=_flow_help())
+    p.add_argument("--flow", default=d["flow"], help=_flow_help())
     p.add_argument("--latent-dim", type=_positive(), default=d["latent_dim"],
                    help="intrinsic latent dimension n" + (" (default: per dataset, e.g. 6 for dis-i, 2 for "
                                                           "dis-ii)" if d["latent_dim"] is None else ""))
     p.add_argument("--epochs", type=_positive(), default=d["epochs"],
                    help="training epochs" + (" per stage (auto-encoder, then flow prior)" if command == "graph-gen"
                                              else ""))
-    p.add_argument("--seeds", type=_positive(), default=1, help="number of seeded runs (seeds --seed, --seed+1, ...)")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--seeds", type=_positive(), default=d["seeds"],
+                   help="number of seeded runs (seeds --seed, --seed+1, ...)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="first seed")
     p.add_argument("--lr", type=_positive(float), default=d["lr"], help="Adam learning rate")
-    p.add_argument("--hidden", type=_positive(), default=d.get("hidden"),
+    p.add_argument("--hidden", type=_positive(), default=d["hidden"],
                    help="encoder/decoder width (default: 200 for bdp and digits, 600 for mnist; GCN 16 for "
                         "graph-recon; GAT 32 for graph-gen)")
-    p.add_argument("--flow-layers", type=_positive(), default=2, help="coupling layers of the flow")
-    p.add_argument("--flow-hidden", type=_positive(), default=128, help="width of the coupling networks")
-    p.add_argument("--data-root", type=Path, default=None,
+    p.add_argument("--flow-layers", type=_positive(), default=d["flow_layers"], help="coupling layers of the flow")
+    p.add_argument("--flow-hidden", type=_positive(), default=d["flow_hidden"], help="width of the coupling networks")
+    p.add_argument("--data-root", type=Path, default=d["data_root"],
                    help=f"folder with the datasets in the layout of shared/data (default: ${ds.DATA_ROOT_ENV}, "
                         "else ../shared/data beside the repository, else ./data)")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
+    p.add_argument("--device", default=d["device"], help="torch device: cpu, cuda, cuda:1 ...")
     p.add_argument("--compile", action="store_true",
                    help="compile the training step with torch.compile (the first steps take longer while it "
                         "compiles)" + ("; graph-gen compiles the tensor part of each loss with dynamic shapes (its "
                                        "batches are built from networkx graphs of varying size)"
                                        if command == "graph-gen" else ", whole (fullgraph=True)"))
     if command == "graph-recon":
-        p.add_argument("--cuda-graph", choices=("auto", "on", "off"), default="auto",
+        p.add_argument("--cuda-graph", choices=("auto", "on", "off"), default=d["cuda_graph"],
                        help="on CUDA, capture the whole training step (loss, backward, Adam) in a CUDA graph and "
                             "replay it every epoch (the same kernels as eager: same numerics, one launch); auto: on "
                             "for a CUDA device")
-    p.add_argument("--threads", type=_positive(), default=1,
+    p.add_argument("--threads", type=_positive(), default=d["threads"],
                    help="torch intra-op threads (1 is fastest for these small models on a shared CPU)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: runs/<command>/<dataset>-<model>-<flow>-d<latent-dim>)")
@@ -107,21 +103,23 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run already in --out (deletes its seed<k>/ folders, results.json, config.json and "
                         "training_curves.png, nothing else); without it such an --out is refused")
-    p.add_argument("--checkpoint-every", type=_positive(), default=None,
+    p.add_argument("--checkpoint-every", type=_positive(), default=d["checkpoint_every"],
                    help="epochs between checkpoints (default: 1/20 of the epochs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--stop-after", type=_positive(), default=None, help=argparse.SUPPRESS)  # tests: simulated kill
     if command == "density":
-        p.add_argument("--batch-size", type=_positive(), default=None, help="global batch size (default: 64 bdp, 128 "
-                                                                            "mnist and digits)")
-        p.add_argument("--iwae-samples", type=_positive(), default=500, help="importance samples K of the test IWAE")
-        p.add_argument("--eval-batch", type=_positive(), default=100, help="test examples per IWAE batch")
+        p.add_argument("--batch-size", type=_positive(), default=d["batch_size"],
+                       help="global batch size (default: 64 bdp, 128 mnist and digits)")
+        p.add_argument("--iwae-samples", type=_positive(), default=d["iwae_samples"],
+                       help="importance samples K of the test IWAE")
+        p.add_argument("--eval-batch", type=_positive(), default=d["eval_batch"], help="test examples per IWAE batch")
     if command == "graph-recon":
-        p.add_argument("--flow-conditioner", default="mlp", choices=("mlp", "gcn", "gat"),
+        p.add_argument("--flow-conditioner", default=d["flow_conditioner"], choices=("mlp", "gcn", "gat"),
                        help="coupling networks: per-node MLPs (the reference code's 'Linear' layers) or graph networks")
     if command == "graph-gen":
-        p.add_argument("--batch-size", type=_positive(), default=None, help="graphs per mini-batch (default 16)")
-        p.add_argument("--num-generate", type=_positive(), default=100, help="graphs generated for the metrics")
+        p.add_argument("--batch-size", type=_positive(), default=d["batch_size"], help="graphs per mini-batch")
+        p.add_argument("--num-generate", type=_positive(), default=d["num_generate"],
+                       help="graphs generated for the metrics")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """Check option combinations and turn them into the run's config (``ValueError`` → usage error)."""
+def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunConfig:
+    """Check option combinations and turn them into the run's :class:`~experiments.config.RunConfig`."""
     import flows
     from manifolds import Euclidean, Lorentz
 
@@ -178,18 +176,14 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[
             flows.build(args.flow, manifold, args.latent_dim, layers=args.flow_layers, hidden=args.flow_hidden)
         except ValueError as err:
             parser.error(f"argument --latent-dim: {err}")
-    cfg = {k: v for k, v in vars(args).items()}
-    cfg["command"] = command
-    if command == "graph-recon":
-        on_cuda = str(args.device).startswith("cuda")
-        if args.cuda_graph == "on" and not on_cuda:
-            parser.error("argument --cuda-graph: on needs --device cuda (a CUDA graph is captured on a GPU)")
-        cfg["cuda_graph"] = on_cuda and args.cuda_graph != "off"
-    return cfg
+    on_cuda = str(args.device).startswith("cuda")
+    if getattr(args, "cuda_graph", "auto") == "on" and not on_cuda:
+        parser.error("argument --cuda-graph: on needs --device cuda (a CUDA graph is captured on a GPU)")
+    return RunConfig.from_args(args)
 
 
 def print_summary(results: dict[str, Any]) -> None:
-    cfg = results["config"]
+    cfg = results["config"]  # as stored in results.json (RunConfig.to_json)
     parts = [f"{k} = {v['mean']:.4f} ± {v['std']:.4f}" for k, v in results["summary"].items()
              if k in ("auc", "ap", "test_ll", "accuracy", "avg_triangles", "avg_clustering")]
     print(f"{cfg['command']} {cfg['dataset']} model={cfg['model']} flow={cfg['flow']} d={cfg['latent_dim']}: "

@@ -39,6 +39,7 @@ from typing import Any, Callable
 import torch
 
 from . import datasets as ds
+from .config import RunConfig
 from .timing import Case, device_name, quartiles, time_cases
 from .profiling import HostReadCounter, count_cuda_syncs, count_kernel_launches, peak_memory
 
@@ -129,7 +130,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=_positive(), default=20, help="timed epochs per model (median)")
     p.add_argument("--warmup", type=_positive(), default=5, help="untimed epochs per model first")
     p.add_argument("--compile", action="store_true",
-                   help="compile the training step (graph-recon's --compile: cfg['compile'] = True)")
+                   help="compile the training step (graph-recon's --compile)")
     p.add_argument("--cuda-graph", choices=("auto", "on", "off"), default="auto",
                    help="graph-recon's --cuda-graph: on CUDA, replay the training step as a CUDA graph (auto: with "
                         "--compile)")
@@ -178,21 +179,16 @@ def load_graph(spec: str, root: Path | None = None) -> ds.GraphData:
 
 
 def job_config(device: str, flow: str, latent_dim: int, epochs: int, threads: int, compile: bool = False,
-               cuda_graph: str = "auto") -> dict[str, Any]:
-    """The config of a ``graph-recon`` run, built by the command line's own parser and check from the same
-    options (so every key and default, ``compile`` and the derived ``cuda_graph`` too, is the command's).
+               cuda_graph: str = "auto") -> RunConfig:
+    """The config of a ``graph-recon`` run with these settings and the command's defaults for the rest.
 
     Example:
         >>> cfg = job_config("cpu", "whc", 2, 10, 1)
-        >>> cfg["model"], cfg["flow"], cfg["hidden"], cfg["flow_layers"], cfg["compile"], cfg["cuda_graph"]
+        >>> cfg.model, cfg.flow, cfg.hidden, cfg.flow_layers, cfg.compile, cfg.uses_cuda_graph
         ('hyperbolic', 'whc', 16, 2, False, False)
     """
-    from .__main__ import build_parser, validate
-
-    argv = ["graph-recon", "--flow", flow, "--latent-dim", str(latent_dim), "--epochs", str(epochs), "--device",
-            device, "--threads", str(threads), "--cuda-graph", cuda_graph, "--no-progress"]
-    parser = build_parser()
-    return validate(parser.parse_args(argv + ["--compile"] * compile), parser)
+    return RunConfig.for_command("graph-recon", flow=flow, latent_dim=latent_dim, epochs=epochs, device=device,
+                                 threads=threads, compile=compile, cuda_graph=cuda_graph, no_progress=True)
 
 
 def _epoch_step(job: Any) -> Callable[[], None]:
@@ -289,8 +285,8 @@ def bench_graph(args: argparse.Namespace) -> dict[str, Any]:
         def make_case(flow: str) -> Case:
             cfg = job_config(args.device, flow, data.latent_dim, 2 * args.warmup + args.epochs + 10, args.threads,
                              args.compile, args.cuda_graph)
-            cfg["dataset"], cfg["data_note"] = data.name, data.summary()
-            results["cuda_graph"] = cfg["cuda_graph"]
+            cfg = cfg.replace(dataset=data.name, extra={"data_note": data.summary()})
+            results["cuda_graph"] = cfg.uses_cuda_graph
             seed_everything(0)
             t0 = time.perf_counter()
             job = GraphReconJob(cfg, data, seed=0, split=split)

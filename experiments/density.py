@@ -16,6 +16,7 @@ from vae import VAE, CurvatureSchedule, GaussianLikelihood, evaluate_log_likelih
 
 from . import distributed as D
 from . import plots
+from .config import RunConfig
 from .datasets import DensityData
 from .models import make_manifold, paper_name
 from .runs import Job
@@ -25,27 +26,27 @@ from .steps import compile_loss
 class DensityJob(Job):
     live_metric = "test_elbo"
 
-    def __init__(self, cfg: dict[str, Any], data: DensityData, seed: int) -> None:
+    def __init__(self, cfg: RunConfig, data: DensityData, seed: int) -> None:
         self.cfg = cfg
         self.data = data
-        self.device = D.local_device(cfg["device"])
-        self.manifold = make_manifold(cfg["model"])
+        self.device = D.local_device(cfg.device)
+        self.manifold = make_manifold(cfg.model)
         dim = data.train.size(1)
         lik = GaussianLikelihood(dim, scale=1.0, learnable=False) if data.likelihood == "gaussian-unit" \
             else data.likelihood
-        self.model = VAE(self.manifold, dim, cfg["latent_dim"], hidden=cfg["hidden"] or data.hidden,
-                         flow=None if cfg["flow"] == "none" else cfg["flow"], flow_layers=cfg["flow_layers"],
-                         flow_hidden=cfg["flow_hidden"], likelihood=lik).to(self.device)
+        self.model = VAE(self.manifold, dim, cfg.latent_dim, hidden=cfg.hidden or data.hidden,
+                         flow=None if cfg.flow == "none" else cfg.flow, flow_layers=cfg.flow_layers,
+                         flow_hidden=cfg.flow_hidden, likelihood=lik).to(self.device)
         self.step_fn = D.wrap(self.model, self._loss, self.device)  # DDP when under torchrun
-        if cfg.get("compile"):
+        if cfg.compile:
             if D.is_distributed():
                 raise ValueError("--compile is not supported under torchrun (DDP) yet; run without --compile")
             self.step_fn = compile_loss(self.step_fn)  # one graph per batch size (the last batch may be smaller)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"])
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         # the paper's VAE schedule: R = 11 -> 2 over 10 epochs, then learnable
         self.schedule = CurvatureSchedule(self.manifold, "warmup", after="learnable")
-        self.batch_size = cfg["batch_size"] or data.batch_size
-        self.epochs = cfg["epochs"]
+        self.batch_size = cfg.batch_size or data.batch_size
+        self.epochs = cfg.epochs
         self.train = data.train.to(self.device)
         self.test = data.test.to(self.device)
         self.seed = seed
@@ -92,7 +93,7 @@ class DensityJob(Job):
 
     def evaluate(self) -> dict[str, float]:
         part = D.shard(self.test)
-        ll = evaluate_log_likelihood(self.model, part, self.cfg["iwae_samples"], batch_size=self.cfg["eval_batch"])
+        ll = evaluate_log_likelihood(self.model, part, self.cfg.iwae_samples, batch_size=self.cfg.eval_batch)
         lls = torch.cat([t.cpu() for t in D.all_gather_object(ll.cpu())])
         out = {"test_ll": float(lls.mean()), "test_examples": int(lls.numel())}
         if hasattr(self.manifold, "k"):
@@ -110,7 +111,7 @@ class DensityJob(Job):
         self.opt.load_state_dict(state["opt"])
 
     def artifacts(self, folder: Path, history: list[dict]) -> dict[str, Any]:
-        if self.cfg["latent_dim"] != 2:
+        if self.cfg.latent_dim != 2:
             return {}
         self.model.eval()
         with torch.no_grad():
@@ -120,6 +121,6 @@ class DensityJob(Job):
         pts, in_disk = plots.disk_coordinates(self.manifold, z)
         np.save(folder / "latents_2d.npy", pts)
         labels = self.data.test_labels
-        plots.latents([(pts, in_disk, labels, paper_name(self.cfg["model"], self.cfg["flow"]))],
+        plots.latents([(pts, in_disk, labels, paper_name(self.cfg.model, self.cfg.flow))],
                       folder / "latents_poincare.png", "depth" if self.data.name == "bdp" else "label")
         return {}

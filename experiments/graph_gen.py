@@ -22,6 +22,7 @@ from vae.generation import complete_edge_index
 
 from . import distributed as D
 from . import plots
+from .config import RunConfig
 from .models import make_manifold
 from .runs import Job, adam
 from .steps import compile_loss
@@ -30,30 +31,30 @@ from .steps import compile_loss
 class GraphGenJob(Job):
     live_metric = "flow_nll"
 
-    def __init__(self, cfg: dict[str, Any], train: list[nx.Graph], test: list[nx.Graph], kind: str, seed: int):
-        if cfg["flow"] == "none":
+    def __init__(self, cfg: RunConfig, train: list[nx.Graph], test: list[nx.Graph], kind: str, seed: int):
+        if cfg.flow == "none":
             raise ValueError("graph-gen needs a flow prior: pass --flow nc (euclidean) or --flow tc/whc (hyperbolic)")
         self.cfg, self.train, self.test, self.kind, self.seed = cfg, train, test, kind, seed
-        self.device = D.local_device(cfg["device"])
+        self.device = D.local_device(cfg.device)
         # fixed curvature k = 1 (the generator's latents are not warmed up)
-        self.manifold = make_manifold(cfg["model"], k=1.0)
-        self.gen = GraphGenerator(self.manifold, cfg["latent_dim"], cfg["flow"], hidden=cfg["hidden"] or 32,
-                                  flow_layers=cfg["flow_layers"]).to(self.device)
+        self.manifold = make_manifold(cfg.model, k=1.0)
+        self.gen = GraphGenerator(self.manifold, cfg.latent_dim, cfg.flow, hidden=cfg.hidden,
+                                  flow_layers=cfg.flow_layers).to(self.device)
         self.gen.sizes = [g.number_of_nodes() for g in train]
         ae, prior = self.gen.autoencoder, self.gen.prior
         # --compile: the tensor parts of both losses through torch.compile (shapes vary with the batch's graphs, so
         # dynamic shapes; the graph conditioners' per-call normalisation is left to graph breaks)
-        compiled = bool(cfg.get("compile"))
+        compiled = cfg.compile
         self._ae_loss = compile_loss(ae.pairs_loss, dynamic=True) if compiled else ae.pairs_loss
         self._prior_log_prob = compile_loss(prior.log_prob_on, dynamic=True) if compiled else prior.log_prob_on
         self.ae_step = D.wrap(ae, lambda graphs: self._ae_loss(*ae.batch(graphs)), self.device)
         self.flow_step = D.wrap(prior, self._flow_loss, self.device)
-        self.opt_ae = adam(ae.parameters(), lr=cfg["lr"])
-        self.opt_flow = adam(prior.transform.parameters(), lr=cfg["lr"])
-        self.stage_epochs = cfg["epochs"]
-        self.epochs = 2 * cfg["epochs"]
+        self.opt_ae = adam(ae.parameters(), lr=cfg.lr)
+        self.opt_flow = adam(prior.transform.parameters(), lr=cfg.lr)
+        self.stage_epochs = cfg.epochs
+        self.epochs = 2 * cfg.epochs
         self.rng = random.Random(seed)
-        self.batch_size = cfg["batch_size"] or 16
+        self.batch_size = cfg.batch_size
         self.latents: list[torch.Tensor] | None = None
         torch.manual_seed(seed * 1000 + D.rank())
 
@@ -93,7 +94,7 @@ class GraphGenJob(Job):
     def evaluate(self) -> dict[str, float]:
         metrics = None
         if D.is_main():
-            self.generated = self.gen.generate(self.cfg["num_generate"], seed=self.seed)
+            self.generated = self.gen.generate(self.cfg.num_generate, seed=self.seed)
             metrics = generation_metrics(self.generated, self.test, kind=self.kind)
         return D.broadcast_object(metrics)
 
@@ -110,8 +111,8 @@ class GraphGenJob(Job):
 
     def artifacts(self, folder: Path, history: list[dict]) -> dict[str, Any]:
         plots.graphs(self.generated[:8], folder / "generated_graphs.png",
-                     f"generated {self.cfg['dataset']} ({self.cfg['flow'].upper()})")
-        if self.cfg["latent_dim"] == 2:
+                     f"generated {self.cfg.dataset} ({self.cfg.flow.upper()})")
+        if self.cfg.latent_dim == 2:
             z, _ = self.gen.autoencoder.embed_graphs(self.test[:1])
             pts, in_disk = plots.disk_coordinates(self.manifold, z.detach())
             g = self.test[0]

@@ -16,6 +16,7 @@ import torch
 from vae import CurvatureSchedule, EdgeSplit, GraphVAE, split_edges
 
 from . import plots
+from .config import RunConfig
 from .datasets import GraphData
 from .models import make_manifold, paper_name
 from .runs import Job, adam
@@ -25,30 +26,30 @@ from .steps import TrainStep
 class GraphReconJob(Job):
     live_metric = "val_auc"
 
-    def __init__(self, cfg: dict[str, Any], data: GraphData, seed: int, split: EdgeSplit | None = None) -> None:
+    def __init__(self, cfg: RunConfig, data: GraphData, seed: int, split: EdgeSplit | None = None) -> None:
         """``split``: the edge split of ``data`` for ``seed`` if already made (``split_edges(..., seed=seed)``;
         the benchmark reuses one for several models), else it is made here."""
         self.cfg = cfg
         self.data = data
-        self.device = torch.device(cfg["device"])
+        self.device = torch.device(cfg.device)
         split = split if split is not None else split_edges(data.edge_index, data.num_nodes, seed=seed)
         self.split = split.to(self.device)
         self.x = data.x.to(self.device) if data.x is not None else None
-        self.manifold = make_manifold(cfg["model"])
-        self.model = GraphVAE(self.manifold, None if data.x is None else data.x.size(1), cfg["latent_dim"],
-                              num_nodes=data.num_nodes, hidden=cfg["hidden"],
-                              flow=None if cfg["flow"] == "none" else cfg["flow"], flow_layers=cfg["flow_layers"],
-                              flow_hidden=cfg["flow_hidden"], flow_conditioner=cfg["flow_conditioner"]).to(self.device)
+        self.manifold = make_manifold(cfg.model)
+        self.model = GraphVAE(self.manifold, None if data.x is None else data.x.size(1), cfg.latent_dim,
+                              num_nodes=data.num_nodes, hidden=cfg.hidden,
+                              flow=None if cfg.flow == "none" else cfg.flow, flow_layers=cfg.flow_layers,
+                              flow_hidden=cfg.flow_hidden, flow_conditioner=cfg.flow_conditioner).to(self.device)
         # the graph is checked and prepared once (normalised adjacency, non-edge sampler on the device), so a
         # training step reads nothing on the host and has static shapes
         self.graph = self.model.prepare_graph(self.split.train_edge_index, data.num_nodes)
-        cuda_graph = bool(cfg.get("cuda_graph")) and self.device.type == "cuda"
-        self.opt = adam(self.model.parameters(), lr=cfg["lr"], capturable=cuda_graph)
+        cuda_graph = cfg.uses_cuda_graph and self.device.type == "cuda"
+        self.opt = adam(self.model.parameters(), lr=cfg.lr, capturable=cuda_graph)
         # the paper's graph schedule: R = 11 -> 2 over 10 epochs, then fixed at R = 2 (k is never trained, so
         # the step's autograd graph never changes and can be captured)
         self.schedule = CurvatureSchedule(self.manifold, "warmup", after="fixed")
-        self.step = TrainStep(self.opt, self._loss, compile=bool(cfg.get("compile")), cuda_graph=cuda_graph)
-        self.epochs = cfg["epochs"]
+        self.step = TrainStep(self.opt, self._loss, compile=cfg.compile, cuda_graph=cuda_graph)
+        self.epochs = cfg.epochs
         self.eval_every = max(1, self.epochs // 30)
         # model selection on the validation edges only: the test metrics at the evaluation with the best
         # validation AUC so far (reported beside the last-epoch ones; the test edges never choose anything)
@@ -102,10 +103,10 @@ class GraphReconJob(Job):
         with torch.no_grad():
             z = self.model.embed(self.x, self.graph, sample=False)
         pts, in_disk = plots.disk_coordinates(self.manifold, z)
-        return pts, in_disk, self.data.labels, paper_name(self.cfg["model"], self.cfg["flow"])
+        return pts, in_disk, self.data.labels, paper_name(self.cfg.model, self.cfg.flow)
 
     def artifacts(self, folder: Path, history: list[dict]) -> dict[str, Any]:
-        if self.cfg["latent_dim"] != 2:
+        if self.cfg.latent_dim != 2:
             return {}
         panel = self.latent_panel()
         np.save(folder / "latents_2d.npy", panel[0])

@@ -31,6 +31,7 @@ def run_main(args: argparse.Namespace) -> int:
     from . import datasets as ds
     from . import plots
     from .commands import run_command
+    from .config import RunConfig
     from .models import paper_name
 
     t0 = time.perf_counter()
@@ -39,16 +40,15 @@ def run_main(args: argparse.Namespace) -> int:
           f"{args.epochs} epochs, lr {args.lr}, {args.seeds} seed(s) per model", flush=True)
     rows, panels = [], []
     for model, flow in MAIN_MODELS:
-        cfg = {"command": "graph-recon", "dataset": "tree", "model": model, "flow": flow, "latent_dim": 2,
-               "epochs": args.epochs, "seeds": args.seeds, "seed": 0, "lr": args.lr, "hidden": 16, "flow_layers": 2,
-               "flow_hidden": 128, "flow_conditioner": "mlp", "data_root": None, "device": "cpu", "threads": 1,
-               "out": args.out / f"{paper_name(model, flow).lower()}", "csv": args.out / "results.csv",
-               "resume": False, "overwrite": True,  # the demo replaces its own previous output
-               "checkpoint_every": None, "no_progress": args.no_progress, "stop_after": None}
+        cfg = RunConfig.for_command("graph-recon", dataset="tree", model=model, flow=flow, latent_dim=2,
+                                    epochs=args.epochs, seeds=args.seeds, lr=args.lr,
+                                    out=args.out / paper_name(model, flow).lower(), csv=args.out / "results.csv",
+                                    overwrite=True,  # the demo replaces its own previous output
+                                    no_progress=args.no_progress)
         res = run_command(cfg)
         s = res["summary"]
         rows.append((paper_name(model, flow), s["auc"], s["ap"], res["wall_s"]))
-        lat = Path(cfg["out"]) / "seed0" / "latents_2d.npy"
+        lat = cfg.out / "seed0" / "latents_2d.npy"
         panels.append((np.load(lat), model == "hyperbolic", data.labels, paper_name(model, flow)))
     plots.latents(panels, args.out / "latents_poincare.png", "depth")
     wall = time.perf_counter() - t0

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from . import distributed as D
+from .config import RUN_DEFINING, RunConfig
 
 #: which metrics go into ``summary`` for each command (the names other tools rely on)
 SUMMARY_METRICS = {
@@ -336,11 +337,6 @@ def _train_epochs(job: Job, bar, history: list[dict], pending: list[dict], ckpt:
             raise StopRequested(f"stopped after epoch {done} as asked (--stop-after); continue with --resume")
 
 
-#: the settings that define a run (model, data, training); ``--resume`` refuses to continue a run made with others.
-#: Not among them: ``seeds`` (a resumed run may add seeds), and what changes speed or output only (device,
-#: threads, compile, progress, checkpoint interval, CSV path).
-RUN_DEFINING = ("command", "dataset", "model", "flow", "latent_dim", "epochs", "lr", "hidden", "flow_layers",
-                "flow_hidden", "flow_conditioner", "batch_size", "iwae_samples", "eval_batch", "num_generate", "seed")
 #: the file in ``--out`` that records the settings of the run that made it
 CONFIG_FILE = "config.json"
 
@@ -359,7 +355,7 @@ def saved_config(out: Path) -> dict[str, Any] | None:
     return None
 
 
-def check_same_run(out: Path, config: dict[str, Any]) -> None:
+def check_same_run(out: Path, config: RunConfig) -> None:
     """Raise :class:`RunError` naming every field of :data:`RUN_DEFINING` whose value differs from the one recorded
     in ``out``.
 
@@ -367,7 +363,7 @@ def check_same_run(out: Path, config: dict[str, Any]) -> None:
         >>> import tempfile
         >>> out = Path(tempfile.mkdtemp())
         >>> _ = (out / CONFIG_FILE).write_text(json.dumps({"flow": "none", "lr": 0.001}))
-        >>> check_same_run(out, {"flow": "whc", "lr": 0.001})
+        >>> check_same_run(out, RunConfig.for_command("graph-recon", flow="whc", lr=0.001))
         Traceback (most recent call last):
         ...
         experiments.runs.RunError: --resume: the run in ... was made with other settings: flow 'none' there, 'whc' now. ...
@@ -375,7 +371,7 @@ def check_same_run(out: Path, config: dict[str, Any]) -> None:
     saved = saved_config(out)
     if saved is None:
         return
-    now = _jsonable(config)
+    now = _jsonable(config.defining())
     diff = [f"{f} {saved[f]!r} there, {now[f]!r} now" for f in RUN_DEFINING
             if f in now and f in saved and now[f] != saved[f]]
     if diff:
@@ -383,17 +379,17 @@ def check_same_run(out: Path, config: dict[str, Any]) -> None:
                        "its settings, or give another --out for a new run")
 
 
-def run(command: str, config: dict[str, Any], make_job: Callable[[int], Job], *,
+def run(command: str, config: RunConfig, make_job: Callable[[int], Job], *,
         describe: str = "", progress: bool = True) -> dict[str, Any]:
-    """Run ``config["seeds"]`` seeds of a task and write ``results.json`` and a CSV row (main process only).
+    """Run ``config.seeds`` seeds of a task and write ``results.json`` and a CSV row (main process only).
 
     Seeds are ``seed, seed+1, …``; each has ``<out>/seed<k>/`` with its checkpoint, ``metrics.json``, history
     and plots. With ``resume`` finished seeds are read back and an unfinished one continues from its checkpoint;
     without it the folder's previous seeds are discarded.
     """
-    out = Path(config["out"])
-    resume = bool(config.get("resume"))
-    seeds = [config["seed"] + i for i in range(config["seeds"])]
+    out = Path(config.out)
+    resume = config.resume
+    seeds = [config.seed + i for i in range(config.seeds)]
     if resume:
         check_same_run(out, config)
         finished = _finished_results(out, seeds)
@@ -406,9 +402,9 @@ def run(command: str, config: dict[str, Any], make_job: Callable[[int], Job], *,
         if D.is_main():
             out.mkdir(parents=True, exist_ok=True)
             if not resume:
-                _clear_previous_run(out, overwrite=bool(config.get("overwrite")))
+                _clear_previous_run(out, overwrite=config.overwrite)
             if not resume or not (out / CONFIG_FILE).exists():
-                atomic_write_text(json.dumps(_jsonable(config), indent=2), out / CONFIG_FILE)
+                atomic_write_text(json.dumps(_jsonable(config.to_json()), indent=2), out / CONFIG_FILE)
         D.barrier()
         return _run_seeds(command, config, make_job, out, seeds, resume, describe, progress)
 
@@ -458,7 +454,7 @@ def run_lock(out: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def _run_seeds(command: str, config: dict[str, Any], make_job: Callable[[int], Job], out: Path, seeds: list[int],
+def _run_seeds(command: str, config: RunConfig, make_job: Callable[[int], Job], out: Path, seeds: list[int],
                resume: bool, describe: str, progress: bool) -> dict[str, Any]:
     """The seeds of :func:`run`, then ``results.json``, the CSV row and the training curves."""
     per_seed: list[dict[str, Any]] = []
@@ -472,9 +468,9 @@ def _run_seeds(command: str, config: dict[str, Any], make_job: Callable[[int], J
             continue
         seed_everything(seed)
         job = make_job(seed)
-        every = config.get("checkpoint_every") or max(1, job.epochs // 20)
+        every = config.checkpoint_every or max(1, job.epochs // 20)
         metrics, history, wall = train_seed(job, folder, resume=resume, checkpoint_every=every,
-                                            stop_after=config.get("stop_after"),
+                                            stop_after=config.stop_after,
                                             desc=f"{describe} seed {seed}", progress=progress)
         record = {"seed": seed, "wall_s": wall, **metrics}
         if D.is_main():
@@ -491,7 +487,7 @@ def _run_seeds(command: str, config: dict[str, Any], make_job: Callable[[int], J
         per_seed.append(record)
     results = {
         "command": command,
-        "config": _jsonable(config),
+        "config": _jsonable(config.to_json()),
         "metrics": per_seed,
         "summary": {k: mean_std([r[k] for r in per_seed]) for k in SUMMARY_METRICS[command]
                     if all(k in r for r in per_seed)},
@@ -505,7 +501,7 @@ def _run_seeds(command: str, config: dict[str, Any], make_job: Callable[[int], J
         results["extras"] = _jsonable(extras)
     if D.is_main():
         atomic_write_text(json.dumps(_jsonable(results), indent=2), out / "results.json")
-        append_csv(results, Path(config.get("csv") or out.parent / "results.csv"))
+        append_csv(results, Path(config.csv or out.parent / "results.csv"))
         from .plots import training_curves
 
         training_curves([json.loads((out / f"seed{s}" / "history.json").read_text())

@@ -14,7 +14,7 @@ Modes (``--compile`` and ``--cuda-graph`` of the command line):
 * ``cuda_graph`` (CUDA only, static shapes): the whole step, optimizer included (Adam with ``capturable=True``), is
   captured once after ``warmup`` eager steps and then replayed. The warm-up steps are real training steps, so the
   run trains the same number of steps either way. Everything that changes between steps must live in tensors the
-  graph reads in place (parameters, optimizer state, the curvature ``log_k``, the device RNG); a host-side change
+  graph reads in place (parameters, optimizer state, the curvature ``k_raw``, the device RNG); a host-side change
   that the graph cannot see (a ``requires_grad`` flip, a new tensor) needs :meth:`TrainStep.reset`. A step that
   cannot be captured (it synchronises, e.g. a graph conditioner that normalises its graph on every call) is
   reported with a ``RuntimeWarning`` and run eagerly from then on.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 from manifolds import Euclidean
@@ -87,7 +88,7 @@ def describe() -> dict[str, str]:
 
 
 def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: int = DEFAULT_HIDDEN,
-          conditioner: str = "mlp", **kwargs) -> Transform:
+          conditioner: str = "mlp", *, share_manifold: bool | None = None, **kwargs) -> Transform:
     """Build the flow ``name`` on ``manifold`` of intrinsic dimension ``dim`` (points of Hⁿ have ``dim + 1``
     ambient coordinates).
 
@@ -98,10 +99,28 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
         layers: number of layers (coupling layers alternate which half they transform).
         hidden: conditioner width.
         conditioner: ``"mlp"``, or ``"gcn"`` / ``"gat"`` for graph flows (pass ``context=edge_index``).
+        share_manifold: whether the flow uses ``manifold`` itself or its own copy (see *Manifold sharing*).
+            ``None`` (default): a copy for a fixed curvature; for a learnable one you must choose.
         **kwargs: passed to the factory (e.g. ``context_features`` for conditional MLP couplings).
 
+    **Manifold sharing.** A manifold is an ``nn.Module`` (a ``Lorentz`` holds its curvature parameter).
+
+    * ``share_manifold=False`` (the default for a fixed curvature): the flow gets its own copy of ``manifold``,
+      registered as its submodule. The flow is then independent of every other model: ``flow.to(...)``,
+      ``flow.double()`` and ``flow.load_state_dict(...)`` act on the flow's copy only, never on ``manifold`` or
+      on other flows built from it.
+    * ``share_manifold=True``: the flow uses ``manifold`` itself (a tied submodule, like tied weights): one
+      curvature for every holder, trained together, and moving, casting or loading any holder acts on it for all.
+      The VAEs and the graph generator build their flows this way, so that the prior, the posterior flow and the
+      decoder see one (possibly learnable or scheduled) ``k``.
+    * A learnable ``manifold`` with ``share_manifold=None`` is an error: a copy would silently train a second
+      curvature, so say which you mean.
+
+    Layer constructors (``WrappedHyperboloidCoupling(dim, manifold=M)`` …) always use the manifold they are given.
+
     Raises:
-        ValueError: unknown name, or a flow that does not apply to this manifold.
+        ValueError: unknown name, a flow that does not apply to this manifold, or a learnable manifold without
+            ``share_manifold``.
 
     Example:
         >>> import torch
@@ -125,6 +144,15 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
         raise ValueError(f"dim must be a positive integer (the intrinsic dimension n); got {dim}")
     if int(hidden) != hidden or hidden < 1:
         raise ValueError(f"hidden (the conditioners' width) must be a positive integer; got {hidden}")
+    if share_manifold is None:
+        if getattr(manifold, "learnable", False):
+            raise ValueError(
+                f"build({name!r}, …): the manifold's curvature is learnable; pass share_manifold=True for a flow that "
+                f"trains the same k as the rest of your model, or share_manifold=False for a flow with its own copy"
+            )
+        share_manifold = False
+    if not share_manifold:
+        manifold = copy.deepcopy(manifold)
     return factory(manifold, dim, layers=layers, hidden=hidden, conditioner=conditioner, **kwargs)
 
 

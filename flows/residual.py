@@ -8,7 +8,6 @@ truncation error is below :data:`~flows.constants.IRESNET_LOGDET_TOLERANCE`.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch

@@ -107,9 +107,10 @@ class Compose(Transform):
             raise ValueError("Compose needs at least one transform")
         manifold = transforms[0].manifold
         for t in transforms[1:]:
-            if t.manifold is not manifold and not (t.manifold.name == manifold.name == "Euclidean"):
+            if not manifold.same_as(t.manifold):
                 raise ValueError(
-                    f"Compose: all transforms must act on the same manifold object; got {manifold} and {t.manifold}"
+                    f"Compose: all transforms must act on the same manifold (the same object, or copies with the same "
+                    f"fixed curvature); got {manifold} and {t.manifold}"
                 )
         super().__init__(manifold)
         self.transforms = nn.ModuleList(_fuse(transforms))
@@ -234,7 +235,7 @@ def _fuse(transforms: list[Transform]) -> list[Transform]:
         run.clear()
 
     for t in transforms:
-        if isinstance(t, TangentSpaceTransform) and (not run or run[0].manifold is t.manifold):
+        if isinstance(t, TangentSpaceTransform) and (not run or run[0].manifold.same_as(t.manifold)):
             run.append(t)
         else:
             flush()

@@ -29,6 +29,11 @@ class ManifoldOps:
         """Intrinsic dimension ``n`` of the points ``x`` (ambient coordinates last)."""
         raise NotImplementedError
 
+    def same_as(self, other: object) -> bool:
+        """Whether ``other`` is this manifold or an interchangeable copy (same kind and, where there is one, the
+        same fixed curvature): flows on either can be composed. Reads values on the host (construction time only)."""
+        return self is other or (type(self) is type(other) and self.name == "Euclidean")
+
     # -- validation ---------------------------------------------------------------------------------------
     def _check_size(self, x: Tensor, what: str) -> None:
         if x.dim() == 0:

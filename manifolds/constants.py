@@ -51,3 +51,10 @@ def tiny(dtype: torch.dtype) -> float:
     so it never acts as a clamp on a bijection's input.
     """
     return torch.finfo(dtype).tiny
+
+#: Default range ``(k_min, k_max)`` of the Lorentz curvature parameter ``k`` (curvature ``-1/k``, radius
+#: ``sqrt(k)`` from 0.032 to 31.6). A learnable ``k`` is kept inside it by its parametrisation
+#: (``log k = c + h·tanh(θ/h)``, see :class:`~manifolds.Lorentz`), so no optimiser step can send it to 0 or ∞
+#: (unbounded, ``log k`` was seen at −84 and +91 before every ``log_prob`` turned NaN). It holds the paper's
+#: warm-up (``R = 11``, ``k = 121``); pass ``k_range=`` for a curvature outside it.
+K_RANGE: tuple[float, float] = (1e-3, 1e3)

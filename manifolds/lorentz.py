@@ -10,7 +10,7 @@ import torch
 
 from . import lorentz_math as lm
 from .base import ManifoldOps
-from .constants import MANIFOLD_CHECK_RTOL
+from .constants import K_RANGE, MANIFOLD_CHECK_RTOL
 
 Tensor = torch.Tensor
 
@@ -20,10 +20,22 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
 
     Args:
         k: the curvature parameter ``k > 0`` (curvature ``-1/k``; the paper's radius is ``R = sqrt(k)``).
-        learnable: make ``k`` a trainable parameter, kept positive by storing ``log k``.
+        learnable: make ``k`` a trainable parameter (:attr:`k_raw`, see below).
+        k_range: the open interval ``(k_min, k_max)`` that ``k`` lives in (default
+            :data:`manifolds.constants.K_RANGE` ``= (1e-3, 1e3)``).
         validate: check every input (finite, right size, on the manifold / tangent space) and raise a
             ``ValueError`` that says what is wrong; off by default for speed.
         dim: the intrinsic dimension ``n``, if you want sizes checked (points have ``n + 1`` coordinates).
+
+    **Curvature parametrisation.** ``k`` is stored as an unconstrained parameter ``θ`` (:attr:`k_raw`) with
+
+    .. math:: \log k = c + h \tanh(θ / h), \qquad c = \tfrac12(\log k_{max} + \log k_{min}),\quad
+              h = \tfrac12(\log k_{max} - \log k_{min}),
+
+    so every finite ``θ`` gives ``k`` strictly inside ``k_range`` (no clamp: a smooth bijection ℝ → range), and
+    near the middle of the range (``k = 1`` for the default) a step in ``θ`` moves ``log k`` as much as a step in
+    ``log k`` itself (``d log k / dθ = 1`` at ``θ = 0``). Loading a state_dict whose ``k_raw`` is not finite, or a legacy ``log_k`` entry outside
+    the range, raises a ``ValueError``.
 
     Works with ``geoopt.ManifoldParameter`` and ``geoopt.optim.RiemannianAdam``. Operations at the origin are
     exact to working precision up to distance ≈ 88·sqrt(k) in float32; operations at other base points are
@@ -44,9 +56,14 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
     __scaling__ = geoopt.Manifold.__scaling__.copy()
 
     def __init__(self, k: float | Tensor = 1.0, learnable: bool = False, *, validate: bool = False,
-                 dim: int | None = None) -> None:
+                 dim: int | None = None, k_range: tuple[float, float] = K_RANGE) -> None:
         super().__init__()
-        k_t = torch.as_tensor(k, dtype=torch.get_default_dtype() if not torch.is_tensor(k) else None)
+        if torch.is_tensor(k) and k.device.type == "meta":
+            raise ValueError("Lorentz(k=...): k is a meta tensor, which has no value; pass k as a number")
+        # checked on the host (also when built under ``with torch.device("meta")``: k is a number, the parameter
+        # below follows the device context)
+        k_t = torch.as_tensor(k, dtype=torch.get_default_dtype() if not torch.is_tensor(k) else None,
+                              device=k.device if torch.is_tensor(k) else "cpu")
         if not torch.is_floating_point(k_t):
             k_t = k_t.to(torch.get_default_dtype())
         if k_t.dim() != 0 or not bool(torch.isfinite(k_t)) or float(k_t) <= 0:
@@ -54,28 +71,79 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
                 f"Lorentz curvature parameter k must be a finite positive scalar (curvature is -1/k); got {k!r}. "
                 f"For the paper's radius R use k = R**2."
             )
+        lo, hi = (float(b) for b in k_range)
+        if not (0 < lo < hi < math.inf):
+            raise ValueError(f"k_range must be (k_min, k_max) with 0 < k_min < k_max < inf; got {k_range!r}")
         if dim is not None and (int(dim) != dim or dim < 1):
             raise ValueError(f"dim (the intrinsic dimension n) must be a positive integer; got {dim!r}")
-        self.log_k = torch.nn.Parameter(k_t.detach().clone().log(), requires_grad=learnable)
+        self.k_range = (lo, hi)
+        self._log_k_center = 0.5 * (math.log(hi) + math.log(lo))
+        self._log_k_half = 0.5 * (math.log(hi) - math.log(lo))
+        self.k_raw = torch.nn.Parameter(self._raw_of(float(k_t)).to(k_t.dtype), requires_grad=learnable)
         self.validate = validate
         self.dim = dim
 
     # -- curvature -----------------------------------------------------------------------------------------
+    def _raw_of(self, k: float) -> Tensor:
+        """``θ`` with ``k(θ) = k`` (see the class); a ``ValueError`` when ``k`` is outside ``k_range``."""
+        lo, hi = self.k_range
+        if not (math.isfinite(k) and lo < k < hi):
+            raise ValueError(
+                f"Lorentz curvature parameter k = {k!r} is outside its range (k_min, k_max) = ({lo:g}, {hi:g}); "
+                f"pass k_range=(k_min, k_max) to Lorentz to allow it (curvature -1/k, radius sqrt(k))"
+            )
+        z = (math.log(k) - self._log_k_center) / self._log_k_half
+        return torch.tensor(self._log_k_half * math.atanh(z), dtype=torch.float64)
+
+    @property
+    def log_k(self) -> Tensor:
+        """``log k = c + h·tanh(θ/h)`` (differentiable in :attr:`k_raw` when learnable; see the class)."""
+        return self._log_k_center + self._log_k_half * torch.tanh(self.k_raw / self._log_k_half)
+
     @property
     def k(self) -> Tensor:
-        """The curvature parameter ``k = exp(log_k) > 0`` (differentiable when learnable)."""
+        """The curvature parameter ``k = exp(log k)`` in ``k_range`` (differentiable when learnable)."""
         return self.log_k.exp()
 
     @property
+    def curvature_parameter(self) -> torch.nn.Parameter:
+        """The trainable parameter behind ``k`` (:attr:`k_raw`): toggle its ``requires_grad`` to train or freeze
+        ``k``, and put it in the optimiser."""
+        return self.k_raw
+
+    @property
     def learnable(self) -> bool:
-        return self.log_k.requires_grad
+        return self.k_raw.requires_grad
 
     def set_k(self, value: float) -> None:
-        """Set ``k`` in place (e.g. from a curvature schedule); ``value`` must be positive."""
+        """Set ``k`` in place (e.g. from a curvature schedule); ``value`` must lie in ``k_range``."""
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"k must be finite and positive; got {value}")
         with torch.no_grad():
-            self.log_k.fill_(math.log(value))
+            self.k_raw.fill_(float(self._raw_of(value)))
+
+    def same_as(self, other: object) -> bool:
+        """This manifold, or a copy with the same fixed ``k`` and ``k_range`` (a learnable ``k`` is only itself)."""
+        if self is other:
+            return True
+        return (type(self) is type(other) and not self.learnable and not other.learnable
+                and self.k_range == other.k_range and float(self.k) == float(other.k))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        legacy = state_dict.pop(prefix + "log_k", None)
+        if legacy is not None and prefix + "k_raw" not in state_dict:
+            # a checkpoint of the former parametrisation (the parameter was log k itself)
+            value = float(torch.as_tensor(legacy).double().exp())
+            state_dict[prefix + "k_raw"] = self._raw_of(value).to(self.k_raw.dtype)
+        raw = state_dict.get(prefix + "k_raw")
+        if raw is not None and not bool(torch.isfinite(torch.as_tensor(raw)).all()):
+            raise ValueError(
+                f"refusing to load a non-finite Lorentz curvature ({prefix}k_raw = {raw!r}): the checkpoint was "
+                f"written after training diverged; load an earlier checkpoint"
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def extra_repr(self) -> str:
         return f"k={float(self.k):.4g}, learnable={self.learnable}"
@@ -193,7 +261,7 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
     def origin(self, *size, dtype=None, device=None, seed: int = 42) -> geoopt.ManifoldTensor:
         """The origin ``(sqrt(k), 0, …, 0)`` broadcast to ``size`` (last entry = ``n + 1``)."""
         size = geoopt.utils.size2shape(*size)
-        k = self.k.detach().to(dtype=dtype or self.log_k.dtype, device=device or self.log_k.device)
+        k = self.k.detach().to(dtype=dtype or self.k_raw.dtype, device=device or self.k_raw.device)
         o = torch.zeros(*size, dtype=k.dtype, device=k.device)
         o[..., 0] = k.sqrt()
         return geoopt.ManifoldTensor(o, manifold=self)
@@ -204,8 +272,8 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
         normal at the origin for ``mean = 0``. (geoopt's ``random_normal`` also rescales ``v`` to unit norm, so
         its ``std`` changes nothing but the direction; here ``mean`` and ``std`` mean what they say.)"""
         size = geoopt.utils.size2shape(*size)
-        v = torch.randn(*size[:-1], size[-1] - 1, dtype=dtype or self.log_k.dtype,
-                        device=device or self.log_k.device) * std + mean
+        v = torch.randn(*size[:-1], size[-1] - 1, dtype=dtype or self.k_raw.dtype,
+                        device=device or self.k_raw.device) * std + mean
         return geoopt.ManifoldTensor(self.expmap0_spatial(v), manifold=self)
 
     random_normal = random

@@ -1,15 +1,17 @@
 """Variational autoencoders with a manifold latent space and optional flow posteriors (Bose et al. 2020).
 
-* :class:`VAE` — one VAE for ``Euclidean`` or ``Lorentz`` latents; :func:`paper_model` builds the paper's
-  N-VAE, H-VAE, NC, TC and WHC; :func:`elbo`, :func:`iwae_bound`, :func:`evaluate_log_likelihood` are the
-  objectives of MATH.md §5; :class:`CurvatureSchedule` is the fixed / learnable / warm-up curvature.
+* :class:`VAE` — one VAE for ``Euclidean`` or ``Lorentz`` latents (with a flow: the paper's NC, TC, WHC;
+  ``experiments.models.paper_model`` names them); :func:`elbo`, :func:`iwae_bound`,
+  :func:`evaluate_log_likelihood` are the objectives of MATH.md §5; :class:`CurvatureSchedule` is the fixed /
+  learnable / warm-up curvature.
 * :mod:`vae.graph` — graph VAE for link prediction (paper §4.2).
 * :mod:`vae.generation` and :mod:`vae.graph_metrics` — two-stage graph generator and its metrics (§4.3).
 
 Example:
     >>> import torch
-    >>> from vae import paper_model
-    >>> model = paper_model("h-vae", data_dim=8, latent_dim=2, hidden=16)
+    >>> from manifolds import Lorentz
+    >>> from vae import VAE
+    >>> model = VAE(Lorentz(), data_dim=8, latent_dim=2, hidden=16, flow="whc")
     >>> model.loss(torch.bernoulli(torch.full((5, 8), 0.5))).dim()
     0
 """
@@ -19,18 +21,16 @@ from __future__ import annotations
 from . import constants
 from .curvature import CurvatureSchedule
 from .likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
-from .model import PAPER_MODELS, VAE, ELBOTerms, bound_tangent, paper_model
+from .model import VAE, ELBOTerms, bound_tangent
 from .objectives import elbo, evaluate_log_likelihood, iwae_bound
 from .graph import (EdgeSplit, FermiDiracDecoder, GraphVAE, InnerProductDecoder, MessageGraph, NonEdgeSampler,
-                    fit_graph_vae, prepare_edge_index, split_edges)
+                    prepare_edge_index, split_edges)
 from .generation import DistanceDecoder, FlowPrior, GraphAutoEncoder, GraphGenerator
 from .graph_metrics import generation_metrics, is_lobster, is_tree
 
 __all__ = [
     "VAE",
     "ELBOTerms",
-    "PAPER_MODELS",
-    "paper_model",
     "bound_tangent",
     "elbo",
     "iwae_bound",
@@ -46,7 +46,6 @@ __all__ = [
     "EdgeSplit",
     "split_edges",
     "prepare_edge_index",
-    "fit_graph_vae",
     "InnerProductDecoder",
     "FermiDiracDecoder",
     "GraphAutoEncoder",

@@ -23,7 +23,7 @@ class CurvatureSchedule:
       (``after="fixed"``, the graph experiments).
 
     Call :meth:`step` at the start of every epoch. Manifolds without curvature (``Euclidean``) are left alone,
-    so the same training loop serves every model. Put ``manifold.log_k`` in the optimiser from the start: while
+    so the same training loop serves every model. Put ``manifold.curvature_parameter`` (a ``Lorentz``'s ``k_raw``) in the optimiser from the start: while
     it is frozen its gradient is ``None`` and Adam skips it.
 
     Example:
@@ -32,7 +32,7 @@ class CurvatureSchedule:
         >>> sched = CurvatureSchedule(M, "warmup")
         >>> [round(sched.step(e), 3) for e in (0, 1, 9, 10)]
         [121.0, 100.0, 4.0, 4.0]
-        >>> M.log_k.requires_grad
+        >>> M.curvature_parameter.requires_grad
         True
     """
 
@@ -63,7 +63,7 @@ class CurvatureSchedule:
 
     @property
     def has_curvature(self) -> bool:
-        return hasattr(self.manifold, "set_k") and hasattr(self.manifold, "log_k")
+        return hasattr(self.manifold, "set_k") and hasattr(self.manifold, "curvature_parameter")
 
     def radius_at(self, epoch: int) -> float | None:
         """The radius the schedule imposes at ``epoch`` (``None``: it imposes none, ``k`` is left as is)."""
@@ -81,7 +81,7 @@ class CurvatureSchedule:
             raise ValueError(f"epoch must be >= 0; got {epoch}")
         if not self.has_curvature:
             return None
-        log_k: torch.nn.Parameter = self.manifold.log_k
+        param: torch.nn.Parameter = self.manifold.curvature_parameter
         radius = self.radius_at(epoch)
         imposed = radius is not None and not (self.after == "learnable" and epoch > self.epochs)
         if imposed:
@@ -92,10 +92,10 @@ class CurvatureSchedule:
             trainable = True
         else:
             trainable = epoch >= self.epochs and self.after == "learnable"
-        if log_k.requires_grad != trainable:
-            log_k.requires_grad_(trainable)
+        if param.requires_grad != trainable:
+            param.requires_grad_(trainable)
         if not trainable:
-            log_k.grad = None
+            param.grad = None
         if imposed:
             return float(radius * radius)
         return self.manifold.k.detach().clone()

@@ -239,7 +239,8 @@ class FlowPrior(nn.Module):
 
         self.manifold = manifold
         self.latent_dim = latent_dim
-        self.transform = flows.build(flow, manifold, latent_dim, layers=layers, hidden=hidden, conditioner=conditioner)
+        self.transform = flows.build(flow, manifold, latent_dim, layers=layers, hidden=hidden, conditioner=conditioner,
+                                     share_manifold=True)
         self._ref = nn.Parameter(torch.zeros(()), requires_grad=False)  # carries dtype and device
 
     def base(self) -> WrappedNormal:
@@ -271,8 +272,7 @@ class GraphGenerator(nn.Module):
     Example:
         >>> from manifolds import Lorentz
         >>> gen = GraphGenerator(Lorentz(), latent_dim=2, flow="whc", hidden=8)
-        >>> _ = gen.fit([nx.random_labeled_tree(8, seed=s) for s in range(4)], ae_epochs=2, flow_epochs=2)
-        >>> graphs = gen.generate(3)
+        >>> graphs = gen.generate(3, sizes=[5, 8, 6])  # untrained; train it as experiments.training does
         >>> len(graphs), all(isinstance(g, nx.Graph) for g in graphs)
         (3, True)
     """
@@ -284,49 +284,13 @@ class GraphGenerator(nn.Module):
         self.prior = FlowPrior(manifold, latent_dim, flow, flow_layers, flow_hidden or hidden)
         self.sizes: list[int] = []
 
-    def fit(self, graphs: Sequence[nx.Graph], *, ae_epochs: int = 100, flow_epochs: int = 100, lr: float = 1e-2,
-            batch_size: int = 16, seed: int = 0) -> dict[str, list[float]]:
-        """Train stage 1 (``ae_epochs``) then stage 2 (``flow_epochs``) with Adam; returns the loss curves."""
-        graphs = [clean_graph(g) for g in graphs]
-        self.sizes = [g.number_of_nodes() for g in graphs]
-        rng = random.Random(seed)
-        curves: dict[str, list[Tensor]] = {"autoencoder": [], "flow": []}
-        opt = torch.optim.Adam(self.autoencoder.parameters(), lr=lr)
-        order = list(range(len(graphs)))
-        for _ in range(ae_epochs):
-            rng.shuffle(order)
-            total = torch.zeros(())  # the epoch's loss, summed on the device (no host read per step)
-            for i in range(0, len(order), batch_size):
-                opt.zero_grad()
-                loss = self.autoencoder.loss([graphs[j] for j in order[i:i + batch_size]])
-                loss.backward()
-                opt.step()
-                total = total.to(loss.device) + loss.detach()
-            curves["autoencoder"].append(total)
-        with torch.no_grad():
-            latents = [self.autoencoder.embed_graphs([g])[0] for g in graphs]
-        opt = torch.optim.Adam(self.prior.transform.parameters(), lr=lr)
-        for _ in range(flow_epochs):
-            rng.shuffle(order)
-            total = torch.zeros(())
-            for i in range(0, len(order), batch_size):
-                idx = order[i:i + batch_size]
-                z = torch.cat([latents[j] for j in idx])
-                opt.zero_grad()
-                loss = -self.prior.log_prob(z, [self.sizes[j] for j in idx]).sum() / len(idx)
-                loss.backward()
-                opt.step()
-                total = total.to(loss.device) + loss.detach()
-            curves["flow"].append(total)
-        # one host read for the whole curves
-        return {k: torch.stack(v).tolist() if v else [] for k, v in curves.items()}
-
     @torch.no_grad()
     def generate(self, num: int, *, sizes: Sequence[int] | None = None, seed: int | None = None) -> list[nx.Graph]:
         """``num`` graphs; node counts drawn from the training sizes unless ``sizes`` is given."""
         if sizes is None:
             if not self.sizes:
-                raise ValueError("call fit() first, or pass sizes")
+                raise ValueError("no training sizes known (set gen.sizes to the training graphs' node counts, as "
+                                 "experiments.training.fit_graph_generator does), or pass sizes")
             rng = random.Random(seed)
             sizes = [rng.choice(self.sizes) for _ in range(num)]
         if len(sizes) != num or min(sizes) < 1:

@@ -24,7 +24,7 @@ from manifolds import WrappedNormal
 
 from .constants import (FLOW_HIDDEN, FLOW_LAYERS, GAT_HEADS, GRAPH_HIDDEN, MAX_TANGENT_NORM, MIN_SCALE,
                         MIN_TEMPERATURE, TEST_FRACTION, VAL_FRACTION)
-from .model import bound_tangent
+from .model import bound_tangent, check_flow_manifold
 
 Tensor = torch.Tensor
 
@@ -68,36 +68,6 @@ def prepare_edge_index(edge_index: Tensor, num_nodes: int) -> Tensor:
 def _upper(edge_index: Tensor) -> Tensor:
     """Each undirected edge once, as ``u < v``."""
     return edge_index[:, edge_index[0] < edge_index[1]]
-
-
-def sample_non_edges(edge_index: Tensor, num_nodes: int, count: int, exclude: Tensor | None = None) -> Tensor:
-    """``count`` distinct node pairs ``u < v`` that are not edges (nor in ``exclude``), via
-    ``torch_geometric.utils.negative_sampling`` with top-ups until enough are found.
-
-    Raises ``ValueError`` if the graph has fewer than ``count`` non-edges.
-    """
-    from torch_geometric.utils import negative_sampling
-
-    possible = num_nodes * (num_nodes - 1) // 2 - _upper(edge_index).size(1)
-    if exclude is not None:
-        possible -= exclude.size(1)
-    if count > possible:
-        raise ValueError(f"asked for {count} non-edges but the graph has only {possible}")
-    taken = set()
-    if exclude is not None:
-        taken.update((exclude[0] * num_nodes + exclude[1]).tolist())
-    chosen: list[int] = []
-    while len(chosen) < count:
-        cand = negative_sampling(edge_index, num_nodes=num_nodes, num_neg_samples=max(2 * (count - len(chosen)), 16))
-        u, v = torch.minimum(cand[0], cand[1]), torch.maximum(cand[0], cand[1])
-        for key in (u * num_nodes + v)[u < v].tolist():
-            if key not in taken:
-                taken.add(key)
-                chosen.append(key)
-                if len(chosen) == count:
-                    break
-    keys = torch.tensor(chosen, dtype=torch.long, device=edge_index.device)
-    return torch.stack([keys // num_nodes, keys % num_nodes])
 
 
 @dataclass
@@ -146,12 +116,11 @@ def split_edges(edge_index: Tensor, num_nodes: int, *, val_fraction: float = VAL
             f"the graph has {n_edges} undirected edges: too few for a {val_fraction:.0%}/{test_fraction:.0%} "
             "validation/test split with at least one edge in each part"
         )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        perm = torch.randperm(n_edges, device="cpu").to(pairs.device)
-        val_pos, test_pos = pairs[:, perm[:n_val]], pairs[:, perm[n_val:n_val + n_test]]
-        train_pos = pairs[:, perm[n_val + n_test:]]
-        neg = sample_non_edges(edge_index, num_nodes, n_val + n_test)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    perm = torch.randperm(n_edges, device="cpu", generator=gen).to(pairs.device)
+    val_pos, test_pos = pairs[:, perm[:n_val]], pairs[:, perm[n_val:n_val + n_test]]
+    train_pos = pairs[:, perm[n_val + n_test:]]
+    neg = NonEdgeSampler(edge_index.cpu(), num_nodes).distinct_pairs(n_val + n_test, generator=gen).to(pairs.device)
     from torch_geometric.utils import to_undirected
 
     return EdgeSplit(num_nodes, to_undirected(train_pos, num_nodes=num_nodes), train_pos, val_pos,
@@ -170,6 +139,10 @@ class NonEdgeSampler:
 
     The sorted keys are built once per graph (``torch.unique``; ``O(E log E)``). Raises ``ValueError`` for a
     complete graph (there is no non-edge to draw).
+
+    It is the library's one negative sampler: training steps call it (:meth:`__call__`, with replacement, on the
+    device), and :func:`split_edges` takes its validation and test non-edges from it without replacement
+    (:meth:`distinct_pairs`, once per dataset).
 
     Example:
         >>> ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])  # the path 0 - 1 - 2
@@ -196,6 +169,31 @@ class NonEdgeSampler:
         r = torch.randint(self.allowed, (count,), device=self.gaps.device, generator=generator)
         keys = r + torch.searchsorted(self.gaps, r, right=True)
         return torch.stack([keys // self.num_nodes, keys % self.num_nodes])
+
+    def distinct_pairs(self, count: int, generator: torch.Generator | None = None) -> Tensor:
+        """``(2, count)`` distinct unordered non-edges ``u < v``, a uniformly random subset (sampling without
+        replacement) of an undirected graph's non-edges (``edge_index`` holding both directions, as
+        :func:`prepare_edge_index` returns it).
+
+        Each undirected non-edge is two ordered draws of :meth:`__call__`, so ``(min, max)`` of a draw is uniform over
+        the unordered non-edges; the first ``count`` distinct ones in draw order are a uniform random subset. Reads
+        on the host (a top-up loop of variable length): for building a split once, not for a training step.
+        Raises ``ValueError`` when the graph has fewer than ``count`` non-edges.
+        """
+        possible = self.allowed // 2
+        if count > possible:
+            raise ValueError(f"asked for {count} distinct non-edges but the graph has only {possible}")
+        n, chosen, taken = self.num_nodes, [], set()
+        while len(chosen) < count:
+            u, v = self(2 * (count - len(chosen)) + 16, generator=generator)
+            for key in (torch.minimum(u, v) * n + torch.maximum(u, v)).tolist():
+                if key not in taken:
+                    taken.add(key)
+                    chosen.append(key)
+                    if len(chosen) == count:
+                        break
+        keys = torch.tensor(chosen, dtype=torch.long, device=self.gaps.device)
+        return torch.stack([keys // n, keys % n])
 
 
 @dataclass
@@ -389,7 +387,8 @@ class GraphVAE(nn.Module):
             import flows
 
             flow = flows.build(flow, manifold, latent_dim, layers=flow_layers, hidden=flow_hidden,
-                               conditioner=flow_conditioner)
+                               conditioner=flow_conditioner, share_manifold=True)
+        check_flow_manifold(flow, manifold)
         self.flow = flow
         self.graph_flow = flow is not None and flow_conditioner in ("gcn", "gat")
         self.flow_conditioner = flow_conditioner
@@ -554,32 +553,3 @@ class GraphVAE(nn.Module):
                 "happens, or lower the learning rate")
         labels = np.concatenate([np.ones(pos_pairs.size(1)), np.zeros(neg_pairs.size(1))])
         return {"auc": float(roc_auc_score(labels, scores)), "ap": float(average_precision_score(labels, scores))}
-
-
-def fit_graph_vae(model: GraphVAE, x: Tensor | None, split: EdgeSplit, *, epochs: int, lr: float = 1e-2,
-                  schedule=None, eval_every: int = 0) -> list[dict[str, float]]:
-    """Full-batch training on ``split.train_pos`` (message passing on ``split.train_edge_index``); returns one
-    record per epoch (``loss``, ``recon``, ``kl``, and ``val_auc`` / ``val_ap`` every ``eval_every`` epochs).
-    ``schedule`` is an optional :class:`~vae.curvature.CurvatureSchedule` stepped at each epoch start."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    graph = model.prepare_graph(split.train_edge_index, split.num_nodes)
-    history, terms_per_epoch = [], []
-    for epoch in range(epochs):
-        if schedule is not None:
-            schedule.step(epoch)
-        model.train()
-        opt.zero_grad()
-        terms = model.loss(x, graph, split.train_pos)
-        terms.total.backward()
-        opt.step()
-        # the loss terms stay on the device; they are read once, at the end (no host sync per step)
-        terms_per_epoch.append(torch.stack([terms.total, terms.recon, terms.kl]).detach())
-        rec: dict[str, float] = {"epoch": epoch}
-        if eval_every and (epoch + 1) % eval_every == 0:
-            m = model.evaluate(x, graph, split.val_pos, split.val_neg)
-            rec.update(val_auc=m["auc"], val_ap=m["ap"])
-        history.append(rec)
-    if terms_per_epoch:
-        for rec, (loss, recon, kl) in zip(history, torch.stack(terms_per_epoch).tolist()):
-            rec.update(loss=loss, recon=recon, kl=kl)
-    return history

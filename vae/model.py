@@ -7,22 +7,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from manifolds import Euclidean, Lorentz, WrappedNormal
+from manifolds import WrappedNormal
 
 from .constants import FLOW_HIDDEN, FLOW_LAYERS, MAX_TANGENT_NORM, MIN_SCALE
 from .likelihoods import Likelihood, make_likelihood
 
 Tensor = torch.Tensor
-
-#: the paper's five models: name -> (manifold kind, flow name or None)
-PAPER_MODELS: dict[str, tuple[str, str | None]] = {
-    "n-vae": ("euclidean", None),
-    "h-vae": ("lorentz", None),
-    "nc": ("euclidean", "nc"),
-    "tc": ("lorentz", "tc"),
-    "whc": ("lorentz", "whc"),
-}
-
 
 def bound_tangent(m: Tensor, max_norm: float = MAX_TANGENT_NORM) -> Tensor:
     r"""Smooth radial bound ``m ↦ B·tanh(|m|/B)·m/|m|`` (identity to first order near 0, norm < ``B``).
@@ -36,6 +26,20 @@ def bound_tangent(m: Tensor, max_norm: float = MAX_TANGENT_NORM) -> Tensor:
     zs = torch.where(small, torch.ones_like(z), z)
     factor = torch.where(small, 1 - z * z / 3, torch.tanh(zs) / zs)
     return m * factor
+
+
+def check_flow_manifold(flow: nn.Module | None, manifold: nn.Module) -> None:
+    """A ready-made posterior/prior flow must act on the model's own manifold object (``flows.build(…,
+    share_manifold=True)``): on a copy, the model's curvature (learnable, or set by a schedule) would not reach it."""
+    if flow is None or flow.manifold is manifold:
+        return
+    if getattr(manifold, "name", None) == "Euclidean" and manifold.same_as(flow.manifold):
+        return  # ℝⁿ has no state: a copy is the same space
+    raise ValueError(
+        f"the flow acts on a different {flow.manifold.name} object than the model's manifold, so the model's curvature "
+        f"(learnable, or set by a schedule) would not reach it; build it with flows.build(name, manifold, dim, "
+        f"share_manifold=True) on the model's manifold, or pass the flow's name"
+    )
 
 
 def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -80,7 +84,7 @@ class VAE(nn.Module):
     * Decoder: ``p(x | z) = likelihood(decoder(log_o(z_K)))``.
 
     Args:
-        manifold: the latent manifold; its curvature (``Lorentz.log_k``) becomes a parameter of the model.
+        manifold: the latent manifold; its curvature (``Lorentz.k_raw``) becomes a parameter of the model.
         data_dim: number of input features.
         latent_dim: intrinsic latent dimension ``n``.
         hidden: width of the default one-hidden-layer MLP encoder and decoder.
@@ -130,7 +134,9 @@ class VAE(nn.Module):
         if isinstance(flow, str):
             import flows  # imported lazily: vae depends on flows only when a flow is requested
 
-            flow = flows.build(flow, manifold, latent_dim, layers=flow_layers, hidden=flow_hidden)
+            flow = flows.build(flow, manifold, latent_dim, layers=flow_layers, hidden=flow_hidden,
+                               share_manifold=True)
+        check_flow_manifold(flow, manifold)
         self.flow = flow
 
     # -- the three distributions -------------------------------------------------------------------------
@@ -228,35 +234,3 @@ class VAE(nn.Module):
         """Draw ``num`` latent points from the prior and return the decoder's mean of ``p(x|z)``."""
         z = self.prior().sample(torch.Size([num]))
         return self.decode(z).mean
-
-
-def paper_model(
-    name: str,
-    data_dim: int,
-    latent_dim: int,
-    *,
-    k: float = 1.0,
-    learnable_curvature: bool = False,
-    hidden: int = 200,
-    likelihood: str | Likelihood = "bernoulli",
-    flow_layers: int = FLOW_LAYERS,
-    flow_hidden: int = FLOW_HIDDEN,
-) -> VAE:
-    r"""One of the paper's five models as a :class:`VAE` configuration.
-
-    ``"n-vae"`` (ℝⁿ, no flow), ``"h-vae"`` (Hⁿ, no flow), ``"nc"`` (ℝⁿ + affine coupling), ``"tc"``
-    (Hⁿ + tangent coupling), ``"whc"`` (Hⁿ + wrapped hyperboloid coupling). Names are case-insensitive.
-
-    Example:
-        >>> m = paper_model("h-vae", data_dim=50, latent_dim=2)
-        >>> type(m.manifold).__name__, m.flow is None
-        ('Lorentz', True)
-    """
-    key = name.lower().replace("_", "-")
-    key = {"nvae": "n-vae", "hvae": "h-vae"}.get(key, key)
-    if key not in PAPER_MODELS:
-        raise ValueError(f"unknown paper model {name!r}; choose one of {sorted(PAPER_MODELS)}")
-    kind, flow = PAPER_MODELS[key]
-    manifold = Euclidean() if kind == "euclidean" else Lorentz(k=k, learnable=learnable_curvature)
-    return VAE(manifold, data_dim, latent_dim, hidden=hidden, flow=flow, flow_layers=flow_layers,
-               flow_hidden=flow_hidden, likelihood=likelihood)

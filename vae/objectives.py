@@ -18,8 +18,9 @@ def elbo(model, x: Tensor) -> Tensor:
     ``ELBO = log p(x|z_K) + log p(z_K) - log q₀(z₀|x) + log|det ∂f/∂z₀|``,  ``z₀ ~ q₀(·|x)``, ``z_K = f(z₀)``.
 
     Example:
-        >>> from vae import paper_model
-        >>> m = paper_model("n-vae", data_dim=4, latent_dim=2, hidden=8)
+        >>> from manifolds import Euclidean
+        >>> from vae import VAE
+        >>> m = VAE(Euclidean(), data_dim=4, latent_dim=2, hidden=8)
         >>> elbo(m, torch.zeros(3, 4)).shape
         torch.Size([3])
     """
@@ -37,8 +38,9 @@ def iwae_bound(model, x: Tensor, num_samples: int = IWAE_SAMPLES, chunk_size: in
     does not grow with ``K``. ``L_1`` is the ELBO in expectation, and ``L_K ↑ log p(x)`` as ``K → ∞``.
 
     Example:
-        >>> from vae import paper_model
-        >>> m = paper_model("h-vae", data_dim=4, latent_dim=2, hidden=8)
+        >>> from manifolds import Lorentz
+        >>> from vae import VAE
+        >>> m = VAE(Lorentz(), data_dim=4, latent_dim=2, hidden=8)
         >>> iwae_bound(m, torch.zeros(3, 4), num_samples=20, chunk_size=7).shape
         torch.Size([3])
     """
@@ -75,8 +77,9 @@ def evaluate_log_likelihood(
     ``result.mean()``. The model is put in eval mode for the call and restored afterwards.
 
     Example:
-        >>> from vae import paper_model
-        >>> m = paper_model("n-vae", data_dim=4, latent_dim=2, hidden=8)
+        >>> from manifolds import Euclidean
+        >>> from vae import VAE
+        >>> m = VAE(Euclidean(), data_dim=4, latent_dim=2, hidden=8)
         >>> evaluate_log_likelihood(m, torch.zeros(5, 4), num_samples=10, batch_size=2).shape
         torch.Size([5])
     """

@@ -15,7 +15,7 @@ def test_reproduce_runs_a_subset_and_reports_it(tmp_path: Path, monkeypatch) -> 
     def tiny(table):  # the real table, at tiny settings
         out = []
         for name, cfg in real(table):
-            out.append((name, {**cfg, "epochs": 2, **({"iwae_samples": 4} if cfg["command"] == "density" else {})}))
+            out.append((name, cfg.replace(epochs=2, **({"iwae_samples": 4} if cfg.command == "density" else {}))))
         return out
 
     monkeypatch.setattr(rep, "configs", tiny)

@@ -227,8 +227,8 @@ def test_repr(fh, flow_case):
     assert isinstance(r, str) and type(f).__name__ in r
     assert M.name in r  # the transform knows (and shows) its manifold
     assert f.manifold.name == M.name
-    if M.name == "Lorentz":  # it acts on the manifold object it was built on (its curvature k)
-        assert f.manifold is M
+    if M.name == "Lorentz":  # it acts on the manifold it was built on (its curvature k), or an identical copy
+        assert f.manifold.same_as(M)
 
 
 def test_forward_is_deterministic_and_uncached(fh, flow_case):
@@ -309,11 +309,13 @@ def test_wrong_dimension_gives_value_error():
         g.inverse(torch.randn(4, 2))
 
 
-def test_build_keeps_the_euclidean_manifold_passed_in():
-    """``build("nc", M)`` acts on ``M`` itself, so its ``validate`` and ``dim`` settings apply."""
+def test_build_keeps_the_settings_of_the_euclidean_manifold_passed_in():
+    """``build("nc", M)`` acts on ``M`` (its own copy of it, ``share_manifold=False``), so ``M``'s ``validate`` and
+    ``dim`` settings apply; every layer acts on that one copy."""
     M = Euclidean(validate=True, dim=3)
     f = flows.build("nc", M, 3, hidden=8)
-    assert f.manifold is M and all(t.manifold is M for t in f.transforms)
+    assert f.manifold.validate and f.manifold.dim == 3 and all(t.manifold is f.manifold for t in f.transforms)
+    assert flows.build("nc", M, 3, hidden=8, share_manifold=True).manifold is M
     x = torch.randn(4, 3)
     x[1, 2] = float("nan")
     with pytest.raises(ValueError, match="finite"):

@@ -157,7 +157,7 @@ def test_flow_in_tangent_coordinates_gives_the_explicit_densities_and_samples(na
     those of the explicit point path (float64), for a base declared at the origin, one whose mean is the origin as
     a tensor, and one away from it."""
     torch.manual_seed(3)
-    M = Lorentz(k=0.7)
+    M = Lorentz(k=0.7).double()  # the flow casts its own copy of M (flows.build), the base uses M: cast both
     f = flows.build(name, M, 3, layers=3, hidden=16).double()
     scale = torch.full((3,), 0.8, dtype=torch.float64)
     base = {"at_origin": lambda: WrappedNormal.at_origin(scale, M),

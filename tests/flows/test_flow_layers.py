@@ -103,7 +103,7 @@ def test_stack_computes_a_single_log_exp_pair(name, layers):
     # no TangentSpaceTransform (i.e. no further exp/log pair) below the top level
     assert sum(isinstance(m, TangentSpaceTransform) for m in f.modules()) == 1
     assert len(fh_couplings(f)) == layers
-    counter = _Counting(M)
+    counter = _Counting(f.manifold)  # the flow's own copy of M (flows.build, share_manifold=False)
     x = M.expmap0_spatial(torch.randn(4, 3, dtype=F64))
     counter.calls.update(logmap0_spatial=0, expmap0_spatial=0)
     f(x)
@@ -204,7 +204,7 @@ def test_whc_half_on_a_line_is_the_general_map(inverse, learnable):
     params = torch.cat([torch.randn(64, 1, dtype=torch.float64) * 2, sk * torch.sinh(t_dist / sk)], -1)
     params.requires_grad_(True)
     sign = -1.0 if inverse else 1.0
-    inputs = [w, params] + ([M.log_k] if learnable else [])
+    inputs = [w, params] + ([M.k_raw] if learnable else [])
     out = []
     for fn in (lambda: half._map(w, params, sign), lambda: half._map_autograd(w, params, sign)):
         y, ladj = fn()
@@ -225,3 +225,23 @@ def test_build_rejects_a_conditioner_width_that_is_not_positive(hidden):
 
     with pytest.raises(ValueError, match="hidden"):
         flows.build("whc", Lorentz(), 3, hidden=hidden)
+
+
+@pytest.mark.parametrize("name", ["nc", "tc", "whc", "maf"])
+def test_models_build_under_the_meta_device(name):
+    """Issue 13 row 8: building under ``with torch.device("meta")`` (to size a model without allocating it) used to
+    fail with a raw trace in ``Lorentz``; every parameter of the flow, the VAE and the graph VAE is then on meta."""
+    from vae import VAE
+    from vae.graph import GraphVAE
+
+    with torch.device("meta"):
+        M = Euclidean() if name in ("nc", "maf") else Lorentz(k=2.0)
+        f = flows.build(name, M, 4)
+        models = [f]
+        if name != "maf":
+            models += [VAE(M, 10, 4, flow=name), GraphVAE(M, 6, 4, flow=name)]
+    for m in models:
+        assert {p.device.type for p in m.parameters()} == {"meta"}
+    assert sum(p.numel() for p in f.parameters()) > 0
+    with pytest.raises(ValueError, match="meta tensor"):
+        Lorentz(k=torch.tensor(2.0, device="meta"))

@@ -97,26 +97,81 @@ def test_riemannian_adam_converges_and_stays_on_manifold(manifold):
 def test_learnable_curvature():
     M = Lorentz(k=2.0, learnable=True)
     assert float(M.k.detach()) == pytest.approx(2.0) and float(M.k.detach()) > 0
-    assert M.log_k.requires_grad and M.learnable
-    assert any(p is M.log_k for p in M.parameters())
+    assert M.k_raw.requires_grad and M.learnable and M.curvature_parameter is M.k_raw
+    assert any(p is M.k_raw for p in M.parameters())
     v = torch.tensor([[0.3, -1.2], [2.0, 0.7]])
     x = M.expmap0_spatial(v)  # depends on k
     loss = M.dist(x[:1], x[1:]).sum() + M.logmap0(x).pow(2).sum()
     loss.backward()
-    assert M.log_k.grad is not None and bool(torch.isfinite(M.log_k.grad)) and float(M.log_k.grad) != 0.0
-    # a large optimiser step (towards k -> 0) keeps k positive: k = exp(log_k)
-    opt = torch.optim.SGD([M.log_k], lr=100.0)
-    M.log_k.grad = torch.tensor(1.0)
-    opt.step()
-    assert float(M.k.detach()) > 0 and math.isfinite(float(M.k.detach()))
-    # and with geoopt's optimiser, which treats log_k as a Euclidean parameter
+    assert M.k_raw.grad is not None and bool(torch.isfinite(M.k_raw.grad)) and float(M.k_raw.grad) != 0.0
+    # with geoopt's optimiser, which treats k_raw as a Euclidean parameter
     M.set_k(2.0)
-    opt = geoopt.optim.RiemannianAdam([M.log_k], lr=0.5)
+    opt = geoopt.optim.RiemannianAdam([M.k_raw], lr=0.5)
     for _ in range(5):
         opt.zero_grad()
         M.dist0(M.expmap0_spatial(torch.tensor([1.0, 0.0]))).backward()
         opt.step()
         assert float(M.k.detach()) > 0
+
+
+@pytest.mark.parametrize("step", [-1e4, -100.0, 100.0, 1e4, 1e30])
+def test_learnable_curvature_stays_in_its_range(step):
+    """Issue 13 row 4: however far an optimiser pushes it, ``k`` stays inside ``k_range`` (log k was seen at −84 and
+    +91 unbounded, then every log_prob was NaN); geometry and log-densities stay finite at the bounds."""
+    from manifolds import WrappedNormal
+    from manifolds.constants import K_RANGE
+
+    M = Lorentz(k=1.0, learnable=True)
+    opt = torch.optim.SGD([M.k_raw], lr=1.0)
+    M.k_raw.grad = torch.tensor(-step)
+    opt.step()
+    k = float(M.k.detach())
+    assert K_RANGE[0] * (1 - 1e-6) <= k <= K_RANGE[1] * (1 + 1e-6) and math.isfinite(k)  # float32 rounding of exp
+    x = M.expmap0_spatial(torch.tensor([[0.3, -0.2], [0.01, 0.02]]))
+    lp = WrappedNormal(M.origin(2, 3), torch.full((2, 2), 0.5), M).log_prob(x)
+    lp.sum().backward()
+    assert bool(torch.isfinite(lp).all()) and bool(torch.isfinite(M.k_raw.grad))
+
+
+def test_curvature_parametrisation_is_smooth_and_exact():
+    """``k(θ)`` hits the requested ``k`` exactly (set_k, constructor) across the range, and near ``k = 1`` a unit step in
+    ``θ`` is a unit step in ``log k`` (the former parametrisation's training speed)."""
+    for k in (1.5e-3, 0.05, 1.0, 2.0, 121.0, 900.0):
+        assert float(Lorentz(k=k).k) == pytest.approx(k, rel=1e-6)
+        M = Lorentz(k=3.0).double()
+        M.set_k(k)
+        assert float(M.k) == pytest.approx(k, rel=1e-12)
+    M = Lorentz(k=1.0, learnable=True).double()
+    M.log_k.backward()
+    assert float(M.k_raw.grad) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="outside its range"):
+        Lorentz(k=5000.0)
+    assert float(Lorentz(k=5000.0, k_range=(1.0, 1e4)).k) == pytest.approx(5000.0, rel=1e-5)
+    with pytest.raises(ValueError, match="outside its range"):
+        Lorentz(k=2.0).set_k(1e4)
+    with pytest.raises(ValueError, match="k_range"):
+        Lorentz(k=2.0, k_range=(3.0, 1.0))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_loading_a_non_finite_curvature_is_an_error(bad):
+    """Issue 13 row 4: a state_dict whose curvature is not finite (a diverged run) is refused with a clear error."""
+    M = Lorentz(k=2.0, learnable=True)
+    sd = M.state_dict()
+    sd["k_raw"] = torch.tensor(bad)
+    with pytest.raises(ValueError, match="non-finite Lorentz curvature"):
+        M.load_state_dict(sd)
+    assert float(M.k.detach()) == pytest.approx(2.0)
+
+
+def test_loading_a_legacy_log_k_state_dict():
+    """A checkpoint of the former parametrisation (``log_k`` = log k) loads to the same k; out of range or NaN: error."""
+    M = Lorentz(k=1.0, learnable=True)
+    M.load_state_dict({"log_k": torch.tensor(math.log(3.0))})
+    assert float(M.k.detach()) == pytest.approx(3.0, rel=1e-6)
+    for bad in (float("nan"), 90.8, -84.0):
+        with pytest.raises(ValueError, match="outside its range"):
+            M.load_state_dict({"log_k": torch.tensor(bad)})
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])

@@ -8,7 +8,8 @@ import torch
 from torch_geometric.utils import from_networkx
 
 from manifolds import Euclidean, Lorentz
-from vae import FermiDiracDecoder, GraphVAE, fit_graph_vae, prepare_edge_index, split_edges
+from experiments.training import fit_graph_vae
+from vae import FermiDiracDecoder, GraphVAE, prepare_edge_index, split_edges
 
 
 
@@ -343,3 +344,38 @@ def test_graph_conditioner_normalises_its_graph_once_and_equals_self_normalising
     assert len(calls) == 1
     for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
         torch.testing.assert_close(clone(x, ei), net(x, ei))
+
+
+def test_split_non_edges_are_a_uniform_distinct_subset_from_the_one_sampler():
+    """Issue 13: one negative sampler. ``split_edges`` takes its validation/test non-edges from ``NonEdgeSampler``
+    (``distinct_pairs``): distinct unordered pairs ``u < v``, never edges, a uniform random subset (each non-edge is
+    picked with probability count / #non-edges: a chi-square test over 400 seeds), and too many is a clear error."""
+    from scipy.stats import chisquare
+
+    from vae import NonEdgeSampler
+
+    n = 10
+    x, ei = _tree_with_features(n)
+    ei = prepare_edge_index(ei, n)
+    edges = set(map(tuple, ei.t().tolist()))
+    non_edges = [(u, v) for u in range(n) for v in range(u + 1, n) if (u, v) not in edges]
+    index = {p: i for i, p in enumerate(non_edges)}
+    sampler = NonEdgeSampler(ei, n)
+    counts = torch.zeros(len(non_edges))
+    for seed in range(400):
+        pairs = sampler.distinct_pairs(7, generator=torch.Generator().manual_seed(seed))
+        got = list(map(tuple, pairs.t().tolist()))
+        assert len(set(got)) == 7 and all(u < v and (u, v) in index for u, v in got)
+        for p in got:
+            counts[index[p]] += 1
+    assert chisquare(counts.numpy()).pvalue > 1e-3
+    all_of_them = sampler.distinct_pairs(len(non_edges), generator=torch.Generator().manual_seed(0))
+    assert set(map(tuple, all_of_them.t().tolist())) == set(non_edges)
+    with pytest.raises(ValueError, match="distinct non-edges"):
+        sampler.distinct_pairs(len(non_edges) + 1)
+    s = split_edges(ei, n, seed=3, val_fraction=0.2, test_fraction=0.2)
+    negs = torch.cat([s.val_neg, s.test_neg], 1)
+    assert len(set(map(tuple, negs.t().tolist()))) == negs.size(1)  # val and test non-edges are distinct
+    assert all(p in index for p in map(tuple, negs.t().tolist()))
+    s2 = split_edges(ei, n, seed=3, val_fraction=0.2, test_fraction=0.2)
+    assert torch.equal(s.val_neg, s2.val_neg) and torch.equal(s.test_pos, s2.test_pos)  # seeded, reproducible

@@ -1,0 +1,145 @@
+"""``RunConfig``: the settings of one run of ``density``, ``graph-recon`` or ``graph-gen``, with their defaults
+written once.
+
+The command line builds it (its option defaults are read from here), :func:`experiments.commands.run_command`
+resolves what depends on the data (``latent_dim``, ``out``), ``results.json`` / ``config.json`` store it, and
+``--resume`` compares its :data:`RUN_DEFINING` fields with the stored ones. The main job and ``reproduce`` build it
+with :meth:`RunConfig.for_command`, naming only what differs from the defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+COMMANDS = ("density", "graph-recon", "graph-gen")
+
+#: per command, the defaults that differ from :class:`RunConfig`'s (the paper's settings, App. E)
+COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "density": {"dataset": "bdp", "flow": "none", "epochs": 80, "lr": 1e-3, "latent_dim": 2},
+    "graph-recon": {"dataset": "tree", "epochs": 3000, "lr": 1e-3, "hidden": 16},
+    "graph-gen": {"dataset": "trees", "epochs": 100, "lr": 1e-2, "latent_dim": 2, "hidden": 32, "batch_size": 16},
+}
+
+#: the settings that define a run (model, data, training); ``--resume`` refuses to continue a run made with others.
+#: Not among them: ``seeds`` (a resumed run may add seeds), and what changes speed or output only (device,
+#: threads, compile, progress, checkpoint interval, paths).
+RUN_DEFINING = ("command", "dataset", "model", "flow", "latent_dim", "epochs", "lr", "hidden", "flow_layers",
+                "flow_hidden", "flow_conditioner", "batch_size", "iwae_samples", "eval_batch", "num_generate", "seed")
+
+_PATHS = ("data_root", "out", "csv")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The settings of one run (see the module docstring); frozen: a changed setting is a new config
+    (``dataclasses.replace``).
+
+    Example:
+        >>> cfg = RunConfig.for_command("graph-recon", dataset="disease_lp", flow="tc")
+        >>> cfg.epochs, cfg.lr, cfg.hidden, cfg.latent_dim
+        (3000, 0.001, 16, None)
+        >>> RunConfig.from_json(cfg.to_json()) == cfg
+        True
+    """
+
+    command: str
+    # what is trained, on what (the run-defining settings)
+    dataset: str
+    model: str = "hyperbolic"
+    flow: str = "whc"
+    latent_dim: Optional[int] = None  # None: the dataset's default (graph-recon), resolved by run_command
+    epochs: int = 1
+    lr: float = 1e-3
+    hidden: Optional[int] = None  # None: the dataset's default (density)
+    flow_layers: int = 2
+    flow_hidden: int = 128
+    flow_conditioner: str = "mlp"  # graph-recon: coupling networks "mlp" | "gcn" | "gat"
+    batch_size: Optional[int] = None  # density (None: the dataset's default), graph-gen
+    iwae_samples: int = 500  # density
+    eval_batch: int = 100  # density
+    num_generate: int = 100  # graph-gen
+    seed: int = 0
+    seeds: int = 1
+    # how it runs (speed and output only)
+    device: str = "cpu"
+    threads: int = 1
+    compile: bool = False
+    cuda_graph: str = "auto"  # graph-recon on CUDA: "auto" (= on) | "on" | "off"
+    data_root: Optional[Path] = None
+    out: Optional[Path] = None  # None: runs/<command>/<dataset>-<model>-<flow>-d<latent_dim>, set by run_command
+    csv: Optional[Path] = None  # None: <out>/../results.csv
+    resume: bool = False
+    overwrite: bool = False
+    checkpoint_every: Optional[int] = None  # None: 1/20 of the epochs
+    no_progress: bool = False
+    stop_after: Optional[int] = None  # tests: stop as if killed after this many epochs
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)  # free-form notes (e.g. the data summary)
+
+    run_defining: ClassVar[tuple[str, ...]] = RUN_DEFINING
+
+    def __post_init__(self) -> None:
+        if self.command not in COMMANDS:
+            raise ValueError(f"unknown command {self.command!r}; one of {', '.join(COMMANDS)}")
+        if self.cuda_graph not in ("auto", "on", "off"):
+            raise ValueError(f"cuda_graph must be 'auto', 'on' or 'off'; got {self.cuda_graph!r}")
+        for name in _PATHS:  # accept str paths (JSON, callers) and store Path
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+
+    @classmethod
+    def defaults(cls, command: str) -> dict[str, Any]:
+        """Every setting's default for ``command`` (what the command line shows)."""
+        if command not in COMMANDS:
+            raise ValueError(f"unknown command {command!r}; one of {', '.join(COMMANDS)}")
+        base = {f.name: f.default for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING and f.name != "extra"}
+        return {**base, **COMMAND_DEFAULTS[command]}
+
+    @classmethod
+    def for_command(cls, command: str, **settings: Any) -> "RunConfig":
+        """The config of ``command`` with its defaults and ``settings`` (an unknown setting is a ``TypeError``)."""
+        if command not in COMMAND_DEFAULTS:
+            raise ValueError(f"unknown command {command!r}; one of {', '.join(COMMANDS)}")
+        return cls(command=command, **{**COMMAND_DEFAULTS[command], **settings})
+
+    @classmethod
+    def from_args(cls, args: Any) -> "RunConfig":
+        """The config of a parsed command line (an ``argparse.Namespace`` whose names are the settings')."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in vars(args).items() if k in names})
+
+    @property
+    def uses_cuda_graph(self) -> bool:
+        """Whether the training step is captured in a CUDA graph (graph-recon on a CUDA device, unless ``off``)."""
+        return self.command == "graph-recon" and str(self.device).startswith("cuda") and self.cuda_graph != "off"
+
+    def defining(self) -> dict[str, Any]:
+        """The :data:`RUN_DEFINING` settings, as stored."""
+        return {name: getattr(self, name) for name in RUN_DEFINING}
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (paths as strings)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunConfig":
+        """The config stored by :meth:`to_json` (settings this version does not know are kept in ``extra``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        known = {k: v for k, v in data.items() if k in names}
+        unknown = {k: v for k, v in data.items() if k not in names}
+        if isinstance(known.get("cuda_graph"), bool):  # written as the resolved flag before RunConfig
+            known["cuda_graph"] = "auto" if known["cuda_graph"] else "off"
+        if unknown:
+            known["extra"] = {**known.get("extra", {}), **unknown}
+        return cls(**known)
