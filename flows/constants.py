@@ -105,3 +105,10 @@ SELFNORM_RECONSTRUCTION_WEIGHT: float = 1.0
 #: Negative-side slope α of the elementwise leaky ReLU between self-normalizing layers (log-det log α per
 #: negative coordinate; α bounded away from 0 keeps the layer bi-Lipschitz).
 LEAKY_RELU_SLOPE: float = 0.5
+
+# -- Riemannian continuous flows (flows/rfm.py) ----------------------------------------------------------------
+
+#: Below this ``s = |x̂|/√k`` the chart velocity's coefficients ``a(s) = asinh(s)/s`` and
+#: ``b(s) = (s/√(1+s²) - asinh s)/s³`` use their series ``1 - s²/6 + 3s⁴/40`` and ``-1/3 + 3s²/10 - 15s⁴/56``
+#: (omitted terms below 3e-13 at the threshold); the closed form of ``b`` cancels catastrophically there.
+RFM_CHART_SERIES_THRESHOLD: float = 1e-2

@@ -278,10 +278,12 @@ class GraphGenerator(nn.Module):
     """
 
     def __init__(self, manifold: nn.Module, latent_dim: int = 2, flow: str = "whc", *, hidden: int = GENERATOR_HIDDEN,
-                 flow_layers: int = FLOW_LAYERS, flow_hidden: int | None = None) -> None:
+                 flow_layers: int = FLOW_LAYERS, flow_hidden: int | None = None, conditioner: str = "gat") -> None:
+        """``conditioner``: the prior flow's networks, ``"gat"`` (the paper: conditioned on the complete graph of
+        the nodes) or ``"mlp"`` (node by node; e.g. ``flow="rfm"``, whose field is an MLP)."""
         super().__init__()
         self.autoencoder = GraphAutoEncoder(manifold, latent_dim, hidden)
-        self.prior = FlowPrior(manifold, latent_dim, flow, flow_layers, flow_hidden or hidden)
+        self.prior = FlowPrior(manifold, latent_dim, flow, flow_layers, flow_hidden or hidden, conditioner)
         self.sizes: list[int] = []
 
     @torch.no_grad()

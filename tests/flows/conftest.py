@@ -47,7 +47,7 @@ FULL_GRID = frozenset({"nc", "tc", "whc"})
 #: dims for every other family: the smallest coupling and an odd dimension
 FAMILY_DIMS = (2, 3)
 #: families whose every evaluation is an ODE solve (seconds per Jacobian): one odd dimension
-ODE_FLOWS = frozenset({"cnf", "cnf@lorentz"})
+ODE_FLOWS = frozenset({"cnf", "cnf@lorentz", "rfm"})
 ODE_DIMS = (3,)
 
 
