@@ -1,0 +1,383 @@
+"""``python -m experiments hdensity``: density estimation on Hⁿ against targets with exact log-densities.
+
+Targets (curvature -1, ``k = 1``): on H², a mixture of five wrapped normals (``wn-mixture``), one wrapped normal at
+distance 3.2 from the origin (``far-wn``), a checkerboard (``checkerboard``) and a sine band (``band``) drawn on the
+Poincaré disk; in H⁸ and H¹⁶, mixtures of four wrapped normals (``wn-mixture-8``, ``wn-mixture-16``). Every target
+samples exactly and has an exact log-density (on the disk: ``log p_H = log p_disk - 2 log λ``, ``λ = 2/(1 - |p|²)``),
+so each model's test NLL is reported with its **gap to the target's entropy** (the floor; entropy by Monte Carlo,
+with its standard error).
+
+Models: ``rfm`` (:class:`flows.RiemannianFlow` trained by flow matching, no ODE solve in training), ``cnf``
+(``cnf@lorentz``, a CNF in tangent coordinates at the origin, trained by maximum likelihood through the solver),
+``whc`` and ``tc`` (8 coupling layers, maximum likelihood). Each model's base is ``WrappedNormal(o, I)``. Reported:
+test NLL, gap, training wall time, vector-field evaluations (training and one test evaluation), peak memory of a
+training step, and for ``rfm`` vs ``cnf`` the training time each needed to reach the NLL both reach. Writes
+``<out>/hdensity.json``, ``<out>/hdensity.md`` and ``<out>/densities_h2.png`` (learned densities on the Poincaré disk
+beside the targets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+MODELS = ("rfm", "cnf", "whc", "tc")
+H2_TARGETS = ("wn-mixture", "far-wn", "checkerboard", "band")
+TARGETS = H2_TARGETS + ("wn-mixture-8", "wn-mixture-16")
+#: per model: (training steps, batch, learning rate); ``--quick`` divides the steps by 10
+SCHEDULE = {"rfm": (10000, 512, 2e-3), "cnf": (1000, 256, 5e-3), "whc": (2000, 512, 2e-3), "tc": (2000, 512, 2e-3)}
+COUPLING_LAYERS = 8
+HIDDEN = 128
+#: ODE tolerance of the solves (training of ``cnf`` and every evaluation of ``rfm`` / ``cnf``), float32
+ODE_TOL = 1e-5
+TEST_POINTS = 5000
+ENTROPY_SAMPLES = 200_000
+#: evaluations of the test NLL during training (for the time to reach a given NLL)
+CHECKPOINTS = 6
+
+
+# ----------------------------------------------------------------------------------------------------------
+# targets
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Target:
+    name: str
+    dim: int
+    sample: Callable[[int, torch.Generator], torch.Tensor]
+    log_prob: Callable[[torch.Tensor], torch.Tensor]
+    about: str
+
+
+def _wn_mixture(M, means: torch.Tensor, scales: torch.Tensor):
+    from manifolds import WrappedNormal
+
+    comps = [WrappedNormal(m, s, M) for m, s in zip(means, scales)]
+    log_w = -math.log(len(comps))
+
+    def sample(num: int, g: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(len(comps), (num,), generator=g)
+        eps = torch.randn(num, means.size(-1) - 1, generator=g)
+        v = eps * scales[idx]  # the wrapped normal's tangent draw, then the boost to its mean
+        return M.translate(means[idx], M.expmap0_spatial(v))
+
+    def log_prob(x: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(torch.stack([c.log_prob(x) for c in comps]) + log_w, dim=0)
+
+    return sample, log_prob
+
+
+def _disk_target(M, sample_disk: Callable, log_prob_disk: Callable):
+    """A density drawn on the Poincaré disk (``k = 1``), moved to H²: ``log p_H = log p_disk - 2 log λ``."""
+
+    def log_prob(x: torch.Tensor) -> torch.Tensor:
+        p = M.to_poincare(x)
+        lam = 2 / (1 - (p * p).sum(-1))
+        return log_prob_disk(p) - 2 * torch.log(lam)
+
+    return (lambda num, g: M.from_poincare(sample_disk(num, g))), log_prob
+
+
+def make_target(name: str, M) -> Target:
+    """The target ``name`` (see the module) on ``M = Lorentz(k=1)``."""
+    if name == "wn-mixture":
+        ang = torch.arange(5) * 2 * math.pi / 5
+        means = M.expmap0_spatial(1.5 * torch.stack([ang.cos(), ang.sin()], -1))
+        s, lp = _wn_mixture(M, means, torch.tensor([[0.25, 0.45]]).expand(5, 2))
+        return Target(name, 2, s, lp, "5 wrapped normals, means at distance 1.5, scales 0.25 × 0.45")
+    if name == "far-wn":
+        s, lp = _wn_mixture(M, M.expmap0_spatial(torch.tensor([[3.2, 0.0]])), torch.tensor([[0.4, 0.7]]))
+        return Target(name, 2, s, lp, "one wrapped normal at distance 3.2 from the origin, scales 0.4 × 0.7")
+    if name == "checkerboard":
+        side, cells = 0.3, 4  # 4 × 4 squares of side 0.3 on [-0.6, 0.6]², every other one
+
+        def sample_disk(num, g):
+            pick = torch.randint(cells * cells // 2, (num,), generator=g)
+            row = pick // (cells // 2)
+            col = 2 * (pick % (cells // 2)) + row % 2
+            corner = torch.stack([col, row], -1).float() * side - side * cells / 2
+            return corner + torch.rand(num, 2, generator=g) * side
+
+        def log_prob_disk(p):
+            idx = torch.floor((p + side * cells / 2) / side)
+            inside = ((idx >= 0) & (idx < cells)).all(-1) & ((idx[..., 0] - idx[..., 1]) % 2 == 0)
+            area = side * side * cells * cells / 2
+            return torch.where(inside, torch.full_like(p[..., 0], -math.log(area)),
+                               torch.full_like(p[..., 0], -math.inf))
+
+        s, lp = _disk_target(M, sample_disk, log_prob_disk)
+        return Target(name, 2, s, lp, "checkerboard on the Poincaré disk: 8 squares of side 0.3 on [-0.6, 0.6]²")
+    if name == "band":
+        half, amp, freq, width = 0.7, 0.3, 4.0, 0.06
+
+        def sample_disk(num, g):
+            px = (torch.rand(num, generator=g) * 2 - 1) * half
+            py = amp * torch.sin(freq * px) + width * torch.randn(num, generator=g)
+            return torch.stack([px, py], -1)
+
+        def log_prob_disk(p):
+            px, py = p[..., 0], p[..., 1]
+            z = (py - amp * torch.sin(freq * px)) / width
+            lp = -math.log(2 * half) - 0.5 * z * z - math.log(width) - 0.5 * math.log(2 * math.pi)
+            return torch.where(px.abs() <= half, lp, torch.full_like(lp, -math.inf))
+
+        s, lp = _disk_target(M, sample_disk, log_prob_disk)
+        return Target(name, 2, s, lp, "a sine band on the Poincaré disk: x ~ U(-0.7, 0.7), y ~ N(0.3 sin 4x, 0.06²)")
+    if name.startswith("wn-mixture-"):
+        n = int(name.rsplit("-", 1)[1])
+        g = torch.Generator().manual_seed(n)
+        dirs = torch.linalg.qr(torch.randn(n, 4, generator=g))[0].T  # 4 orthonormal directions
+        means = M.expmap0_spatial(1.5 * dirs)
+        s, lp = _wn_mixture(M, means, torch.full((4, n), 0.4))
+        return Target(name, n, s, lp, f"4 wrapped normals in H^{n}, means at distance 1.5 along orthogonal "
+                                      "directions, scale 0.4")
+    raise ValueError(f"unknown target {name!r}; one of {', '.join(TARGETS)}")
+
+
+def entropy(target: Target, g: torch.Generator, num: int = ENTROPY_SAMPLES) -> tuple[float, float]:
+    """Monte Carlo ``H = E[-log p]`` and its standard error."""
+    with torch.no_grad():
+        lp = torch.cat([target.log_prob(target.sample(20_000, g)) for _ in range(num // 20_000)]).double()
+    return float(-lp.mean()), float(lp.std() / math.sqrt(lp.numel()))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------------------------------------
+
+def make_model(name: str, M, n: int, trace: str = "auto"):
+    """``trace``: the ODE models' trace in training (only ``cnf`` solves there) and scoring; ``"auto"``: exact,
+    except Hutchinson for training ``cnf`` above n = 2 (FFJORD's choice)."""
+    import flows
+
+    if name == "rfm":
+        return flows.build("rfm", M, n, hidden=HIDDEN, layers=3, rtol=ODE_TOL, atol=ODE_TOL,
+                           trace="exact" if trace == "auto" else trace)
+    if name == "cnf":
+        if trace == "auto":
+            trace = "exact" if n <= 2 else "hutchinson"
+        return flows.build("cnf@lorentz", M, n, hidden=HIDDEN, layers=2, rtol=ODE_TOL, atol=ODE_TOL, trace=trace)
+    if name in ("whc", "tc"):
+        return flows.build(name, M, n, layers=COUPLING_LAYERS, hidden=HIDDEN)
+    raise ValueError(f"unknown model {name!r}; one of {', '.join(MODELS)}")
+
+
+def _evaluations(transform) -> int:
+    return sum(getattr(m, "last_evaluations", 0) for m in transform.modules())
+
+
+def test_log_q(q, x: torch.Tensor, transform, batch: int = 1000, trace: str = "exact") -> tuple[torch.Tensor, int]:
+    """``log q(x)`` per point and the vector-field evaluations of the (last) solve, with the ODE models' ``trace``
+    (``"exact"``; ``"hutchinson"``: an unbiased estimate)."""
+    from flows.continuous import ContinuousFlow
+    from flows.rfm import RiemannianFlow
+
+    ode = [m for m in transform.modules() if isinstance(m, (ContinuousFlow, RiemannianFlow))]
+    saved = [m.trace for m in ode]
+    for m in ode:
+        m.trace = trace
+    try:
+        with torch.no_grad():
+            lp = torch.cat([q.log_prob(x[i:i + batch]) for i in range(0, len(x), batch)])
+    finally:
+        for m, t in zip(ode, saved):
+            m.trace = t
+    return lp.double(), _evaluations(transform)
+
+
+def train(name: str, target: Target, M, *, steps: int, batch: int, lr: float, seed: int, test: torch.Tensor,
+          progress: bool, trace: str = "auto") -> dict[str, Any]:
+    """Train model ``name`` on samples of ``target``; its test NLL, and its gap to the floor estimated on the same
+    test points, ``mean(log p - log q)`` (a KL estimate, ± its standard error: far less noisy than the difference of
+    the test NLL and a separately estimated entropy)."""
+    from tqdm import trange
+
+    import flows
+    from experiments.profiling import peak_memory
+    from manifolds import WrappedNormal
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    f = make_model(name, M, target.dim, trace)
+    score_trace = "exact" if trace == "auto" else trace
+    base = WrappedNormal.at_origin(torch.ones(target.dim), M)
+    q = flows.Flow(base, f)
+    opt = torch.optim.Adam(f.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    evals = 0
+
+    def step() -> None:
+        nonlocal evals
+        for m in f.modules():  # count this step's solves only (none for flow matching)
+            if hasattr(m, "last_evaluations"):
+                m.last_evaluations = 0
+        x = target.sample(batch, g)
+        loss = flows.flow_matching_loss(f, x, base) if name == "rfm" else -q.log_prob(x).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        evals += _evaluations(f)
+
+    peak = peak_memory(step, "cpu")
+    curve, train_s = [], 0.0
+    marks = {int(round(steps * (i + 1) / CHECKPOINTS)) for i in range(CHECKPOINTS)}
+    bar = trange(1, steps, desc=f"{target.name} {name}", leave=False, disable=not progress)
+    for i in bar:
+        t0 = time.perf_counter()
+        step()
+        train_s += time.perf_counter() - t0
+        if i + 1 in marks:
+            lq, _ = test_log_q(q, test[:500], f, trace=score_trace)
+            curve.append({"step": i + 1, "train_s": train_s, "nll_500": float(-lq.mean())})
+    t0 = time.perf_counter()
+    lq, eval_evals = test_log_q(q, test, f, trace=score_trace)
+    diff = target.log_prob(test).double() - lq
+    return {"model": name, "nll": float(-lq.mean()), "gap": float(diff.mean()),
+            "gap_se": float(diff.std() / math.sqrt(len(diff))), "train_s": train_s, "eval_s": time.perf_counter() - t0,
+            "train_evaluations": evals, "test_evaluations": eval_evals, "peak_step_bytes": peak, "curve": curve,
+            "q": q}
+
+
+def time_to_reach(curve: list[dict], nll: float) -> float | None:
+    """Training seconds at the first checkpoint with NLL ≤ ``nll`` (``None``: never)."""
+    for c in curve:
+        if c["nll_500"] <= nll:
+            return c["train_s"]
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# plots and report
+# ----------------------------------------------------------------------------------------------------------
+
+def disk_density_grid(log_prob: Callable[[torch.Tensor], torch.Tensor], M, size: int = 120) -> np.ndarray:
+    """The density on the Poincaré disk (``p_disk = p_H·λ²``) on a ``size²`` grid (NaN outside the disk)."""
+    g = torch.linspace(-0.99, 0.99, size)
+    p = torch.cartesian_prod(g, g).flip(-1)  # rows = y
+    inside = (p * p).sum(-1) < 0.98
+    out = torch.full((size * size,), float("nan"))
+    with torch.no_grad():
+        pi = p[inside]
+        lam = 2 / (1 - (pi * pi).sum(-1))
+        out[inside] = torch.exp(log_prob(M.from_poincare(pi)) + 2 * torch.log(lam)).float()
+    return out.reshape(size, size).numpy()
+
+
+def plot_h2(rows: list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]], path: Path) -> None:
+    from .plots import _plt
+
+    plt = _plt()
+    ncols = 1 + max(len(r[2]) for r in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.6 * ncols, 2.6 * len(rows)), squeeze=False)
+    for i, (name, truth, learned) in enumerate(rows):
+        vmax = float(np.nanmax(truth))
+        for j, (title, img) in enumerate([("target", truth)] + learned):
+            ax = axes[i][j]
+            ax.imshow(img, extent=(-1, 1, -1, 1), origin="upper", cmap="magma", vmin=0, vmax=vmax)
+            ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, lw=0.6, color="grey"))
+            ax.set_title(f"{name}: {title}" if j == 0 else title, fontsize=8)
+            ax.set_axis_off()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [f"Density estimation on H^n ({results['device']}, {results['date']}; {results['threads']} thread(s)). "
+             f"NLL in nats on {results['test_points']} test samples; entropy of the target (the floor) by Monte Carlo "
+             "± SE; gap = NLL minus the floor, estimated on the same test points as mean(log p - log q) ± SE.", "",
+             "| target | entropy | model | test NLL | gap | train s | field evals (train / test) | peak MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t in results["targets"]:
+        for r in t["models"]:
+            lines.append(f"| {t['name']} | {t['entropy']:.3f} ± {t['entropy_se']:.3f} | {r['model']} | "
+                         f"{r['nll']:.3f} | {r['gap']:+.3f} ± {r['gap_se']:.3f} | {r['train_s']:.1f} | "
+                         f"{r['train_evaluations']} / {r['test_evaluations']} | {r['peak_step_bytes'] / 2**20:.0f} |")
+        if t.get("rfm_vs_cnf"):
+            v = t["rfm_vs_cnf"]
+            lines.append(f"| {t['name']} | | rfm vs cnf | time to NLL {v['nll']:.3f}: rfm {v['rfm_s']} s, "
+                         f"cnf {v['cnf_s']} s | | ×{v['speedup']} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, of {', '.join(TARGETS)}")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    p.add_argument("--trace", choices=("auto", "exact", "hutchinson"), default="auto",
+                   help="divergence of the ODE models (rfm, cnf): exact (n + 2 vector-Jacobian products per field "
+                        "evaluation) or Hutchinson's estimate (one); auto: exact for scoring, and for training cnf "
+                        "exact in H^2, Hutchinson above")
+    p.add_argument("--quick", action="store_true", help="a tenth of the training steps (a smoke run)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--out", type=Path, default=Path("runs/hdensity"), help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_hdensity(args: argparse.Namespace) -> int:
+    import datetime
+
+    from manifolds import Lorentz
+
+    torch.set_num_threads(args.threads)
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [t for t in targets if t not in TARGETS] + [m for m in models if m not in MODELS]
+    if bad:
+        print(f"error: unknown target or model {', '.join(bad)}; targets: {', '.join(TARGETS)}; models: "
+              f"{', '.join(MODELS)}")
+        return 2
+    M = Lorentz(k=1.0)
+    results: dict[str, Any] = {"device": "cpu", "threads": args.threads, "quick": args.quick, "trace": args.trace,
+                               "test_points": TEST_POINTS,
+                               "date": datetime.date.today().isoformat(), "targets": []}
+    panels = []
+    for name in targets:
+        target = make_target(name, M)
+        g = torch.Generator().manual_seed(args.seed + 100)
+        h, se = entropy(target, g)
+        test = target.sample(TEST_POINTS, g)
+        entry: dict[str, Any] = {"name": name, "dim": target.dim, "about": target.about, "entropy": h,
+                                 "entropy_se": se, "models": []}
+        learned = []
+        for m in models:
+            steps, batch, lr = SCHEDULE[m]
+            steps = max(10, steps // 10) if args.quick else steps
+            res = train(m, target, M, steps=steps, batch=batch, lr=lr, seed=args.seed, test=test,
+                        progress=not args.no_progress, trace=args.trace)
+            q = res.pop("q")
+            print(f"hdensity: {name} {m}: test NLL {res['nll']:.3f} (entropy {h:.3f}, gap {res['gap']:+.3f} ± "
+                  f"{res['gap_se']:.3f}), train {res['train_s']:.1f} s", flush=True)
+            entry["models"].append(res)
+            if target.dim == 2:
+                learned.append((m, disk_density_grid(q.log_prob, M)))
+        by = {r["model"]: r for r in entry["models"]}
+        if "rfm" in by and "cnf" in by:
+            level = max(by["rfm"]["curve"][-1]["nll_500"], by["cnf"]["curve"][-1]["nll_500"])
+            t_r, t_c = time_to_reach(by["rfm"]["curve"], level), time_to_reach(by["cnf"]["curve"], level)
+            entry["rfm_vs_cnf"] = {"nll": level, "rfm_s": None if t_r is None else round(t_r, 1),
+                                   "cnf_s": None if t_c is None else round(t_c, 1),
+                                   "speedup": None if not (t_r and t_c) else round(t_c / t_r, 1)}
+        results["targets"].append(entry)
+        if target.dim == 2:
+            panels.append((name, disk_density_grid(target.log_prob, M), learned))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "hdensity.json").write_text(json.dumps(results, indent=2))
+    text = report(results)
+    (args.out / "hdensity.md").write_text(text)
+    if panels:
+        plot_h2(panels, args.out / "densities_h2.png")
+    print(text)
+    print(f"hdensity: wrote {args.out / 'hdensity.json'}, {args.out / 'hdensity.md'}"
+          + (f", {args.out / 'densities_h2.png'}" if panels else ""))
+    return 0
