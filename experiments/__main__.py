@@ -183,6 +183,12 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunCo
             flows.build(args.flow, manifold, args.latent_dim, layers=args.flow_layers, hidden=args.flow_hidden)
         except ValueError as err:
             parser.error(f"argument --latent-dim: {err}")
+    if command == "graph-gen":
+        try:  # the prior's flow is conditioned on the complete graph of the nodes (GAT networks)
+            flows.build(args.flow, manifold, args.latent_dim or 2, layers=args.flow_layers, hidden=args.flow_hidden,
+                        conditioner="gat")
+        except ValueError as err:
+            parser.error(f"argument --flow: graph-gen's prior needs a flow with graph (GAT) networks: {err}")
     on_cuda = str(args.device).startswith("cuda")
     if getattr(args, "cuda_graph", "auto") == "on" and not on_cuda:
         parser.error("argument --cuda-graph: on needs --device cuda (a CUDA graph is captured on a GPU)")

@@ -102,6 +102,7 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path: Path, args, s
     (["graph-recon", "--epoch", "3"], "unrecognized arguments: --epoch"),  # no prefixes of options
     (["density", "--lr", "inf"], "expected a positive finite float"),
     (["graph-recon", "--latent-dim", "1", "--flow", "whc"], "needs dimension n >= 2"),
+    (["graph-gen", "--flow", "rfm"], "graph-gen's prior needs a flow with graph (GAT) networks"),
 ])
 def test_invalid_options_are_usage_errors(argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
