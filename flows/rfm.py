@@ -62,7 +62,7 @@ from .constants import (CNF_ATOL, CNF_INVERSE_TOLERANCE_FACTOR, CNF_LOGDET_TOLER
                         RFM_CHART_SERIES_THRESHOLD)
 from .continuous import TRACES, exact_trace, hutchinson_trace
 from .registry import register
-from .transform import Transform
+from .transform import TangentNativeTransform, Transform
 
 Tensor = torch.Tensor
 
@@ -76,8 +76,9 @@ def minkowski_dual(v: Tensor) -> Tensor:
 
 class LorentzVectorField(nn.Module):
     r"""A time-dependent tangent vector field ``V_θ(t, x)`` on Hⁿ_k in ambient coordinates (see the module):
-    ``V = P_x(PT_{o→x}(0, z_θ(t, log_o x)))``, ``z_θ`` an MLP of ``[log_o x, t]`` with tanh activations (so the field's speed is
-    bounded: no trajectory escapes to infinity in finite time) whose last layer starts small (a flow near the identity that trains every parameter).
+    ``V = P_x(PT_{o→x}(0, z_θ(t, log_o x)))``, ``z_θ`` an MLP of ``[log_o x, t]`` with tanh activations (so the
+    field's speed is bounded: no trajectory escapes to infinity in finite time) whose last layer starts small (a
+    flow near the identity that trains every parameter).
 
     Args:
         manifold: a :class:`~manifolds.Lorentz`.
@@ -270,11 +271,12 @@ class _ChartDynamics:
         return du, div
 
 
-class RiemannianFlow(Transform):
+class RiemannianFlow(TangentNativeTransform):
     r"""The flow ``x(0) ↦ x(1)`` of ``dx/dt = V_θ(t, x)`` on Hⁿ_k (``forward`` = base → data), with the Riemannian
     log-det ``log|det| = ∫₀¹ div_g V_t(x(t)) dt`` (exact trace or Hutchinson); ``inverse`` integrates from 1 to 0.
-    See the module for the divergence formula and the integration in the chart ``log_o``. It acts in tangent
-    coordinates at the origin (:attr:`acts_in_tangent`), so :class:`~flows.Flow` and the VAEs call it there.
+    See the module for the divergence formula and the integration in the chart ``log_o``. It is defined in
+    tangent coordinates at the origin (a :class:`~flows.transform.TangentNativeTransform`), so
+    :class:`~flows.Flow` and the VAEs call it there.
 
     Train it by :func:`flow_matching_loss` (no ODE solve), or by maximum likelihood through the solver like any flow.
 
@@ -317,10 +319,6 @@ class RiemannianFlow(Transform):
         self.last_evaluations = 0
 
     @property
-    def acts_in_tangent(self) -> bool:
-        return True
-
-    @property
     def inverse_tolerance(self) -> float:  # type: ignore[override]
         """Stated max abs error of round trips in tangent coordinates, ``CNF_INVERSE_TOLERANCE_FACTOR·max(rtol,
         atol)`` (float64; fields of O(1) speed over unit time)."""
@@ -333,14 +331,6 @@ class RiemannianFlow(Transform):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, trace={self.trace!r}, method={self.method!r}, rtol={self.rtol:g}, atol={self.atol:g}"
-
-    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        u, ladj = self.forward_tangent(self.manifold.logmap0_spatial(x), context)
-        return self.manifold.expmap0_spatial(u), ladj
-
-    def inverse(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        u, ladj = self.inverse_tangent(self.manifold.logmap0_spatial(y), context)
-        return self.manifold.expmap0_spatial(u), ladj
 
     def forward_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         return self._solve(w, reverse=False)

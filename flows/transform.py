@@ -151,7 +151,46 @@ class Compose(Transform):
         return v, total
 
 
-class TangentSpaceTransform(Transform):
+class TangentNativeTransform(Transform):
+    r"""Base of transforms defined in tangent coordinates at the origin: a subclass implements
+    :meth:`forward_tangent` / :meth:`inverse_tangent`, and :meth:`forward` / :meth:`inverse` on points wrap them
+    with ``log_o`` / ``exp_o`` (computed from the spatial coordinates, exact at any representable distance).
+    Overriding ``forward`` or ``inverse`` in a subclass is a ``TypeError``, so the point path and the tangent path
+    can never disagree. :class:`TangentSpaceTransform` (a lifted Euclidean map) and :class:`~flows.RiemannianFlow`
+    (an ODE solved in the chart ``log_o``) are the two kinds.
+
+    Example:
+        >>> from manifolds import Lorentz
+        >>> from flows import AffineCoupling
+        >>> M = Lorentz()
+        >>> f = TangentSpaceTransform(M, AffineCoupling(2))
+        >>> isinstance(f, TangentNativeTransform) and f.acts_in_tangent
+        True
+    """
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("forward", "inverse"):
+            if name in cls.__dict__:
+                raise TypeError(
+                    f"{cls.__name__} overrides {name}(); a TangentNativeTransform is defined in tangent coordinates "
+                    f"at the origin: override {name}_tangent() instead (the point methods wrap it with exp_o / log_o)"
+                )
+
+    @property
+    def acts_in_tangent(self) -> bool:
+        return True
+
+    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        v, ladj = self.forward_tangent(self.manifold.logmap0_spatial(x), context)
+        return self.manifold.expmap0_spatial(v), ladj
+
+    def inverse(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        w, ladj = self.inverse_tangent(self.manifold.logmap0_spatial(y), context)
+        return self.manifold.expmap0_spatial(w), ladj
+
+
+class TangentSpaceTransform(TangentNativeTransform):
     r"""``f = exp_o ∘ g ∘ log_o``: a Euclidean transform ``g`` of the tangent coordinates at the origin.
 
     ``log|det ∂f| = log|det ∂g(w)| + (n-1)·ℓ(||g(w)||) - (n-1)·ℓ(||w||)``, ``w = log_o(x)`` (``MATH.md`` §4); on ℝⁿ
@@ -178,35 +217,14 @@ class TangentSpaceTransform(Transform):
         True
     """
 
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        for name in ("forward", "inverse"):
-            if name in cls.__dict__:
-                raise TypeError(
-                    f"{cls.__name__} overrides {name}(); a TangentSpaceTransform is defined in tangent coordinates at "
-                    f"the origin: override {name}_tangent() instead (the point methods wrap it with exp_o / log_o)"
-                )
-
     def __init__(self, manifold: ManifoldOps, inner: Transform) -> None:
         super().__init__(manifold)
         self.inner = inner
         self.bijective = inner.bijective
         self.inverse_tolerance = inner.inverse_tolerance
 
-    @property
-    def acts_in_tangent(self) -> bool:
-        return True
-
     def _terms(self, w: Tensor) -> Tensor:
         return self.manifold.expmap_logdet(torch.linalg.vector_norm(w, dim=-1), w.size(-1))
-
-    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        v, ladj = self.forward_tangent(self.manifold.logmap0_spatial(x), context)
-        return self.manifold.expmap0_spatial(v), ladj
-
-    def inverse(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        w, ladj = self.inverse_tangent(self.manifold.logmap0_spatial(y), context)
-        return self.manifold.expmap0_spatial(w), ladj
 
     def forward_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         r"""``v = g(w)`` and ``log|det ∂f| = log|det ∂g(w)| + (n-1)·ℓ(||v||) - (n-1)·ℓ(||w||)``."""

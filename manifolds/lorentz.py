@@ -34,8 +34,8 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
 
     so every finite ``θ`` gives ``k`` strictly inside ``k_range`` (no clamp: a smooth bijection ℝ → range), and
     near the middle of the range (``k = 1`` for the default) a step in ``θ`` moves ``log k`` as much as a step in
-    ``log k`` itself (``d log k / dθ = 1`` at ``θ = 0``). Loading a state_dict whose ``k_raw`` is not finite, or a legacy ``log_k`` entry outside
-    the range, raises a ``ValueError``.
+    ``log k`` itself (``d log k / dθ = 1`` at ``θ = 0``). Loading a state_dict whose ``k_raw`` is not finite, or a legacy ``log_k``
+    entry outside the range, raises a ``ValueError``.
 
     Works with ``geoopt.ManifoldParameter`` and ``geoopt.optim.RiemannianAdam``. Operations at the origin are
     exact to working precision up to distance ≈ 88·sqrt(k) in float32; operations at other base points are
@@ -79,12 +79,13 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
         self.k_range = (lo, hi)
         self._log_k_center = 0.5 * (math.log(hi) + math.log(lo))
         self._log_k_half = 0.5 * (math.log(hi) - math.log(lo))
-        self.k_raw = torch.nn.Parameter(self._raw_of(float(k_t)).to(k_t.dtype), requires_grad=learnable)
+        self.k_raw = torch.nn.Parameter(torch.tensor(self._raw_of(float(k_t)), dtype=k_t.dtype),
+                                        requires_grad=learnable)
         self.validate = validate
         self.dim = dim
 
     # -- curvature -----------------------------------------------------------------------------------------
-    def _raw_of(self, k: float) -> Tensor:
+    def _raw_of(self, k: float) -> float:
         """``θ`` with ``k(θ) = k`` (see the class); a ``ValueError`` when ``k`` is outside ``k_range``."""
         lo, hi = self.k_range
         if not (math.isfinite(k) and lo < k < hi):
@@ -93,7 +94,7 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
                 f"pass k_range=(k_min, k_max) to Lorentz to allow it (curvature -1/k, radius sqrt(k))"
             )
         z = (math.log(k) - self._log_k_center) / self._log_k_half
-        return torch.tensor(self._log_k_half * math.atanh(z), dtype=torch.float64)
+        return self._log_k_half * math.atanh(z)
 
     @property
     def log_k(self) -> Tensor:
@@ -120,7 +121,7 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"k must be finite and positive; got {value}")
         with torch.no_grad():
-            self.k_raw.fill_(float(self._raw_of(value)))
+            self.k_raw.fill_(self._raw_of(value))  # a Python float: no tensor read (a schedule calls it per epoch)
 
     def same_as(self, other: object) -> bool:
         """This manifold, or a copy with the same fixed ``k`` and ``k_range`` (a learnable ``k`` is only itself)."""
@@ -135,7 +136,7 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
         if legacy is not None and prefix + "k_raw" not in state_dict:
             # a checkpoint of the former parametrisation (the parameter was log k itself)
             value = float(torch.as_tensor(legacy).double().exp())
-            state_dict[prefix + "k_raw"] = self._raw_of(value).to(self.k_raw.dtype)
+            state_dict[prefix + "k_raw"] = torch.tensor(self._raw_of(value), dtype=self.k_raw.dtype)
         raw = state_dict.get(prefix + "k_raw")
         if raw is not None and not bool(torch.isfinite(torch.as_tensor(raw)).all()):
             raise ValueError(

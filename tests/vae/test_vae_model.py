@@ -336,3 +336,22 @@ def test_learnable_curvature_gets_a_gradient():
     model = paper_model("h-vae", data_dim=6, latent_dim=2, hidden=8, learnable_curvature=True)
     model.loss(torch.bernoulli(torch.full((5, 6), 0.5))).backward()
     assert model.manifold.k_raw.grad is not None and torch.isfinite(model.manifold.k_raw.grad)
+
+
+def test_curvature_schedule_reads_no_tensor_on_the_host():
+    """The schedule runs every epoch of a training loop: setting ``k`` (warm-up, then fixed) must not read a tensor
+    (a GPU sync; the graph bench found one per epoch when ``set_k`` went through a tensor)."""
+    from torch.overrides import TorchFunctionMode
+
+    class NoHostReads(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            assert func not in (torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.__float__,
+                                torch.Tensor.tolist), func
+            return func(*args, **(kwargs or {}))
+
+    M = Lorentz(k=1.0)
+    sched = CurvatureSchedule(M, "warmup", after="fixed")
+    with NoHostReads():
+        for epoch in range(14):
+            sched.step(epoch)
+    assert float(M.k) == pytest.approx(4.0, rel=1e-6)
