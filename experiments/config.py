@@ -27,7 +27,8 @@ COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
 #: Not among them: ``seeds`` (a resumed run may add seeds), and what changes speed or output only (device,
 #: threads, compile, progress, checkpoint interval, paths).
 RUN_DEFINING = ("command", "dataset", "model", "flow", "latent_dim", "epochs", "lr", "hidden", "flow_layers",
-                "flow_hidden", "flow_conditioner", "batch_size", "iwae_samples", "eval_batch", "num_generate", "seed")
+                "flow_hidden", "flow_conditioner", "kl_weight", "decoder", "batch_size", "iwae_samples", "eval_batch",
+                "num_generate", "node_input", "schedule", "sampler", "seed")
 
 _PATHS = ("data_root", "out", "csv")
 
@@ -57,10 +58,15 @@ class RunConfig:
     flow_layers: int = 2
     flow_hidden: int = 128
     flow_conditioner: str = "mlp"  # graph-recon: coupling networks "mlp" | "gcn" | "gat"
+    kl_weight: float = 1.0  # graph-recon: β of recon + β·KL/N (1: the paper's)
+    decoder: str = "inner"  # graph-recon: edge decoder "inner" (the paper's Table 3) | "distance" (Fermi–Dirac)
     batch_size: Optional[int] = None  # density (None: the dataset's default), graph-gen
     iwae_samples: int = 500  # density
     eval_batch: int = 100  # density
     num_generate: int = 100  # graph-gen
+    node_input: str = "structural"  # graph-gen: encoder input "structural" | "adjacency" | "both" (vae.constants)
+    schedule: str = "paper"  # graph-gen: "paper" (E + E epochs at lr, k = 1) | "reference" (E/2 at lr, E at lr/10, k = 4)
+    sampler: str = "bernoulli"  # graph-gen: edges "bernoulli" (the paper's) | "spanning-tree" | "max-spanning-tree"
     seed: int = 0
     seeds: int = 1
     # how it runs (speed and output only)
@@ -83,6 +89,12 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.command not in COMMANDS:
             raise ValueError(f"unknown command {self.command!r}; one of {', '.join(COMMANDS)}")
+        from vae.constants import NODE_INPUTS, SAMPLERS, SCHEDULES
+
+        for name, allowed in (("node_input", NODE_INPUTS), ("schedule", SCHEDULES), ("sampler", SAMPLERS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r} (command "
+                                 f"line: --{name.replace('_', '-')} {'|'.join(allowed)})")
         if self.cuda_graph not in ("auto", "on", "off"):
             raise ValueError(f"cuda_graph must be 'auto', 'on' or 'off'; got {self.cuda_graph!r}")
         for name in _PATHS:  # accept str paths (JSON, callers) and store Path

@@ -151,6 +151,10 @@ def _need(root: Path | None, rel: str, dataset: str) -> Path:
 # graph reconstruction
 # ----------------------------------------------------------------------------------------------------------
 
+#: label names of :class:`GraphData` that are depths in a hierarchy
+DEPTH_LABELS = ("depth", "hops from the hub")
+
+
 @dataclass
 class GraphData:
     """One graph for link prediction. ``x is None`` means identity (one-hot) node features."""
@@ -162,6 +166,12 @@ class GraphData:
     labels: np.ndarray | None = None  # colours of the latent plot (depth or class)
     label_name: str = "label"
     latent_dim: int = 2
+
+    @property
+    def depths(self) -> np.ndarray | None:
+        """Each node's depth in the hierarchy where the graph has one (``labels`` named ``depth``, or hops from the
+        hub of a tree-like graph), else None: what :func:`vae.hierarchy.depth_spearman` compares with radii."""
+        return self.labels if self.label_name in DEPTH_LABELS and self.labels is not None else None
 
     def summary(self) -> str:
         e = int((self.edge_index[0] < self.edge_index[1]).sum()) if self.edge_index.numel() else 0

@@ -39,7 +39,8 @@ class GraphReconJob(Job):
         self.model = GraphVAE(self.manifold, None if data.x is None else data.x.size(1), cfg.latent_dim,
                               num_nodes=data.num_nodes, hidden=cfg.hidden,
                               flow=None if cfg.flow == "none" else cfg.flow, flow_layers=cfg.flow_layers,
-                              flow_hidden=cfg.flow_hidden, flow_conditioner=cfg.flow_conditioner).to(self.device)
+                              flow_hidden=cfg.flow_hidden, flow_conditioner=cfg.flow_conditioner,
+                              decoder=cfg.decoder, kl_weight=cfg.kl_weight).to(self.device)
         # the graph is checked and prepared once (normalised adjacency, non-edge sampler on the device), so a
         # training step reads nothing on the host and has static shapes
         self.graph = self.model.prepare_graph(self.split.train_edge_index, data.num_nodes)
@@ -87,7 +88,19 @@ class GraphReconJob(Job):
         out.update(auc_at_best_val=self.best["auc"], ap_at_best_val=self.best["ap"], best_val_epoch=self.best["epoch"])
         if hasattr(self.manifold, "k"):
             out["k"] = float(self.manifold.k.detach())
+        out.update(self.hierarchy())
         return out
+
+    def hierarchy(self) -> dict[str, float]:
+        """Graph-reconstruction MAP, distortion and (where the graph has depths) the Spearman correlation of depth
+        and distance from the origin, of the posterior means through the flow on the whole graph
+        (:func:`vae.hierarchy.hierarchy_metrics`)."""
+        from vae.hierarchy import hierarchy_metrics
+
+        self.model.eval()
+        with torch.no_grad():
+            z = self.model.embed(self.x, self.graph, sample=False)
+        return hierarchy_metrics(self.manifold, z, self.data.edge_index, self.data.depths)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "best": dict(self.best)}

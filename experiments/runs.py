@@ -36,9 +36,10 @@ from .config import RUN_DEFINING, RunConfig
 #: which metrics go into ``summary`` for each command (the names other tools rely on)
 SUMMARY_METRICS = {
     "density": ("test_ll",),
-    "graph-recon": ("auc", "ap", "auc_at_best_val", "ap_at_best_val", "best_val_epoch"),
+    "graph-recon": ("auc", "ap", "auc_at_best_val", "ap_at_best_val", "best_val_epoch", "map", "distortion",
+                    "depth_spearman"),
     "graph-gen": ("accuracy", "avg_triangles", "avg_clustering", "mmd_degree", "mmd_clustering", "mmd_spectral",
-                  "accuracy_lcc", "avg_triangles_lcc", "avg_clustering_lcc"),
+                  "accuracy_lcc", "avg_triangles_lcc", "avg_clustering_lcc", "edges_per_node", "lcc_share"),
 }
 
 
@@ -410,7 +411,7 @@ def run(command: str, config: RunConfig, make_job: Callable[[int], Job], *,
 
 
 #: what a run writes in ``--out`` besides its ``seed<k>/`` folders: all that ``--overwrite`` may delete
-RUN_FILES = (CONFIG_FILE, "results.json", "training_curves.png")
+RUN_FILES = (CONFIG_FILE, "results.json", "training_curves.png", "baselines.json")  # baselines.json: graph-gen
 _SEED_DIR = re.compile(r"seed\d+")
 
 

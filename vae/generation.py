@@ -13,7 +13,14 @@ true edges do not exist yet, so training on them (as the reference code does) an
 structure would evaluate the flow on inputs it never saw.
 
 Generation draws a node count from the training graphs' sizes, samples ``z₀ ~ WrappedNormal(o, I)`` per node,
-``z = f(z₀)`` on the complete graph, decodes every pair and samples each edge independently.
+``z = f(z₀)`` on the complete graph, decodes every pair and samples each edge independently (``sampler=
+"bernoulli"``, the paper's), or draws a spanning tree under the decoded odds (``"spanning-tree"``: the
+independent-edge model conditioned on being a spanning tree, :func:`random_spanning_tree`; ``"max-spanning-tree"``:
+its mode, :func:`max_spanning_tree`), which gives valid trees by construction for data sets of hierarchies.
+
+The encoder's input (``node_input``) is structural (:func:`node_features`, the default), each node's row of the
+adjacency matrix zero-padded to the data set's largest graph (:func:`adjacency_rows`, the reference code's
+input), or both concatenated (:func:`encoder_input`).
 
 Input graphs are ``networkx`` graphs: directed graphs are made undirected, self-loops dropped (both
 documented and tested); a graph with fewer than two nodes or no edge is a ``ValueError``; isolated nodes are kept.
@@ -25,6 +32,7 @@ import random
 from collections.abc import Sequence
 
 import networkx as nx
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,7 +40,7 @@ from torch import nn
 from manifolds import WrappedNormal
 
 from .constants import (DEGREE_FEATURE_CAP, FLOW_LAYERS, GAT_HEADS, GENERATOR_HIDDEN, MAX_TANGENT_NORM,
-                        MIN_TEMPERATURE, RANDOM_WALK_STEPS)
+                        MIN_TEMPERATURE, NODE_INPUTS, RANDOM_WALK_STEPS, SAMPLERS)
 from .model import bound_tangent
 
 Tensor = torch.Tensor
@@ -74,6 +82,57 @@ def node_features(edge_index: Tensor, num_nodes: int) -> Tensor:
 NUM_NODE_FEATURES = DEGREE_FEATURE_CAP + 1 + RANDOM_WALK_STEPS
 
 
+def adjacency_rows(edge_index: Tensor, num_nodes: int, max_nodes: int) -> Tensor:
+    r"""Each node's row of the adjacency matrix, zero-padded to ``max_nodes`` columns (the reference
+    implementation's encoder input): ``x_v = [A_v1, ..., A_vn, 0, ..., 0] ∈ {0, 1}^max_nodes``.
+
+    Example:
+        >>> adjacency_rows(torch.tensor([[0, 1], [1, 0]]), 2, 4)
+        tensor([[0., 1., 0., 0.],
+                [1., 0., 0., 0.]])
+    """
+    if num_nodes > max_nodes:
+        raise ValueError(f"a graph of {num_nodes} nodes does not fit the adjacency-row input padded to "
+                         f"max_nodes={max_nodes}; build the model with max_nodes >= the largest graph's node count")
+    x = torch.zeros(num_nodes, max_nodes, device=edge_index.device)
+    x[edge_index[0], edge_index[1]] = 1.0
+    return x
+
+
+def input_dim(node_input: str = "structural", max_nodes: int | None = None) -> int:
+    """Width of the encoder input of :func:`encoder_input` (``max_nodes`` is needed unless ``"structural"``).
+
+    Example:
+        >>> input_dim("structural") == NUM_NODE_FEATURES, input_dim("adjacency", 100), input_dim("both", 100) - 100
+        (True, 100, 25)
+    """
+    if node_input not in NODE_INPUTS:
+        raise ValueError(f"node_input must be one of {', '.join(NODE_INPUTS)}; got {node_input!r}")
+    if node_input != "structural" and (max_nodes is None or max_nodes < 1):
+        raise ValueError(f"node_input={node_input!r} needs max_nodes, the largest graph's node count (the width "
+                         f"the adjacency rows are padded to); got {max_nodes!r}")
+    return {"structural": NUM_NODE_FEATURES, "adjacency": max_nodes,
+            "both": NUM_NODE_FEATURES + (max_nodes or 0)}[node_input]
+
+
+def encoder_input(edge_index: Tensor, num_nodes: int, node_input: str = "structural",
+                  max_nodes: int | None = None) -> Tensor:
+    """The encoder's input for one graph: :func:`node_features` (``"structural"``), :func:`adjacency_rows`
+    (``"adjacency"``) or both concatenated (``"both"``); shape ``(num_nodes, input_dim(node_input, max_nodes))``.
+
+    Example:
+        >>> encoder_input(torch.tensor([[0, 1], [1, 0]]), 2, "both", 5).shape
+        torch.Size([2, 30])
+    """
+    input_dim(node_input, max_nodes)  # validates
+    parts = []
+    if node_input in ("structural", "both"):
+        parts.append(node_features(edge_index, num_nodes))
+    if node_input in ("adjacency", "both"):
+        parts.append(adjacency_rows(edge_index, num_nodes, max_nodes))
+    return torch.cat(parts, 1)
+
+
 def complete_edge_index(sizes: Sequence[int], device: torch.device | str | None = None) -> Tensor:
     """Block-diagonal complete graphs (no self-loops) over consecutive node blocks of the given sizes.
 
@@ -111,14 +170,16 @@ def all_pairs(edge_index: Tensor, sizes: Sequence[int]) -> tuple[Tensor, Tensor]
     return pairs, is_edge.float()
 
 
-def _batch(graphs: Sequence[nx.Graph], device) -> tuple[Tensor, Tensor, Tensor, list[int]]:
-    """``(x, edge_index, batch, sizes)`` of the block-diagonal union of ``graphs`` (both edge directions)."""
+def _batch(graphs: Sequence[nx.Graph], device, node_input: str = "structural",
+           max_nodes: int | None = None) -> tuple[Tensor, Tensor, Tensor, list[int]]:
+    """``(x, edge_index, batch, sizes)`` of the block-diagonal union of ``graphs`` (both edge directions); ``x``
+    is :func:`encoder_input` per graph."""
     xs, eis, batch, sizes, offset = [], [], [], [], 0
     for i, g in enumerate(graphs):
         n = g.number_of_nodes()
         e = torch.tensor(list(g.edges()), dtype=torch.long, device=device).T
         e = torch.cat([e, e.flip(0)], 1)
-        xs.append(node_features(e, n))
+        xs.append(encoder_input(e, n, node_input, max_nodes))
         eis.append(e + offset)
         batch.append(torch.full((n,), i, dtype=torch.long, device=device))
         sizes.append(n)
@@ -159,14 +220,18 @@ class GraphAutoEncoder(nn.Module):
     """
 
     def __init__(self, manifold: nn.Module, latent_dim: int = 2, hidden: int = GENERATOR_HIDDEN,
-                 heads: int = GAT_HEADS, max_tangent_norm: float = MAX_TANGENT_NORM) -> None:
+                 heads: int = GAT_HEADS, max_tangent_norm: float = MAX_TANGENT_NORM, *,
+                 node_input: str = "structural", max_nodes: int | None = None) -> None:
+        """``node_input``/``max_nodes``: the encoder input (:func:`encoder_input`; ``max_nodes`` = the data set's
+        largest node count, needed for the adjacency rows)."""
         super().__init__()
         from torch_geometric.nn import GATConv
 
         self.manifold = manifold
         self.latent_dim = latent_dim
         self.max_tangent_norm = max_tangent_norm
-        self.conv1 = GATConv(NUM_NODE_FEATURES, hidden, heads=heads, concat=False)
+        self.node_input, self.max_nodes = node_input, max_nodes
+        self.conv1 = GATConv(input_dim(node_input, max_nodes), hidden, heads=heads, concat=False)
         self.conv2 = GATConv(hidden, hidden, heads=heads, concat=False)
         self.out = nn.Linear(hidden, latent_dim)
         self.decoder = DistanceDecoder(latent_dim, hidden)
@@ -182,7 +247,7 @@ class GraphAutoEncoder(nn.Module):
     def embed_graphs(self, graphs: Sequence[nx.Graph]) -> tuple[Tensor, list[int]]:
         """Latents of all nodes of ``graphs`` (concatenated) and the graph sizes."""
         graphs = [clean_graph(g) for g in graphs]
-        x, ei, _, sizes = _batch(graphs, self._device())
+        x, ei, _, sizes = _batch(graphs, self._device(), self.node_input, self.max_nodes)
         return self.encode(x.to(self.out.weight.dtype), ei), sizes
 
     def loss(self, graphs: Sequence[nx.Graph]) -> Tensor:
@@ -205,7 +270,7 @@ class GraphAutoEncoder(nn.Module):
         """The tensors of :meth:`loss` for ``graphs``, built on the host from networkx: ``(x, edge_index, pairs,
         is_edge, number of graphs)`` of their block-diagonal union."""
         graphs = [clean_graph(g) for g in graphs]
-        x, ei, _, sizes = _batch(graphs, self._device())
+        x, ei, _, sizes = _batch(graphs, self._device(), self.node_input, self.max_nodes)
         pairs, target = all_pairs(ei, sizes)
         return x.to(self.out.weight.dtype), ei, pairs, target, len(graphs)
 
@@ -263,6 +328,80 @@ class FlowPrior(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# spanning-tree samplers
+# ----------------------------------------------------------------------------------------------------------
+
+def _check_logits(logits: np.ndarray) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[0] != logits.shape[1] or logits.shape[0] < 1:
+        raise ValueError(f"edge logits must be a square n×n matrix with n >= 1; got shape {logits.shape}")
+    if not np.allclose(logits, logits.T, equal_nan=True):
+        raise ValueError("edge logits must be symmetric (logits[u, v] == logits[v, u]); symmetrise them first")
+    off = ~np.eye(len(logits), dtype=bool)
+    if not np.isfinite(logits[off]).all():
+        raise ValueError("edge logits must be finite off the diagonal (a pair with logit -inf could not be an edge "
+                         "of a spanning tree of the complete graph)")
+    return logits
+
+
+def max_spanning_tree(logits: np.ndarray) -> list[tuple[int, int]]:
+    r"""Edges of the maximum-weight spanning tree of the complete graph with weights ``logits[u, v] =
+    log(p_uv / (1-p_uv))`` (Prim's algorithm, O(n²); the diagonal is ignored): the most probable spanning tree
+    under independent edges, ``argmax_T Π_{e∈T} p_e Π_{e∉T} (1-p_e)``.
+
+    Example:
+        >>> L = np.array([[0., 3., -1.], [3., 0., 2.], [-1., 2., 0.]])
+        >>> sorted(max_spanning_tree(L))
+        [(0, 1), (1, 2)]
+    """
+    logits = _check_logits(logits)
+    n = len(logits)
+    in_tree = np.zeros(n, dtype=bool)
+    in_tree[0] = True
+    best, parent = logits[0].copy(), np.zeros(n, dtype=int)
+    edges = []
+    for _ in range(n - 1):
+        v = int(np.argmax(np.where(in_tree, -np.inf, best)))
+        edges.append((int(min(parent[v], v)), int(max(parent[v], v))))
+        in_tree[v] = True
+        closer = ~in_tree & (logits[v] > best)
+        best[closer], parent[closer] = logits[v][closer], v
+    return edges
+
+
+def random_spanning_tree(logits: np.ndarray, rng: np.random.Generator) -> list[tuple[int, int]]:
+    r"""A random spanning tree of the complete graph drawn with ``P(T) ∝ Π_{e∈T} exp(logits_e)`` (Wilson's
+    algorithm: loop-erased random walks with steps ``P(u → v) ∝ exp(logits[u, v])``, ``v ≠ u``).
+
+    With ``logits_e = log(p_e/(1-p_e))`` this is exactly the independent-edge model conditioned on the graph
+    being a spanning tree: ``Π_{e∈T} p_e Π_{e∉T} (1-p_e) = Π_{all e}(1-p_e) · Π_{e∈T} p_e/(1-p_e)``.
+
+    Example:
+        >>> L = np.full((4, 4), -50.0); L[0, 1] = L[1, 0] = L[1, 2] = L[2, 1] = L[2, 3] = L[3, 2] = 0.0
+        >>> sorted(random_spanning_tree(L, np.random.default_rng(0)))  # the path carries all the weight
+        [(0, 1), (1, 2), (2, 3)]
+    """
+    logits = _check_logits(logits)
+    n = len(logits)
+    w = np.where(np.eye(n, dtype=bool), -np.inf, logits)
+    w = np.exp(w - w.max(1, keepdims=True)) if n > 1 else np.ones((1, 1))
+    cum = np.cumsum(w, 1)
+    in_tree = np.zeros(n, dtype=bool)
+    in_tree[0] = True
+    nxt = np.full(n, -1)
+    for start in range(1, n):
+        u = start
+        while not in_tree[u]:  # random walk until it hits the tree, remembering the last exit of each node
+            nxt[u] = int(np.searchsorted(cum[u], rng.random() * cum[u, -1], side="right"))
+            u = nxt[u]
+        u = start
+        while not in_tree[u]:  # the loop-erased path joins the tree
+            in_tree[u] = True
+            u = nxt[u]
+    return [(int(min(u, nxt[u])), int(max(u, nxt[u]))) for u in range(1, n)]
+
+
+# ----------------------------------------------------------------------------------------------------------
 # the generator
 # ----------------------------------------------------------------------------------------------------------
 
@@ -278,17 +417,25 @@ class GraphGenerator(nn.Module):
     """
 
     def __init__(self, manifold: nn.Module, latent_dim: int = 2, flow: str = "whc", *, hidden: int = GENERATOR_HIDDEN,
-                 flow_layers: int = FLOW_LAYERS, flow_hidden: int | None = None, conditioner: str = "gat") -> None:
+                 flow_layers: int = FLOW_LAYERS, flow_hidden: int | None = None, conditioner: str = "gat",
+                 node_input: str = "structural", max_nodes: int | None = None) -> None:
         """``conditioner``: the prior flow's networks, ``"gat"`` (the paper: conditioned on the complete graph of
-        the nodes) or ``"mlp"`` (node by node; e.g. ``flow="rfm"``, whose field is an MLP)."""
+        the nodes) or ``"mlp"`` (node by node; e.g. ``flow="rfm"``, whose field is an MLP). ``node_input``,
+        ``max_nodes``: the encoder's input (:class:`GraphAutoEncoder`)."""
         super().__init__()
-        self.autoencoder = GraphAutoEncoder(manifold, latent_dim, hidden)
+        self.autoencoder = GraphAutoEncoder(manifold, latent_dim, hidden, node_input=node_input, max_nodes=max_nodes)
         self.prior = FlowPrior(manifold, latent_dim, flow, flow_layers, flow_hidden or hidden, conditioner)
         self.sizes: list[int] = []
 
     @torch.no_grad()
-    def generate(self, num: int, *, sizes: Sequence[int] | None = None, seed: int | None = None) -> list[nx.Graph]:
-        """``num`` graphs; node counts drawn from the training sizes unless ``sizes`` is given."""
+    def generate(self, num: int, *, sizes: Sequence[int] | None = None, seed: int | None = None,
+                 sampler: str = "bernoulli") -> list[nx.Graph]:
+        """``num`` graphs; node counts drawn from the training sizes unless ``sizes`` is given. ``sampler``: each
+        pair an edge independently with its decoded probability (``"bernoulli"``, the paper's), or a spanning tree
+        under the decoded odds (``"spanning-tree"``: :func:`random_spanning_tree`, ``"max-spanning-tree"``:
+        :func:`max_spanning_tree`; trees on all nodes by construction). Randomness comes from torch's generator."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
         if sizes is None:
             if not self.sizes:
                 raise ValueError("no training sizes known (set gen.sizes to the training graphs' node counts, as "
@@ -305,8 +452,18 @@ class GraphGenerator(nn.Module):
             g = nx.empty_graph(n)
             if n > 1:
                 u, v = torch.triu_indices(n, n, 1, device=z.device)
-                p = torch.sigmoid(self.autoencoder.decoder(zi, torch.stack([u, v]), self.autoencoder.manifold))
-                keep = torch.bernoulli(p).bool()
-                g.add_edges_from(zip(u[keep].tolist(), v[keep].tolist()))
+                logits = self.autoencoder.decoder(zi, torch.stack([u, v]), self.autoencoder.manifold)
+                if sampler == "bernoulli":
+                    keep = torch.bernoulli(torch.sigmoid(logits)).bool()
+                    g.add_edges_from(zip(u[keep].tolist(), v[keep].tolist()))
+                else:
+                    L = np.zeros((n, n))
+                    L[u.cpu().numpy(), v.cpu().numpy()] = logits.double().cpu().numpy()
+                    L = L + L.T
+                    if sampler == "max-spanning-tree":
+                        g.add_edges_from(max_spanning_tree(L))
+                    else:
+                        rng = np.random.default_rng(int(torch.randint(2**62, ())))
+                        g.add_edges_from(random_spanning_tree(L, rng))
             out.append(g)
         return out

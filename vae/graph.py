@@ -339,14 +339,16 @@ class GraphEncoder(nn.Module):
 
 @dataclass
 class GraphLoss:
-    """Terms of the graph-VAE loss ``recon + kl`` (see :meth:`GraphVAE.loss`)."""
+    """Terms of the graph-VAE loss ``recon + β·kl`` (see :meth:`GraphVAE.loss`): ``kl`` is the unweighted
+    ``(1/N)·mean_v KL̂_v`` and ``kl_weight`` the model's β."""
 
     recon: Tensor
     kl: Tensor
+    kl_weight: float = 1.0
 
     @property
     def total(self) -> Tensor:
-        return self.recon + self.kl
+        return self.recon + self.kl_weight * self.kl
 
 
 class GraphVAE(nn.Module):
@@ -359,9 +361,11 @@ class GraphVAE(nn.Module):
     * Prior ``WrappedNormal(o, I)`` per node; decoder :class:`InnerProductDecoder` (default) or
       :class:`FermiDiracDecoder`.
     * Loss (per epoch O(E), MATH.md §5):
-      ``BCE_mean(positive train edges) + BCE_mean(as many sampled non-edges) + (1/N)·mean_v KL̂_v`` with the
+      ``BCE_mean(positive train edges) + BCE_mean(as many sampled non-edges) + β·(1/N)·mean_v KL̂_v`` with the
       single-sample ``KL̂_v = log q₀(z₀ᵥ) - log|det ∂f/∂z₀|_v - log p(z_Kᵥ)`` (the KL scaled by ``1/N`` as in
-      the paper and the VGAE reference; the flow's log-det is split evenly over nodes).
+      the paper and the VGAE reference; the flow's log-det is split evenly over nodes). ``kl_weight`` is β
+      (default 1, the paper's): with β = 1 the posterior scales collapse towards zero over a long run and a flow
+      then overfits (issue #14: on Dis-II σ falls from ~0.1 to ~0.015); a larger β keeps them open.
 
     Example:
         >>> from manifolds import Lorentz
@@ -375,8 +379,12 @@ class GraphVAE(nn.Module):
                  hidden: int = GRAPH_HIDDEN, encoder: str = "gcn", decoder: str = "inner",
                  flow: str | nn.Module | None = None, flow_layers: int = FLOW_LAYERS, flow_hidden: int = FLOW_HIDDEN,
                  flow_conditioner: str = "gcn", heads: int = GAT_HEADS,
-                 max_tangent_norm: float | None = MAX_TANGENT_NORM) -> None:
+                 max_tangent_norm: float | None = MAX_TANGENT_NORM, kl_weight: float = 1.0) -> None:
         super().__init__()
+        if not (math.isfinite(kl_weight) and kl_weight >= 0):
+            raise ValueError(f"kl_weight must be a finite number >= 0 (β of recon + β·KL/N; 1 is the paper's); "
+                             f"got {kl_weight!r}")
+        self.kl_weight = float(kl_weight)
         self.manifold = manifold
         self.latent_dim = int(latent_dim)
         self.num_nodes = num_nodes
@@ -529,7 +537,7 @@ class GraphVAE(nn.Module):
         prior = self.prior(wk if zk is None else zk)
         log_prior = prior.log_prob(zk) if wk is None else prior.log_prob_logmap0(wk)
         kl_nodes = log_q0 - ladj - log_prior
-        return GraphLoss(recon, kl_nodes.mean() / graph.num_nodes)
+        return GraphLoss(recon, kl_nodes.mean() / graph.num_nodes, self.kl_weight)
 
     @torch.no_grad()
     def evaluate(self, x: Tensor | None, edge_index: Tensor | MessageGraph, pos_pairs: Tensor,

@@ -66,6 +66,31 @@ def largest_component(g: nx.Graph) -> nx.Graph | None:
     return h.subgraph(max(nx.connected_components(h), key=len)).copy()
 
 
+def edges_per_node(g: nx.Graph) -> float:
+    """``|E| / |V|`` (0 for the empty graph): ``(n-1)/n`` for a tree on ``n`` nodes, below that for a forest, above
+    for a graph with cycles, so it shows a generator that games the LCC protocol with sparse graphs.
+
+    Example:
+        >>> edges_per_node(nx.path_graph(4)), edges_per_node(nx.empty_graph(4)), edges_per_node(nx.cycle_graph(4))
+        (0.75, 0.0, 1.0)
+    """
+    n = g.number_of_nodes()
+    return g.number_of_edges() / n if n else 0.0
+
+
+def lcc_share(g: nx.Graph) -> float:
+    """Share of the nodes in the largest connected component, isolated nodes included in the count:
+    ``max_C |C| / |V|`` (1 for a connected graph; 0 for the empty graph).
+
+    Example:
+        >>> lcc_share(nx.disjoint_union(nx.path_graph(3), nx.empty_graph(1))), lcc_share(nx.path_graph(3))
+        (0.75, 1.0)
+    """
+    if g.number_of_nodes() == 0:
+        return 0.0
+    return max(len(c) for c in nx.connected_components(g)) / g.number_of_nodes()
+
+
 def mean_triangles_per_node(g: nx.Graph) -> float:
     """``Σ_v triangles(v) / |V|`` (each triangle counted at its three corners), the reference code's "Avg_Tri"."""
     return float(np.mean(list(nx.triangles(g).values()))) if g.number_of_nodes() else 0.0
@@ -131,7 +156,9 @@ def generation_metrics(generated: Sequence[nx.Graph], reference: Sequence[nx.Gra
     reference code's protocol (:func:`largest_component` of each generated graph, graphs without an edge left out):
     ``accuracy_lcc`` (% of those whose largest component is valid), ``avg_triangles_lcc``
     (:func:`mean_triangles_per_node`) and ``avg_clustering_lcc`` (transitivity), each ``nan`` when every
-    generated graph is empty.
+    generated graph is empty. Two sparsity checks on the raw graphs that the LCC protocol hides:
+    ``edges_per_node`` (mean :func:`edges_per_node`; a tree on ``n`` nodes has ``(n-1)/n``) and ``lcc_share``
+    (mean :func:`lcc_share`, 1 for connected graphs).
 
     Example:
         >>> trees = [nx.random_labeled_tree(20, seed=s) for s in range(3)]
@@ -153,6 +180,8 @@ def generation_metrics(generated: Sequence[nx.Graph], reference: Sequence[nx.Gra
         "accuracy": 100.0 * float(np.mean([valid(g) for g in generated])),
         "avg_triangles": float(np.mean([triangle_count(g) for g in generated])),
         "avg_clustering": float(np.mean([global_clustering(g) for g in generated])),
+        "edges_per_node": float(np.mean([edges_per_node(g) for g in generated])),
+        "lcc_share": float(np.mean([lcc_share(g) for g in generated])),
         "mmd_degree": mmd2([degree_histogram(g) for g in generated], [degree_histogram(g) for g in reference],
                            lambda a, b: gaussian_tv(a, b, MMD_SIGMA_DEGREE)),
         "mmd_clustering": mmd2([clustering_histogram(g) for g in generated],
@@ -161,3 +190,66 @@ def generation_metrics(generated: Sequence[nx.Graph], reference: Sequence[nx.Gra
         "mmd_spectral": mmd2([spectral_histogram(g) for g in generated], [spectral_histogram(g) for g in reference],
                              lambda a, b: gaussian_tv(a, b, MMD_SIGMA_SPECTRAL)),
     }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# baselines: what a trivial generator scores, and the floor set by the data's own sampling noise
+# ----------------------------------------------------------------------------------------------------------
+
+def edge_density(graphs: Sequence[nx.Graph]) -> float:
+    r"""Pooled edge density ``p = Σ_g |E_g| / Σ_g n_g(n_g-1)/2`` (the maximum-likelihood ``p`` of one G(n, p) model
+    for all ``graphs``).
+
+    Example:
+        >>> edge_density([nx.path_graph(3), nx.complete_graph(3)])  # (2 + 3) / (3 + 3)
+        0.8333333333333334
+    """
+    pairs = sum(g.number_of_nodes() * (g.number_of_nodes() - 1) // 2 for g in graphs)
+    if pairs == 0:
+        raise ValueError("edge_density needs graphs with at least one pair of nodes; got none")
+    return sum(g.number_of_edges() for g in graphs) / pairs
+
+
+def erdos_renyi_graphs(sizes: Sequence[int], p: float, seed: int = 0) -> list[nx.Graph]:
+    """One G(n, p) graph per size in ``sizes`` (every pair an edge independently with probability ``p``).
+
+    Example:
+        >>> [g.number_of_nodes() for g in erdos_renyi_graphs([3, 5], 0.5, seed=1)]
+        [3, 5]
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"edge probability p must be in [0, 1]; got {p}")
+    rng = np.random.default_rng(seed)
+    return [nx.gnp_random_graph(int(n), p, seed=int(rng.integers(2**31))) for n in sizes]
+
+
+def baseline_rows(train: Sequence[nx.Graph], test: Sequence[nx.Graph], kind: str = "tree", seed: int = 0,
+                  num: int | None = None) -> dict[str, dict[str, float]]:
+    r"""The two reference rows of Table 4 / Figure 5, scored by :func:`generation_metrics` against ``test``:
+
+    * ``"erdos_renyi"``: ``num`` G(n, p) graphs (default ``len(test)``; node counts cycle through the held-out
+      graphs' sizes) with the pooled true edge density ``p`` of the training graphs (:func:`edge_density`); a
+      generator that does not beat this row on every MMD has learnt no more than the edge count. ``p`` is
+      returned as ``edge_density``.
+    * ``"training"``: the held-out graphs scored against the training graphs, i.e. the MMDs between two samples
+      of the data distribution itself: the floor a perfect generator would reach at these sample sizes.
+
+    Pass ``num`` = the number of generated graphs so that the biased MMD estimates have the same
+    small-sample bias as the generator's row.
+
+    Example:
+        >>> train = [nx.random_labeled_tree(30, seed=s) for s in range(8)]
+        >>> test = [nx.random_labeled_tree(30, seed=10 + s) for s in range(4)]
+        >>> rows = baseline_rows(train, test, "tree", seed=0)
+        >>> round(rows["erdos_renyi"]["edge_density"], 4), rows["training"]["accuracy"]  # 29 / 435
+        (0.0667, 100.0)
+    """
+    if not train or not test:
+        raise ValueError("baseline_rows needs non-empty lists of training and held-out graphs")
+    p = edge_density(train)
+    num = len(test) if num is None else num
+    if num < 1:
+        raise ValueError(f"num must be a positive number of Erdős–Rényi graphs; got {num}")
+    sizes = [test[i % len(test)].number_of_nodes() for i in range(num)]
+    er = generation_metrics(erdos_renyi_graphs(sizes, p, seed), test, kind)
+    return {"erdos_renyi": {**er, "edge_density": p}, "training": generation_metrics(list(test), list(train), kind)}

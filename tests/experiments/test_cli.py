@@ -41,8 +41,10 @@ def test_graph_recon_writes_results_plots_and_csv(tmp_path: Path) -> None:
     out = tmp_path / "recon"
     assert run_cli("graph-recon", "--dataset", "tree", "--flow", "whc", "--epochs", "12", "--seeds", "2",
                    "--out", out) == 0
-    res = check_run_files(out, ("auc", "ap", "auc_at_best_val", "ap_at_best_val"), seeds=2)
+    res = check_run_files(out, ("auc", "ap", "auc_at_best_val", "ap_at_best_val", "map", "distortion",
+                                "depth_spearman"), seeds=2)
     assert 0 <= res["summary"]["auc"]["mean"] <= 1
+    assert 0 < res["summary"]["map"]["mean"] <= 1 and res["summary"]["distortion"]["mean"] >= 0
     for seed in res["metrics"]:  # model selection on validation: the chosen evaluation has the best val AUC
         history = json.loads((out / f"seed{seed['seed']}" / "history.json").read_text())
         val = {i + 1: r["val_auc"] for i, r in enumerate(history) if "val_auc" in r}
@@ -103,6 +105,9 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path: Path, args, s
     (["density", "--lr", "inf"], "expected a positive finite float"),
     (["graph-recon", "--latent-dim", "1", "--flow", "whc"], "needs dimension n >= 2"),
     (["graph-gen", "--flow", "rfm"], "graph-gen's prior needs a flow with graph (GAT) networks"),
+    (["graph-recon", "--kl-weight", "-1"], "argument --kl-weight: expected a finite number >= 0"),
+    (["graph-recon", "--kl-weight", "nan"], "argument --kl-weight: expected a finite number >= 0"),
+    (["graph-recon", "--decoder", "cosine"], "invalid choice: 'cosine'"),
 ])
 def test_invalid_options_are_usage_errors(argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as exc:

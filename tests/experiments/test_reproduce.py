@@ -50,3 +50,53 @@ def test_stop_launching_at_is_the_next_such_time(monkeypatch) -> None:
     assert rep._deadline(None) is None
     with pytest.raises(SystemExit, match="HH:MM"):
         rep._deadline("2am")
+
+
+def test_table3_selects_the_kl_weight_on_validation_edges_only(tmp_path: Path, monkeypatch) -> None:
+    """Table 3 runs every β of KL_WEIGHTS for SELECT_SEEDS seeds, keeps the one with the best mean *validation*
+    AUC (written to selection.json), brings only that one to the table's seed count and reports it."""
+    import json
+
+    import experiments.reproduce as rep
+
+    real = rep.configs
+    monkeypatch.setattr(rep, "configs", lambda table: [  # the embedded tree instead of Dis-II, 2 epochs
+        (name, cfg.replace(dataset="tree", epochs=2)) for name, cfg in real(table)])
+    md = tmp_path / "RESULTS.md"
+    out = tmp_path / "runs"
+    assert main(["reproduce", "--tables", "table3", "--only", "dis-ii-H-VAE", "--seeds", "3", "--out", str(out),
+                 "--results-md", str(md), "--no-progress"]) == 0
+    folder = out / "table3" / "dis-ii-H-VAE"
+    sel = json.loads((folder / "selection.json").read_text())
+    assert set(sel["val_auc"]) == {f"{b:g}" for b in rep.KL_WEIGHTS}
+    best = sel["kl_weight"]
+    assert sel["val_auc"][f"{best:g}"] == max(sel["val_auc"].values())
+    for beta in rep.KL_WEIGHTS:  # the others stop at the selection's seeds
+        n = len(list((folder / f"kl{beta:g}").glob("seed*/metrics.json")))
+        assert n == (3 if beta == best else rep.SELECT_SEEDS)
+        cfg = json.loads((folder / f"kl{beta:g}" / "results.json").read_text())["config"]
+        assert cfg["kl_weight"] == beta
+    assert "(n=3)" in md.read_text()
+
+
+def test_kl_weight_selection_never_reads_the_test_edges(tmp_path: Path) -> None:
+    """The β with the best validation AUC wins even where another β has the better test AUC; ties go to the
+    smaller β; missing seeds are a clear error."""
+    import json
+
+    import pytest
+
+    import experiments.reproduce as rep
+
+    def write(beta, val, test):
+        f = tmp_path / f"kl{beta:g}"
+        f.mkdir()
+        per_seed = [{"seed": s, "val_auc": val, "auc": test} for s in range(rep.SELECT_SEEDS)]
+        (f / "results.json").write_text(json.dumps({"metrics": per_seed}))
+
+    with pytest.raises(FileNotFoundError, match="seeds the β selection reads"):
+        rep.select_kl_weight(tmp_path)
+    for beta, val, test in zip(rep.KL_WEIGHTS, (0.90, 0.95, 0.95, 0.80), (0.99, 0.90, 0.91, 0.99)):
+        write(beta, val, test)
+    assert rep.select_kl_weight(tmp_path) == rep.KL_WEIGHTS[1]
+    assert json.loads((tmp_path / "selection.json").read_text())["kl_weight"] == rep.KL_WEIGHTS[1]

@@ -379,3 +379,31 @@ def test_split_non_edges_are_a_uniform_distinct_subset_from_the_one_sampler():
     assert all(p in index for p in map(tuple, negs.t().tolist()))
     s2 = split_edges(ei, n, seed=3, val_fraction=0.2, test_fraction=0.2)
     assert torch.equal(s.val_neg, s2.val_neg) and torch.equal(s.test_pos, s2.test_pos)  # seeded, reproducible
+
+
+# --------------------------------------------------------------------------------------------------------
+# KL weight β (issue #14)
+# --------------------------------------------------------------------------------------------------------
+
+def test_kl_weight_scales_only_the_kl_term():
+    """``loss = recon + β·KL/N``: the same draw gives the same recon and unweighted KL for every β, and the total
+    moves by exactly (β - 1)·KL/N; gradients of the KL grow with β."""
+    x, ei = _tree_with_features(40)
+    pos = ei[:, ei[0] < ei[1]]
+    terms = {}
+    for beta in (1.0, 10.0):
+        torch.manual_seed(0)
+        model = GraphVAE(Lorentz(), 16, 2, flow="whc", kl_weight=beta).double()
+        torch.manual_seed(1)
+        terms[beta] = model.loss(x.double(), ei, pos)
+    a, b = terms[1.0], terms[10.0]
+    torch.testing.assert_close(a.recon, b.recon)
+    torch.testing.assert_close(a.kl, b.kl)
+    torch.testing.assert_close(b.total - a.total, 9.0 * a.kl)
+    assert a.kl.abs() > 0
+
+
+@pytest.mark.parametrize("beta", [-1.0, float("nan"), float("inf")])
+def test_kl_weight_must_be_finite_and_nonnegative(beta):
+    with pytest.raises(ValueError, match="kl_weight must be a finite number >= 0"):
+        GraphVAE(Lorentz(), 16, 2, kl_weight=beta)

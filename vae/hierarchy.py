@@ -1,0 +1,150 @@
+"""How well node latents show a graph and its hierarchy: the hyperbolic-embedding literature's metrics.
+
+* :func:`mean_average_precision`: graph reconstruction by latent distance (Nickel & Kiela 2017, "Poincaré
+  embeddings"): every node ranks all others by their latent distance to it, and the precision of that ranking
+  is averaged over the node's true neighbours, then over nodes.
+* :func:`distortion`: average relative distortion of all pairwise distances (Sala et al. 2018, "Representation
+  tradeoffs for hyperbolic embeddings") after the best global rescaling, since a VAE's latents have no fixed scale.
+* :func:`depth_spearman`: the Spearman rank correlation between a node's depth in the hierarchy and its latent's
+  distance from the origin (a hierarchy drawn from the centre outwards scores 1).
+
+:func:`hierarchy_metrics` computes all three from a model's latents. They run once per evaluation on the host
+(numpy / scipy on an ``N × N`` distance matrix: about 1 s for 3,000 nodes), never inside a training step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+def _check_square(dist: np.ndarray, name: str) -> int:
+    if dist.ndim != 2 or dist.shape[0] != dist.shape[1]:
+        raise ValueError(f"{name} must be a square (N, N) matrix; got shape {dist.shape}")
+    return dist.shape[0]
+
+
+def mean_average_precision(dist: np.ndarray, edge_index: np.ndarray | Tensor) -> float:
+    r"""Mean average precision of graph reconstruction from the pairwise latent distances ``dist`` (``(N, N)``):
+
+    ``MAP = (1/|V'|) Σ_{u∈V'} (1/|N_u|) Σ_{v∈N_u} |N_u ∩ R_{u,v}| / |R_{u,v}|``, with ``R_{u,v}`` the nodes
+    ``w ≠ u`` with ``d(u, w) ≤ d(u, v)`` and ``V'`` the nodes with at least one neighbour. 1 means every node's
+    neighbours are its nearest nodes.
+
+    Example:
+        >>> d = np.array([[0., 1., 2.], [1., 0., 1.], [2., 1., 0.]])  # a path 0 - 1 - 2 on a line
+        >>> mean_average_precision(d, np.array([[0, 1, 1, 2], [1, 0, 2, 1]]))
+        1.0
+    """
+    n = _check_square(np.asarray(dist), "dist")
+    ei = np.asarray(edge_index.cpu() if isinstance(edge_index, Tensor) else edge_index)
+    adj = np.zeros((n, n), dtype=bool)
+    adj[ei[0], ei[1]] = True
+    adj[ei[1], ei[0]] = True
+    np.fill_diagonal(adj, False)
+    d = np.array(dist, dtype=np.float64, copy=True)
+    np.fill_diagonal(d, np.inf)  # a node is not its own neighbour
+    aps = []
+    for u in np.flatnonzero(adj.any(1)):
+        # rank of each neighbour: how many nodes are at least as close (ties count against the neighbour)
+        dn = np.sort(d[u, adj[u]])
+        ranks = np.searchsorted(np.sort(d[u]), dn, side="right")
+        hits = np.searchsorted(dn, dn, side="right")  # neighbours at least as close
+        aps.append(np.mean(hits / ranks))
+    if not aps:
+        raise ValueError("the graph has no edges: mean average precision needs at least one")
+    return float(np.mean(aps))
+
+
+def distortion(dist: np.ndarray, graph_dist: np.ndarray) -> float:
+    r"""Average relative distortion ``min_c mean_{u<v} |c·d(u, v) / d_G(u, v) - 1|`` over the connected pairs,
+    with the best global scale ``c > 0`` (a weighted median; 0 = the latent distances are the graph's up to scale).
+
+    Example:
+        >>> g = np.array([[0., 1., 2.], [1., 0., 1.], [2., 1., 0.]])
+        >>> round(distortion(3 * g, g), 12)  # a rescaled copy has no distortion
+        0.0
+    """
+    n = _check_square(np.asarray(dist), "dist")
+    if np.asarray(graph_dist).shape != (n, n):
+        raise ValueError(f"graph_dist must have the shape of dist {(n, n)}; got {np.asarray(graph_dist).shape}")
+    iu = np.triu_indices(n, 1)
+    dg, de = np.asarray(graph_dist, np.float64)[iu], np.asarray(dist, np.float64)[iu]
+    keep = np.isfinite(dg) & (dg > 0)
+    if not keep.any():
+        raise ValueError("no connected pair of distinct nodes: distortion needs at least one")
+    r = de[keep] / dg[keep]
+    if not np.isfinite(r).all():
+        raise ValueError("latent distances must be finite")
+    if not (r > 0).any():
+        return 1.0  # every latent at one point: the best scale cannot help
+    # Σ|c·r - 1| = Σ r·|c - 1/r| is minimised by the r-weighted median of 1/r
+    pos = r > 0
+    inv, w = 1.0 / r[pos], r[pos]
+    order = np.argsort(inv)
+    cw = np.cumsum(w[order])
+    c = inv[order][np.searchsorted(cw, 0.5 * cw[-1])]
+    return float(np.mean(np.abs(c * r - 1.0)))
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share the mean of their positions)."""
+    from scipy.stats import rankdata
+
+    return rankdata(a)
+
+
+def depth_spearman(radius: np.ndarray, depth: np.ndarray) -> float:
+    r"""Spearman rank correlation between the nodes' depths and their latents' distances from the origin (the
+    Pearson correlation of the average ranks); ``nan`` when either is constant.
+
+    Example:
+        >>> depth_spearman(np.array([0.1, 0.5, 0.4, 2.0]), np.array([0, 1, 1, 2]))
+        0.9486832980505138
+    """
+    radius, depth = np.asarray(radius, np.float64), np.asarray(depth, np.float64)
+    if radius.shape != depth.shape or radius.ndim != 1:
+        raise ValueError(f"radius and depth must be 1-D of one length; got {radius.shape} and {depth.shape}")
+    a, b = _ranks(radius), _ranks(depth)
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def graph_distances(edge_index: np.ndarray | Tensor, num_nodes: int) -> np.ndarray:
+    """All-pairs shortest-path lengths (hops) of an undirected graph; ``inf`` between components."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import shortest_path
+
+    ei = np.asarray(edge_index.cpu() if isinstance(edge_index, Tensor) else edge_index)
+    a = coo_matrix((np.ones(ei.shape[1]), (ei[0], ei[1])), shape=(num_nodes, num_nodes)).tocsr()
+    return shortest_path(a, method="D", directed=False, unweighted=True)
+
+
+@torch.no_grad()
+def hierarchy_metrics(manifold: nn.Module, z: Tensor, edge_index: Tensor, depth: np.ndarray | None = None,
+                      graph_dist: np.ndarray | None = None) -> dict[str, float]:
+    """``{"map", "distortion"[, "depth_spearman"]}`` of latents ``z`` (points of ``manifold``, ``(N, ·)``) for the
+    graph ``edge_index`` (every edge: graph *reconstruction*), distances by ``manifold.dist`` and from the origin
+    by ``manifold.dist0``; ``depth_spearman`` only if ``depth`` is given. ``graph_dist`` (from
+    :func:`graph_distances`) may be passed to reuse it.
+
+    Example:
+        >>> from manifolds import Lorentz
+        >>> M = Lorentz()
+        >>> z = M.expmap0_spatial(torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]], dtype=torch.float64))
+        >>> m = hierarchy_metrics(M, z, torch.tensor([[0, 1], [1, 2]]), depth=np.array([0, 1, 2]))
+        >>> m["map"], round(m["distortion"], 6), m["depth_spearman"]
+        (1.0, 0.0, 1.0)
+    """
+    n = z.size(0)
+    zd = z.detach().double()
+    dist = manifold.dist(zd.unsqueeze(1), zd.unsqueeze(0)).cpu().numpy()
+    if graph_dist is None:
+        graph_dist = graph_distances(edge_index, n)
+    out = {"map": mean_average_precision(dist, edge_index), "distortion": distortion(dist, graph_dist)}
+    if depth is not None:
+        radius = manifold.dist0(zd).cpu().numpy()
+        out["depth_spearman"] = depth_spearman(radius, np.asarray(depth))
+    return out
