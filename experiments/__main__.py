@@ -128,6 +128,9 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
         p.add_argument("--kl-weight", type=_nonnegative_float, default=d["kl_weight"], metavar="BETA",
                        help="β of the loss recon + β·KL/N (default 1, the paper's; reproduce selects it from "
                             "{1, 3, 10, 30} on the validation edges)")
+        p.add_argument("--final-radius", type=_positive(float), default=d["final_radius"], metavar="R",
+                       help="curvature radius after the warm-up R = 11 → R (k = R², curvature -1/R²; default 2, the "
+                            "paper's); a smaller R gives the hyperbolic latents more room for a deep hierarchy")
         p.add_argument("--decoder", default=d["decoder"], choices=("inner", "distance"),
                        help="edge decoder: inner product of tangent vectors (the paper's Table 3) or the "
                             "Fermi–Dirac distance decoder (the reference's flow scripts)")

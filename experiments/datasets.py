@@ -36,7 +36,7 @@ Tensor = torch.Tensor
 DATA_ROOT_ENV = "RF_DATA_ROOT"
 
 DENSITY_DATASETS = ("bdp", "mnist", "digits")
-GRAPH_DATASETS = ("dis-i", "dis-ii", "cora", "citeseer", "csphd", "phylo", "mammals", "airport", "tree")
+GRAPH_DATASETS = ("dis-i", "dis-ii", "cora", "citeseer", "csphd", "phylo", "mammals", "airport", "tree", "taxonomy")
 GENERATION_DATASETS = ("trees", "lobsters")
 
 #: one line per dataset, used by ``--help``
@@ -54,7 +54,10 @@ DESCRIPTIONS: dict[str, str] = {
     "mammals": "WordNet mammal hypernym closure (1,180 nodes, 6,540 edges), identity features",
     "airport": "OpenFlights airport graph from HGCN (3,188 nodes), 5 features",
     "tree": "generated hierarchical graph, no download: a balanced 3-ary tree of depth 5 (364 nodes) whose "
-            "16-d node features diffuse from parent to child (the main job's embedded default)",
+            "16-d node features diffuse from parent to child",
+    "taxonomy": "generated is-a hierarchy, no download (the main job's graph): the transitive closure of a balanced "
+                "3-ary tree of depth 5 (364 nodes, 1,641 ancestor-descendant edges, like WordNet's mammal closure), "
+                "identity features",
     "trees": "100 random labelled trees with 20-99 nodes (networkx); first 80 train, last 20 test",
     "lobsters": "100 networkx random lobsters (80, 0.7, 0.7) kept when 20 <= |V| <= 100; first 80 train, last 20 test",
 }
@@ -212,6 +215,30 @@ def hierarchical_graph(branching: int = 3, depth: int = 5, features: int = 16, n
                      "depth", 2)
 
 
+def taxonomy_graph(branching: int = 3, depth: int = 5) -> GraphData:
+    """The embedded is-a hierarchy (``taxonomy``): every node of a balanced ``branching``-ary tree of ``depth`` levels
+    linked to all its ancestors (the transitive closure, as in WordNet's noun closure that Poincaré embeddings are
+    judged on), identity features, node depths as labels. A held-out edge is predictable from the others (a
+    node's other ancestors), and the number of nodes grows exponentially with depth: the case hyperbolic latents
+    are for.
+
+    Example:
+        >>> g = taxonomy_graph(2, 2)  # root 0; children 1, 2; grandchildren 3-6
+        >>> g.num_nodes, g.edge_index.size(1) // 2, g.labels.tolist()
+        (7, 10, [0, 1, 1, 2, 2, 2, 2])
+    """
+    g = nx.balanced_tree(branching, depth)
+    parent = {child: p for p, child in nx.bfs_edges(g, 0)}
+    edges = []
+    for v in g.nodes():
+        a = v
+        while a in parent:
+            a = parent[a]
+            edges.append((a, v))
+    ei = _undirected(edges)
+    return GraphData("taxonomy", ei, g.number_of_nodes(), None, _bfs_depth(g, 0), "depth", 2)
+
+
 def _edge_file(root, rel, name, latent_dim) -> GraphData:
     g = nx.read_edgelist(_need(root, rel, name), nodetype=int)
     ei, _ = _from_networkx(g)
@@ -285,6 +312,8 @@ def load_graph(name: str, root: Path | str | None = None) -> GraphData:
     root = Path(root) if root is not None else None
     if name == "tree":
         return hierarchical_graph()
+    if name == "taxonomy":
+        return taxonomy_graph()
     if name not in GRAPH_SHAPES:
         raise ValueError(f"unknown graph dataset {name!r}; choose one of {', '.join(GRAPH_DATASETS)}")
     try:

@@ -46,9 +46,9 @@ class GraphReconJob(Job):
         self.graph = self.model.prepare_graph(self.split.train_edge_index, data.num_nodes)
         cuda_graph = cfg.uses_cuda_graph and self.device.type == "cuda"
         self.opt = adam(self.model.parameters(), lr=cfg.lr, capturable=cuda_graph)
-        # the paper's graph schedule: R = 11 -> 2 over 10 epochs, then fixed at R = 2 (k is never trained, so
+        # the paper's graph schedule: R = 11 -> 2 over 10 epochs, then fixed at R = 2 (--final-radius; k is never trained, so
         # the step's autograd graph never changes and can be captured)
-        self.schedule = CurvatureSchedule(self.manifold, "warmup", after="fixed")
+        self.schedule = CurvatureSchedule(self.manifold, "warmup", after="fixed", final_radius=cfg.final_radius)
         self.step = TrainStep(self.opt, self._loss, compile=cfg.compile, cuda_graph=cuda_graph)
         self.epochs = cfg.epochs
         self.eval_every = max(1, self.epochs // 30)

@@ -73,12 +73,19 @@ def latent_panel(ax, points: np.ndarray, in_disk: bool, colours, title: str, col
         cb.set_label(colour_name, fontsize=8)
 
 
-def latents(panels: Sequence[tuple[np.ndarray, bool, object, str]], path: Path, colour_name: str = "") -> None:
-    """One panel per model: ``(points, in_disk, colours, title)``."""
+def latents(panels: Sequence[tuple[np.ndarray, bool, object, str]], path: Path, colour_name: str = "",
+            marked: tuple[int, str] | None = None) -> None:
+    """One panel per model: ``(points, in_disk, colours, title)``; ``marked = (node, label)`` circles one node
+    (e.g. the root of a hierarchy) in every panel."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
     for ax, (pts, in_disk, colours, title) in zip(axes[0], panels):
         latent_panel(ax, pts, in_disk, colours, title, colour_name)
+        if marked is not None:
+            node, label = marked
+            ax.scatter(pts[node, 0], pts[node, 1], s=90, facecolors="none", edgecolors="red", linewidths=1.5,
+                       label=label, zorder=5)
+            ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

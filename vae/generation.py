@@ -370,11 +370,20 @@ def max_spanning_tree(logits: np.ndarray) -> list[tuple[int, int]]:
 
 
 def random_spanning_tree(logits: np.ndarray, rng: np.random.Generator) -> list[tuple[int, int]]:
-    r"""A random spanning tree of the complete graph drawn with ``P(T) ∝ Π_{e∈T} exp(logits_e)`` (Wilson's
-    algorithm: loop-erased random walks with steps ``P(u → v) ∝ exp(logits[u, v])``, ``v ≠ u``).
+    r"""A random spanning tree of the complete graph drawn with ``P(T) ∝ Π_{e∈T} exp(logits_e)``.
 
     With ``logits_e = log(p_e/(1-p_e))`` this is exactly the independent-edge model conditioned on the graph
     being a spanning tree: ``Π_{e∈T} p_e Π_{e∉T} (1-p_e) = Π_{all e}(1-p_e) · Π_{e∈T} p_e/(1-p_e)``.
+
+    Wilson's algorithm (the tree grows from node 0 by loop-erased random walks with steps
+    ``P(u → v) ∝ exp(logits[u, v])``), with each loop-erased walk drawn as the equivalent *Laplacian random
+    walk* (Lawler): from the end ``x`` of the path ``γ`` so far, the next node is ``v`` with probability
+    ``∝ P(x → v) h(v)``, where ``h(v)`` = the probability that the walk from ``v`` reaches the tree before ``γ``
+    (harmonic off ``γ`` ∪ tree: ``(I - P_AA) h_A = P_{A,tree} 1`` on the free nodes ``A``). One linear solve per
+    tree edge, O(n⁴) in all, instead of a random walk whose length grows like ``exp(logit gap)`` when two nodes
+    are much closer to each other than to the rest (a walk that bounces between them). Where the decoder is so
+    confident that the solve loses its precision (escape probabilities below ~1e-16), ``h`` is clipped to
+    ``[0, 1]`` and a step falls back to ``P(x → v)`` off the path.
 
     Example:
         >>> L = np.full((4, 4), -50.0); L[0, 1] = L[1, 0] = L[1, 2] = L[2, 1] = L[2, 3] = L[3, 2] = 0.0
@@ -383,22 +392,42 @@ def random_spanning_tree(logits: np.ndarray, rng: np.random.Generator) -> list[t
     """
     logits = _check_logits(logits)
     n = len(logits)
+    if n == 1:
+        return []
     w = np.where(np.eye(n, dtype=bool), -np.inf, logits)
-    w = np.exp(w - w.max(1, keepdims=True)) if n > 1 else np.ones((1, 1))
-    cum = np.cumsum(w, 1)
+    P = np.exp(w - w.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)  # the random walk's transition matrix (each row's largest entry was 1)
     in_tree = np.zeros(n, dtype=bool)
     in_tree[0] = True
-    nxt = np.full(n, -1)
+    edges: list[tuple[int, int]] = []
     for start in range(1, n):
-        u = start
-        while not in_tree[u]:  # random walk until it hits the tree, remembering the last exit of each node
-            nxt[u] = int(np.searchsorted(cum[u], rng.random() * cum[u, -1], side="right"))
-            u = nxt[u]
-        u = start
-        while not in_tree[u]:  # the loop-erased path joins the tree
-            in_tree[u] = True
-            u = nxt[u]
-    return [(int(min(u, nxt[u])), int(max(u, nxt[u]))) for u in range(1, n)]
+        if in_tree[start]:
+            continue
+        on_path = np.zeros(n, dtype=bool)
+        on_path[start] = True
+        x = start
+        while True:
+            free = ~in_tree & ~on_path
+            h = in_tree.astype(float)
+            if free.any():
+                A = np.flatnonzero(free)
+                M = np.eye(len(A)) - P[np.ix_(A, A)]
+                b = P[np.ix_(A, np.flatnonzero(in_tree))].sum(1)
+                try:
+                    h[A] = np.linalg.solve(M, b)
+                except np.linalg.LinAlgError:
+                    h[A] = np.linalg.lstsq(M, b, rcond=None)[0]
+            weights = P[x] * np.clip(np.nan_to_num(h), 0.0, 1.0)
+            if not weights.sum() > 0:
+                weights = P[x] * ~on_path
+            v = int(rng.choice(n, p=weights / weights.sum()))
+            edges.append((min(x, v), max(x, v)))
+            if in_tree[v]:
+                break
+            on_path[v] = True
+            x = v
+        in_tree |= on_path
+    return edges
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -233,6 +233,9 @@ def baseline_rows(train: Sequence[nx.Graph], test: Sequence[nx.Graph], kind: str
       returned as ``edge_density``.
     * ``"training"``: the held-out graphs scored against the training graphs, i.e. the MMDs between two samples
       of the data distribution itself: the floor a perfect generator would reach at these sample sizes.
+    * ``"random_tree"``: ``num`` uniformly random labelled trees of the same sizes (the spanning-tree samplers'
+      output with constant edge odds): what the ``spanning-tree`` sampler scores with no learnt structure. On
+      the ``trees`` data set this *is* the data distribution, so it sits at the floor there.
 
     Pass ``num`` = the number of generated graphs so that the biased MMD estimates have the same
     small-sample bias as the generator's row.
@@ -252,4 +255,7 @@ def baseline_rows(train: Sequence[nx.Graph], test: Sequence[nx.Graph], kind: str
         raise ValueError(f"num must be a positive number of Erdős–Rényi graphs; got {num}")
     sizes = [test[i % len(test)].number_of_nodes() for i in range(num)]
     er = generation_metrics(erdos_renyi_graphs(sizes, p, seed), test, kind)
-    return {"erdos_renyi": {**er, "edge_density": p}, "training": generation_metrics(list(test), list(train), kind)}
+    rng = np.random.default_rng(seed)
+    trees = [nx.random_labeled_tree(n, seed=int(rng.integers(2**31))) for n in sizes]
+    return {"erdos_renyi": {**er, "edge_density": p}, "training": generation_metrics(list(test), list(train), kind),
+            "random_tree": generation_metrics(trees, test, kind)}

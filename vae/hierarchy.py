@@ -112,6 +112,18 @@ def depth_spearman(radius: np.ndarray, depth: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 0 else float("nan")
 
 
+def depth_spearman_ceiling(depth: np.ndarray) -> float:
+    """The largest :func:`depth_spearman` any radii can reach for these depths: that of radii sorted exactly by
+    depth. Below 1 when depths tie (in a balanced 3-ary tree two thirds of the nodes are leaves: about 0.83).
+
+    Example:
+        >>> round(depth_spearman_ceiling(np.array([0, 1, 1, 1])), 4)
+        0.7746
+    """
+    depth = np.asarray(depth, np.float64)
+    return depth_spearman(depth + np.linspace(0.0, 0.5, depth.size), depth)
+
+
 def graph_distances(edge_index: np.ndarray | Tensor, num_nodes: int) -> np.ndarray:
     """All-pairs shortest-path lengths (hops) of an undirected graph; ``inf`` between components."""
     from scipy.sparse import coo_matrix

@@ -35,6 +35,12 @@ def test_generated_graph_sets() -> None:
     assert all(is_lobster(g) and 20 <= g.number_of_nodes() <= 100 for g in train + test)
     g = ds.load_graph("tree")
     assert g.num_nodes == 364 and g.edge_index.size(1) == 2 * 363 and g.x.shape == (364, 16)
+    t = ds.load_graph("taxonomy")  # the closure of the same tree: every node linked to each of its ancestors
+    assert t.num_nodes == 364 and t.x is None and t.label_name == "depth"
+    assert t.edge_index.size(1) == 2 * sum(int(d) for d in t.labels)  # a node at depth d has d ancestors
+    assert (t.depths == g.labels).all()
+    edges = set(map(tuple, t.edge_index.T.tolist()))
+    assert all((0, v) in edges for v in range(1, 364))  # the root is everyone's ancestor
 
 
 @pytest.mark.parametrize("name,nodes,edges,features", [

@@ -78,7 +78,8 @@ def test_graph_gen_with_the_spanning_tree_sampler_writes_new_metrics_and_baselin
     assert s["accuracy"] == 100.0 and s["lcc_share"] == 1.0  # trees on all nodes by construction
     assert 0.9 < s["edges_per_node"] < 1.0  # (n-1)/n for n = 20..99
     base = json.loads((out / "baselines.json").read_text())
-    er, floor = base["erdos_renyi"], base["training"]
+    er, floor, trees = base["erdos_renyi"], base["training"], base["random_tree"]
+    assert trees["accuracy"] == 100.0 and trees["mmd_degree"] < er["mmd_degree"]  # random trees are the data here
     assert base["dataset"] == "trees" and 0.0 < er["edge_density"] < 0.1
     assert floor["accuracy"] == 100.0 and floor["mmd_degree"] < er["mmd_degree"]
     for row in (er, floor):
@@ -123,5 +124,6 @@ def test_report_prints_the_new_columns_the_baseline_rows_and_dashes_for_old_runs
     er = lines["Erdős–Rényi (true density), p = 0.0302"].split(" | ")
     assert er[1:4] == ["0.045", "0.065", "0.087"]
     assert lines["training graphs (floor)"].split(" | ")[1] == "0.000"
+    assert lines["uniform random trees (spanning-tree control)"].count("—") == 7  # not in this older baselines.json
     fig5 = text.split("## Figure 5", 1)[1]
     assert "| Erdős–Rényi (true density) | — |" in fig5  # no lobster run: the rows are there, empty

@@ -53,6 +53,9 @@ def test_erdos_renyi_baseline_has_the_training_density_and_the_held_out_sizes():
     assert floor["accuracy"] == 100.0 and floor["lcc_share"] == 1.0
     for k in ("mmd_degree", "mmd_spectral"):
         assert floor[k] < rows["erdos_renyi"][k], k
+    # the spanning-tree control: uniformly random trees of the held-out sizes
+    assert rows["random_tree"]["accuracy"] == 100.0 and rows["random_tree"]["edges_per_node"] == pytest.approx(
+        np.mean([(test[i % 3].number_of_nodes() - 1) / test[i % 3].number_of_nodes() for i in range(30)]))
     with pytest.raises(ValueError, match=r"edge probability p must be in \[0, 1\]"):
         erdos_renyi_graphs([5], 1.5)
     with pytest.raises(ValueError, match="non-empty"):
@@ -154,6 +157,17 @@ def test_random_spanning_tree_follows_the_product_of_odds():
     assert np.abs(freq - expected).max() < 4 * np.sqrt(expected * (1 - expected) / draws).max()
     with pytest.raises(ValueError, match="symmetric"):
         random_spanning_tree(np.triu(L), rng)
+
+
+def test_random_spanning_tree_is_fast_when_pairs_are_far_more_likely_than_the_rest():
+    """Pairs with odds e^60 times those of every other pair: a plain Wilson walk would bounce inside a pair for
+    ~e^60 steps; the Laplacian random walk needs one solve per edge, and keeps every such pair."""
+    L = np.full((40, 40), -30.0)
+    for i in range(0, 40, 2):
+        L[i, i + 1] = L[i + 1, i] = 30.0
+    edges = random_spanning_tree(L, np.random.default_rng(0))
+    assert nx.is_tree(nx.Graph(edges)) and nx.Graph(edges).number_of_nodes() == 40
+    assert all((i, i + 1) in edges for i in range(0, 40, 2))
 
 
 @pytest.mark.parametrize("sampler", ["spanning-tree", "max-spanning-tree"])
