@@ -3,7 +3,12 @@
 Runs, in this order (``--tables`` picks and orders a subset):
 
 * ``table3``: graph reconstruction on Dis-II (latent dim 2) and Dis-I (latent dim 6), N-VAE/H-VAE/NC/TC/WHC,
-  3000 full-batch epochs, Adam 1e-3, curvature R = 11 → 2 then fixed;
+  3000 full-batch epochs, Adam 1e-3, curvature R = 11 → 2 then fixed; each configuration's KL weight β is
+  selected from :data:`KL_WEIGHTS` on the validation edges (:func:`select_kl_weight`) before its seeds are run;
+* ``table3ref``: the same models as the reference's flow scripts train them (:data:`REFERENCE_TABLE3`: distance
+  decoder, width 200, 2000 epochs, β = 1); the report adds the reference's best-5-of-10 aggregation for both;
+* ``latent``: beyond the paper, graph reconstruction on Dis-II, Dis-I and Cora at latent dims 2, 8, 16 for
+  H-VAE, TC and WHC (β selected as for ``table3``): do flows help when the latent space has room?
 * ``table1``: BDP density estimation, latent dims 2/4/6, the five models, 3000 epochs at batch 100 (the authors'
   BDP run scripts; the paper's 80 epochs leave the models under-trained), IWAE K = 500;
 * ``table4``: random-tree generation, NC/TC/WHC, 100 + 100 epochs, 100 generated graphs;
@@ -34,7 +39,13 @@ from . import paper
 from .config import RunConfig
 from .models import BY_PAPER_NAME
 
-TABLE_ORDER = ("table3", "table3ref", "table1", "table4", "figure5", "table2")
+TABLE_ORDER = ("table3", "table3ref", "latent", "table1", "table4", "figure5", "table2")
+#: tables whose configurations select their KL weight on the validation edges (:func:`select_kl_weight`)
+SELECTS_BETA = ("table3", "latent")
+#: beyond the paper: graph reconstruction at growing latent dimension (datasets, dims, models)
+LATENT_DATASETS: tuple[str, ...] = ("dis-ii", "dis-i", "cora")
+LATENT_DIMS: tuple[int, ...] = (2, 8, 16)
+LATENT_MODELS: tuple[str, ...] = ("H-VAE", "TC", "WHC")
 NOTES_MARKER = "<!-- notes: text below this line is kept when the tables are regenerated -->"
 
 #: BDP training length and batch size of the authors' run scripts (scripts/run_bdp_*_sweep.sh: ``--epochs=3000``
@@ -68,6 +79,13 @@ def configs(table: str) -> list[tuple[str, RunConfig]]:
                 model, flow = BY_PAPER_NAME[m]
                 out.append((f"{dataset}-{m}", RunConfig.for_command("graph-recon", dataset=dataset, model=model,
                                                                     flow=flow, latent_dim=dim, **extra)))
+    elif table == "latent":
+        for dataset in LATENT_DATASETS:
+            for dim in LATENT_DIMS:
+                for m in LATENT_MODELS:
+                    model, flow = BY_PAPER_NAME[m]
+                    out.append((f"{dataset}-d{dim}-{m}", RunConfig.for_command(
+                        "graph-recon", dataset=dataset, model=model, flow=flow, latent_dim=dim)))
     elif table in ("table1", "table2"):
         dataset = "bdp" if table == "table1" else "mnist"
         # BDP: the paper's App. E states 80 epochs but not the BDP batch size; 80 epochs at batch 64 are 320 Adam
@@ -171,7 +189,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
                     if only is not None and name not in only:
                         continue
                     folder = args.out / table / name
-                    if table == "table3":  # β chosen on the validation edges, then the table's seeds at that β
+                    if table in SELECTS_BETA:  # β chosen on the validation edges, then the table's seeds at that β
                         for beta in KL_WEIGHTS:
                             if not run_to(table, f"{name} β={beta:g}", folder / _beta_folder(beta),
                                           base.replace(kl_weight=beta), min(target, SELECT_SEEDS)):
@@ -232,7 +250,7 @@ def _finished_seeds(folder: Path) -> int:
 def _load(out: Path, table: str, name: str) -> dict[str, Any] | None:
     """The ``results.json`` of a configuration (Table 3: of its selected β), or None if not run."""
     folder = out / table / name
-    if table == "table3":
+    if table in SELECTS_BETA:
         beta = _selected(folder)
         if beta is None:
             return None
@@ -341,14 +359,21 @@ def _kept_sections(path: Path) -> dict[str, str]:
     return out
 
 
-def _keep_previous(lines: list[str], kept: dict[str, str], table: str, title: str, out: Path, path: Path) -> bool:
+def _keep_previous(lines: list[str], kept: dict[str, str], table: str, title: str, out: Path, path: Path,
+                   kept_tables: set[str]) -> bool:
     """If ``table`` has no run under ``out`` but the previous report has its section, copy that section (marked
-    as kept) into ``lines`` and return True: a report written from a partial ``runs`` folder loses nothing."""
+    as kept) into ``lines``, add ``table`` to ``kept_tables`` and return True: a report written from a partial
+    ``runs`` folder loses nothing."""
     if any(_load(out, table, n) is not None for n, _ in configs(table)) or title not in kept:
         return False
-    lines += [f"## {title}", "", f"*No run of this table under `{out}`: this section is kept as the previous "
-                                 f"{path.name} had it (from the runs it names).*", "", kept[title], ""]
+    kept_tables.add(table)
+    body = "\n".join(line for line in kept[title].splitlines() if not line.startswith(_KEPT_NOTE)).strip("\n")
+    lines += [f"## {title}", "", f"{_KEPT_NOTE} `{out}`: this section is kept as the previous {path.name} had it "
+                                 "(from the runs it names).*", "", body, ""]
     return True
+
+
+_KEPT_NOTE = "*No run of this table under"
 
 
 def write_report(out: Path, path: Path, command: str) -> None:
@@ -360,6 +385,7 @@ def write_report(out: Path, path: Path, command: str) -> None:
             notes = text.split(NOTES_MARKER, 1)[1]
     lines: list[str] = []
     kept = _kept_sections(path)
+    kept_tables: set[str] = set()  # tables without runs whose previous section is kept
     total_wall, runs_done, seeds_done = 0.0, 0, 0
     status: list[str] = []
 
@@ -375,6 +401,9 @@ def write_report(out: Path, path: Path, command: str) -> None:
                 got.append(f"{n}: {len(r['metrics'])}")
             else:
                 got.append(f"{n}: 0")
+        if table in kept_tables:
+            status.append(f"- **{table}**: no run under `{out}`; its section is kept from the previous report")
+            return
         status.append(f"- **{table}**: seeds finished per configuration — " + ", ".join(got))
 
     lines += ["# Results: Bose et al. 2020 reproduced", "",
@@ -422,14 +451,35 @@ def write_report(out: Path, path: Path, command: str) -> None:
                       f"`wall_s` in `{out}/table3/dis-ii-WHC/results.json`."]
     lines.append("")
 
+    # beyond the paper: latent dimension
+    names_l = [n for n, _ in configs("latent")]
+    account("latent", names_l)
+    if any(_load(out, "latent", n) is not None for n in names_l):
+        lines += ["## Beyond the paper — do flows help when the latent space has room?", "",
+                  "Graph reconstruction (Table 3's protocol: GCN 16, inner-product decoder, 3000 epochs, β selected on "
+                  "the validation edges per configuration) at latent dimensions "
+                  f"{', '.join(map(str, LATENT_DIMS))}: test AUC at the last epoch, mean ± std over the seeds run.", "",
+                  "| Dataset | Model | " + " | ".join(f"d={d}" for d in LATENT_DIMS) + " |",
+                  "|---|---|" + "---|" * len(LATENT_DIMS)]
+        for dataset in LATENT_DATASETS:
+            for m in LATENT_MODELS:
+                cells = [dataset, m]
+                for dim in LATENT_DIMS:
+                    res = _load(out, "latent", f"{dataset}-d{dim}-{m}")
+                    text = _ours(res, "auc", 3)[0]
+                    cells.append(text.replace(")", f", β={res['config']['kl_weight']:g})") if res else text)
+                lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+
     # Table 1 and 2
     for table, title, ref_table in (("table1", "Table 1 — BDP test log-likelihood (IWAE, K = 500)", paper.TABLE1),
                                     ("table2", "Table 2 (reduced) — MNIST test log-likelihood: 8k train / 2k test "
                                                "from the 10k MNIST test images (the paper: 60k / 10k)",
                                      paper.TABLE2)):
         ds_name = "bdp" if table == "table1" else "mnist"
+        keep = _keep_previous(lines, kept, table, title, out, path, kept_tables)
         account(table, [n for n, _ in configs(table)])
-        if _keep_previous(lines, kept, table, title, out, path):
+        if keep:
             continue
         lines += [f"## {title}", "", "| Model | d=2 paper | ours | d=4 paper | ours | d=6 paper | ours |",
                   "|---|---|---|---|---|---|---|"]
@@ -447,8 +497,34 @@ def write_report(out: Path, path: Path, command: str) -> None:
         lines.append("")
 
     # Table 4
+    if not _keep_previous(lines, kept, "table4", "Table 4 — random-tree generation", out, path, kept_tables):
+        lines += _table4(out)
     account("table4", [n for n, _ in configs("table4")])
-    lines += ["## Table 4 — random-tree generation", "",
+
+    # Figure 5
+    title5 = "Figure 5 — lobster generation (MMD², lower is better; accuracy as a fraction)"
+    if not _keep_previous(lines, kept, "figure5", title5, out, path, kept_tables):
+        lines += _figure5(out)
+    account("figure5", [n for n, _ in configs("figure5")])
+
+    lines += ["## What was run", "",
+              f"{runs_done} configurations with results, {seeds_done} seeded runs in all, "
+              f"{total_wall / 60:.1f} min of training and evaluation (sum over runs). The paper's protocol is 5 seeds "
+              "per configuration; a configuration with n < 5 below was cut short by the time available, and one "
+              "with 0 was not run.", "", *status, "",
+              "Verdicts compare means in the better direction of each metric (higher AUC, AP, log-likelihood and "
+              "accuracy; fewer triangles, lower clustering): `matches or beats paper`, `within 1 std` (worse than "
+              "the paper's mean by less than the sum of the two stds), `worse than paper`. Read them with n in "
+              "mind.", "", NOTES_MARKER]
+    body = "\n".join(lines) + (notes if notes else "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(body)
+    tmp.replace(path)
+
+
+def _table4(out: Path) -> list[str]:
+    """Table 4's section (paper beside ours, both protocols) and the generation rows."""
+    lines = ["## Table 4 — random-tree generation", "",
               "Two protocols. **LCC** is the reference code's (and so the paper's): each generated graph's isolated "
               "nodes are removed, its largest connected component is kept, graphs without an edge are left out; "
               "triangles are the mean per-node triangle count `Σ_v triangles(v)/|V|`. **raw** is MATH.md §6's: "
@@ -467,10 +543,12 @@ def write_report(out: Path, path: Path, command: str) -> None:
             cells += [_fmt(ref, digits), text + (f" {v}" if v else ""), _ours(res, metric, digits)[0]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", *_generation_rows(out, "table4"), ""]
+    return lines
 
-    # Figure 5
-    account("figure5", [n for n, _ in configs("figure5")])
-    lines += ["## Figure 5 — lobster generation (MMD², lower is better; accuracy as a fraction)", "",
+
+def _figure5(out: Path) -> list[str]:
+    """Figure 5's section (paper beside ours) and the generation rows."""
+    lines = ["## Figure 5 — lobster generation (MMD², lower is better; accuracy as a fraction)", "",
               "MMDs of the raw generated graphs against the held-out lobsters; accuracy under both protocols of "
               "Table 4 (the paper's bars are LCC accuracy).", "",
               "| Model | Degree paper | ours | Clustering paper | ours | Spectral paper | ours | Accuracy paper "
@@ -487,20 +565,7 @@ def write_report(out: Path, path: Path, command: str) -> None:
             cells.append(_ours(res, metric, 2, scale)[0])
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", *_generation_rows(out, "figure5"), ""]
-
-    lines += ["## What was run", "",
-              f"{runs_done} configurations with results, {seeds_done} seeded runs in all, "
-              f"{total_wall / 60:.1f} min of training and evaluation (sum over runs). The paper's protocol is 5 seeds "
-              "per configuration; a configuration with n < 5 below was cut short by the time available, and one "
-              "with 0 was not run.", "", *status, "",
-              "Verdicts compare means in the better direction of each metric (higher AUC, AP, log-likelihood and "
-              "accuracy; fewer triangles, lower clustering): `matches or beats paper`, `within 1 std` (worse than "
-              "the paper's mean by less than the sum of the two stds), `worse than paper`. Read them with n in "
-              "mind.", "", NOTES_MARKER]
-    body = "\n".join(lines) + (notes if notes else "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(body)
-    tmp.replace(path)
+    return lines
 
 
 #: the columns of :func:`_generation_rows`: (metric, header, digits)

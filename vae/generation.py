@@ -382,8 +382,9 @@ def random_spanning_tree(logits: np.ndarray, rng: np.random.Generator) -> list[t
     (harmonic off ``γ`` ∪ tree: ``(I - P_AA) h_A = P_{A,tree} 1`` on the free nodes ``A``). One linear solve per
     tree edge, O(n⁴) in all, instead of a random walk whose length grows like ``exp(logit gap)`` when two nodes
     are much closer to each other than to the rest (a walk that bounces between them). Where the decoder is so
-    confident that the solve loses its precision (escape probabilities below ~1e-16), ``h`` is clipped to
-    ``[0, 1]`` and a step falls back to ``P(x → v)`` off the path.
+    confident that the solve loses its precision (escape probabilities below ~1e-16, or transition
+    probabilities that underflow to 0 for logit gaps beyond ~745), ``h`` is clipped to ``[0, 1]`` and, where no
+    step is left, the step falls back to ``P(x → v)`` off the path: approximate only in that degenerate case.
 
     Example:
         >>> L = np.full((4, 4), -50.0); L[0, 1] = L[1, 0] = L[1, 2] = L[2, 1] = L[2, 3] = L[3, 2] = 0.0
@@ -418,8 +419,9 @@ def random_spanning_tree(logits: np.ndarray, rng: np.random.Generator) -> list[t
                 except np.linalg.LinAlgError:
                     h[A] = np.linalg.lstsq(M, b, rcond=None)[0]
             weights = P[x] * np.clip(np.nan_to_num(h), 0.0, 1.0)
-            if not weights.sum() > 0:
-                weights = P[x] * ~on_path
+            if not (np.isfinite(weights).all() and weights.sum() > 0):  # lost to underflow: a plain step off the
+                lw = np.where(on_path, -np.inf, logits[x])  # path, from the logits (no underflow: the best is 1)
+                weights = np.exp(lw - lw.max())
             v = int(rng.choice(n, p=weights / weights.sum()))
             edges.append((min(x, v), max(x, v)))
             if in_tree[v]:

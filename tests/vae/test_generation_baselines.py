@@ -168,6 +168,11 @@ def test_random_spanning_tree_is_fast_when_pairs_are_far_more_likely_than_the_re
     edges = random_spanning_tree(L, np.random.default_rng(0))
     assert nx.is_tree(nx.Graph(edges)) and nx.Graph(edges).number_of_nodes() == 40
     assert all((i, i + 1) in edges for i in range(0, 40, 2))
+    # logit gaps beyond float64's exp range (transition probabilities underflow to 0): still a tree, no NaN
+    for wild in (L * 50 / 3, _symmetric(60, 3) * 400):
+        edges = random_spanning_tree(wild, np.random.default_rng(0))
+        assert nx.is_tree(nx.Graph(edges)) and nx.Graph(edges).number_of_nodes() == len(wild)
+    assert all((i, i + 1) in random_spanning_tree(L * 50 / 3, np.random.default_rng(1)) for i in range(0, 40, 2))
 
 
 @pytest.mark.parametrize("sampler", ["spanning-tree", "max-spanning-tree"])
