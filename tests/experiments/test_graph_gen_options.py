@@ -116,14 +116,14 @@ def test_report_prints_the_new_columns_the_baseline_rows_and_dashes_for_old_runs
     section = text.split("## Table 4", 1)[1].split("## Figure 5", 1)[0]
     lines = {line.split(" | ")[0].lstrip("| "): line for line in section.splitlines() if line.startswith("| ")}
     assert "Edges / node" in lines["Row"] and "LCC share" in lines["Row"] and "Degree MMD" in lines["Row"]
-    assert "0.012 ± 0.000 (n=1)" in lines["WHC (sampler spanning-tree)"]
+    assert "0.0123 ± 0.0000 (n=1)" in lines["WHC (sampler spanning-tree)"]
     assert "0.981 ± 0.000 (n=1)" in lines["WHC (sampler spanning-tree)"]
     nc = lines["NC"].split(" | ")
-    assert nc[1].startswith("0.250") and nc[4] == nc[5] == "—"  # old run: MMDs shown, new metrics missing
+    assert nc[1].startswith("0.2500") and nc[4] == nc[5] == "—"  # old run: MMDs shown, new metrics missing
     assert lines["trees-TC"].count("not run") == 7  # not run: labelled by its configuration name
     er = lines["Erdős–Rényi (true density), p = 0.0302"].split(" | ")
-    assert er[1:4] == ["0.045", "0.065", "0.087"]
-    assert lines["training graphs (floor)"].split(" | ")[1] == "0.000"
+    assert er[1:4] == ["0.0450", "0.0650", "0.0870"]
+    assert lines["training graphs (floor)"].split(" | ")[1] == "0.0004"
     assert lines["uniform random trees (spanning-tree control)"].count("—") == 7  # not in this older baselines.json
     fig5 = text.split("## Figure 5", 1)[1]
     assert "| Erdős–Rényi (true density) | — |" in fig5  # no lobster run: the rows are there, empty
