@@ -494,7 +494,7 @@ class GraphGenerator(nn.Module):
                     if sampler == "max-spanning-tree":
                         g.add_edges_from(max_spanning_tree(L))
                     else:
-                        rng = np.random.default_rng(int(torch.randint(2**62, ())))
-                        g.add_edges_from(random_spanning_tree(L, rng))
+                        tree_rng = np.random.default_rng(int(torch.randint(2**62, ())))
+                        g.add_edges_from(random_spanning_tree(L, tree_rng))
             out.append(g)
         return out

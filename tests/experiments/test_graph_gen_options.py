@@ -127,3 +127,24 @@ def test_report_prints_the_new_columns_the_baseline_rows_and_dashes_for_old_runs
     assert lines["uniform random trees (spanning-tree control)"].count("—") == 7  # not in this older baselines.json
     fig5 = text.split("## Figure 5", 1)[1]
     assert "| Erdős–Rényi (true density) | — |" in fig5  # no lobster run: the rows are there, empty
+
+
+def test_validation_comparison_holds_out_training_graphs_only(monkeypatch) -> None:
+    import experiments.graph_gen_validation as gv
+
+    seen = {}
+    real = gv.GraphGenJob.validation_nll
+
+    def spy(job, graphs):
+        seen["fit"], seen["held"] = job.train, graphs
+        return real(job, graphs)
+
+    monkeypatch.setattr(gv.GraphGenJob, "validation_nll", spy)
+    rows = gv.compare("trees", [("adjacency", "reference")], val=3, epochs=1)
+    train, test, _ = gv.ds.load_graph_set("trees")
+    assert len(rows) == 1 and rows[0]["node_input"] == "adjacency" and rows[0]["schedule"] == "reference"
+    assert rows[0]["ae_nll"] > 0 and rows[0]["val_graphs"] == 3
+    assert len(seen["fit"]) == len(train) - 3 and all(g in train[-3:] for g in seen["held"])
+    assert not any(g is t for g in seen["held"] + seen["fit"] for t in test)  # the test graphs choose nothing
+    with pytest.raises(ValueError, match="--val must be between 1 and"):
+        gv.compare("trees", [("structural", "paper")], val=0)
