@@ -448,7 +448,8 @@ def write_report(out: Path, path: Path, command: str) -> None:
                       f"thread{'s' if threads > 1 else ''}): {', '.join(f'{w:.0f} s' for w in walls)} (mean "
                       f"{mean:.0f} s; the aim: < {WALL_AIM_S:.0f} s, {'met' if mean < WALL_AIM_S else 'not met'} on "
                       f"average, by {sum(w < WALL_AIM_S for w in walls)} of {len(walls)} seeds). Recorded per seed as "
-                      f"`wall_s` in `{out}/table3/dis-ii-WHC/results.json`."]
+                      f"`wall_s` in `{out}/table3/dis-ii-WHC/{_beta_folder(res['config']['kl_weight'])}/results.json` "
+                      "(a speed measurement only where the runs had the machine to themselves)."]
     lines.append("")
 
     # beyond the paper: latent dimension
