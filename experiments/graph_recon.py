@@ -97,10 +97,13 @@ class GraphReconJob(Job):
         (:func:`vae.hierarchy.hierarchy_metrics`)."""
         from vae.hierarchy import hierarchy_metrics
 
+        return hierarchy_metrics(self.manifold, self._mean_latents(), self.data.edge_index, self.data.depths)
+
+    def _mean_latents(self) -> torch.Tensor:
+        """The node latents of the posterior means through the flow (eval mode, no gradients)."""
         self.model.eval()
         with torch.no_grad():
-            z = self.model.embed(self.x, self.graph, sample=False)
-        return hierarchy_metrics(self.manifold, z, self.data.edge_index, self.data.depths)
+            return self.model.embed(self.x, self.graph, sample=False)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "best": dict(self.best)}
@@ -112,10 +115,7 @@ class GraphReconJob(Job):
 
     def latent_panel(self):
         """``(points, in_disk, colours, title)`` of the node latents (posterior means through the flow)."""
-        self.model.eval()
-        with torch.no_grad():
-            z = self.model.embed(self.x, self.graph, sample=False)
-        pts, in_disk = plots.disk_coordinates(self.manifold, z)
+        pts, in_disk = plots.disk_coordinates(self.manifold, self._mean_latents())
         return pts, in_disk, self.data.labels, paper_name(self.cfg.model, self.cfg.flow)
 
     def artifacts(self, folder: Path, history: list[dict]) -> dict[str, Any]:

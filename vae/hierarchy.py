@@ -88,13 +88,6 @@ def distortion(dist: np.ndarray, graph_dist: np.ndarray) -> float:
     return float(np.mean(np.abs(c * r - 1.0)))
 
 
-def _ranks(a: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share the mean of their positions)."""
-    from scipy.stats import rankdata
-
-    return rankdata(a)
-
-
 def depth_spearman(radius: np.ndarray, depth: np.ndarray) -> float:
     r"""Spearman rank correlation between the nodes' depths and their latents' distances from the origin (the
     Pearson correlation of the average ranks); ``nan`` when either is constant.
@@ -103,10 +96,12 @@ def depth_spearman(radius: np.ndarray, depth: np.ndarray) -> float:
         >>> depth_spearman(np.array([0.1, 0.5, 0.4, 2.0]), np.array([0, 1, 1, 2]))
         0.9486832980505138
     """
+    from scipy.stats import rankdata  # average ranks: ties share the mean of their positions
+
     radius, depth = np.asarray(radius, np.float64), np.asarray(depth, np.float64)
     if radius.shape != depth.shape or radius.ndim != 1:
         raise ValueError(f"radius and depth must be 1-D of one length; got {radius.shape} and {depth.shape}")
-    a, b = _ranks(radius), _ranks(depth)
+    a, b = rankdata(radius), rankdata(depth)
     a, b = a - a.mean(), b - b.mean()
     den = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / den) if den > 0 else float("nan")
