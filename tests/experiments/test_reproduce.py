@@ -96,10 +96,14 @@ def test_kl_weight_selection_never_reads_the_test_edges(tmp_path: Path) -> None:
 
     with pytest.raises(FileNotFoundError, match="seeds the β selection reads"):
         rep.select_kl_weight(tmp_path)
-    for beta, val, test in zip(rep.KL_WEIGHTS, (0.90, 0.95, 0.95, 0.80), (0.99, 0.90, 0.91, 0.99)):
+    for beta, val, test in zip(rep.KL_WEIGHTS, (0.90, 0.95, 0.95, 0.80, 0.70), (0.99, 0.90, 0.91, 0.99, 0.99)):
         write(beta, val, test)
     assert rep.select_kl_weight(tmp_path) == rep.KL_WEIGHTS[1]
     assert json.loads((tmp_path / "selection.json").read_text())["kl_weight"] == rep.KL_WEIGHTS[1]
+    # a table with its own grid (the latent table) reads only its β values
+    assert rep.select_kl_weight(tmp_path, (30.0, 100.0)) == 30.0
+    assert set(json.loads((tmp_path / "selection.json").read_text())["val_auc"]) == {"30", "100"}
+    assert rep.KL_GRIDS["latent"] == rep.LATENT_KL_WEIGHTS and rep.KL_GRIDS["table3"] == rep.KL_WEIGHTS
 
 
 def test_reference_protocol_and_latent_tables_are_what_they_say() -> None:
