@@ -73,12 +73,27 @@ def latent_panel(ax, points: np.ndarray, in_disk: bool, colours, title: str, col
         cb.set_label(colour_name, fontsize=8)
 
 
+def radius(points: np.ndarray, in_disk: bool) -> np.ndarray:
+    """Distance from the origin of plot coordinates (:func:`disk_coordinates`): ``2·artanh|p|`` on the unit
+    Poincaré disk (the hyperbolic distance over the curvature radius, ``dist0 / sqrt(k)``), ``|z|`` in the plane.
+
+    Example:
+        >>> radius(np.array([[np.tanh(1.5), 0.0]]), True).round(6).tolist()
+        [3.0]
+    """
+    r = np.linalg.norm(points, axis=-1)
+    return 2 * np.arctanh(np.minimum(r, np.nextafter(1.0, 0.0))) if in_disk else r
+
+
 def latents(panels: Sequence[tuple[np.ndarray, bool, object, str]], path: Path, colour_name: str = "",
-            marked: tuple[int, str] | None = None) -> None:
+            marked: tuple[int, str] | None = None, depths: np.ndarray | None = None) -> None:
     """One panel per model: ``(points, in_disk, colours, title)``; ``marked = (node, label)`` circles one node
-    (e.g. the root of a hierarchy) in every panel."""
+    (e.g. the root of a hierarchy) in every panel. With ``depths``, a second row shows each model's distance from
+    the origin by depth (box plots): ``2·artanh|p|`` for a point ``p`` of the unit Poincaré disk (the hyperbolic
+    distance in units of the curvature radius, which the disk squeezes towards its rim), ``|z|`` in ℝ²."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    rows = 1 if depths is None else 2
+    fig, axes = plt.subplots(rows, len(panels), figsize=(4.2 * len(panels), 4 * rows), squeeze=False)
     for ax, (pts, in_disk, colours, title) in zip(axes[0], panels):
         latent_panel(ax, pts, in_disk, colours, title, colour_name)
         if marked is not None:
@@ -86,6 +101,15 @@ def latents(panels: Sequence[tuple[np.ndarray, bool, object, str]], path: Path, 
             ax.scatter(pts[node, 0], pts[node, 1], s=90, facecolors="none", edgecolors="red", linewidths=1.5,
                        label=label, zorder=5)
             ax.legend(loc="lower right", fontsize=7)
+    if depths is not None:
+        depths = np.asarray(depths)
+        levels = np.unique(depths)
+        for ax, (pts, in_disk, _, title) in zip(axes[1], panels):
+            r = radius(pts, in_disk)
+            ax.boxplot([r[depths == lv] for lv in levels], positions=list(levels), widths=0.6, showfliers=False)
+            ax.set_xlabel(colour_name or "depth", fontsize=8)
+            ax.set_ylabel("hyperbolic distance from the origin / R" if in_disk else "|z|", fontsize=8)
+            ax.set_title(f"{title}: distance from the origin by {colour_name or 'depth'}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

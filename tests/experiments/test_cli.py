@@ -303,3 +303,24 @@ def test_an_out_with_a_run_is_refused_overwrite_deletes_only_the_runs_files_and_
         assert run_cli(*base, "--overwrite") == 2  # not even --overwrite replaces a run in progress
         assert "another run is using" in capsys.readouterr().err
     assert (out / "seed0" / "metrics.json").exists()
+
+
+def test_plotted_radius_is_the_hyperbolic_distance_from_the_origin() -> None:
+    """The main job's radius-by-depth panels read the hyperbolic distance back from Poincaré-disk coordinates:
+    ``dist0(z) / sqrt(k)`` for latents near and far from the origin, any curvature; the plane's is ``|z|``."""
+    import numpy as np
+    import torch
+
+    from experiments import plots
+    from manifolds import Lorentz
+
+    for k in (0.25, 1.0, 4.0):
+        M = Lorentz(k=k).double()
+        u = torch.randn(200, 2, dtype=torch.float64)
+        u = u / u.norm(dim=-1, keepdim=True) * torch.logspace(-3, np.log10(8 * k ** 0.5), 200).unsqueeze(-1)
+        z = M.expmap0_spatial(u)
+        pts, in_disk = plots.disk_coordinates(M, z)
+        assert in_disk
+        np.testing.assert_allclose(plots.radius(pts, in_disk), (M.dist0(z) / k ** 0.5).numpy(), rtol=1e-6)
+    plane = np.array([[3.0, 4.0]])
+    assert plots.radius(plane, False).tolist() == [5.0]

@@ -41,6 +41,13 @@ def test_generated_graph_sets() -> None:
     assert (t.depths == g.labels).all()
     edges = set(map(tuple, t.edge_index.T.tolist()))
     assert all((0, v) in edges for v in range(1, 364))  # the root is everyone's ancestor
+    t3 = ds.load_graph("taxonomy-3")  # the same tree, each node linked to its ancestors up to 3 levels up
+    assert t3.num_nodes == 364 and (t3.depths == g.labels).all() and t3.name == "taxonomy-3"
+    assert t3.edge_index.size(1) == 2 * sum(min(int(d), 3) for d in t3.labels)
+    e3 = set(map(tuple, t3.edge_index.T.tolist()))
+    assert e3 < edges and (0, 3 * 3 + 1) in e3 and (0, 3 ** 3 + 3 ** 2 + 3 + 1) not in e3  # depth 2 in, depth 4 out
+    with pytest.raises(ValueError, match="max_hops"):
+        ds.taxonomy_graph(max_hops=0)
 
 
 @pytest.mark.parametrize("name,nodes,edges,features", [
