@@ -11,9 +11,11 @@ IWAE_SAMPLES: int = 500
 IWAE_MAX_SAMPLES_PER_CHUNK: int = 65_536
 
 #: Smooth bound on the norm of the encoder's mean in tangent coordinates: ``μ̃ = B·tanh(|m|/B)·m/|m|``.
-#: Points at distance 8·sqrt(k) from the origin are still far inside float32's reliable range for operations
-#: at base points away from the origin (ambient coordinates good to ~6e-8·cosh²(8) ≈ 0.5 % relative would be
-#: the worst case; MATH.md §7), and no bijection is clamped: the bound acts before the posterior.
+#: The tangent norm is the geodesic distance, so the mean lies within distance B = 8 of the origin whatever the
+#: curvature: 8/R curvature radii (R = sqrt(k)). For R ≥ 1 (the models' k ≥ 1) that is far inside float32's
+#: reliable range for operations at base points away from the origin (ambient coordinates good to
+#: ~6e-8·cosh²(8/R) ≤ 0.5 % relative; MATH.md §7); for R < 1 the bound allows more radii, and float64 is the
+#: remedy. No bijection is clamped: the bound acts before the posterior.
 MAX_TANGENT_NORM: float = 8.0
 
 #: Posterior scales are ``softplus(s) + MIN_SCALE``: a floor that keeps ``log σ`` and ``1/σ`` finite.
