@@ -112,3 +112,9 @@ LEAKY_RELU_SLOPE: float = 0.5
 #: ``b(s) = (s/√(1+s²) - asinh s)/s³`` use their series ``1 - s²/6 + 3s⁴/40`` and ``-1/3 + 3s²/10 - 15s⁴/56``
 #: (omitted terms below 3e-13 at the threshold); the closed form of ``b`` cancels catastrophically there.
 RFM_CHART_SERIES_THRESHOLD: float = 1e-2
+#: Activations of the Riemannian flow's field MLP (:class:`flows.rfm.LorentzVectorField`), and the default. SiLU:
+#: by flow matching on the H¹⁶ wrapped-normal mixture (3000 steps, width 128) the gap to the entropy fell from
+#: +1.10 (tanh) to +0.57 nats, same cost per step; its field grows at most linearly, so no trajectory escapes in
+#: finite time. tanh bounds the field's speed.
+RFM_ACTIVATIONS: tuple[str, ...] = ("silu", "tanh")
+RFM_ACTIVATION: str = "silu"

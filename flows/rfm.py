@@ -59,7 +59,7 @@ from manifolds.base import ManifoldOps
 
 from .constants import (CNF_ATOL, CNF_INVERSE_TOLERANCE_FACTOR, CNF_LOGDET_TOLERANCE_FACTOR, CNF_METHOD,
                         CNF_MIN_TOLERANCE, CNF_RTOL, DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, OUTPUT_INIT_SCALE,
-                        RFM_CHART_SERIES_THRESHOLD)
+                        RFM_ACTIVATION, RFM_ACTIVATIONS, RFM_CHART_SERIES_THRESHOLD)
 from .continuous import TRACES, exact_trace, hutchinson_trace
 from .registry import register
 from .transform import TangentNativeTransform, Transform
@@ -76,15 +76,17 @@ def minkowski_dual(v: Tensor) -> Tensor:
 
 class LorentzVectorField(nn.Module):
     r"""A time-dependent tangent vector field ``V_θ(t, x)`` on Hⁿ_k in ambient coordinates (see the module):
-    ``V = P_x(PT_{o→x}(0, z_θ(t, log_o x)))``, ``z_θ`` an MLP of ``[log_o x, t]`` with tanh activations (so the
-    field's speed is bounded: no trajectory escapes to infinity in finite time) whose last layer starts small (a
-    flow near the identity that trains every parameter).
+    ``V = P_x(PT_{o→x}(0, z_θ(t, log_o x)))``, ``z_θ`` an MLP of ``[log_o x, t]`` whose last layer starts small (a
+    flow near the identity that trains every parameter). Its activation is SiLU (default: ``|z_θ|`` grows at most
+    linearly in ``|log_o x|``, and the chart velocity's radial part is the frame's, so no trajectory escapes to
+    infinity in finite time) or tanh (bounded speed); :data:`~flows.constants.RFM_ACTIVATION` says why SiLU.
 
     Args:
         manifold: a :class:`~manifolds.Lorentz`.
         dim: intrinsic dimension ``n``.
         hidden: width of the MLP.
         layers: number of hidden layers (``≥ 1``).
+        activation: ``"silu"`` or ``"tanh"`` (:data:`~flows.constants.RFM_ACTIVATIONS`).
 
     Example:
         >>> from manifolds import Lorentz
@@ -97,8 +99,10 @@ class LorentzVectorField(nn.Module):
     """
 
     def __init__(self, manifold: ManifoldOps, dim: int, hidden: int = DEFAULT_HIDDEN,
-                 layers: int = DEFAULT_HIDDEN_LAYERS) -> None:
+                 layers: int = DEFAULT_HIDDEN_LAYERS, activation: str = RFM_ACTIVATION) -> None:
         super().__init__()
+        if activation not in RFM_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {RFM_ACTIVATIONS}; got {activation!r}")
         if int(dim) != dim or dim < 1:
             raise ValueError(f"dim must be a positive integer; got {dim}")
         if int(layers) != layers or layers < 1:
@@ -107,6 +111,8 @@ class LorentzVectorField(nn.Module):
             raise ValueError("LorentzVectorField needs a Lorentz manifold (it uses its curvature k)")
         self.manifold = manifold
         self.dim = int(dim)
+        self.activation = activation
+        self._act = torch.nn.functional.silu if activation == "silu" else torch.tanh
         sizes = [self.dim + 1] + [int(hidden)] * int(layers)
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out = nn.Linear(sizes[-1], self.dim)
@@ -119,7 +125,7 @@ class LorentzVectorField(nn.Module):
         t = torch.as_tensor(t, dtype=u.dtype, device=u.device).expand(u.shape[:-1]).unsqueeze(-1)
         h = torch.cat([u, t], dim=-1)
         for layer in self.hidden:
-            h = torch.tanh(layer(h))
+            h = self._act(layer(h))
         return self.out(h)
 
     def chart(self, t: Tensor, u: Tensor) -> Tensor:
@@ -283,7 +289,7 @@ class RiemannianFlow(TangentNativeTransform):
     Args:
         manifold: a :class:`~manifolds.Lorentz`.
         dim: intrinsic dimension ``n``.
-        hidden, layers: width and depth of the default :class:`LorentzVectorField`.
+        hidden, layers, activation: width, depth and activation of the default :class:`LorentzVectorField`.
         field: a field module ``V(t, x)`` (ambient points → ambient tangent vectors) replacing the default.
         trace: ``"exact"`` (``n + 2`` vector-Jacobian products per evaluation) or ``"hutchinson"`` (one; unbiased
             log-densities, any ``n``).
@@ -304,7 +310,8 @@ class RiemannianFlow(TangentNativeTransform):
 
     def __init__(self, manifold: ManifoldOps, dim: int, hidden: int = DEFAULT_HIDDEN,
                  layers: int = DEFAULT_HIDDEN_LAYERS, *, field: Optional[nn.Module] = None, trace: str = "exact",
-                 method: str = CNF_METHOD, rtol: float = CNF_RTOL, atol: float = CNF_ATOL) -> None:
+                 method: str = CNF_METHOD, rtol: float = CNF_RTOL, atol: float = CNF_ATOL,
+                 activation: str = RFM_ACTIVATION) -> None:
         if not hasattr(manifold, "k"):
             raise ValueError("the Riemannian flow acts on a Lorentz manifold (it uses its curvature k)")
         super().__init__(manifold)
@@ -313,7 +320,7 @@ class RiemannianFlow(TangentNativeTransform):
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"rtol and atol must be positive; got rtol={rtol}, atol={atol}")
         self.dim = int(dim)
-        self.field = field if field is not None else LorentzVectorField(manifold, dim, hidden, layers)
+        self.field = field if field is not None else LorentzVectorField(manifold, dim, hidden, layers, activation)
         self.trace, self.method, self.rtol, self.atol = trace, method, float(rtol), float(atol)
         #: vector-field evaluations of the last solve (the solver's cost)
         self.last_evaluations = 0
@@ -412,7 +419,7 @@ def flow_matching_loss(field: Callable[[Tensor, Tensor], Tensor] | RiemannianFlo
 def _rfm(manifold, dim, layers: int = DEFAULT_HIDDEN_LAYERS, hidden: int = DEFAULT_HIDDEN, conditioner: str = "mlp",
          **kw) -> Transform:
     """``layers`` hidden layers of width ``hidden`` in the field; ``**kw`` go to :class:`RiemannianFlow` (``trace``,
-    ``method``, ``rtol``, ``atol``)."""
+    ``method``, ``rtol``, ``atol``, ``activation``)."""
     if conditioner != "mlp":
         raise ValueError(f"the Riemannian flow's field is an MLP of [log_o x, t]; conditioner {conditioner!r} is not "
                          "supported")

@@ -59,5 +59,7 @@ def test_hdensity_runs_and_writes_its_report(tmp_path: Path, monkeypatch):
     rows = res["targets"][0]["models"]
     assert [r["model"] for r in rows] == ["rfm", "cnf", "whc"] and all(math.isfinite(r["nll"]) for r in rows)
     assert rows[0]["train_evaluations"] == 0 and rows[1]["train_evaluations"] > 0  # flow matching solves no ODE
+    # the report states each model's size: RFM's field is as large as the coupling flow (see RFM_HIDDEN)
+    assert 0.8 < rows[0]["params"] / rows[2]["params"] < 1.2 and rows[1]["params"] < rows[0]["params"]
     assert "rfm vs cnf" in (out / "hdensity.md").read_text() and (out / "densities_h2.png").stat().st_size > 0
     assert main(["hdensity", "--targets", "nowhere", "--out", str(out)]) == 2

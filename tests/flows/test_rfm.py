@@ -19,8 +19,8 @@ from manifolds import Lorentz, WrappedNormal
 F64 = torch.float64
 
 
-def _field(M: Lorentz, n: int, gain: float = 1.0, seed: int = 0) -> LorentzVectorField:
-    V = LorentzVectorField(M, n, hidden=16, layers=2).double()
+def _field(M: Lorentz, n: int, gain: float = 1.0, seed: int = 0, activation: str = "silu") -> LorentzVectorField:
+    V = LorentzVectorField(M, n, hidden=16, layers=2, activation=activation).double()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in V.parameters():
@@ -50,13 +50,13 @@ class _AmbientOnly(torch.nn.Module):
 NORMS = (1e-4, 0.3, 1.0, 2.5, 4.0)
 
 
-@pytest.mark.parametrize("k, n", [(1.0, 2), (0.5, 3), (2.0, 4)])
-def test_ambient_divergence_equals_the_chart_computation(k, n):
+@pytest.mark.parametrize("k, n, activation", [(1.0, 2, "silu"), (0.5, 3, "tanh"), (2.0, 4, "silu"), (1.0, 2, "tanh")])
+def test_ambient_divergence_equals_the_chart_computation(k, n, activation):
     """``div_g V = tr J + ⟨x, Jx⟩_L / k`` (ambient) equals ``div_u w + w·∇_u log ρ`` in tangent coordinates at the
     origin (``w = D log_o[V]`` by autograd through ``log_o``, ``log ρ`` the ℓ terms of the lifted flows, both by
-    brute-force autograd), at points from 1e-4 to 4 from the origin."""
+    brute-force autograd), at points from 1e-4 to 4 from the origin, for both activations of the field."""
     M = Lorentz(k=k).double()
-    V = _field(M, n)
+    V = _field(M, n, activation=activation)
     t = torch.tensor(0.4, dtype=F64)
     u = _points(n, NORMS)
     x = M.expmap0_spatial(u).requires_grad_(True)
@@ -73,6 +73,19 @@ def test_ambient_divergence_equals_the_chart_computation(k, n):
         (grad_log_rho,) = torch.autograd.grad(M.expmap_logdet(ui_req.norm(dim=-1), n).sum(), ui_req)
         chart = torch.trace(J) + (w_of(ui) * grad_log_rho).sum()
         torch.testing.assert_close(ambient[i], chart, rtol=1e-7, atol=1e-9)
+
+
+def test_field_activation_is_checked_and_used():
+    """``activation`` picks the field's nonlinearity (SiLU by default); anything else is a clear error."""
+    M = Lorentz().double()
+    u = _points(2, NORMS)
+    t = torch.tensor(0.3, dtype=F64)
+    silu, tanh = _field(M, 2, activation="silu"), _field(M, 2, activation="tanh")  # same weights (same seed)
+    assert LorentzVectorField(M, 2).activation == "silu" == flows.build("rfm", M, 2).field.activation
+    assert flows.build("rfm", M, 2, activation="tanh").field.activation == "tanh"
+    assert not torch.allclose(silu.frame_coordinates(t, u), tanh.frame_coordinates(t, u))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        LorentzVectorField(M, 2, activation="relu")
 
 
 @pytest.mark.parametrize("k, n", [(1.0, 2), (0.5, 3)])
