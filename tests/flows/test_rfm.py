@@ -50,7 +50,8 @@ class _AmbientOnly(torch.nn.Module):
 NORMS = (1e-4, 0.3, 1.0, 2.5, 4.0)
 
 
-@pytest.mark.parametrize("k, n, activation", [(1.0, 2, "silu"), (0.5, 3, "tanh"), (2.0, 4, "silu"), (1.0, 2, "tanh")])
+@pytest.mark.parametrize("k, n, activation",
+                         [(1.0, 2, "silu"), (0.5, 3, "tanh"), (2.0, 4, "silu"), (1.0, 2, "tanh")])
 def test_ambient_divergence_equals_the_chart_computation(k, n, activation):
     """``div_g V = tr J + ⟨x, Jx⟩_L / k`` (ambient) equals ``div_u w + w·∇_u log ρ`` in tangent coordinates at the
     origin (``w = D log_o[V]`` by autograd through ``log_o``, ``log ρ`` the ℓ terms of the lifted flows, both by
