@@ -74,6 +74,11 @@ def minkowski_dual(v: Tensor) -> Tensor:
     return torch.cat([-v[..., :1], v[..., 1:]], dim=-1)
 
 
+#: the field's activations by name (their names and the default: :data:`~flows.constants.RFM_ACTIVATIONS`)
+_ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {"silu": torch.nn.functional.silu, "tanh": torch.tanh}
+assert set(_ACTIVATION_FUNCTIONS) == set(RFM_ACTIVATIONS)
+
+
 class LorentzVectorField(nn.Module):
     r"""A time-dependent tangent vector field ``V_θ(t, x)`` on Hⁿ_k in ambient coordinates (see the module):
     ``V = P_x(PT_{o→x}(0, z_θ(t, log_o x)))``, ``z_θ`` an MLP of ``[log_o x, t]`` whose last layer starts small (a
@@ -112,7 +117,7 @@ class LorentzVectorField(nn.Module):
         self.manifold = manifold
         self.dim = int(dim)
         self.activation = activation
-        self._act = torch.nn.functional.silu if activation == "silu" else torch.tanh
+        self._act = _ACTIVATION_FUNCTIONS[activation]
         sizes = [self.dim + 1] + [int(hidden)] * int(layers)
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out = nn.Linear(sizes[-1], self.dim)
