@@ -28,7 +28,7 @@ from .diagnostics import gaussian_optimum_nll
 from .linear_lu import LULinear, QRLinear, householder
 from .planar import Planar, Radial, Sylvester, solve_tanh_equation
 from .residual import InvertibleResidual, SpectralCap, logdet_power_series
-from .rfm import LorentzVectorField, RiemannianFlow, flow_matching_loss, riemannian_divergence
+from .rfm import LorentzVectorField, RiemannianFlow, flow_matching_loss, ot_pairing, riemannian_divergence
 from .selfnorm import SelfNormConv2d, SelfNormLinear, self_normalizing, self_normalizing_objective
 from .transform import Compose, TangentSpaceTransform, Transform
 
@@ -43,6 +43,6 @@ __all__ = [
     "IAF", "MaskedAutoregressive",
     "LULinear", "QRLinear", "householder", "Planar", "Radial", "Sylvester", "solve_tanh_equation",
     "InvertibleResidual", "SpectralCap", "logdet_power_series",
-    "LorentzVectorField", "RiemannianFlow", "flow_matching_loss", "riemannian_divergence",
+    "LorentzVectorField", "RiemannianFlow", "flow_matching_loss", "ot_pairing", "riemannian_divergence",
     "SelfNormConv2d", "SelfNormLinear", "self_normalizing", "self_normalizing_objective",
 ]

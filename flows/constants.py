@@ -118,3 +118,11 @@ RFM_CHART_SERIES_THRESHOLD: float = 1e-2
 #: finite time. tanh bounds the field's speed.
 RFM_ACTIVATIONS: tuple[str, ...] = ("silu", "tanh")
 RFM_ACTIVATION: str = "silu"
+#: Couplings of base and data draws in :func:`flows.rfm.flow_matching_loss`: ``"independent"`` (Chen & Lipman),
+#: or ``"ot"``: minibatch optimal transport (Tong et al. 2023, arXiv 2302.00482; Pooladian et al. 2023,
+#: arXiv 2304.14772) under the squared geodesic distance. On the H¹⁶ wrapped-normal mixture (width 256, batch 512,
+#: 1500 steps) OT blocks of 128 reached a gap of +0.27 nats against +0.44 for independent pairs.
+FM_COUPLINGS: tuple[str, ...] = ("independent", "ot")
+#: Points per exact assignment of the ``"ot"`` coupling: Hungarian cost grows as block³ (scipy, 1 CPU thread:
+#: 1.2 ms at 128, 32 ms at 512), a batch is paired in blocks of this size.
+FM_OT_BLOCK: int = 128

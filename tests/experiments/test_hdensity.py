@@ -62,4 +62,18 @@ def test_hdensity_runs_and_writes_its_report(tmp_path: Path, monkeypatch):
     # the report states each model's size: RFM's field is as large as the coupling flow (see RFM_HIDDEN)
     assert 0.8 < rows[0]["params"] / rows[2]["params"] < 1.2 and rows[1]["params"] < rows[0]["params"]
     assert "rfm vs cnf" in (out / "hdensity.md").read_text() and (out / "densities_h2.png").stat().st_size > 0
+    # shorter schedules ran for the time to reach (rfm, cnf), each cheaper than the full run
+    for r in rows[:2]:
+        assert [s["steps"] for s in r["speed_runs"]] == [max(2, int(12 * f)) for f in hd.SPEED_FRACTIONS]
+        assert all(s["train_s"] < r["train_s"] and math.isfinite(s["nll_500"]) for s in r["speed_runs"])
+    assert res["coupling"] == "ot" and "speed_runs" not in rows[2]
     assert main(["hdensity", "--targets", "nowhere", "--out", str(out)]) == 2
+
+
+def test_time_to_reach_is_the_least_time_over_all_runs():
+    full = [{"train_s": 10.0, "nll_500": 3.0}, {"train_s": 20.0, "nll_500": 2.0}, {"train_s": 40.0, "nll_500": 1.5}]
+    short = [{"train_s": 4.0, "nll_500": 2.5}]
+    shorter = [{"train_s": 8.0, "nll_500": 1.9}]
+    assert hd.time_to_reach([full, short, shorter], 2.0) == 8.0
+    assert hd.time_to_reach([full, short], 2.0) == 20.0
+    assert hd.time_to_reach([full], 1.0) is None

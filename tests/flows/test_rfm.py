@@ -13,7 +13,7 @@ import torch
 
 import flows
 from flows.rfm import (LorentzVectorField, RiemannianFlow, _ChartDynamics, chart_velocity, flow_matching_loss,
-                       riemannian_divergence)
+                       geodesic_sq_distances, ot_pairing, riemannian_divergence)
 from manifolds import Lorentz, WrappedNormal
 
 F64 = torch.float64
@@ -163,10 +163,12 @@ def test_flow_matching_target_is_the_geodesic_velocity():
     assert float(M.inner(xt, xt, ut).abs().max()) < 1e-8
 
 
-def test_flow_matching_learns_a_wrapped_normal_to_near_its_entropy():
+@pytest.mark.parametrize("coupling", ["independent", "ot"])
+def test_flow_matching_learns_a_wrapped_normal_to_near_its_entropy(coupling):
     """Trained by flow matching only (no ODE solve in training), the RFM's exact test NLL of a wrapped normal on H²
     (mean at distance 1.2 from the origin, scales 0.3 and 0.6) comes within 0.1 nats of the target's entropy (the
-    floor), and the loss falls."""
+    floor), and the loss falls; with independent pairs and with minibatch-OT pairs (whose marginals are the base
+    and the data, so the flow must reach the same distribution)."""
     torch.manual_seed(0)
     M = Lorentz(k=1.0)
     mu = M.expmap0_spatial(torch.tensor([1.0, -0.66]))
@@ -176,7 +178,7 @@ def test_flow_matching_learns_a_wrapped_normal_to_near_its_entropy():
     opt = torch.optim.Adam(f.parameters(), lr=3e-3)
     losses = []
     for step in range(600):
-        loss = flow_matching_loss(f, target.sample((256,)), base)
+        loss = flow_matching_loss(f, target.sample((256,)), base, coupling=coupling, ot_block=64)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -187,6 +189,57 @@ def test_flow_matching_learns_a_wrapped_normal_to_near_its_entropy():
         nll = -float(flows.Flow(base, f).log_prob(test).mean())
     entropy = -float(target.log_prob(target.sample((200_000,))).mean())
     assert nll - entropy < 0.1, (nll, entropy)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_geodesic_sq_distances_equal_the_distance_squared(dtype):
+    """The matrix form ``k·arccosh²(-⟨x, y⟩_L/k)`` equals :func:`dist`² for points from near the origin to distance
+    ~8 (float32 and float64 inputs; the result is float64)."""
+    M = Lorentz(k=0.5)
+    g = torch.Generator().manual_seed(3)
+    radii = torch.logspace(-2, math.log10(8.0), 24, dtype=F64).unsqueeze(-1)
+    u = torch.randn(24, 3, generator=g, dtype=F64)
+    x = M.double().expmap0_spatial(u / u.norm(dim=-1, keepdim=True) * radii).to(dtype)
+    y = M.double().expmap0_spatial(torch.randn(9, 3, generator=g, dtype=F64) * 2).to(dtype)
+    C = geodesic_sq_distances(x, y, 0.5)
+    assert C.dtype == F64 and C.shape == (24, 9)
+    ref = M.double().dist(x.double()[:, None], y.double()[None]) ** 2
+    torch.testing.assert_close(C, ref, rtol=1e-6 if dtype == F64 else 1e-4, atol=1e-9 if dtype == F64 else 1e-4)
+
+
+def test_ot_pairing_is_the_optimal_assignment_within_each_block():
+    """A permutation of the base draws that keeps each block's rows in the block and whose total ``d²`` per block is
+    the minimum over all of the block's permutations (brute force); a last, shorter block is paired too."""
+    import itertools
+
+    M = Lorentz(k=0.5).double()
+    g = torch.Generator().manual_seed(4)
+    x0 = M.expmap0_spatial(torch.randn(11, 2, generator=g, dtype=F64))
+    x1 = M.expmap0_spatial(torch.randn(11, 2, generator=g, dtype=F64) * 3 + 1)
+    perm = ot_pairing(x0, x1, 0.5, block=4)
+    assert sorted(perm.tolist()) == list(range(11))
+    C = geodesic_sq_distances(x0, x1, 0.5)
+    for start in (0, 4, 8):
+        idx = list(range(start, min(start + 4, 11)))
+        assert all(int(perm[i]) in idx for i in idx)
+        best = min(sum(float(C[p, i]) for p, i in zip(order, idx)) for order in itertools.permutations(idx))
+        assert sum(float(C[perm[i], i]) for i in idx) == pytest.approx(best, rel=1e-12)
+    independent = float(C.diagonal().sum())
+    assert float(C[perm, torch.arange(11)].sum()) < independent
+
+
+def test_flow_matching_options_are_checked():
+    M = Lorentz()
+    f = RiemannianFlow(M, 2, hidden=8)
+    base = WrappedNormal.at_origin(torch.ones(2), M)
+    x = M.expmap0_spatial(torch.randn(8, 2))
+    with pytest.raises(ValueError, match="coupling must be one of"):
+        flow_matching_loss(f, x, base, coupling="sinkhorn")
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="OT block must be a positive int"):
+            flow_matching_loss(f, x, base, coupling="ot", ot_block=bad)
+    with pytest.raises(ValueError, match="same shape"):
+        ot_pairing(x, x[:5], 1.0)
 
 
 def test_rfm_in_the_vae_and_the_generators_prior():
