@@ -7,7 +7,10 @@ data ``x``; the optimizer's ``step`` is left out for every model). Every model i
 ``--layers`` coupling layers whose conditioner is an MLP with two hidden layers of ``--hidden`` units and tanh.
 The models are timed round-robin (one step of each per repeat, in a rotating order) after a warm-up, so that
 drift in the machine's speed affects all of them alike; the table gives the median and the inter-quartile
-range, and ratios of medians measured in the same run.
+range, and ratios of medians measured in the same run. ``--compile`` compiles every model's loss (ours and the
+peers') with ``torch.compile(fullgraph=True)``, as ``--compile`` trains. The column *launches / step* counts one
+step's kernel launches on CUDA, and its top-level ATen calls on the CPU (a compiled graph counts once; see
+:func:`experiments.profiling.count_kernel_launches`): eager steps on a GPU are bound by these.
 
 Run ``python -m experiments.bench flows --help`` for options.
 
@@ -28,6 +31,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from .profiling import count_kernel_launches
 from .timing import Case, device_name, quartiles, time_cases
 
 #: Targets of issue 3 (ratios of median step times measured in the same run).
@@ -36,16 +40,51 @@ NC_VS_PEER_AIM = 0.8
 WHC_VS_NC_TARGET = 1.5
 
 
-def _make_step(model: nn.Module, log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
-               ) -> Callable[[], None]:
+class _Compiled:
+    """``loss_fn`` compiled as the library compiles a training step (:func:`experiments.steps.compile_loss`:
+    ``fullgraph=True``, backward through AOTAutograd); a model that cannot be captured whole (a graph break) is
+    compiled with breaks allowed instead, and ``note`` says so."""
+
+    #: ``torch.compile`` backend (``None``: inductor, what ``--compile`` trains with; the tests use ``"aot_eager"``)
+    backend: Optional[str] = None
+
+    def __init__(self, loss_fn: Callable[[], torch.Tensor]) -> None:
+        from .steps import compile_loss
+
+        self.loss_fn, self.note = loss_fn, "compiled whole (fullgraph)"
+        self.compiled = compile_loss(loss_fn, self.backend)
+
+    def __call__(self) -> torch.Tensor:
+        try:
+            return self.compiled()
+        except Exception as e:  # dynamo's Unsupported and friends: fall back to a graph with breaks
+            if self.note != "compiled whole (fullgraph)":
+                raise
+            from .steps import COMPILE_OPTIONS
+
+            self.note = f"graph breaks: compiled with fullgraph=False ({type(e).__name__})"
+            options = dict(COMPILE_OPTIONS) if self.backend in (None, "inductor") else None
+            self.compiled = torch.compile(self.loss_fn, backend=self.backend or "inductor", options=options)
+            return self.compiled()
+
+
+def _make_step(model: nn.Module, log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+               compile: bool = False) -> Callable[[], None]:
+    """One timed step: ``zero_grad``, the loss ``-log_prob(x).mean()`` (compiled with ``compile``) and its
+    backward pass."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=1e-4)
 
+    def loss_fn() -> torch.Tensor:
+        return -log_prob(x).mean()
+
+    loss = _Compiled(loss_fn) if compile else loss_fn
+
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss = -log_prob(x).mean()
-        loss.backward()
+        loss().backward()
 
+    step.compiled = loss if compile else None  # type: ignore[attr-defined]
     return step
 
 
@@ -69,7 +108,7 @@ class _ContextFreeMLP(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def ours_nc(dim: int, layers: int, hidden: int, x: torch.Tensor) -> Case:
+def ours_nc(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool = False) -> Case:
     from flows import Flow, build
     from manifolds import Euclidean
 
@@ -78,11 +117,12 @@ def ours_nc(dim: int, layers: int, hidden: int, x: torch.Tensor) -> Case:
         torch.distributions.Normal(torch.zeros(dim, dtype=x.dtype, device=x.device),
                                    torch.ones(dim, dtype=x.dtype, device=x.device)), 1)
     q = Flow(base, f)
-    return Case("ours NC (affine coupling)", "ours", _make_step(f, q.log_prob, x),
+    return Case("ours NC (affine coupling)", "ours", _make_step(f, q.log_prob, x, compile),
                 "flows.build('nc', Euclidean()); base N(0, I)")
 
 
-def ours_manifold(name: str, dim: int, layers: int, hidden: int, x_tangent: torch.Tensor) -> Case:
+def ours_manifold(name: str, dim: int, layers: int, hidden: int, x_tangent: torch.Tensor,
+                  compile: bool = False) -> Case:
     from flows import Flow, build
     from manifolds import Lorentz, WrappedNormal
 
@@ -92,7 +132,7 @@ def ours_manifold(name: str, dim: int, layers: int, hidden: int, x_tangent: torc
     q = Flow(base, f)
     x = M.expmap0_spatial(x_tangent).detach()
     label = {"tc": "ours TC (tangent coupling)", "whc": "ours WHC (wrapped hyperboloid)"}[name]
-    return Case(label, "manifold", _make_step(f, q.log_prob, x),
+    return Case(label, "manifold", _make_step(f, q.log_prob, x, compile),
                 f"flows.build('{name}', Lorentz(k=1)); base WrappedNormal.at_origin(I); data exp_o(N(0, I)) on "
                 f"H^{dim}")
 
@@ -102,16 +142,17 @@ def ours_manifold(name: str, dim: int, layers: int, hidden: int, x_tangent: torc
 # ----------------------------------------------------------------------------------------------------------
 
 
-def peer_zuko(dim: int, layers: int, hidden: int, x: torch.Tensor) -> Case:
+def peer_zuko(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool = False) -> Case:
     import zuko
 
     flow = zuko.flows.RealNVP(dim, transforms=layers, hidden_features=(hidden, hidden), activation=nn.Tanh).to(x)
-    return Case(f"zuko {zuko.__version__} RealNVP", "peer", _make_step(flow, lambda v: flow().log_prob(v), x),
+    return Case(f"zuko {zuko.__version__} RealNVP", "peer",
+                _make_step(flow, lambda v: flow().log_prob(v), x, compile),
                 "zuko.flows.RealNVP (GeneralCouplingTransform, MonotonicAffineTransform, alternating checkered "
                 "masks), hidden_features=(h, h), activation=Tanh")
 
 
-def peer_nflows(dim: int, layers: int, hidden: int, x: torch.Tensor) -> Case:
+def peer_nflows(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool = False) -> Case:
     import nflows
     from nflows.distributions.normal import StandardNormal
     from nflows.flows.base import Flow as NFlow
@@ -130,23 +171,24 @@ def peer_nflows(dim: int, layers: int, hidden: int, x: torch.Tensor) -> Case:
         mask *= -1
     flow = NFlow(CompositeTransform(ts), StandardNormal([dim])).to(x)
     version = getattr(nflows, "__version__", "")
-    return Case(f"nflows {version} RealNVP".replace("  ", " "), "peer", _make_step(flow, flow.log_prob, x),
+    return Case(f"nflows {version} RealNVP".replace("  ", " "), "peer",
+                _make_step(flow, flow.log_prob, x, compile),
                 "SimpleRealNVP's layout (AffineCouplingTransform, alternating checkerboard masks) with "
                 "a 2-hidden-layer tanh MLP (nets.MLP's layout; it takes no context argument) instead of its "
                 "ResidualNet")
 
 
-def peer_nflows_simple(dim: int, layers: int, hidden: int, x: torch.Tensor) -> Case:
+def peer_nflows_simple(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool = False) -> Case:
     from nflows.flows.realnvp import SimpleRealNVP
 
     flow = SimpleRealNVP(dim, hidden_features=hidden, num_layers=layers, num_blocks_per_layer=1,
                          activation=torch.tanh).to(x)
-    return Case("nflows SimpleRealNVP (resnet)", "info", _make_step(flow, flow.log_prob, x),
+    return Case("nflows SimpleRealNVP (resnet)", "info", _make_step(flow, flow.log_prob, x, compile),
                 "unmodified SimpleRealNVP, ResidualNet with 1 block (4 linear layers per conditioner, one more "
                 "than the others); for information, not counted as a peer")
 
 
-def peer_normflows(dim: int, layers: int, hidden: int, x: torch.Tensor) -> Case:
+def peer_normflows(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool = False) -> Case:
     import normflows as nf
 
     # RealNVP from AffineCouplingBlock (split / affine coupling / merge), alternating halves through the
@@ -159,7 +201,7 @@ def peer_normflows(dim: int, layers: int, hidden: int, x: torch.Tensor) -> Case:
         blocks.append(nf.flows.AffineCouplingBlock(_tanh_mlp(d1, 2 * (dim - d1), hidden), scale=True,
                                                    scale_map="exp", split_mode=mode))
     flow = nf.NormalizingFlow(nf.distributions.DiagGaussian(dim, trainable=False), blocks).to(x)
-    return Case(f"normflows {nf.__version__} RealNVP", "peer", _make_step(flow, flow.log_prob, x),
+    return Case(f"normflows {nf.__version__} RealNVP", "peer", _make_step(flow, flow.log_prob, x, compile),
                 "AffineCouplingBlock (scale_map='exp', split_mode channel/channel_inv alternating) with a "
                 "2-hidden-layer tanh MLP param map (nf.nets.MLP has no tanh option)")
 
@@ -184,31 +226,36 @@ def bench_flows(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(), "dtype": args.dtype, "batch": args.batch, "layers": args.layers,
         "hidden": args.hidden, "repeats": args.repeats, "warmup": args.warmup, "clock": args.clock,
         "step": "optimizer.zero_grad(); (-flow.log_prob(x).mean()).backward()  (optimizer.step() not timed)",
+        "compile": bool(args.compile),
         "unavailable": {}, "notes": {}, "dims": {},
     }
     for dim in args.dims:
+        if args.compile:  # every model's loss shares one code object: start each size with an empty cache, so that
+            torch._dynamo.reset()  # dynamo's recompile limit counts this size's models only
         g = torch.Generator().manual_seed(dim)
         x = torch.randn(args.batch, dim, generator=g, dtype=dtype).to(device)
         torch.manual_seed(0)
-        cases: list[Case] = [ours_nc(dim, args.layers, args.hidden, x)]
+        cc = bool(args.compile)
+        cases: list[Case] = [ours_nc(dim, args.layers, args.hidden, x, cc)]
         for p in peers_wanted:
             try:
-                cases.append(PEERS[p](dim, args.layers, args.hidden, x))
+                cases.append(PEERS[p](dim, args.layers, args.hidden, x, cc))
             except ImportError as e:
                 results["unavailable"][p] = f"not importable ({e}); install with pip install -e '.[bench]'"
         if args.nflows_resnet and "nflows" not in results["unavailable"]:
-            cases.append(peer_nflows_simple(dim, args.layers, args.hidden, x))
+            cases.append(peer_nflows_simple(dim, args.layers, args.hidden, x, cc))
         if not args.no_manifold:
-            cases += [ours_manifold("tc", dim, args.layers, args.hidden, x),
-                      ours_manifold("whc", dim, args.layers, args.hidden, x)]
-        for c in cases:
-            results["notes"][c.name] = c.note
+            cases += [ours_manifold("tc", dim, args.layers, args.hidden, x, cc),
+                      ours_manifold("whc", dim, args.layers, args.hidden, x, cc)]
         time_cases(cases, args.repeats, args.warmup, device, args.clock)
 
         rows = {}
         for c in cases:
             q1, med, q3 = quartiles(c.times)
-            rows[c.name] = {"group": c.group, "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1}
+            compiled = getattr(c.step, "compiled", None)
+            results["notes"][c.name] = c.note + (f"; {compiled.note}" if compiled is not None else "")
+            rows[c.name] = {"group": c.group, "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1,
+                            "launches": count_kernel_launches(c.step, device)}
         nc = rows[cases[0].name]["median_ms"]
         peers = {n: r["median_ms"] for n, r in rows.items() if r["group"] == "peer"}
         entry: dict = {"rows": rows, "checks": []}
@@ -242,18 +289,22 @@ def render(results: dict) -> str:
         f"batch {results['batch']}, {results['layers']} coupling layers, conditioner MLP 2x{results['hidden']} tanh; "
         f"median of {results['repeats']} round-robin repeats after {results['warmup']} warm-up steps "
         f"({results['clock']} clock)",
-        f"step: {results['step']}",
+        f"step: {results['step']}"
+        + ("; the loss compiled by torch.compile (fullgraph, as `--compile` trains; every model, peers too)"
+           if results.get("compile") else "; eager"),
         f"targets: NC <= {NC_VS_PEER_TARGET:.1f}x the fastest peer (aim {NC_VS_PEER_AIM:.1f}x); "
         f"WHC <= {WHC_VS_NC_TARGET:.1f}x NC",
         "",
     ]
     for dim, entry in results["dims"].items():
-        lines += [f"## dim {dim}", "", "| model | median ms | IQR ms | / NC |", "|---|---:|---:|---:|"]
+        lines += [f"## dim {dim}", "", "| model | median ms | IQR ms | / NC | launches / step |",
+                  "|---|---:|---:|---:|---:|"]
         nc = next(iter(entry["rows"].values()))["median_ms"]
         for name, r in entry["rows"].items():
             tag = " (info)" if r["group"] == "info" else ""
             lines.append(f"| {name}{tag} | {r['median_ms']:.2f} | {r['iqr_ms']:.2f} "
-                         f"({r['q1_ms']:.2f}-{r['q3_ms']:.2f}) | {r['median_ms'] / nc:.2f}x |")
+                         f"({r['q1_ms']:.2f}-{r['q3_ms']:.2f}) | {r['median_ms'] / nc:.2f}x "
+                         f"| {r.get('launches', '—')} |")
         lines.append("")
         for c in entry["checks"]:
             if c["target"] is None:
@@ -291,6 +342,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--no-manifold", action="store_true", help="skip TC and WHC")
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                    help="wall time (default) or process CPU time (CPU only; use with --threads 1 on a busy machine)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile every model's loss (ours and the peers') with torch.compile(fullgraph=True), the "
+                        "way --compile trains (a peer with graph breaks is compiled with breaks allowed; the notes "
+                        "say which); the first steps compile and are not timed")
     p.add_argument("--maf", action="store_true",
                    help="also run the MAF benchmark (issue 6: MAF training step vs zuko and nflows MAF, MAF/IAF "
                         "sampling) in the same run; `python -m experiments.bench_maf` runs it alone")

@@ -69,6 +69,9 @@ step bench-graph-compiled 150 python3 -m experiments.bench graph --device cuda -
 
 # 4. the flows benchmark on the GPU (peers that are not installed are reported as such)
 step bench-flows 100 python3 -m experiments.bench flows --device cuda --out "$OUT/bench_flows.md"
+# ... and with every model's loss compiled (ours and the peers'), as --compile trains
+step bench-flows-compiled 200 python3 -m experiments.bench flows --device cuda --compile \
+    --out "$OUT/bench_flows_compiled.md"
 fi
 
 if [ "$PART" = d ]; then
@@ -90,7 +93,7 @@ fi
 
 echo
 echo "######## tables"
-for f in bench-graph bench-graph-compiled bench-flows; do
+for f in bench-graph bench-graph-compiled bench-flows bench-flows-compiled; do
     [ -f "$LOGS/$f.log" ] || continue
     echo "---- $f"
     grep -E "^\|" "$LOGS/$f.log" | tail -n 20

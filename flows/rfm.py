@@ -383,9 +383,10 @@ def sample_times(shape: torch.Size, schedule: str, *, dtype: torch.dtype, device
 
 
 def geodesic_sq_distances(x: Tensor, y: Tensor, k: Tensor | float) -> Tensor:
-    r"""All squared geodesic distances ``C_ij = d(x_i, y_j)² = k·arccosh²(-⟨x_i, y_j⟩_L / k)`` of ``x`` ``(..., B, n+1)``
-    and ``y`` ``(..., B', n+1)`` on Hⁿ_k, as ``(..., B, B')`` float64 (one matrix product; the arccosh form loses
-    digits for nearly equal points, which a transport cost can afford, :func:`manifolds.lorentz_math.dist` does not).
+    r"""All squared geodesic distances ``C_ij = d(x_i, y_j)² = k·arccosh²(-⟨x_i, y_j⟩_L / k)`` of ``x``
+    ``(..., B, n+1)`` and ``y`` ``(..., B', n+1)`` on Hⁿ_k, as ``(..., B, B')`` float64 (one matrix product; the
+    arccosh form loses digits for nearly equal points, which a transport cost can afford and
+    :func:`manifolds.lorentz_math.dist` does not).
 
     Example:
         >>> from manifolds import Lorentz
