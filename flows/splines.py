@@ -146,11 +146,16 @@ class SplineHalf(CouplingHalf):
         bins: ``K``.
         bound: ``B``.
 
+    A round trip is exact to the rounding of ``y₂`` times ``1/g'``: in float32 that reaches ~1e-3 where ``g'`` nears
+    its floor ``SPLINE_MIN_DERIVATIVE`` (1e-3); in float64 ~1e-11 (2 000 random draws of the example below).
+
     Example:
         >>> half = SplineHalf(bins=4)
-        >>> w2, params = torch.randn(5, 2), torch.randn(5, 2 * half.n_params)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> w2 = torch.randn(5, 2, generator=g, dtype=torch.float64)
+        >>> params = torch.randn(5, 2 * half.n_params, generator=g, dtype=torch.float64)
         >>> y2, ladj = half(w2, params)
-        >>> torch.allclose(half.inverse(y2, params)[0], w2, atol=1e-5)
+        >>> torch.allclose(half.inverse(y2, params)[0], w2, atol=1e-9)
         True
     """
 
