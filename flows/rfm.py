@@ -407,9 +407,9 @@ def ot_pairing(x0: Tensor, x1: Tensor, k: Tensor | float, block: int = FM_OT_BLO
     assignment per block (Hungarian, ``scipy.optimize.linear_sum_assignment``), pairing ``x0[π]`` with ``x1``.
 
     A permutation keeps both samples as they are, so pairs ``(x0[π(i)], x1[i])`` are a coupling with the base and the
-    data as marginals (Tong et al. 2023, Prop. 3.4): flow matching on them still carries the base to the data, along
-    straighter, less crossing paths. The assignment runs on the CPU: one device → host copy of the costs per call
-    (on a GPU, a synchronisation; the rest of a flow-matching step makes none).
+    data as marginals (Tong et al. 2023; Pooladian et al. 2023): flow matching on them still carries the base to the
+    data, along straighter, less crossing paths. The assignment runs on the CPU: one device → host copy of the costs
+    per call (on a GPU, a synchronisation; the rest of a flow-matching step makes none).
 
     Example:
         >>> from manifolds import Lorentz
