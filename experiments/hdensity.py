@@ -323,7 +323,8 @@ def report(results: dict[str, Any]) -> str:
              f"NLL in nats on {results['test_points']} test samples; entropy of the target (the floor) by Monte Carlo "
              "± SE; gap = NLL minus the floor, estimated on the same test points as mean(log p - log q) ± SE. "
              f"rfm pairs draws by {results.get('coupling', 'independent')} coupling. Time to NLL (rfm vs cnf): the "
-             "least training time at which the model's NLL on 500 test points is at most the worse of the two final "
+             f"least training time at which the model's NLL on {CURVE_POINTS} test points is at most the worse of the "
+             "two final "
              "NLLs, over the full run's checkpoints and whole runs on "
              + " and ".join(f"{f:g}" for f in results.get("speed_fractions", [])) + " of its steps.", "",
              "| target | entropy | model | params | test NLL | gap | train s | field evals (train / test) | peak MB |",
