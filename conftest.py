@@ -1,6 +1,6 @@
-"""Seeds for the doctests of the packages (``--doctest-modules``): pytest runs them after whatever came before, so
-each starts from seed 0 of torch, numpy and random, as every test under ``tests/`` does (``tests/conftest.py``);
-an example's random draws then never depend on the order of the run."""
+"""Every test and every doctest of the packages (``--doctest-modules``) starts from seed 0 of torch, numpy and
+random, whatever ran before it: an example's or a test's random draws never depend on the order of the run. (The
+suite's options and fixtures are in ``tests/conftest.py``.)"""
 
 import random
 
@@ -10,7 +10,7 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def _seed_examples() -> None:
+def _seed_everything() -> None:
     torch.manual_seed(0)
     random.seed(0)
     np.random.seed(0)

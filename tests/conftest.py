@@ -15,11 +15,9 @@ Hypothesis profiles: ``ci`` (default; deterministic, 50 examples, no deadline) a
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -125,14 +123,6 @@ def dtype(pytestconfig: pytest.Config) -> torch.dtype:
 def device(pytestconfig: pytest.Config) -> torch.device:
     """Torch device chosen with ``--device`` (default cpu)."""
     return torch.device(pytestconfig.getoption("--device"))
-
-
-@pytest.fixture(autouse=True)
-def _seed_everything() -> None:
-    """Every test starts from the same RNG state, whatever ran before it."""
-    torch.manual_seed(0)
-    random.seed(0)
-    np.random.seed(0)
 
 
 @pytest.fixture
