@@ -27,7 +27,7 @@ COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
 #: Not among them: ``seeds`` (a resumed run may add seeds), and what changes speed or output only (device,
 #: threads, compile, progress, checkpoint interval, paths).
 RUN_DEFINING = ("command", "dataset", "model", "flow", "latent_dim", "epochs", "lr", "hidden", "flow_layers",
-                "flow_hidden", "flow_conditioner", "kl_weight", "decoder", "final_radius", "batch_size", "iwae_samples", "eval_batch",
+                "flow_hidden", "flow_conditioner", "kl_weight", "weight_decay", "decoder", "final_radius", "batch_size", "iwae_samples", "eval_batch",
                 "num_generate", "node_input", "schedule", "sampler", "seed")
 
 _PATHS = ("data_root", "out", "csv")
@@ -59,6 +59,7 @@ class RunConfig:
     flow_hidden: int = 128
     flow_conditioner: str = "mlp"  # graph-recon: coupling networks "mlp" | "gcn" | "gat"
     kl_weight: float = 1.0  # graph-recon: β of recon + β·KL/N (1: the paper's)
+    weight_decay: float = 0.0  # graph-recon: λ of Adam's decoupled weight decay (AdamW; 0: plain Adam, the paper's)
     decoder: str = "inner"  # graph-recon: edge decoder "inner" (the paper's Table 3) | "distance" (Fermi–Dirac)
     final_radius: float = 2.0  # graph-recon: curvature radius R after the warm-up R = 11 → R (k = R²; 2: the paper's)
     batch_size: Optional[int] = None  # density (None: the dataset's default), graph-gen

@@ -45,7 +45,7 @@ class GraphReconJob(Job):
         # training step reads nothing on the host and has static shapes
         self.graph = self.model.prepare_graph(self.split.train_edge_index, data.num_nodes)
         cuda_graph = cfg.uses_cuda_graph and self.device.type == "cuda"
-        self.opt = adam(self.model.parameters(), lr=cfg.lr, capturable=cuda_graph)
+        self.opt = adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=cuda_graph)
         # the paper's graph schedule: R = 11 -> 2 over 10 epochs, then fixed at R = 2 (--final-radius; k is never trained, so
         # the step's autograd graph never changes and can be captured)
         self.schedule = CurvatureSchedule(self.manifold, "warmup", after="fixed", final_radius=cfg.final_radius)

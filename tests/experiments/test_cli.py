@@ -108,6 +108,8 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path: Path, args, s
     (["graph-gen", "--flow", "rfm"], "graph-gen's prior needs a flow with graph (GAT) networks"),
     (["graph-recon", "--kl-weight", "-1"], "argument --kl-weight: expected a finite number >= 0"),
     (["graph-recon", "--kl-weight", "nan"], "argument --kl-weight: expected a finite number >= 0"),
+    (["graph-recon", "--weight-decay", "-0.1"], "argument --weight-decay: expected a finite number >= 0"),
+    (["graph-recon", "--weight-decay", "inf"], "argument --weight-decay: expected a finite number >= 0"),
     (["graph-recon", "--decoder", "cosine"], "invalid choice: 'cosine'"),
 ])
 def test_invalid_options_are_usage_errors(argv, message, capsys) -> None:
@@ -247,6 +249,8 @@ def test_resume_refuses_other_settings_and_a_finished_run_is_reported_once(tmp_p
     assert "flow 'none' there, 'whc' now" in err and "latent_dim" in err
     assert run_cli(*base, "--flow", "none", "--lr", "0.05", "--resume") == 2
     assert "lr 0.001 there, 0.05 now" in capsys.readouterr().err
+    assert run_cli(*base, "--flow", "none", "--weight-decay", "0.1", "--resume") == 2
+    assert "weight_decay 0.0 there, 0.1 now" in capsys.readouterr().err
     # the same settings: the finished run is reported, not trained again, and no second CSV row
     assert run_cli(*base, "--flow", "none", "--resume") == 0
     assert "already finished" in capsys.readouterr().err

@@ -71,12 +71,20 @@ def test_table3_selects_the_kl_weight_on_validation_edges_only(tmp_path: Path, m
     assert set(sel["val_auc"]) == {f"{b:g}" for b in rep.KL_WEIGHTS}
     best = sel["kl_weight"]
     assert sel["val_auc"][f"{best:g}"] == max(sel["val_auc"].values())
-    for beta in rep.KL_WEIGHTS:  # the others stop at the selection's seeds
-        n = len(list((folder / f"kl{beta:g}").glob("seed*/metrics.json")))
-        assert n == (3 if beta == best else rep.SELECT_SEEDS)
-        cfg = json.loads((folder / f"kl{beta:g}" / "results.json").read_text())["config"]
-        assert cfg["kl_weight"] == beta
-    assert "(n=3)" in md.read_text()
+    # then λ at that β, by the same rule
+    assert set(sel["val_auc_weight_decay"]) == {f"{w:g}" for w in rep.WEIGHT_DECAYS}
+    wd = sel["weight_decay"]
+    assert sel["val_auc_weight_decay"][f"{wd:g}"] == max(sel["val_auc_weight_decay"].values())
+    assert sel["val_auc_weight_decay"]["0"] == sel["val_auc"][f"{best:g}"]  # λ = 0 is the β stage's run
+    settings = [(beta, 0.0) for beta in rep.KL_WEIGHTS] + [(best, w) for w in rep.WEIGHT_DECAYS if w]
+    for beta, w in settings:  # every setting but the selected one stops at the selection's seeds
+        sub = folder / (f"kl{beta:g}" + (f"-wd{w:g}" if w else ""))
+        n = len(list(sub.glob("seed*/metrics.json")))
+        assert n == (3 if (beta, w) == (best, wd) else rep.SELECT_SEEDS)
+        cfg = json.loads((sub / "results.json").read_text())["config"]
+        assert (cfg["kl_weight"], cfg["weight_decay"]) == (beta, w)
+    text = md.read_text()
+    assert f"(n=3, β={best:g}, λ={wd:g})" in text
 
 
 def test_kl_weight_selection_never_reads_the_test_edges(tmp_path: Path) -> None:
@@ -104,6 +112,45 @@ def test_kl_weight_selection_never_reads_the_test_edges(tmp_path: Path) -> None:
     assert rep.select_kl_weight(tmp_path, (30.0, 100.0)) == 30.0
     assert set(json.loads((tmp_path / "selection.json").read_text())["val_auc"]) == {"30", "100"}
     assert rep.KL_GRIDS["latent"] == rep.LATENT_KL_WEIGHTS and rep.KL_GRIDS["table3"] == rep.KL_WEIGHTS
+
+
+def test_weight_decay_selection_is_a_second_stage_on_validation_edges_only(tmp_path: Path) -> None:
+    """λ is chosen at the selected β by validation AUC (never by the test AUC; ties go to the smaller λ), is added
+    to selection.json, and is what the report loads; a new β selection drops a λ chosen at another β."""
+    import json
+
+    import pytest
+
+    import experiments.reproduce as rep
+
+    def write(name, val, test):
+        f = tmp_path / name
+        f.mkdir()
+        per_seed = [{"seed": s, "val_auc": val, "auc": test} for s in range(rep.SELECT_SEEDS)]
+        (f / "results.json").write_text(json.dumps({"metrics": per_seed}))
+
+    grid_b, grid_w = (3.0, 30.0), (0.0, 0.1, 1.0)
+    with pytest.raises(FileNotFoundError, match="select β first"):
+        rep.select_weight_decay(tmp_path, 30.0, grid_w)
+    write("kl3", 0.90, 0.99)
+    write("kl30", 0.92, 0.90)
+    assert rep.select_kl_weight(tmp_path, grid_b) == 30.0
+    with pytest.raises(FileNotFoundError, match="seeds the λ selection reads"):
+        rep.select_weight_decay(tmp_path, 30.0, grid_w)
+    write("kl30-wd0.1", 0.95, 0.80)  # best validation, worst test
+    write("kl30-wd1", 0.95, 0.99)  # tied validation: the smaller λ wins
+    assert rep.select_weight_decay(tmp_path, 30.0, grid_w) == 0.1
+    sel = json.loads((tmp_path / "selection.json").read_text())
+    assert (sel["kl_weight"], sel["weight_decay"]) == (30.0, 0.1)
+    assert sel["val_auc_weight_decay"] == {"0": 0.92, "0.1": 0.95, "1": 0.95}
+    assert rep._selected(tmp_path) == (30.0, 0.1)
+    assert rep.select_weight_decay(tmp_path, 30.0, (0.0,)) == 0.0  # a grid of one reads nothing
+    with pytest.raises(FileNotFoundError, match="no β selection at β = 3"):
+        rep.select_weight_decay(tmp_path, 3.0, grid_w)
+    rep.select_kl_weight(tmp_path, grid_b)  # a fresh β selection: λ must be selected again
+    assert rep._selected(tmp_path) == (30.0, 0.0)
+    assert rep.WD_GRIDS["latent"] == (0.0,) and rep.WD_GRIDS["table3"] == rep.WEIGHT_DECAYS
+    assert rep.WEIGHT_DECAYS[0] == 0.0  # the paper's plain Adam is always a candidate
 
 
 def test_reference_protocol_and_latent_tables_are_what_they_say() -> None:
