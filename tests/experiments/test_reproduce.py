@@ -149,8 +149,8 @@ def test_weight_decay_selection_is_a_second_stage_on_validation_edges_only(tmp_p
         rep.select_weight_decay(tmp_path, 3.0, grid_w)
     rep.select_kl_weight(tmp_path, grid_b)  # a fresh β selection: λ must be selected again
     assert rep._selected(tmp_path) == (30.0, 0.0)
-    assert rep.WD_GRIDS["latent"] == (0.0,) and rep.WD_GRIDS["table3"] == rep.WEIGHT_DECAYS
-    assert rep.WEIGHT_DECAYS[0] == 0.0  # the paper's plain Adam is always a candidate
+    assert rep.WD_GRIDS == {"table3": rep.WEIGHT_DECAYS, "latent": rep.LATENT_WEIGHT_DECAYS}
+    assert all(grid[0] == 0.0 for grid in rep.WD_GRIDS.values())  # the paper's plain Adam is always a candidate
 
 
 def test_reference_protocol_and_latent_tables_are_what_they_say() -> None:
@@ -193,3 +193,22 @@ def test_a_report_from_a_partial_runs_folder_keeps_the_other_tables_sections(tmp
     assert text.count("KEEP ME") == 1 and text.count("this section is kept") == 4
     assert "OLD TABLE 3" not in text  # Table 3 is always written from the runs ("not run" where none)
     assert "**table1**: no run under" in text and text.rstrip().endswith("notes")
+
+
+def test_a_reported_setting_says_whether_its_weight_decay_was_selected(tmp_path: Path) -> None:
+    """The report's ", β=…, λ=…" marks λ with † where the configuration's selection has no λ (runs at λ = 0 made
+    before λ joined the selection), and shows the chosen λ plainly where it was selected."""
+    import json
+
+    import experiments.reproduce as rep
+
+    folder = tmp_path / "latent" / "cora-d8-TC"
+    folder.mkdir(parents=True)
+    res = {"config": {"kl_weight": 10.0, "weight_decay": 0.0}}
+    (folder / "selection.json").write_text(json.dumps({"kl_weight": 10.0}))
+    assert rep._setting_text(tmp_path, "latent", "cora-d8-TC", res) == f", β=10, λ=0{rep.UNSELECTED_MARK}"
+    (folder / "selection.json").write_text(json.dumps({"kl_weight": 10.0, "weight_decay": 1.0}))
+    res["config"]["weight_decay"] = 1.0
+    assert rep._setting_text(tmp_path, "latent", "cora-d8-TC", res) == ", β=10, λ=1"
+    assert rep._setting_text(tmp_path, "table3ref", "dis-i-TC", res) == ""  # no selection there
+    assert rep._setting_text(tmp_path, "latent", "cora-d8-TC", None) == ""
