@@ -251,8 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "main":
         from .main_job import run_main
+        from .runs import Interrupted
 
-        return run_main(args)
+        try:
+            return run_main(args)
+        except Interrupted as err:  # Ctrl-C: the main job replaces its output on every run, so nothing resumes
+            print(f"main job: interrupted (Ctrl-C) after epoch {err.epoch} of {err.epochs}; it starts afresh each "
+                  f"time: run it again to finish ({args.out} holds the models finished before)", file=sys.stderr)
+            return 130
     if args.command == "reproduce":
         from .reproduce import run_reproduce
 

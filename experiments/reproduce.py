@@ -171,7 +171,7 @@ def _deadline(text: str | None) -> dt.datetime | None:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from .commands import run_command
+    from .runs import Interrupted
 
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     for t in tables:
@@ -187,58 +187,71 @@ def run_reproduce(args: argparse.Namespace) -> int:
     command = "python -m experiments reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if sys.argv[1:2] == ["reproduce"] else "python -m experiments reproduce"
     if not args.report_only:
-        def run_to(table: str, name: str, folder: Path, base: RunConfig, target: int) -> bool:
-            """Bring one configuration to ``target`` seeds; False once past the deadline."""
-            for seeds in range(_finished_seeds(folder) + 1, target + 1):
-                if deadline is not None and dt.datetime.now() >= deadline:
-                    print(f"reproduce: {dt.datetime.now():%H:%M}: past --stop-launching-at; not starting "
-                          f"{table}/{name} seed {seeds - 1}", flush=True)
-                    return False
-                cfg = base.replace(seeds=seeds, out=folder, data_root=args.data_root, device=args.device,
-                                   threads=args.threads, csv=args.out / "results.csv", resume=True,
-                                   no_progress=args.no_progress)
-                t0 = time.perf_counter()
-                res = run_command(cfg)
-                shown = {k: round(v["mean"], 4) for k, v in res["summary"].items()}
-                print(f"reproduce: {table}/{name} {seeds} seed(s): {shown} "
-                      f"(+{time.perf_counter() - t0:.0f} s)", flush=True)
-            return True
-
-        for target in passes:
-            for table in tables:
-                for name, base in configs(table):
-                    if only is not None and name not in only:
-                        continue
-                    folder = args.out / table / name
-                    if table in SELECTS_BETA:  # β chosen on the validation edges, then the table's seeds at that β
-                        for beta in KL_GRIDS[table]:
-                            if not run_to(table, f"{name} β={beta:g}", folder / _setting_folder(beta),
-                                          base.replace(kl_weight=beta), min(target, SELECT_SEEDS)):
-                                write_report(args.out, args.results_md, command)
-                                return 0
-                        if target < SELECT_SEEDS:  # the selection reads SELECT_SEEDS seeds of every β
-                            continue
-                        beta = select_kl_weight(folder, KL_GRIDS[table])
-                        print(f"reproduce: {table}/{name}: β = {beta:g} selected on the validation edges", flush=True)
-                        for wd in WD_GRIDS[table]:  # then λ at that β
-                            if wd and not run_to(table, f"{name} β={beta:g} λ={wd:g}",
-                                                 folder / _setting_folder(beta, wd),
-                                                 base.replace(kl_weight=beta, weight_decay=wd),
-                                                 min(target, SELECT_SEEDS)):
-                                write_report(args.out, args.results_md, command)
-                                return 0
-                        wd = select_weight_decay(folder, beta, WD_GRIDS[table])
-                        if len(WD_GRIDS[table]) > 1:
-                            print(f"reproduce: {table}/{name}: λ = {wd:g} selected on the validation edges", flush=True)
-                        folder = folder / _setting_folder(beta, wd)
-                        base = base.replace(kl_weight=beta, weight_decay=wd)
-                    if not run_to(table, name, folder, base, target):
-                        write_report(args.out, args.results_md, command)
-                        return 0
-                    write_report(args.out, args.results_md, command)
+        try:
+            _run_tables(args, tables, only, passes, deadline, command)
+        except Interrupted as err:  # Ctrl-C: the seed in progress is checkpointed, finished seeds are on disk
+            write_report(args.out, args.results_md, command)
+            print(f"reproduce: interrupted (Ctrl-C) after epoch {err.epoch} of {err.epochs} of a seed; its checkpoint "
+                  f"{err.checkpoint} and every finished seed are kept, and {args.results_md} says what has run: run "
+                  "the same reproduce command again to continue where it stopped", file=sys.stderr)
+            return 130
     write_report(args.out, args.results_md, command)
     print(f"reproduce: wrote {args.results_md}")
     return 0
+
+
+def _run_tables(args: argparse.Namespace, tables: list[str], only: set[str] | None, passes: list[int],
+                deadline: dt.datetime | None, command: str) -> None:
+    """The runs of ``reproduce``: every pass over every table (or up to ``--stop-launching-at``), rewriting the
+    report after each configuration."""
+    from .commands import run_command
+
+    def run_to(table: str, name: str, folder: Path, base: RunConfig, target: int) -> bool:
+        """Bring one configuration to ``target`` seeds; False once past the deadline."""
+        for seeds in range(_finished_seeds(folder) + 1, target + 1):
+            if deadline is not None and dt.datetime.now() >= deadline:
+                print(f"reproduce: {dt.datetime.now():%H:%M}: past --stop-launching-at; not starting "
+                      f"{table}/{name} seed {seeds - 1}", flush=True)
+                return False
+            cfg = base.replace(seeds=seeds, out=folder, data_root=args.data_root, device=args.device,
+                               threads=args.threads, csv=args.out / "results.csv", resume=True,
+                               no_progress=args.no_progress)
+            t0 = time.perf_counter()
+            res = run_command(cfg)
+            shown = {k: round(v["mean"], 4) for k, v in res["summary"].items()}
+            print(f"reproduce: {table}/{name} {seeds} seed(s): {shown} "
+                  f"(+{time.perf_counter() - t0:.0f} s)", flush=True)
+        return True
+
+    for target in passes:
+        for table in tables:
+            for name, base in configs(table):
+                if only is not None and name not in only:
+                    continue
+                folder = args.out / table / name
+                if table in SELECTS_BETA:  # β chosen on the validation edges, then the table's seeds at that β
+                    for beta in KL_GRIDS[table]:
+                        if not run_to(table, f"{name} β={beta:g}", folder / _setting_folder(beta),
+                                      base.replace(kl_weight=beta), min(target, SELECT_SEEDS)):
+                            return
+                    if target < SELECT_SEEDS:  # the selection reads SELECT_SEEDS seeds of every β
+                        continue
+                    beta = select_kl_weight(folder, KL_GRIDS[table])
+                    print(f"reproduce: {table}/{name}: β = {beta:g} selected on the validation edges", flush=True)
+                    for wd in WD_GRIDS[table]:  # then λ at that β
+                        if wd and not run_to(table, f"{name} β={beta:g} λ={wd:g}",
+                                             folder / _setting_folder(beta, wd),
+                                             base.replace(kl_weight=beta, weight_decay=wd),
+                                             min(target, SELECT_SEEDS)):
+                            return
+                    wd = select_weight_decay(folder, beta, WD_GRIDS[table])
+                    if len(WD_GRIDS[table]) > 1:
+                        print(f"reproduce: {table}/{name}: λ = {wd:g} selected on the validation edges", flush=True)
+                    folder = folder / _setting_folder(beta, wd)
+                    base = base.replace(kl_weight=beta, weight_decay=wd)
+                if not run_to(table, name, folder, base, target):
+                    return
+                write_report(args.out, args.results_md, command)
 
 
 def _setting_folder(beta: float, weight_decay: float = 0.0) -> str:

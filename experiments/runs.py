@@ -53,7 +53,13 @@ class RunError(ValueError):
 
 
 class Interrupted(StopRequested):
-    """Raised after Ctrl-C (SIGINT): the epoch in progress was finished and checkpointed; ``--resume`` continues."""
+    """Raised after Ctrl-C (SIGINT): the epoch in progress (``epoch`` of ``epochs``) was finished and checkpointed
+    to ``checkpoint``; ``--resume`` continues."""
+
+    def __init__(self, epoch: int, epochs: int, checkpoint: Path) -> None:
+        self.epoch, self.epochs, self.checkpoint = epoch, epochs, checkpoint
+        super().__init__(f"interrupted after epoch {epoch} of {epochs}; the checkpoint {checkpoint} holds it: "
+                         "run the same command with --resume to continue")
 
 
 @contextlib.contextmanager
@@ -339,8 +345,7 @@ def _train_epochs(job: Job, bar, history: list[dict], pending: list[dict], ckpt:
             D.barrier()
         if interrupted:
             bar.close()
-            raise Interrupted(f"interrupted after epoch {done} of {job.epochs}; the checkpoint {ckpt} holds it: "
-                              "run the same command with --resume to continue")
+            raise Interrupted(done, job.epochs, ckpt)
         if stop:
             bar.close()
             raise StopRequested(f"stopped after epoch {done} as asked (--stop-after); continue with --resume")

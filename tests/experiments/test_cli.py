@@ -152,6 +152,19 @@ def test_main_job_prints_the_table_and_draws_the_disk(tmp_path: Path, capsys) ->
     assert 0.8 < summary["depth_spearman_ceiling"] < 0.86  # balanced 3-ary tree: 2/3 of the nodes are leaves
 
 
+def test_ctrl_c_in_the_main_job_is_one_message_and_exit_130(tmp_path: Path, monkeypatch, capsys) -> None:
+    import experiments.commands as commands
+    from experiments.runs import Interrupted
+
+    def interrupted(cfg):
+        raise Interrupted(7, cfg.epochs, Path(cfg.out) / "seed0" / "checkpoint.pt")
+
+    monkeypatch.setattr(commands, "run_command", interrupted)
+    assert main(["main", "--epochs", "20", "--out", str(tmp_path / "main"), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted (Ctrl-C) after epoch 7 of 20" in err and "run it again" in err
+
+
 def test_ddp_two_processes_train_and_write_results_once(tmp_path: Path, device) -> None:
     """Two processes under torchrun (on ``--device``: with one GPU both share it, through gloo)."""
     out = tmp_path / "ddp"

@@ -212,3 +212,32 @@ def test_a_reported_setting_says_whether_its_weight_decay_was_selected(tmp_path:
     assert rep._setting_text(tmp_path, "latent", "cora-d8-TC", res) == ", β=10, λ=1"
     assert rep._setting_text(tmp_path, "table3ref", "dis-i-TC", res) == ""  # no selection there
     assert rep._setting_text(tmp_path, "latent", "cora-d8-TC", None) == ""
+
+
+def test_ctrl_c_in_reproduce_keeps_what_ran_and_says_how_to_continue(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Ctrl-C during a seed (the run checkpoints its epoch and raises Interrupted): reproduce writes the report of
+    what finished, exits with 130 and one message saying to run the same command again; no traceback."""
+    import experiments.commands as commands
+    import experiments.reproduce as rep
+    from experiments.runs import Interrupted
+
+    real = rep.configs
+    monkeypatch.setattr(rep, "configs", lambda table: [
+        (name, cfg.replace(dataset="tree", epochs=2)) for name, cfg in real(table)])
+    calls = []
+    run = commands.run_command
+
+    def run_or_interrupt(cfg):
+        calls.append(cfg)
+        if len(calls) == 2:  # the second seed is interrupted
+            raise Interrupted(1, cfg.epochs, Path(cfg.out) / "seed1" / "checkpoint.pt")
+        return run(cfg)
+
+    monkeypatch.setattr(commands, "run_command", run_or_interrupt)
+    md = tmp_path / "RESULTS.md"
+    code = main(["reproduce", "--tables", "table3ref", "--only", "dis-ii-H-VAE", "--seeds", "3",
+                 "--out", str(tmp_path / "runs"), "--results-md", str(md), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "interrupted (Ctrl-C) after epoch 1 of 2" in err and "run the same reproduce command again" in err
+    assert "(n=1)" in md.read_text()  # the finished seed is reported
