@@ -91,17 +91,18 @@ def test_density_vae_step_compiles_whole_and_equals_eager(kind, flow, learnable)
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("flow", [None, "whc"])
-def test_train_step_reads_nothing_on_the_host_and_compiled_training_matches_eager(flow, host_reads):
-    """A graph-VAE training step (loss, backward, Adam) with a prepared graph makes no host read; ten compiled
-    steps give the parameters of ten eager ones."""
+@pytest.mark.parametrize("flow,weight_decay", [(None, 0.0), ("whc", 0.0), ("whc", 1.0)])
+def test_train_step_reads_nothing_on_the_host_and_compiled_training_matches_eager(flow, weight_decay, host_reads):
+    """A graph-VAE training step (loss, backward, Adam or AdamW with ``--weight-decay``) with a prepared graph makes
+    no host read; ten compiled steps give the parameters of ten eager ones."""
     ei, pos = _graph()
     x = torch.randn(40, 6, dtype=F64)
     finals = []
     for compiled in (False, True):
         model = _graph_model("lorentz", flow)
         graph = model.prepare_graph(ei, 40)
-        opt = adam(model.parameters(), lr=1e-2)  # fused: torch's loop Adam reads its step count with .item()
+        # fused: torch's loop Adam reads its step count with .item()
+        opt = adam(model.parameters(), lr=1e-2, weight_decay=weight_decay)
 
         def loss():
             t = model.loss(x, graph, pos)
