@@ -60,11 +60,10 @@ class _Compiled:
         except Exception as e:  # dynamo's Unsupported and friends: fall back to a graph with breaks
             if self.note != "compiled whole (fullgraph)":
                 raise
-            from .steps import COMPILE_OPTIONS
+            from .steps import compile_loss
 
             self.note = f"graph breaks: compiled with fullgraph=False ({type(e).__name__})"
-            options = dict(COMPILE_OPTIONS) if self.backend in (None, "inductor") else None
-            self.compiled = torch.compile(self.loss_fn, backend=self.backend or "inductor", options=options)
+            self.compiled = compile_loss(self.loss_fn, self.backend, fullgraph=False)
             return self.compiled()
 
 

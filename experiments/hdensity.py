@@ -274,6 +274,12 @@ def train(name: str, target: Target, M, *, steps: int, batch: int, lr: float, se
             "q": q}
 
 
+def _schedule(model: str, quick: bool) -> tuple[int, int, float]:
+    """``(steps, batch, lr)`` of ``model`` (:data:`SCHEDULE`); ``quick``: a tenth of the steps, at least 10."""
+    steps, batch, lr = SCHEDULE[model]
+    return (max(10, steps // 10) if quick else steps), batch, lr
+
+
 def time_to_reach(curves: list[list[dict]], nll: float) -> float | None:
     """The least training seconds at which a checkpoint of any of ``curves`` (the full run's and the speed runs')
     has NLL ≤ ``nll`` (``None``: never)."""
@@ -389,8 +395,7 @@ def run_hdensity(args: argparse.Namespace) -> int:
                                  "entropy_se": se, "models": []}
         learned = []
         for m in models:
-            steps, batch, lr = SCHEDULE[m]
-            steps = max(10, steps // 10) if args.quick else steps
+            steps, batch, lr = _schedule(m, args.quick)
             res = train(m, target, M, steps=steps, batch=batch, lr=lr, seed=args.seed, test=test,
                         progress=not args.no_progress, trace=args.trace, coupling=args.coupling)
             q = res.pop("q")
@@ -404,8 +409,7 @@ def run_hdensity(args: argparse.Namespace) -> int:
             level = max(by["rfm"]["curve"][-1]["nll_500"], by["cnf"]["curve"][-1]["nll_500"])
             curves = {}
             for m in ("rfm", "cnf"):
-                steps, batch, lr = SCHEDULE[m]
-                steps = max(10, steps // 10) if args.quick else steps
+                steps, batch, lr = _schedule(m, args.quick)
                 short = [train(m, target, M, steps=max(2, int(steps * frac)), batch=batch, lr=lr, seed=args.seed,
                                test=test, progress=not args.no_progress, trace=args.trace, coupling=args.coupling,
                                checkpoints=1, score=False) for frac in SPEED_FRACTIONS]

@@ -36,16 +36,18 @@ COMPILE_OPTIONS = {"fallback_random": True}
 
 
 def compile_loss(loss_fn: Callable[..., Tensor], backend: str | None = None, *,
-                 dynamic: bool = False) -> Callable[..., Tensor]:
+                 dynamic: bool = False, fullgraph: bool = True) -> Callable[..., Tensor]:
     """``torch.compile(loss_fn, fullgraph=True)``: the loss and (through AOTAutograd) its backward pass as graphs,
     failing loudly on a graph break. ``backend``: ``"inductor"`` (default) or e.g. ``"aot_eager"`` (no code
     generation: what the CPU tests use). Inductor draws random numbers with torch's own generator
     (``fallback_random``), so a compiled run uses the posterior samples and negatives of the eager run with the same
     seed and differs from it by rounding only. ``dynamic=True``: shapes that vary between calls, and graph breaks
-    allowed (for losses whose inputs come from the host in pieces, as graph-gen's)."""
+    allowed (for losses whose inputs come from the host in pieces, as graph-gen's). ``fullgraph=False``: graph
+    breaks allowed at static shapes (the flows benchmark's fallback for a peer that cannot be captured whole)."""
     backend = backend or "inductor"
     options = dict(COMPILE_OPTIONS) if backend == "inductor" else None
-    return torch.compile(loss_fn, fullgraph=not dynamic, backend=backend, dynamic=dynamic, options=options)
+    return torch.compile(loss_fn, fullgraph=fullgraph and not dynamic, backend=backend, dynamic=dynamic,
+                         options=options)
 
 
 class TrainStep:
