@@ -7,18 +7,79 @@ geometry (wrapped normal, flows, VAEs) is written once, in *tangent coordinates 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 Tensor = torch.Tensor
 
 
 class ManifoldOps:
-    """Mixin: input validation and the tangent-coordinate API shared by every manifold of the library."""
+    """Mixin: the interface every manifold of the library implements, and its input validation.
+
+    Code above the geometry (distributions, flows, VAEs, experiments) asks a manifold only what this class
+    declares; it never compares names or probes attributes. A new manifold plugs in by implementing it:
+
+    **Declared properties** (class attributes or properties, answered without reading tensor values):
+        :attr:`curvature_sign` (``-1``, ``0``, ``+1``, or ``None`` for a product of mixed signs),
+        :attr:`is_flat`, :attr:`is_compact`, :attr:`learnable_curvature`, :attr:`injectivity_radius`
+        (``math.inf`` on ℝⁿ and Hⁿ, ``π·r`` on Sⁿ_r, ``π`` on Tⁿ), :attr:`coords_are_points` (points are their
+        own tangent coordinates at the origin: ℝⁿ only, where flows skip ``exp``/``log``).
+
+    **Curvature**: :meth:`curvature` gives the sectional curvature as a tensor (``-1/k``, ``0``, ``1/r²``);
+        :meth:`set_curvature` / :attr:`curvature_parameter` exist where :attr:`learnable_curvature` may be true.
+
+    **Tangent coordinates at the origin** (``n`` numbers in an orthonormal frame of ``T_o M``):
+        :meth:`origin`, :meth:`expmap0_spatial` (coordinates → point), :meth:`logmap0_spatial` (point →
+        coordinates), :meth:`expmap_logdet` (log-Jacobian of ``exp_o`` at a tangent vector of norm ``r``, in those
+        coordinates), :meth:`translate` (an isometry taking ``o`` to ``mu``), :meth:`random`, and, where
+        :attr:`is_compact`, :meth:`uniform` (the normalised uniform distribution of the Riemannian volume).
+
+    **geoopt's API**: ``expmap``/``logmap``/``transp``/``dist``/``inner``/``projx``/``proju`` and their origin forms
+        ``expmap0``/``logmap0``/``dist0``/``transp0``/``transp0back``, with geoopt's meanings.
+
+    **Isometric model**: :meth:`isometric_model` returns ``(model, to_model, from_model)`` when flows written for
+        another manifold (e.g. the hyperboloid) should be carried through an isometry (e.g. the Poincaré ball),
+        else ``None``. Isometries keep densities with respect to the Riemannian volume, so log-dets are unchanged.
+    """
 
     #: when True, every operation checks its inputs (finite, right size, on the manifold / tangent space)
     validate: bool = False
     #: intrinsic dimension ``n`` if fixed at construction (then sizes are checked), else ``None``
     dim: int | None = None
+    #: sign of the sectional curvature: -1 hyperbolic, 0 flat, +1 spherical; ``None`` for mixed products
+    curvature_sign: int | None = 0
+    #: whether the manifold is compact (then :meth:`uniform` exists and flows must be bijections of all of it)
+    is_compact: bool = False
+    #: whether points are their own tangent coordinates at the origin (``expmap0_spatial`` is the identity)
+    coords_are_points: bool = False
+
+    @property
+    def is_flat(self) -> bool:
+        """Zero curvature everywhere (ℝⁿ, Tⁿ, products of flat factors)."""
+        return self.curvature_sign == 0
+
+    @property
+    def learnable_curvature(self) -> bool:
+        """Whether the curvature is a trainable parameter (then :attr:`curvature_parameter` is it)."""
+        return False
+
+    @property
+    def injectivity_radius(self) -> float:
+        """Largest ``r`` such that ``exp_x`` is a diffeomorphism on the tangent ball of radius ``r`` (every ``x``)."""
+        return math.inf
+
+    def curvature(self) -> Tensor:  # pragma: no cover - overridden
+        """Sectional curvature as a 0-d tensor (``-1/k`` on Hⁿ_k, ``1/r²`` on Sⁿ_r, ``0`` when flat)."""
+        raise NotImplementedError
+
+    def isometric_model(self):
+        """``(model, to_model, from_model)`` through which flows of ``model`` act on this manifold, or ``None``."""
+        return None
+
+    def uniform(self, *, dtype: torch.dtype | None = None, device: torch.device | None = None):
+        """The uniform distribution on a compact manifold (``log p = -log vol M``)."""
+        raise ValueError(f"{self.name} is not compact: it has no uniform distribution; use a wrapped normal instead")
 
     # -- sizes --------------------------------------------------------------------------------------------
     def ambient_dim(self, n: int) -> int:  # pragma: no cover - overridden

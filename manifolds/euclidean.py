@@ -27,6 +27,8 @@ class Euclidean(ManifoldOps, geoopt.Manifold):
     """
 
     name = "Euclidean"
+    curvature_sign = 0
+    coords_are_points = True
     ndim = 1
     reversible = True
     __scaling__ = geoopt.Manifold.__scaling__.copy()
@@ -37,6 +39,10 @@ class Euclidean(ManifoldOps, geoopt.Manifold):
             raise ValueError(f"dim must be a positive integer; got {dim!r}")
         self.validate = validate
         self.dim = dim
+
+    def curvature(self) -> Tensor:
+        """``0``: ℝⁿ is flat."""
+        return torch.zeros(())
 
     def ambient_dim(self, n: int) -> int:
         return n

@@ -51,6 +51,7 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
     """
 
     name = "Lorentz"
+    curvature_sign = -1
     ndim = 1
     reversible = False
     __scaling__ = geoopt.Manifold.__scaling__.copy()
@@ -115,6 +116,15 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
     @property
     def learnable(self) -> bool:
         return self.k_raw.requires_grad
+
+    @property
+    def learnable_curvature(self) -> bool:
+        """Whether ``k`` is trained (:attr:`curvature_parameter`)."""
+        return self.learnable
+
+    def curvature(self) -> Tensor:
+        """Sectional curvature ``-1/k``."""
+        return -1.0 / self.k
 
     def set_k(self, value: float) -> None:
         """Set ``k`` in place (e.g. from a curvature schedule); ``value`` must lie in ``k_range``."""
