@@ -1,11 +1,11 @@
 """Experiments: datasets, training runners, the command line, benchmarks and plots (nothing in the library
 imports this package).
 
-* ``python -m experiments <command>`` (:mod:`experiments.__main__`): ``density``, ``graph-recon``,
+* ``python -m experiments <command>`` (:mod:`experiments.cli`): ``density``, ``graph-recon``,
   ``graph-gen``, ``main`` (the README's main job) and ``reproduce`` (the paper's tables → RESULTS.md).
-* :mod:`~experiments.datasets` loaders over the ``shared/data`` layout; :mod:`~experiments.runs` the shared run
+* :mod:`~experiments.datasets` loaders over the ``shared/data`` layout; :mod:`~experiments.run.protocol` the shared run
   protocol (seeds, progress bar, atomic checkpoints and ``--resume``, ``results.json``, CSV);
-  :mod:`~experiments.density`, :mod:`~experiments.graph_recon`, :mod:`~experiments.graph_gen` the three tasks;
-  :mod:`~experiments.distributed` DDP under ``torchrun``; :mod:`~experiments.plots`; :mod:`~experiments.paper`
+  :mod:`~experiments.tasks.density`, :mod:`~experiments.tasks.graph_recon`, :mod:`~experiments.tasks.graph_gen` the three tasks;
+  :mod:`~experiments.run.distributed` DDP under ``torchrun``; :mod:`~experiments.plots`; :mod:`~experiments.paper`
   the paper's numbers.
 """

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import bench
+from experiments.bench import flows as bench
 
 
 def _run(tmp_path: Path, *extra: str) -> dict:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from experiments import bench, bench_graph
-from experiments.profiling import HostReadCounter, count_kernel_launches, peak_memory
+from experiments.bench import flows as bench
+from experiments.bench import graph as bench_graph
+from experiments.run.profiling import HostReadCounter, count_kernel_launches, peak_memory
 
 
 def test_host_read_counter_counts_each_read_exactly() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.__main__ import build_parser, main, validate
-from experiments.config import COMMANDS, RUN_DEFINING, RunConfig
+from experiments.cli import build_parser, main, validate
+from experiments.run.config import COMMANDS, RUN_DEFINING, RunConfig
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -60,7 +60,7 @@ def test_an_older_config_with_unknown_keys_still_reads():
 
 
 def test_reproduce_builds_its_runs_from_the_defaults():
-    from experiments.reproduce import TABLE_ORDER, configs
+    from experiments.paper.reproduce import TABLE_ORDER, configs
 
     for table in TABLE_ORDER:
         for name, cfg in configs(table):

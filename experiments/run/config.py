@@ -1,7 +1,7 @@
 """``RunConfig``: the settings of one run of ``density``, ``graph-recon`` or ``graph-gen``, with their defaults
 written once.
 
-The command line builds it (its option defaults are read from here), :func:`experiments.commands.run_command`
+The command line builds it (its option defaults are read from here), :func:`experiments.tasks.runner.run_command`
 resolves what depends on the data (``latent_dim``, ``out``), ``results.json`` / ``config.json`` store it, and
 ``--resume`` compares its :data:`RUN_DEFINING` fields with the stored ones. The main job and ``reproduce`` build it
 with :meth:`RunConfig.for_command`, naming only what differs from the defaults.

@@ -1,14 +1,14 @@
-"""``python -m experiments.graph_gen_validation``: choose graph-gen's encoder input and schedule on validation graphs.
+"""``python -m experiments.tasks.graph_gen_validation``: choose graph-gen's encoder input and schedule on validation graphs.
 
 The last ``--val`` training graphs of a data set are held out (the test graphs are not touched); a
-:class:`~experiments.graph_gen.GraphGenJob` is trained on the others for each ``(node_input, schedule)`` and
-scored by :meth:`~experiments.graph_gen.GraphGenJob.validation_nll` on the held-out ones: ``ae_nll`` (nats per
+:class:`~experiments.tasks.graph_gen.GraphGenJob` is trained on the others for each ``(node_input, schedule)`` and
+scored by :meth:`~experiments.tasks.graph_gen.GraphGenJob.validation_nll` on the held-out ones: ``ae_nll`` (nats per
 graph, the decoder's NLL of the validation adjacency matrices given their encoder latents; the criterion) and
 ``flow_nll`` (the prior's NLL of those latents: comparable between runs of the same curvature and encoder only).
 It prints one JSON line per run and writes them all to ``--json``.
 
 Example:
-    python -m experiments.graph_gen_validation --dataset trees --json runs/val_trees.json
+    python -m experiments.tasks.graph_gen_validation --dataset trees --json runs/val_trees.json
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ import torch
 
 from vae.constants import NODE_INPUTS, SCHEDULES
 
-from . import datasets as ds
-from .config import RunConfig
-from .graph_gen import GraphGenJob
+from experiments import datasets as ds
+from experiments.run.config import RunConfig
+from experiments.tasks.graph_gen import GraphGenJob
 
 
 def compare(dataset: str, settings: list[tuple[str, str]], *, seed: int = 0, val: int = 10, flow: str = "whc",
             epochs: int | None = None) -> list[dict]:
     """Train one job per ``(node_input, schedule)`` on the training graphs less the last ``val``, and return their
-    :meth:`~experiments.graph_gen.GraphGenJob.validation_nll` on those ``val`` graphs (with the settings and
+    :meth:`~experiments.tasks.graph_gen.GraphGenJob.validation_nll` on those ``val`` graphs (with the settings and
     wall time)."""
     train, test, kind = ds.load_graph_set(dataset)
     if not 0 < val < len(train):
@@ -55,7 +55,7 @@ def compare(dataset: str, settings: list[tuple[str, str]], *, seed: int = 0, val
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.graph_gen_validation", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.tasks.graph_gen_validation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="trees", choices=ds.GENERATION_DATASETS)
     p.add_argument("--seed", type=int, default=0)

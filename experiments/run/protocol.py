@@ -30,8 +30,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from . import distributed as D
-from .config import RUN_DEFINING, RunConfig
+from experiments.run import distributed as D
+from experiments.run.config import RUN_DEFINING, RunConfig
 
 #: which metrics go into ``summary`` for each command (the names other tools rely on)
 SUMMARY_METRICS = {
@@ -125,7 +125,7 @@ def adam(params, lr: float, *, weight_decay: float = 0.0, capturable: bool = Fal
     loop implementation otherwise.
 
     ``capturable=True`` keeps the step count on the device, so the update can be captured in a CUDA graph
-    (:class:`experiments.steps.TrainStep`). The same update rule; for the small models of the graph runs the fused step is about 4× faster (0.13 vs
+    (:class:`experiments.run.steps.TrainStep`). The same update rule; for the small models of the graph runs the fused step is about 4× faster (0.13 vs
     0.57 ms for a 2-layer WHC graph VAE on this 2-core machine), which is a few percent of an epoch.
 
     Example:
@@ -380,7 +380,7 @@ def check_same_run(out: Path, config: RunConfig) -> None:
         >>> check_same_run(out, RunConfig.for_command("graph-recon", flow="whc", lr=0.001))
         Traceback (most recent call last):
         ...
-        experiments.runs.RunError: --resume: the run in ... was made with other settings: flow 'none' there, 'whc' now. ...
+        experiments.run.protocol.RunError: --resume: the run in ... was made with other settings: flow 'none' there, 'whc' now. ...
     """
     saved = saved_config(out)
     if saved is None:
@@ -516,7 +516,7 @@ def _run_seeds(command: str, config: RunConfig, make_job: Callable[[int], Job], 
     if D.is_main():
         atomic_write_text(json.dumps(_jsonable(results), indent=2), out / "results.json")
         append_csv(results, Path(config.csv or out.parent / "results.csv"))
-        from .plots import training_curves
+        from experiments.plots import training_curves
 
         training_curves([json.loads((out / f"seed{s}" / "history.json").read_text())
                          if (out / f"seed{s}" / "history.json").exists() else [] for s in seeds],

@@ -28,12 +28,12 @@ from vae.constants import (PAPER_GENERATOR_CURVATURE, REFERENCE_AE_EPOCH_SHARE, 
 from vae.generation import clean_graph, complete_edge_index
 from vae.graph_metrics import baseline_rows
 
-from . import distributed as D
-from . import plots
-from .config import RunConfig
-from .models import make_manifold
-from .runs import Job, adam, atomic_write_text
-from .steps import compile_loss
+from experiments.run import distributed as D
+from experiments import plots
+from experiments.run.config import RunConfig
+from experiments.models import make_manifold
+from experiments.run.protocol import Job, adam, atomic_write_text
+from experiments.run.steps import compile_loss
 
 
 def stage_schedule(schedule: str, epochs: int, lr: float) -> tuple[int, float, int, float, float]:

@@ -10,13 +10,13 @@ drift in the machine's speed affects all of them alike; the table gives the medi
 range, and ratios of medians measured in the same run. ``--compile`` compiles every model's loss (ours and the
 peers') with ``torch.compile(fullgraph=True)``, as ``--compile`` trains. The column *launches / step* counts one
 step's kernel launches on CUDA, and its top-level ATen calls on the CPU (a compiled graph counts once; see
-:func:`experiments.profiling.count_kernel_launches`): eager steps on a GPU are bound by these.
+:func:`experiments.run.profiling.count_kernel_launches`): eager steps on a GPU are bound by these.
 
 Run ``python -m experiments.bench flows --help`` for options.
 
 ``python -m experiments.bench graph`` times the graph VAE's training epochs on Dis-II and random graphs up to 1M
 nodes (issue 12: epoch time, peak memory, kernel launches and host syncs per epoch); see
-:mod:`experiments.bench_graph`.
+:mod:`experiments.bench.graph`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .profiling import count_kernel_launches
-from .timing import Case, device_name, quartiles, time_cases
+from experiments.run.profiling import count_kernel_launches
+from experiments.run.timing import Case, device_name, quartiles, time_cases
 
 #: Targets of issue 3 (ratios of median step times measured in the same run).
 NC_VS_PEER_TARGET = 1.0
@@ -41,7 +41,7 @@ WHC_VS_NC_TARGET = 1.5
 
 
 class _Compiled:
-    """``loss_fn`` compiled as the library compiles a training step (:func:`experiments.steps.compile_loss`:
+    """``loss_fn`` compiled as the library compiles a training step (:func:`experiments.run.steps.compile_loss`:
     ``fullgraph=True``, backward through AOTAutograd); a model that cannot be captured whole (a graph break) is
     compiled with breaks allowed instead, and ``note`` says so."""
 
@@ -49,7 +49,7 @@ class _Compiled:
     backend: Optional[str] = None
 
     def __init__(self, loss_fn: Callable[[], torch.Tensor]) -> None:
-        from .steps import compile_loss
+        from experiments.run.steps import compile_loss
 
         self.loss_fn, self.note = loss_fn, "compiled whole (fullgraph)"
         self.compiled = compile_loss(loss_fn, self.backend)
@@ -60,7 +60,7 @@ class _Compiled:
         except Exception as e:  # dynamo's Unsupported and friends: fall back to a graph with breaks
             if self.note != "compiled whole (fullgraph)":
                 raise
-            from .steps import compile_loss
+            from experiments.run.steps import compile_loss
 
             self.note = f"graph breaks: compiled with fullgraph=False ({type(e).__name__})"
             self.compiled = compile_loss(self.loss_fn, self.backend, fullgraph=False)
@@ -347,9 +347,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                         "say which); the first steps compile and are not timed")
     p.add_argument("--maf", action="store_true",
                    help="also run the MAF benchmark (issue 6: MAF training step vs zuko and nflows MAF, MAF/IAF "
-                        "sampling) in the same run; `python -m experiments.bench_maf` runs it alone")
+                        "sampling) in the same run; `python -m experiments.bench.maf` runs it alone")
     p.add_argument("--out", type=Path, default=None, help="also write the results (.json) or the table (.md)")
-    from . import bench_graph
+    from experiments.bench import graph as bench_graph
 
     bench_graph.add_arguments(sub.add_parser(
         "graph", help="graph VAE training epochs on Dis-II and random graphs (issue 12): time, peak memory, "
@@ -367,8 +367,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     text = render(results)
     print(text)
     if args.maf:
-        from .bench_maf import render as render_maf
-        from .bench_maf import run_maf_benchmark
+        from experiments.bench.maf import render as render_maf
+        from experiments.bench.maf import run_maf_benchmark
 
         rows = run_maf_benchmark(args.batch, tuple(args.dims), args.layers, args.hidden, args.repeats, args.device,
                                  args.warmup, args.threads)

@@ -224,7 +224,7 @@ def train(name: str, target: Target, M, *, steps: int, batch: int, lr: float, se
     from tqdm import trange
 
     import flows
-    from experiments.profiling import peak_memory
+    from experiments.run.profiling import peak_memory
     from manifolds import WrappedNormal
 
     torch.manual_seed(seed)
@@ -305,7 +305,7 @@ def disk_density_grid(log_prob: Callable[[torch.Tensor], torch.Tensor], M, size:
 
 
 def plot_h2(rows: list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]], path: Path) -> None:
-    from .plots import _plt
+    from experiments.plots import _plt
 
     plt = _plt()
     ncols = 1 + max(len(r[2]) for r in rows)

@@ -4,7 +4,7 @@ on CUDA captured in a CUDA graph, so that an epoch of a full-batch model costs o
 A step is ``zero_grad → terms = loss_fn(*inputs) → terms[0].backward() → optimizer.step()``; for a CUDA graph
 ``loss_fn`` takes no arguments (it closes over the model's static inputs). It returns a 1-D tensor whose first entry is the loss to
 minimise and whose other entries are terms to log. The step returns those terms, detached, on the device: reading
-them is the caller's choice (:class:`experiments.runs` reads them every few epochs, not every step).
+them is the caller's choice (:class:`experiments.run.protocol` reads them every few epochs, not every step).
 
 Modes (``--compile`` and ``--cuda-graph`` of the command line):
 

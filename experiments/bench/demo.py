@@ -5,7 +5,7 @@
    H², with its learned density drawn in the Poincaré disk (``<out>/whc_density.png``) and the numbers written
    to ``<out>/demo.json``.
 
-Run ``python -m experiments.demo --help`` for options.
+Run ``python -m experiments.bench.demo --help`` for options.
 """
 
 from __future__ import annotations

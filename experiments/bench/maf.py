@@ -10,7 +10,7 @@ between layers (zuko: ``MAF(randperm=False)``; nflows: a ``ReversePermutation`` 
 
 Timing: warm-up, then round-robin repeats (one call of every case per repeat, in a rotating order, so drift in
 the machine's speed affects all alike); the median of ``repeats`` calls per case and ratios of medians measured
-in the same run. Run ``python -m experiments.bench_maf --help``.
+in the same run. Run ``python -m experiments.bench.maf --help``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from experiments.timing import Case, time_cases
+from experiments.run.timing import Case, time_cases
 
 #: Target of issue 6: our MAF training step at most this many times the faster peer's.
 MAF_VS_PEER_TARGET = 1.0
@@ -175,7 +175,7 @@ def render(rows: list[dict]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_maf", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.bench.maf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--dims", type=int, nargs="+", default=[16, 64])

@@ -38,9 +38,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import paper
-from .config import RunConfig
-from .models import BY_PAPER_NAME
+from experiments.paper import numbers as paper
+from experiments.run.config import RunConfig
+from experiments.models import BY_PAPER_NAME
 
 TABLE_ORDER = ("table3", "table3ref", "latent", "table1", "table4", "figure5", "table2")
 #: beyond the paper: graph reconstruction at growing latent dimension (datasets, dims, models)
@@ -91,7 +91,7 @@ WALL_AIM_S: float = 60.0
 
 def configs(table: str) -> list[tuple[str, RunConfig]]:
     """``(name, config)`` of every run of a table, at the paper's settings (the commands' defaults are the paper's
-    App. E settings, :data:`experiments.config.COMMAND_DEFAULTS`; only what differs is named here)."""
+    App. E settings, :data:`experiments.run.config.COMMAND_DEFAULTS`; only what differs is named here)."""
     out = []
     if table in ("table3", "table3ref"):
         extra = REFERENCE_TABLE3 if table == "table3ref" else {}
@@ -171,7 +171,7 @@ def _deadline(text: str | None) -> dt.datetime | None:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from .runs import Interrupted
+    from experiments.run.protocol import Interrupted
 
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     for t in tables:
@@ -204,7 +204,7 @@ def _run_tables(args: argparse.Namespace, tables: list[str], only: set[str] | No
                 deadline: dt.datetime | None, command: str) -> None:
     """The runs of ``reproduce``: every pass over every table (or up to ``--stop-launching-at``), rewriting the
     report after each configuration."""
-    from .commands import run_command
+    from experiments.tasks.runner import run_command
 
     def run_to(table: str, name: str, folder: Path, base: RunConfig, target: int) -> bool:
         """Bring one configuration to ``target`` seeds; False once past the deadline."""
@@ -680,7 +680,7 @@ TREE_ROW = "uniform random trees (spanning-tree control)"
 
 def _run_label(name: str, res: dict[str, Any] | None) -> str:
     """A row's label: the paper's model name, then the generator options that differ from the defaults."""
-    from .models import paper_name
+    from experiments.models import paper_name
 
     if res is None:
         return name

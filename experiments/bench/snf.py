@@ -1,6 +1,6 @@
 """One self-normalizing layer's training-step time against the dimension D (Keller et al. 2021, Fig. 3).
 
-``python -m experiments.bench_snf`` times one Adam training step of a single :class:`flows.selfnorm.SelfNormLinear`
+``python -m experiments.bench.snf`` times one Adam training step of a single :class:`flows.selfnorm.SelfNormLinear`
 (D = 64 … 2048, doubling; batch ``--batch``) trained with the self-normalizing surrogate gradient (O(D²): matrix
 products only) and with exact gradients (O(D³): ``slogdet`` and, in its backward, the inverse), and prints the
 median times and the slopes of log(time) against log(D): over all sizes, over the largest half, and between
@@ -27,7 +27,7 @@ from torch.distributions import Independent, Normal
 from flows import Flow
 from flows.selfnorm import SelfNormLinear, self_normalizing_objective
 
-from .runs import atomic_write_text
+from experiments.run.protocol import atomic_write_text
 
 DEFAULT_DIMS = (64, 128, 256, 512, 1024, 2048)
 
@@ -52,7 +52,7 @@ def slope(dims: list[int], times: list[float]) -> float:
 
 
 def main(argv: Optional[list[str]] = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_snf", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m experiments.bench.snf", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dims", type=int, nargs="+", default=list(DEFAULT_DIMS))
     p.add_argument("--batch", type=int, default=100, help="batch size (the paper's MNIST batch)")

@@ -1,6 +1,6 @@
 """Graph VAE epoch benchmark (issue 12): ``python -m experiments.bench graph``.
 
-Times the training epochs of the graph VAE of ``graph-recon`` (:class:`experiments.graph_recon.GraphReconJob`,
+Times the training epochs of the graph VAE of ``graph-recon`` (:class:`experiments.tasks.graph_recon.GraphReconJob`,
 configured exactly as the command line configures it: hyperbolic latents, GCN width 16, 2 coupling layers of
 width 128 with MLP conditioners, Adam at 1e-3) on Dis-II and on random graphs of 10k to 1M nodes, for the
 posteriors without a flow, with TC and with WHC, and measures per training epoch:
@@ -8,11 +8,11 @@ posteriors without a flow, with TC and with WHC, and measures per training epoch
 * the median wall time over ``--epochs`` epochs after ``--warmup`` untimed ones (the flows of one graph
   timed round-robin, one epoch of each per repeat, so drift in the machine's speed affects all alike; CUDA is
   synchronised before every clock reading);
-* the peak memory of one epoch with that model alone in the process (:func:`experiments.profiling.peak_memory`:
+* the peak memory of one epoch with that model alone in the process (:func:`experiments.run.profiling.peak_memory`:
   everything resident on CUDA, a process-level upper bound on CPU) and that per node;
-* the kernel launches of one epoch (:func:`experiments.profiling.count_kernel_launches`: CUDA launch calls; on
+* the kernel launches of one epoch (:func:`experiments.run.profiling.count_kernel_launches`: CUDA launch calls; on
   CPU the top-level ATen operator calls);
-* the host reads of one epoch (:class:`experiments.profiling.HostReadCounter`: ``.item()``, ``bool(t)``,
+* the host reads of one epoch (:class:`experiments.run.profiling.HostReadCounter`: ``.item()``, ``bool(t)``,
   copies to the CPU, ...: the device→host syncs on CUDA, counted the same way on CPU), with their locations.
 
 Measured epochs are training epochs only: the job's periodic validation (every 1/30 of a run's epochs) is
@@ -38,10 +38,10 @@ from typing import Any, Callable
 
 import torch
 
-from . import datasets as ds
-from .config import RunConfig
-from .timing import Case, device_name, quartiles, time_cases
-from .profiling import HostReadCounter, count_cuda_syncs, count_kernel_launches, peak_memory
+from experiments import datasets as ds
+from experiments.run.config import RunConfig
+from experiments.run.timing import Case, device_name, quartiles, time_cases
+from experiments.run.profiling import HostReadCounter, count_cuda_syncs, count_kernel_launches, peak_memory
 
 # ----------------------------------------------------------------------------------------------------------
 # targets of issue 12
@@ -117,7 +117,7 @@ def _flow_list(text: str) -> list[str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``python -m experiments.bench graph``."""
-    from .__main__ import _positive
+    from experiments.cli import _positive
 
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--flows", type=_flow_list, default=list(FLOWS),
@@ -261,8 +261,8 @@ def bench_graph(args: argparse.Namespace) -> dict[str, Any]:
     settings and one row per (graph, flow), with the issue-12 checks that apply (:func:`targets`)."""
     from vae import split_edges
 
-    from .graph_recon import GraphReconJob
-    from .runs import seed_everything
+    from experiments.tasks.graph_recon import GraphReconJob
+    from experiments.run.protocol import seed_everything
 
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
@@ -398,11 +398,11 @@ def render(results: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """``python -m experiments.bench graph``: run, write ``--json``, print the report (the table last)."""
-    from .allocator import keep_freed_memory
+    from experiments.run.allocator import keep_freed_memory
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but torch.cuda.is_available() is False")
-    keep_freed_memory()  # the conditions of the graph-recon command (see experiments.allocator)
+    keep_freed_memory()  # the conditions of the graph-recon command (see experiments.run.allocator)
     try:
         results = bench_graph(args)
     except ds.MissingDataError as err:

@@ -1,6 +1,6 @@
 """Self-normalizing flows (Keller et al., ICML 2021) at CPU scale: an SNF FC model and its exact-gradient twin.
 
-``python -m experiments.snf --dataset digits --epochs 20 --out runs/snf`` trains two identical fully connected flows
+``python -m experiments.tasks.snf --dataset digits --epochs 20 --out runs/snf`` trains two identical fully connected flows
 (same initialisation, same batches) on dequantised images, one with the self-normalizing surrogate gradient
 (:func:`flows.selfnorm.self_normalizing_objective`, O(D²) per layer) and one with exact gradients (``slogdet``,
 O(D³)), and reports for both the test negative log-likelihood in nats and bits/dim (exact log-dets, eval mode),
@@ -35,8 +35,8 @@ from tqdm import tqdm
 from flows import ActNorm, Compose, Flow
 from flows.selfnorm import LeakyReLU, SelfNormLinear, self_normalizing, self_normalizing_objective
 
-from .datasets import _need, _split, default_data_root, read_idx
-from .runs import atomic_write_text
+from experiments.datasets import _need, _split, default_data_root, read_idx
+from experiments.run.protocol import atomic_write_text
 
 Tensor = torch.Tensor
 
@@ -151,7 +151,7 @@ def sample_agreement(q: Flow, n: int = 500, seed: int = 1) -> float:
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m experiments.snf", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m experiments.tasks.snf", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", choices=("digits", "mnist"), default="digits")
     p.add_argument("--epochs", type=int, default=20)

@@ -1,6 +1,6 @@
 """A continuous flow and a wrapped hyperboloid coupling flow fitted to the same density on H² (issue 7).
 
-``python -m experiments.cnf_vs_whc --out DIR --steps N`` fits, by maximum likelihood on the same samples and
+``python -m experiments.tasks.cnf_vs_whc --out DIR --steps N`` fits, by maximum likelihood on the same samples and
 batches, (a) a CNF lifted to the hyperboloid (``flows.build("cnf@lorentz", …)``: a time-dependent vector field in
 tangent coordinates at the origin, ``exp_o ∘ φ_T ∘ log_o``) and (b) a WHC flow (``flows.build("whc", M, 2)``),
 both with a standard wrapped normal base at the origin of H² (k = 1). The target is a mixture of wrapped normals
@@ -31,7 +31,7 @@ from tqdm import tqdm
 import flows
 from manifolds import Lorentz, WrappedNormal
 
-from .runs import atomic_write_text
+from experiments.run.protocol import atomic_write_text
 
 #: solver tolerances (rtol = atol) of the CNF while training, and when scoring held-out data / the plot grid
 TRAIN_TOL = 1e-4
@@ -137,7 +137,7 @@ def density_plot(M: Lorentz, panels: list[tuple[str, Callable[[torch.Tensor], to
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m experiments.cnf_vs_whc")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m experiments.tasks.cnf_vs_whc")
     ap.add_argument("--out", type=Path, required=True, help="output folder (results.json, density.png)")
     ap.add_argument("--steps", type=int, default=150,
                     help="Adam steps for each flow (default 150: about 2 minutes in all on 2 shared CPU cores)")

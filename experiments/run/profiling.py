@@ -215,7 +215,7 @@ def peak_memory(fn: Callable[[], Any], device: torch.device | str) -> int:
       (``getrusage(RUSAGE_SELF).ru_maxrss``) minus its resident size before it (``/proc/self/statm``; where
       that does not exist, the high-water mark before). It includes whatever else the process does, cannot
       go below an earlier high-water mark, and memory that the C allocator keeps after ``free`` (see
-      :mod:`experiments.allocator`) is reused without showing, so a repeated step often reads close to 0.
+      :mod:`experiments.run.allocator`) is reused without showing, so a repeated step often reads close to 0.
       ``torch.profiler``'s ``profile_memory`` would be exact but is far too slow for large graphs.
 
     Example:

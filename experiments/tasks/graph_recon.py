@@ -15,12 +15,12 @@ import torch
 
 from vae import CurvatureSchedule, EdgeSplit, GraphVAE, split_edges
 
-from . import plots
-from .config import RunConfig
-from .datasets import GraphData
-from .models import make_manifold, paper_name
-from .runs import Job, adam
-from .steps import TrainStep
+from experiments import plots
+from experiments.run.config import RunConfig
+from experiments.datasets import GraphData
+from experiments.models import make_manifold, paper_name
+from experiments.run.protocol import Job, adam
+from experiments.run.steps import TrainStep
 
 
 class GraphReconJob(Job):

@@ -50,11 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_main(args: argparse.Namespace) -> int:
-    from . import datasets as ds
-    from . import plots
-    from .commands import run_command
-    from .config import RunConfig
-    from .models import paper_name
+    from experiments import datasets as ds
+    from experiments import plots
+    from experiments.tasks.runner import run_command
+    from experiments.run.config import RunConfig
+    from experiments.models import paper_name
 
     t0 = time.perf_counter()
     from vae.hierarchy import depth_spearman_ceiling

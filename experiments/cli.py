@@ -1,0 +1,293 @@
+"""Command line of the experiments: ``python -m experiments <command>`` (or the ``riemannian-flows`` script).
+
+Commands:
+  density      VAE density estimation (Tables 1-2): test log-likelihood by IWAE
+  graph-recon  graph VAE link prediction (Table 3): test ROC-AUC and average precision
+  graph-gen    two-stage graph generation (Table 4, Figure 5): validity accuracy, triangles, clustering, MMDs
+  main         the README's main job: graph-recon on the embedded hierarchical graph, N-VAE vs H-VAE vs WHC
+  reproduce    the paper's tables at the paper's settings, 5 seeds each; writes RESULTS.md
+  hdensity     density estimation on H^n against exact targets: flow matching (RFM), CNF, WHC, TC
+
+Every run writes to --out: results.json (config, per-seed metrics, mean ± std summary, wall time, versions),
+training_curves.png, seed<k>/ (history, plots, checkpoint while running) and appends a row to a CSV.
+Run ``python -m experiments <command> --help`` for the options of a command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from experiments import datasets as ds
+from experiments.tasks.runner import run_command
+from experiments.run.config import RunConfig
+
+DATASETS = {"density": ds.DENSITY_DATASETS, "graph-recon": ds.GRAPH_DATASETS, "graph-gen": ds.GENERATION_DATASETS}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _flow_help() -> str:
+    import flows
+
+    names = ", ".join(flows.available())
+    return (f"flow in the posterior (graph-gen: of the prior): 'none' or a registered flow ({names}; "
+            "flows.describe() says what each is). The paper's NC is --model euclidean --flow nc (affine coupling); "
+            "TC and WHC are --model hyperbolic --flow tc (tangent coupling) / whc (wrapped hyperboloid coupling)")
+
+
+def _positive(kind=int):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not value > 0 or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"expected a positive {'finite ' if kind is float else ''}"
+                                             f"{kind.__name__}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _add_common(p: argparse.ArgumentParser, command: str) -> None:
+    d = RunConfig.defaults(command)  # the defaults are written once, in experiments.run.config
+    names = DATASETS[command]
+    p.add_argument("--dataset", default=d["dataset"], choices=names, metavar="NAME",
+                   help="dataset: " + "; ".join(f"{n}: {ds.DESCRIPTIONS[n]}" for n in names))
+    p.add_argument("--model", default=d["model"], choices=("euclidean", "hyperbolic"),
+                   help="latent space: euclidean (R^n, wrapped normal = Gaussian) or hyperbolic (Lorentz model "
+                        "H^n with the paper's curvature warm-up R = 11 -> 2)")
+    p.add_argument("--flow", default=d["flow"], help=_flow_help())
+    p.add_argument("--latent-dim", type=_positive(), default=d["latent_dim"],
+                   help="intrinsic latent dimension n" + (" (default: per dataset, e.g. 6 for dis-i, 2 for "
+                                                          "dis-ii)" if d["latent_dim"] is None else ""))
+    p.add_argument("--epochs", type=_positive(), default=d["epochs"],
+                   help="training epochs" + (" per stage (auto-encoder, then flow prior)" if command == "graph-gen"
+                                             else ""))
+    p.add_argument("--seeds", type=_positive(), default=d["seeds"],
+                   help="number of seeded runs (seeds --seed, --seed+1, ...)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="first seed")
+    p.add_argument("--lr", type=_positive(float), default=d["lr"], help="Adam learning rate")
+    p.add_argument("--hidden", type=_positive(), default=d["hidden"],
+                   help="encoder/decoder width (default: 200 for bdp and digits, 600 for mnist; GCN 16 for "
+                        "graph-recon; GAT 32 for graph-gen)")
+    p.add_argument("--flow-layers", type=_positive(), default=d["flow_layers"], help="coupling layers of the flow")
+    p.add_argument("--flow-hidden", type=_positive(), default=d["flow_hidden"], help="width of the coupling networks")
+    p.add_argument("--data-root", type=Path, default=d["data_root"],
+                   help=f"folder with the datasets in the layout of shared/data (default: ${ds.DATA_ROOT_ENV}, "
+                        "else ../shared/data beside the repository, else ./data)")
+    p.add_argument("--device", default=d["device"], help="torch device: cpu, cuda, cuda:1 ...")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the training step with torch.compile (the first steps take longer while it "
+                        "compiles)" + ("; graph-gen compiles the tensor part of each loss with dynamic shapes (its "
+                                       "batches are built from networkx graphs of varying size)"
+                                       if command == "graph-gen" else ", whole (fullgraph=True)"))
+    if command == "graph-recon":
+        p.add_argument("--cuda-graph", choices=("auto", "on", "off"), default=d["cuda_graph"],
+                       help="on CUDA, capture the whole training step (loss, backward, Adam) in a CUDA graph and "
+                            "replay it every epoch (the same kernels as eager: same numerics, one launch); auto: on "
+                            "for a CUDA device")
+    p.add_argument("--threads", type=_positive(), default=d["threads"],
+                   help="torch intra-op threads (1 is fastest for these small models on a shared CPU)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: runs/<command>/<dataset>-<model>-<flow>-d<latent-dim>)")
+    p.add_argument("--csv", type=Path, default=None, help="CSV that gets one row per run (default: <out>/../results.csv)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out from its last checkpoint (finished seeds are kept); "
+                        "refused if the run in --out was made with other settings")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in --out (deletes its seed<k>/ folders, results.json, config.json and "
+                        "training_curves.png, nothing else); without it such an --out is refused")
+    p.add_argument("--checkpoint-every", type=_positive(), default=d["checkpoint_every"],
+                   help="epochs between checkpoints (default: 1/20 of the epochs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--stop-after", type=_positive(), default=None, help=argparse.SUPPRESS)  # tests: simulated kill
+    if command == "density":
+        p.add_argument("--batch-size", type=_positive(), default=d["batch_size"],
+                       help="global batch size (default: 64 bdp, 128 mnist and digits)")
+        p.add_argument("--iwae-samples", type=_positive(), default=d["iwae_samples"],
+                       help="importance samples K of the test IWAE")
+        p.add_argument("--eval-batch", type=_positive(), default=d["eval_batch"], help="test examples per IWAE batch")
+    if command == "graph-recon":
+        p.add_argument("--kl-weight", type=_nonnegative_float, default=d["kl_weight"], metavar="BETA",
+                       help="β of the loss recon + β·KL/N (default 1, the paper's; reproduce selects it from "
+                            "{1, 3, 10, 30, 100} on the validation edges)")
+        p.add_argument("--weight-decay", type=_nonnegative_float, default=d["weight_decay"], metavar="LAMBDA",
+                       help="λ of Adam's decoupled weight decay (AdamW: every step θ ← θ - lr·λ·θ besides the Adam "
+                            "update); default 0, plain Adam, the paper's. reproduce selects it on the validation edges at "
+                            "the selected β, from {0, 0.1, 1, 3} for Table 3 and {0, 0.1, 1} for the latent table")
+        p.add_argument("--final-radius", type=_positive(float), default=d["final_radius"], metavar="R",
+                       help="curvature radius after the warm-up R = 11 → R (k = R², curvature -1/R²; default 2, the "
+                            "paper's); a smaller R gives the hyperbolic latents more room for a deep hierarchy")
+        p.add_argument("--decoder", default=d["decoder"], choices=("inner", "distance"),
+                       help="edge decoder: inner product of tangent vectors (the paper's Table 3) or the "
+                            "Fermi–Dirac distance decoder (the reference's flow scripts)")
+        p.add_argument("--flow-conditioner", default=d["flow_conditioner"], choices=("mlp", "gcn", "gat"),
+                       help="coupling networks: per-node MLPs (the reference code's 'Linear' layers) or graph networks")
+    if command == "graph-gen":
+        p.add_argument("--batch-size", type=_positive(), default=d["batch_size"], help="graphs per mini-batch")
+        p.add_argument("--num-generate", type=_positive(), default=d["num_generate"],
+                       help="graphs generated for the metrics")
+        from vae.constants import NODE_INPUTS, SAMPLERS, SCHEDULES
+
+        p.add_argument("--node-input", default=d["node_input"], choices=NODE_INPUTS,
+                       help="encoder input per node: structural (one-hot degree + random-walk returns), adjacency "
+                            "(the node's adjacency row zero-padded to the data set's largest graph, the reference "
+                            "code's input) or both concatenated")
+        p.add_argument("--schedule", default=d["schedule"], choices=SCHEDULES,
+                       help="paper: both stages --epochs at --lr, curvature k = 1; reference (the reference code's): "
+                            "auto-encoder ceil(epochs/2) at --lr, flow prior --epochs at --lr/10, k = R² = 4 (at "
+                            "the defaults: 50 epochs at 1e-2, then 100 at 1e-3)")
+        p.add_argument("--sampler", default=d["sampler"], choices=SAMPLERS,
+                       help="how generated edges are drawn from the decoded probabilities: bernoulli (each pair "
+                            "independently, the paper's), spanning-tree (a random spanning tree with P(T) ∝ Π "
+                            "p/(1-p): the decoder conditioned on being a tree) or max-spanning-tree (its mode); "
+                            "the spanning-tree samplers give trees on all nodes by construction")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__, formatter_class=_Formatter,
+                                     allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    helps = {"density": "VAE density estimation (BDP, MNIST, digits)",
+             "graph-recon": "graph VAE link prediction (Dis-I, Dis-II, Cora, ... , generated tree)",
+             "graph-gen": "two-stage graph generation (random trees, lobsters)"}
+    for command in ("density", "graph-recon", "graph-gen"):
+        p = sub.add_parser(command, help=helps[command], description=helps[command], formatter_class=_Formatter,
+                           allow_abbrev=False)
+        _add_common(p, command)
+    from experiments.tasks.hdensity import add_arguments as add_hdensity
+    from experiments.tasks.main_job import add_arguments as add_main
+    from experiments.paper.reproduce import add_arguments as add_reproduce
+
+    add_main(sub.add_parser("main", help="the README's main job (make demo)", formatter_class=_Formatter,
+                            allow_abbrev=False,
+                            description="Graph reconstruction on the embedded hierarchical graph (no download): "
+                                        "N-VAE, H-VAE and WHC compared; prints an AUC/AP table and draws the "
+                                        "latents in the Poincaré disk."))
+    add_reproduce(sub.add_parser("reproduce", help="reproduce the paper's tables and write RESULTS.md",
+                                 allow_abbrev=False,
+                                 formatter_class=_Formatter, description="Run the paper's experiments at its "
+                                 "settings (5 seeds each; finished runs are kept) and write RESULTS.md."))
+    add_hdensity(sub.add_parser("hdensity", help="density estimation on H^n against exact targets (RFM, CNF, WHC, "
+                                                 "TC)", allow_abbrev=False, formatter_class=_Formatter,
+                                description="Density estimation on H^2, H^8 and H^16 against targets with exact "
+                                            "log-densities: test NLL and its gap to the target's entropy for "
+                                            "Riemannian flow matching, a CNF, WHC and TC."))
+    return parser
+
+
+def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunConfig:
+    """Check option combinations and turn them into the run's :class:`~experiments.run.config.RunConfig`."""
+    import flows
+    from manifolds import Euclidean, Lorentz
+
+    command = args.command
+    if args.flow != "none":
+        manifold = Euclidean() if args.model == "euclidean" else Lorentz()
+        if args.flow not in flows.available():
+            parser.error(f"argument --flow: unknown flow {args.flow!r}; choose 'none' or one of "
+                         f"{', '.join(flows.available())}")
+        if args.flow not in flows.available(manifold):
+            parser.error(f"argument --flow: flow {args.flow!r} does not apply to --model {args.model}; flows for "
+                         f"{args.model}: {', '.join(flows.available(manifold))}")
+    elif command == "graph-gen":
+        parser.error("argument --flow: graph-gen needs a flow prior (nc with --model euclidean, tc or whc with "
+                     "--model hyperbolic)")
+    if str(args.device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error(f"argument --device: {args.device} asked for, but torch sees no CUDA device (torch "
+                         f"{torch.__version__}); use --device cpu")
+    if args.flow != "none" and args.latent_dim is not None:
+        try:  # a flow that cannot exist in this dimension (a coupling on a 1-D latent) is a usage error
+            flows.build(args.flow, manifold, args.latent_dim, layers=args.flow_layers, hidden=args.flow_hidden)
+        except ValueError as err:
+            parser.error(f"argument --latent-dim: {err}")
+    if command == "graph-gen":
+        try:  # the prior's flow is conditioned on the complete graph of the nodes (GAT networks)
+            flows.build(args.flow, manifold, args.latent_dim or 2, layers=args.flow_layers, hidden=args.flow_hidden,
+                        conditioner="gat")
+        except ValueError as err:
+            parser.error(f"argument --flow: graph-gen's prior needs a flow with graph (GAT) networks: {err}")
+    on_cuda = str(args.device).startswith("cuda")
+    if getattr(args, "cuda_graph", "auto") == "on" and not on_cuda:
+        parser.error("argument --cuda-graph: on needs --device cuda (a CUDA graph is captured on a GPU)")
+    return RunConfig.from_args(args)
+
+
+def print_summary(results: dict[str, Any]) -> None:
+    cfg = results["config"]  # as stored in results.json (RunConfig.to_json)
+    parts = [f"{k} = {v['mean']:.4f} ± {v['std']:.4f}" for k, v in results["summary"].items()
+             if k in ("auc", "ap", "test_ll", "accuracy", "avg_triangles", "avg_clustering", "mmd_degree",
+                      "edges_per_node")]
+    print(f"{cfg['command']} {cfg['dataset']} model={cfg['model']} flow={cfg['flow']} d={cfg['latent_dim']}: "
+          f"{', '.join(parts)} over {len(results['metrics'])} seed(s); {results['wall_s']:.1f} s; "
+          f"results in {cfg['out']}/results.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from experiments.run.allocator import keep_freed_memory
+
+    keep_freed_memory()  # CPU training steps without page faults on every new tensor (see experiments.run.allocator)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "main":
+        from experiments.tasks.main_job import run_main
+        from experiments.run.protocol import Interrupted
+
+        try:
+            return run_main(args)
+        except Interrupted as err:  # Ctrl-C: the main job replaces its output on every run, so nothing resumes
+            print(f"main job: interrupted (Ctrl-C) after epoch {err.epoch} of {err.epochs}; it starts afresh each "
+                  f"time: run it again to finish ({args.out} holds the models finished before)", file=sys.stderr)
+            return 130
+    if args.command == "reproduce":
+        from experiments.paper.reproduce import run_reproduce
+
+        return run_reproduce(args)
+    if args.command == "hdensity":
+        from experiments.tasks.hdensity import run_hdensity
+
+        return run_hdensity(args)
+    cfg = validate(args, parser)
+    from experiments.run import distributed as D
+    from experiments.run.protocol import Interrupted, RunError, StopRequested
+
+    try:
+        results = run_command(cfg)
+        if D.is_main():
+            print_summary(results)
+    except (ds.MissingDataError, ds.DataFileError, RunError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Interrupted as err:
+        print(str(err), file=sys.stderr)
+        return 130  # the shell's code for a run stopped by SIGINT
+    except StopRequested as err:
+        print(str(err), file=sys.stderr)
+        return 3
+    finally:
+        D.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
