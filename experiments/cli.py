@@ -16,14 +16,33 @@ Run ``python -m experiments <command> --help`` for the options of a command.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import torch
+
+import flows
 from experiments import datasets as ds
-from experiments.tasks.runner import run_command
+from experiments.bench.flows import BenchFlowsConfig
+from experiments.bench.flows import run as run_bench_flows
+from experiments.bench.graph import BenchGraphConfig
+from experiments.bench.graph import __doc__ as BENCH_GRAPH_DOC
+from experiments.bench.graph import run as run_bench_graph
+from experiments.constants import SCHEDULES
+from experiments.paper.reproduce import ReproduceConfig, run_reproduce
+from experiments.run import distributed as D
+from experiments.run.allocator import keep_freed_memory
 from experiments.run.config import RunConfig
+from experiments.run.errors import Interrupted, RunError, StopRequested
+from experiments.run.options import (COMMON, add_argument, add_config_arguments, config_from_args,
+                                     nonnegative_float, positive)
+from experiments.run.result import RunResult
+from experiments.tasks import runner  # runner.run_command, looked up per call (tests replace it)
+from experiments.tasks.hdensity import HDensityConfig, run_hdensity
+from experiments.tasks.main_job import MainConfig, run_main
+from manifolds import Euclidean, Lorentz
+from vae.constants import NODE_INPUTS, SAMPLERS
 
 DATASETS = {"density": ds.DENSITY_DATASETS, "graph-recon": ds.GRAPH_DATASETS, "graph-gen": ds.GENERATION_DATASETS}
 
@@ -33,36 +52,11 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 
 def _flow_help() -> str:
-    import flows
 
     names = ", ".join(flows.available())
     return (f"flow in the posterior (graph-gen: of the prior): 'none' or a registered flow ({names}; "
             "flows.describe() says what each is). The paper's NC is --model euclidean --flow nc (affine coupling); "
             "TC and WHC are --model hyperbolic --flow tc (tangent coupling) / whc (wrapped hyperboloid coupling)")
-
-
-def _positive(kind=int):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if not value > 0 or (kind is float and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"expected a positive {'finite ' if kind is float else ''}"
-                                             f"{kind.__name__}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
 
 
 def _add_common(p: argparse.ArgumentParser, command: str) -> None:
@@ -74,25 +68,23 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
                    help="latent space: euclidean (R^n, wrapped normal = Gaussian) or hyperbolic (Lorentz model "
                         "H^n with the paper's curvature warm-up R = 11 -> 2)")
     p.add_argument("--flow", default=d["flow"], help=_flow_help())
-    p.add_argument("--latent-dim", type=_positive(), default=d["latent_dim"],
+    p.add_argument("--latent-dim", type=positive(), default=d["latent_dim"],
                    help="intrinsic latent dimension n" + (" (default: per dataset, e.g. 6 for dis-i, 2 for "
                                                           "dis-ii)" if d["latent_dim"] is None else ""))
-    p.add_argument("--epochs", type=_positive(), default=d["epochs"],
+    p.add_argument("--epochs", type=positive(), default=d["epochs"],
                    help="training epochs" + (" per stage (auto-encoder, then flow prior)" if command == "graph-gen"
                                              else ""))
-    p.add_argument("--seeds", type=_positive(), default=d["seeds"],
+    p.add_argument("--seeds", type=positive(), default=d["seeds"],
                    help="number of seeded runs (seeds --seed, --seed+1, ...)")
-    p.add_argument("--seed", type=int, default=d["seed"], help="first seed")
-    p.add_argument("--lr", type=_positive(float), default=d["lr"], help="Adam learning rate")
-    p.add_argument("--hidden", type=_positive(), default=d["hidden"],
+    add_argument(p, "seed", d["seed"], COMMON["seed"])
+    p.add_argument("--lr", type=positive(float), default=d["lr"], help="Adam learning rate")
+    p.add_argument("--hidden", type=positive(), default=d["hidden"],
                    help="encoder/decoder width (default: 200 for bdp and digits, 600 for mnist; GCN 16 for "
                         "graph-recon; GAT 32 for graph-gen)")
-    p.add_argument("--flow-layers", type=_positive(), default=d["flow_layers"], help="coupling layers of the flow")
-    p.add_argument("--flow-hidden", type=_positive(), default=d["flow_hidden"], help="width of the coupling networks")
-    p.add_argument("--data-root", type=Path, default=d["data_root"],
-                   help=f"folder with the datasets in the layout of shared/data (default: ${ds.DATA_ROOT_ENV}, "
-                        "else ../shared/data beside the repository, else ./data)")
-    p.add_argument("--device", default=d["device"], help="torch device: cpu, cuda, cuda:1 ...")
+    p.add_argument("--flow-layers", type=positive(), default=d["flow_layers"], help="coupling layers of the flow")
+    p.add_argument("--flow-hidden", type=positive(), default=d["flow_hidden"], help="width of the coupling networks")
+    add_argument(p, "data_root", d["data_root"], COMMON["data_root"])
+    add_argument(p, "device", d["device"], COMMON["device"])
     p.add_argument("--compile", action="store_true",
                    help="compile the training step with torch.compile (the first steps take longer while it "
                         "compiles)" + ("; graph-gen compiles the tensor part of each loss with dynamic shapes (its "
@@ -103,10 +95,9 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
                        help="on CUDA, capture the whole training step (loss, backward, Adam) in a CUDA graph and "
                             "replay it every epoch (the same kernels as eager: same numerics, one launch); auto: on "
                             "for a CUDA device")
-    p.add_argument("--threads", type=_positive(), default=d["threads"],
-                   help="torch intra-op threads (1 is fastest for these small models on a shared CPU)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: runs/<command>/<dataset>-<model>-<flow>-d<latent-dim>)")
+    add_argument(p, "threads", d["threads"], COMMON["threads"])
+    add_argument(p, "out", None, {**COMMON["out"], "help": "output folder (default: "
+                                  "runs/<command>/<dataset>-<model>-<flow>-d<latent-dim>)"})
     p.add_argument("--csv", type=Path, default=None, help="CSV that gets one row per run (default: <out>/../results.csv)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out from its last checkpoint (finished seeds are kept); "
@@ -114,25 +105,25 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run already in --out (deletes its seed<k>/ folders, results.json, config.json and "
                         "training_curves.png, nothing else); without it such an --out is refused")
-    p.add_argument("--checkpoint-every", type=_positive(), default=d["checkpoint_every"],
+    p.add_argument("--checkpoint-every", type=positive(), default=d["checkpoint_every"],
                    help="epochs between checkpoints (default: 1/20 of the epochs)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--stop-after", type=_positive(), default=None, help=argparse.SUPPRESS)  # tests: simulated kill
+    add_argument(p, "no_progress", False, COMMON["no_progress"])
+    p.add_argument("--stop-after", type=positive(), default=None, help=argparse.SUPPRESS)  # tests: simulated kill
     if command == "density":
-        p.add_argument("--batch-size", type=_positive(), default=d["batch_size"],
+        p.add_argument("--batch-size", type=positive(), default=d["batch_size"],
                        help="global batch size (default: 64 bdp, 128 mnist and digits)")
-        p.add_argument("--iwae-samples", type=_positive(), default=d["iwae_samples"],
+        p.add_argument("--iwae-samples", type=positive(), default=d["iwae_samples"],
                        help="importance samples K of the test IWAE")
-        p.add_argument("--eval-batch", type=_positive(), default=d["eval_batch"], help="test examples per IWAE batch")
+        p.add_argument("--eval-batch", type=positive(), default=d["eval_batch"], help="test examples per IWAE batch")
     if command == "graph-recon":
-        p.add_argument("--kl-weight", type=_nonnegative_float, default=d["kl_weight"], metavar="BETA",
+        p.add_argument("--kl-weight", type=nonnegative_float, default=d["kl_weight"], metavar="BETA",
                        help="β of the loss recon + β·KL/N (default 1, the paper's; reproduce selects it from "
                             "{1, 3, 10, 30, 100} on the validation edges)")
-        p.add_argument("--weight-decay", type=_nonnegative_float, default=d["weight_decay"], metavar="LAMBDA",
+        p.add_argument("--weight-decay", type=nonnegative_float, default=d["weight_decay"], metavar="LAMBDA",
                        help="λ of Adam's decoupled weight decay (AdamW: every step θ ← θ - lr·λ·θ besides the Adam "
                             "update); default 0, plain Adam, the paper's. reproduce selects it on the validation edges at "
                             "the selected β, from {0, 0.1, 1, 3} for Table 3 and {0, 0.1, 1} for the latent table")
-        p.add_argument("--final-radius", type=_positive(float), default=d["final_radius"], metavar="R",
+        p.add_argument("--final-radius", type=positive(float), default=d["final_radius"], metavar="R",
                        help="curvature radius after the warm-up R = 11 → R (k = R², curvature -1/R²; default 2, the "
                             "paper's); a smaller R gives the hyperbolic latents more room for a deep hierarchy")
         p.add_argument("--decoder", default=d["decoder"], choices=("inner", "distance"),
@@ -141,10 +132,9 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
         p.add_argument("--flow-conditioner", default=d["flow_conditioner"], choices=("mlp", "gcn", "gat"),
                        help="coupling networks: per-node MLPs (the reference code's 'Linear' layers) or graph networks")
     if command == "graph-gen":
-        p.add_argument("--batch-size", type=_positive(), default=d["batch_size"], help="graphs per mini-batch")
-        p.add_argument("--num-generate", type=_positive(), default=d["num_generate"],
+        p.add_argument("--batch-size", type=positive(), default=d["batch_size"], help="graphs per mini-batch")
+        p.add_argument("--num-generate", type=positive(), default=d["num_generate"],
                        help="graphs generated for the metrics")
-        from vae.constants import NODE_INPUTS, SAMPLERS, SCHEDULES
 
         p.add_argument("--node-input", default=d["node_input"], choices=NODE_INPUTS,
                        help="encoder input per node: structural (one-hot degree + random-walk returns), adjacency "
@@ -161,7 +151,39 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
                             "the spanning-tree samplers give trees on all nodes by construction")
 
 
+#: the commands configured by one dataclass each (their flags are its fields): name, config, help, description
+CONFIG_COMMANDS: tuple[tuple[str, type, str, str], ...] = (
+    ("main", MainConfig, "the README's main job (make demo)",
+     "Graph reconstruction on the embedded hierarchical graph (no download): N-VAE, H-VAE and WHC compared; prints "
+     "an AUC/AP table and draws the latents in the Poincaré disk."),
+    ("reproduce", ReproduceConfig, "reproduce the paper's tables and write RESULTS.md",
+     "Run the paper's experiments at its settings (5 seeds each; finished runs are kept) and write RESULTS.md."),
+    ("hdensity", HDensityConfig, "density estimation on H^n against exact targets (RFM, CNF, WHC, TC)",
+     "Density estimation on H^2, H^8 and H^16 against targets with exact log-densities: test NLL and its gap to "
+     "the target's entropy for Riemannian flow matching, a CNF, WHC and TC."),
+)
+#: the benchmarks of ``python -m experiments.bench``: name, config, help, description
+BENCH_COMMANDS: tuple[tuple[str, type, str, str], ...] = (
+    ("flows", BenchFlowsConfig, "training step of NC vs zuko/nflows/normflows RealNVP; TC and WHC vs NC",
+     "Training step of NC vs zuko/nflows/normflows RealNVP; TC and WHC vs NC."),
+    ("graph", BenchGraphConfig, "graph VAE training epochs on Dis-II and random graphs (issue 12): time, peak "
+     "memory, kernel launches, host syncs", BENCH_GRAPH_DOC),
+)
+#: what each configured command runs
+RUNNERS: dict[type, Callable[[Any], Any]] = {MainConfig: run_main, ReproduceConfig: run_reproduce,
+                                             HDensityConfig: run_hdensity, BenchFlowsConfig: run_bench_flows,
+                                             BenchGraphConfig: run_bench_graph}
+
+
+def _add_config_commands(sub: Any, commands: tuple[tuple[str, type, str, str], ...]) -> None:
+    for command, cls, help, description in commands:
+        add_config_arguments(sub.add_parser(command, help=help, description=description, formatter_class=_Formatter,
+                                            allow_abbrev=False), cls)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m experiments``: the run commands (flags from :class:`RunConfig`'s defaults) and
+    the commands of :data:`CONFIG_COMMANDS`."""
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__, formatter_class=_Formatter,
                                      allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -172,31 +194,39 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(command, help=helps[command], description=helps[command], formatter_class=_Formatter,
                            allow_abbrev=False)
         _add_common(p, command)
-    from experiments.tasks.hdensity import add_arguments as add_hdensity
-    from experiments.tasks.main_job import add_arguments as add_main
-    from experiments.paper.reproduce import add_arguments as add_reproduce
-
-    add_main(sub.add_parser("main", help="the README's main job (make demo)", formatter_class=_Formatter,
-                            allow_abbrev=False,
-                            description="Graph reconstruction on the embedded hierarchical graph (no download): "
-                                        "N-VAE, H-VAE and WHC compared; prints an AUC/AP table and draws the "
-                                        "latents in the Poincaré disk."))
-    add_reproduce(sub.add_parser("reproduce", help="reproduce the paper's tables and write RESULTS.md",
-                                 allow_abbrev=False,
-                                 formatter_class=_Formatter, description="Run the paper's experiments at its "
-                                 "settings (5 seeds each; finished runs are kept) and write RESULTS.md."))
-    add_hdensity(sub.add_parser("hdensity", help="density estimation on H^n against exact targets (RFM, CNF, WHC, "
-                                                 "TC)", allow_abbrev=False, formatter_class=_Formatter,
-                                description="Density estimation on H^2, H^8 and H^16 against targets with exact "
-                                            "log-densities: test NLL and its gap to the target's entropy for "
-                                            "Riemannian flow matching, a CNF, WHC and TC."))
+    _add_config_commands(sub, CONFIG_COMMANDS)
     return parser
+
+
+def build_bench_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m experiments.bench`` (:data:`BENCH_COMMANDS`)."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=BENCH_DOC,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    _add_config_commands(parser.add_subparsers(dest="command", required=True), BENCH_COMMANDS)
+    return parser
+
+
+BENCH_DOC = """Benchmarks: ``flows`` times one maximum-likelihood training step of our flows and their peers
+(:mod:`experiments.bench.flows`); ``graph`` times the graph VAE's training epochs (:mod:`experiments.bench.graph`).
+Run ``python -m experiments.bench <benchmark> --help`` for the options of one."""
+
+
+def parse(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> Any:
+    """The typed config of a command line (a :class:`RunConfig` for the run commands, else the command's config
+    of :data:`CONFIG_COMMANDS` / :data:`BENCH_COMMANDS`); a wrong option or combination exits with usage."""
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("density", "graph-recon", "graph-gen"):
+        return validate(args, parser)
+    cls = next(c for name, c, _, _ in CONFIG_COMMANDS + BENCH_COMMANDS if name == args.command)
+    try:
+        return config_from_args(cls, args)
+    except ValueError as err:  # a combination the config refuses
+        parser.error(str(err))
 
 
 def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunConfig:
     """Check option combinations and turn them into the run's :class:`~experiments.run.config.RunConfig`."""
-    import flows
-    from manifolds import Euclidean, Lorentz
 
     command = args.command
     if args.flow != "none":
@@ -211,7 +241,6 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunCo
         parser.error("argument --flow: graph-gen needs a flow prior (nc with --model euclidean, tc or whc with "
                      "--model hyperbolic)")
     if str(args.device).startswith("cuda"):
-        import torch
 
         if not torch.cuda.is_available():
             parser.error(f"argument --device: {args.device} asked for, but torch sees no CUDA device (torch "
@@ -233,48 +262,39 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunCo
     return RunConfig.from_args(args)
 
 
-def print_summary(results: dict[str, Any]) -> None:
-    cfg = results["config"]  # as stored in results.json (RunConfig.to_json)
-    parts = [f"{k} = {v['mean']:.4f} ± {v['std']:.4f}" for k, v in results["summary"].items()
+def print_summary(result: RunResult) -> None:
+    """One line: the command, model and headline metrics (mean ± std over seeds) of a finished run."""
+    cfg = result.config
+    parts = [f"{k} = {v['mean']:.4f} ± {v['std']:.4f}" for k, v in result.summary.items()
              if k in ("auc", "ap", "test_ll", "accuracy", "avg_triangles", "avg_clustering", "mmd_degree",
                       "edges_per_node")]
-    print(f"{cfg['command']} {cfg['dataset']} model={cfg['model']} flow={cfg['flow']} d={cfg['latent_dim']}: "
-          f"{', '.join(parts)} over {len(results['metrics'])} seed(s); {results['wall_s']:.1f} s; "
-          f"results in {cfg['out']}/results.json")
+    print(f"{cfg.command} {cfg.dataset} model={cfg.model} flow={cfg.flow} d={cfg.latent_dim}: "
+          f"{', '.join(parts)} over {len(result.metrics)} seed(s); {result.wall_s:.1f} s; "
+          f"results in {cfg.out}/results.json")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from experiments.run.allocator import keep_freed_memory
-
+    """``python -m experiments``: parse, run, and turn the run's errors into one line and an exit code."""
     keep_freed_memory()  # CPU training steps without page faults on every new tensor (see experiments.run.allocator)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "main":
-        from experiments.tasks.main_job import run_main
-        from experiments.run.protocol import Interrupted
-
+    cfg = parse(argv)
+    if isinstance(cfg, MainConfig):
         try:
-            return run_main(args)
+            return run_main(cfg)
         except Interrupted as err:  # Ctrl-C: the main job replaces its output on every run, so nothing resumes
             print(f"main job: interrupted (Ctrl-C) after epoch {err.epoch} of {err.epochs}; it starts afresh each "
-                  f"time: run it again to finish ({args.out} holds the models finished before)", file=sys.stderr)
+                  f"time: run it again to finish ({cfg.out} holds the models finished before)", file=sys.stderr)
             return 130
-    if args.command == "reproduce":
-        from experiments.paper.reproduce import run_reproduce
+    if not isinstance(cfg, RunConfig):
+        return RUNNERS[type(cfg)](cfg)
+    return _run(cfg)
 
-        return run_reproduce(args)
-    if args.command == "hdensity":
-        from experiments.tasks.hdensity import run_hdensity
 
-        return run_hdensity(args)
-    cfg = validate(args, parser)
-    from experiments.run import distributed as D
-    from experiments.run.protocol import Interrupted, RunError, StopRequested
-
+def _run(cfg: RunConfig) -> int:
+    """A run command: its summary line, or the error and exit code (2: usage or data, 130: Ctrl-C, 3: stopped)."""
     try:
-        results = run_command(cfg)
+        result = runner.run_command(cfg)
         if D.is_main():
-            print_summary(results)
+            print_summary(result)
     except (ds.MissingDataError, ds.DataFileError, RunError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -289,5 +309,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def bench_main(argv: list[str] | None = None) -> None:
+    """``python -m experiments.bench``: parse and run one benchmark."""
+    RUNNERS[type(cfg := parse(argv, build_bench_parser()))](cfg)

@@ -6,14 +6,16 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+import networkx as nx
 import numpy as np
+import torch
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # lazy: measured import cost: matplotlib takes ~1-2 s, paid only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: measured import cost: matplotlib takes ~1-2 s, paid only when a plot is drawn
 
     return plt
 
@@ -48,7 +50,6 @@ def training_curves(histories: Sequence[Sequence[dict]], path: Path, title: str 
 def disk_coordinates(manifold, z) -> tuple[np.ndarray, bool]:
     """2-D latents as plot coordinates: the unit Poincaré disk for a Lorentz manifold (``to_poincare / sqrt(k)``),
     the plane itself for ℝ². Returns ``(points, in_disk)``."""
-    import torch
 
     with torch.no_grad():
         p = manifold.to_poincare(z.detach())
@@ -117,7 +118,6 @@ def latents(panels: Sequence[tuple[np.ndarray, bool, object, str]], path: Path, 
 
 def graphs(gs, path: Path, title: str = "", ncols: int = 4) -> None:
     """A grid of (generated) graphs, spring layout."""
-    import networkx as nx
 
     plt = _plt()
     n = len(gs)

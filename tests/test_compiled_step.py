@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from experiments.run.protocol import adam
+from experiments.run.steps import adam
 from experiments.run.steps import TrainStep, compile_loss
 from manifolds import Euclidean, Lorentz
 from vae import VAE, GraphVAE

@@ -1,6 +1,7 @@
-"""``python -m experiments.bench flows|graph``: see :mod:`experiments.bench.flows` and :mod:`experiments.bench.graph`."""
+"""``python -m experiments.bench flows|graph``: see :mod:`experiments.bench.flows` and :mod:`experiments.bench.graph`
+(the parser: :func:`experiments.cli.build_bench_parser`)."""
 
-from experiments.bench.flows import main
+from experiments.cli import bench_main
 
 if __name__ == "__main__":
-    main()
+    bench_main()

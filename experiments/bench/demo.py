@@ -16,7 +16,9 @@ import math
 import time
 from pathlib import Path
 
+import geoopt
 import torch
+from tqdm import trange
 
 from flows import Flow, build
 from manifolds import Lorentz, WrappedNormal
@@ -30,7 +32,6 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def envelope_table() -> list[dict]:
     """Round-trip errors of ``log_o(exp_o(u))`` in float32, ours vs geoopt, for growing ``||u||``."""
-    import geoopt
 
     ours, theirs = Lorentz(1.0), geoopt.Lorentz(1.0)
     g = torch.Generator().manual_seed(0)
@@ -47,7 +48,6 @@ def envelope_table() -> list[dict]:
 
 def far_transport_table() -> list[dict]:
     """Norm change of a short parallel transport at distance ``s`` from the origin, float32."""
-    import geoopt
 
     theirs = geoopt.Lorentz(1.0)
     g = torch.Generator().manual_seed(1)
@@ -83,7 +83,6 @@ def mixture(M: Lorentz, n_per: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def fit_whc(steps: int, layers: int, seed: int) -> tuple[Flow, list[float], torch.Tensor, float]:
-    from tqdm import trange
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -109,10 +108,10 @@ def fit_whc(steps: int, layers: int, seed: int) -> tuple[Flow, list[float], torc
 
 
 def plot_density(q: Flow, test: torch.Tensor, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: measured import cost: matplotlib takes ~1-2 s, paid only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: measured import cost: matplotlib takes ~1-2 s, paid only when a plot is drawn
 
     M = q.transform.manifold
     grid = torch.linspace(-0.97, 0.97, 200)

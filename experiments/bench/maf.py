@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from experiments.run.timing import Case, time_cases
+from flows import Flow, build
+from manifolds import Euclidean
 
 #: Target of issue 6: our MAF training step at most this many times the faster peer's.
 MAF_VS_PEER_TARGET = 1.0
@@ -57,27 +59,25 @@ def _sampler(sample: Callable[[], torch.Tensor]) -> Callable[[], None]:
 
 
 def _ours(name: str, dim: int, layers: int, hidden: int, x: torch.Tensor):
-    from flows import Flow, build
-    from manifolds import Euclidean
 
     f = build(name, Euclidean(), dim, layers=layers, hidden=hidden).to(x)
     return f, Flow(_normal(dim, x), f)
 
 
 def _zuko(dim: int, layers: int, hidden: int, x: torch.Tensor):
-    import zuko
+    import zuko  # lazy: optional dependency ([bench] extra)
 
     flow = zuko.flows.MAF(dim, transforms=layers, hidden_features=(hidden, hidden), activation=nn.Tanh).to(x)
     return flow, f"zuko {zuko.__version__} MAF"
 
 
 def _nflows(dim: int, layers: int, hidden: int, x: torch.Tensor):
-    import nflows
-    from nflows.distributions.normal import StandardNormal
-    from nflows.flows.base import Flow as NFlow
-    from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform
-    from nflows.transforms.base import CompositeTransform
-    from nflows.transforms.permutations import ReversePermutation
+    import nflows  # lazy: optional dependency ([bench] extra)
+    from nflows.distributions.normal import StandardNormal  # lazy: optional dependency ([bench] extra)
+    from nflows.flows.base import Flow as NFlow  # lazy: optional dependency ([bench] extra)
+    from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform  # lazy: optional dependency ([bench] extra)
+    from nflows.transforms.base import CompositeTransform  # lazy: optional dependency ([bench] extra)
+    from nflows.transforms.permutations import ReversePermutation  # lazy: optional dependency ([bench] extra)
 
     ts: list[nn.Module] = []
     for _ in range(layers):

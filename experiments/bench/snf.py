@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from torch.distributions import Independent, Normal
 
+from experiments.run.files import atomic_write_text
 from flows import Flow
 from flows.selfnorm import SelfNormLinear, self_normalizing_objective
-
-from experiments.run.protocol import atomic_write_text
 
 DEFAULT_DIMS = (64, 128, 256, 512, 1024, 2048)
 

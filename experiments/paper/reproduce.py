@@ -29,18 +29,22 @@ kept), so it always states exactly what has been run.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+from experiments.models import BY_PAPER_NAME
+from experiments.models import paper_name
 from experiments.paper import numbers as paper
 from experiments.run.config import RunConfig
-from experiments.models import BY_PAPER_NAME
+from experiments.run.errors import Interrupted
+from experiments.run.options import common, option
+from experiments.tasks import runner  # runner.run_command, looked up per call (tests replace it)
 
 TABLE_ORDER = ("table3", "table3ref", "latent", "table1", "table4", "figure5", "table2")
 #: beyond the paper: graph reconstruction at growing latent dimension (datasets, dims, models)
@@ -134,26 +138,32 @@ def configs(table: str) -> list[tuple[str, RunConfig]]:
     return out
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="folder of all runs")
-    p.add_argument("--tables", default=",".join(TABLE_ORDER),
-                   help=f"comma-separated tables to run, in this order (of {', '.join(TABLE_ORDER)})")
-    p.add_argument("--only", default=None, help="comma-separated run names to restrict to (e.g. dis-ii-WHC)")
-    p.add_argument("--seeds", type=int, default=5, help="seeds per configuration (the paper: 5)")
-    p.add_argument("--passes", default=None,
-                   help="comma-separated seed counts to reach in successive passes over all tables, e.g. 2,5 "
-                        "(default: one pass to --seeds)")
-    p.add_argument("--data-root", type=Path, default=None, help="datasets folder (layout of shared/data)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads of each run (1 lets several reproductions share the cores; for one "
-                        "reproduction on an otherwise idle machine, the number of cores is faster)")
-    p.add_argument("--stop-launching-at", default=None, metavar="HH:MM",
-                   help="start no new seed after the next such local time (tomorrow's if today's has passed); "
-                        "RESULTS.md then says what was not run")
-    p.add_argument("--results-md", type=Path, default=Path("RESULTS.md"), help="where to write the report")
-    p.add_argument("--report-only", action="store_true", help="only rewrite RESULTS.md from the runs on disk")
-    p.add_argument("--no-progress", action="store_true")
+@dataclass(frozen=True)
+class ReproduceConfig:
+    """The settings of ``python -m experiments reproduce`` (its flags)."""
+
+    out: Path = common("out", Path("runs/reproduce"), help="folder of all runs")
+    tables: str = option(",".join(TABLE_ORDER),
+                         f"comma-separated tables to run, in this order (of {', '.join(TABLE_ORDER)})")
+    only: Optional[str] = option(None, "comma-separated run names to restrict to (e.g. dis-ii-WHC)")
+    seeds: int = option(5, "seeds per configuration (the paper: 5)", type=int)
+    passes: Optional[str] = option(None, "comma-separated seed counts to reach in successive passes over all "
+                                   "tables, e.g. 2,5 (default: one pass to --seeds)")
+    data_root: Optional[Path] = common("data_root", None)
+    device: str = common("device", "cpu")
+    threads: int = common("threads", 1, type=int,
+                          help="torch intra-op threads of each run (1 lets several reproductions share the cores; "
+                               "for one reproduction on an otherwise idle machine, the number of cores is faster)")
+    stop_launching_at: Optional[str] = option(None, "start no new seed after the next such local time (tomorrow's "
+                                              "if today's has passed); RESULTS.md then says what was not run",
+                                              metavar="HH:MM")
+    results_md: Path = option(Path("RESULTS.md"), "where to write the report", type=Path)
+    report_only: bool = option(False, "only rewrite RESULTS.md from the runs on disk")
+    no_progress: bool = common("no_progress", False)
+
+    def __post_init__(self) -> None:
+        for name in ("out", "results_md"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
 
 
 def _deadline(text: str | None) -> dt.datetime | None:
@@ -170,8 +180,7 @@ def _deadline(text: str | None) -> dt.datetime | None:
     return at if at > now else at + dt.timedelta(days=1)
 
 
-def run_reproduce(args: argparse.Namespace) -> int:
-    from experiments.run.protocol import Interrupted
+def run_reproduce(args: ReproduceConfig) -> int:
 
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     for t in tables:
@@ -200,11 +209,10 @@ def run_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_tables(args: argparse.Namespace, tables: list[str], only: set[str] | None, passes: list[int],
+def _run_tables(args: ReproduceConfig, tables: list[str], only: set[str] | None, passes: list[int],
                 deadline: dt.datetime | None, command: str) -> None:
     """The runs of ``reproduce``: every pass over every table (or up to ``--stop-launching-at``), rewriting the
     report after each configuration."""
-    from experiments.tasks.runner import run_command
 
     def run_to(table: str, name: str, folder: Path, base: RunConfig, target: int) -> bool:
         """Bring one configuration to ``target`` seeds; False once past the deadline."""
@@ -217,8 +225,8 @@ def _run_tables(args: argparse.Namespace, tables: list[str], only: set[str] | No
                                threads=args.threads, csv=args.out / "results.csv", resume=True,
                                no_progress=args.no_progress)
             t0 = time.perf_counter()
-            res = run_command(cfg)
-            shown = {k: round(v["mean"], 4) for k, v in res["summary"].items()}
+            res = runner.run_command(cfg)
+            shown = {k: round(v["mean"], 4) for k, v in res.summary.items()}
             print(f"reproduce: {table}/{name} {seeds} seed(s): {shown} "
                   f"(+{time.perf_counter() - t0:.0f} s)", flush=True)
         return True
@@ -680,7 +688,6 @@ TREE_ROW = "uniform random trees (spanning-tree control)"
 
 def _run_label(name: str, res: dict[str, Any] | None) -> str:
     """A row's label: the paper's model name, then the generator options that differ from the defaults."""
-    from experiments.models import paper_name
 
     if res is None:
         return name
@@ -694,7 +701,7 @@ def _run_label(name: str, res: dict[str, Any] | None) -> str:
 def _generation_rows(out: Path, table: str, explain: bool = True) -> list[str]:
     """The metrics that the LCC protocol cannot hide, on the raw generated graphs against the held-out graphs, for
     every configuration of ``table`` and the two reference rows of ``baselines.json``
-    (:func:`vae.graph_metrics.baseline_rows`): a G(n, p) generator with the training graphs' edge density, and the
+    (:func:`experiments.tasks.graph_gen_baselines.baseline_rows`): a G(n, p) generator with the training graphs' edge density, and the
     held-out graphs scored against the training graphs. A metric an older run did not record is "—"; each
     reference row comes from the first configuration's ``baselines.json`` that has it."""
     explanation = ("Metrics of the raw generated graphs against the held-out graphs (MMD², lower is better; a tree "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+import warnings
 import weakref
 from collections import Counter
 from typing import Any, Callable
@@ -247,7 +248,6 @@ def count_cuda_syncs(fn: Callable[[], Any], messages: list[str] | None = None) -
         >>> count_cuda_syncs(lambda: None) in (None, 0)
         True
     """
-    import warnings
 
     if not torch.cuda.is_available():
         return None

@@ -29,9 +29,8 @@ import torch
 from tqdm import tqdm
 
 import flows
+from experiments.run.files import atomic_write_text
 from manifolds import Lorentz, WrappedNormal
-
-from experiments.run.protocol import atomic_write_text
 
 #: solver tolerances (rtol = atol) of the CNF while training, and when scoring held-out data / the plot grid
 TRAIN_TOL = 1e-4
@@ -102,10 +101,10 @@ def mean_log_prob(log_prob: Callable[[torch.Tensor], torch.Tensor], z: torch.Ten
 
 
 def density_plot(M: Lorentz, panels: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: measured import cost: matplotlib takes ~1-2 s, paid only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: measured import cost: matplotlib takes ~1-2 s, paid only when a plot is drawn
 
     u = torch.linspace(-DISK_RADIUS, DISK_RADIUS, GRID)
     px, py = torch.meshgrid(u, u, indexing="xy")

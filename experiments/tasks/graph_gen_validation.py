@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from vae.constants import NODE_INPUTS, SCHEDULES
-
 from experiments import datasets as ds
+from experiments.constants import SCHEDULES
 from experiments.run.config import RunConfig
 from experiments.tasks.graph_gen import GraphGenJob
+from vae.constants import NODE_INPUTS
 
 
 def compare(dataset: str, settings: list[tuple[str, str]], *, seed: int = 0, val: int = 10, flow: str = "whc",

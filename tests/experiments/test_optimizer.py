@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from experiments.run.protocol import adam
+from experiments.run.steps import adam
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1, 3.0])

@@ -219,7 +219,7 @@ def test_ctrl_c_in_reproduce_keeps_what_ran_and_says_how_to_continue(tmp_path: P
     what finished, exits with 130 and one message saying to run the same command again; no traceback."""
     import experiments.tasks.runner as commands
     import experiments.paper.reproduce as rep
-    from experiments.run.protocol import Interrupted
+    from experiments.run.errors import Interrupted
 
     real = rep.configs
     monkeypatch.setattr(rep, "configs", lambda table: [
