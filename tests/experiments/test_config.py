@@ -73,7 +73,7 @@ def test_results_json_of_today_still_reads(tmp_path: Path):
     (tmp_path / "results.json").write_text(json.dumps(old))
     res = RunResult.load(tmp_path)
     assert res.seeds == [0, 1] and res.data_note == "10 nodes" and res.summary["auc"]["mean"] == 0.85
-    assert res.config == RunConfig.for_command("graph-recon", dataset="tree", latent_dim=2, out="runs/x")
+    assert res.config == RunConfig(command="graph-recon", dataset="tree", latent_dim=2, out="runs/x")
     assert res.wall_s == 4.0 and res.out == Path("runs/x")
     res.save(tmp_path / "again.json")
     assert RunResult.load(tmp_path / "again.json") == res

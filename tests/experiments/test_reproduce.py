@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from experiments.cli import main
+from experiments.run.config import RunConfig
+from experiments.run.result import RunResult
 
 
 def test_reproduce_runs_a_subset_and_reports_it(tmp_path: Path, monkeypatch) -> None:
@@ -174,8 +176,8 @@ def test_reference_protocol_and_latent_tables_are_what_they_say() -> None:
     top = [0.99, 0.95, 0.93, 0.91, 0.9]  # seed 10 is beyond the first 10 and is not looked at
     m = sum(top) / 5
     sd = (sum((v - m) ** 2 for v in top) / 4) ** 0.5
-    assert rep._best_of(res, "auc", 3) == f"{m:.3f} ± {sd:.3f}"
-    assert rep._best_of({"metrics": res["metrics"][:5]}, "auc", 3) == "needs 10 seeds (n=5)"
+    assert rep._best_of(RunResult.from_json(res), "auc", 3) == f"{m:.3f} ± {sd:.3f}"
+    assert rep._best_of(RunResult.from_json({"metrics": res["metrics"][:5]}), "auc", 3) == "needs 10 seeds (n=5)"
 
 
 def test_a_report_from_a_partial_runs_folder_keeps_the_other_tables_sections(tmp_path: Path) -> None:
@@ -204,11 +206,12 @@ def test_a_reported_setting_says_whether_its_weight_decay_was_selected(tmp_path:
 
     folder = tmp_path / "latent" / "cora-d8-TC"
     folder.mkdir(parents=True)
-    res = {"config": {"kl_weight": 10.0, "weight_decay": 0.0}}
+    cfg = RunConfig.for_command("graph-recon", dataset="cora", kl_weight=10.0, weight_decay=0.0)
+    res = RunResult(command="graph-recon", config=cfg, metrics=[])
     (folder / "selection.json").write_text(json.dumps({"kl_weight": 10.0}))
     assert rep._setting_text(tmp_path, "latent", "cora-d8-TC", res) == f", β=10, λ=0{rep.UNSELECTED_MARK}"
     (folder / "selection.json").write_text(json.dumps({"kl_weight": 10.0, "weight_decay": 1.0}))
-    res["config"]["weight_decay"] = 1.0
+    res = RunResult(command="graph-recon", config=cfg.replace(weight_decay=1.0), metrics=[])
     assert rep._setting_text(tmp_path, "latent", "cora-d8-TC", res) == ", β=10, λ=1"
     assert rep._setting_text(tmp_path, "table3ref", "dis-i-TC", res) == ""  # no selection there
     assert rep._setting_text(tmp_path, "latent", "cora-d8-TC", None) == ""
