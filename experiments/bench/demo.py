@@ -14,12 +14,14 @@ import argparse
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import geoopt
 import torch
 from tqdm import trange
 
+from experiments.run.options import add_config_arguments, common, config_from_args, option, positive
 from flows import Flow, build
 from manifolds import Lorentz, WrappedNormal
 from manifolds import lorentz_math as lm
@@ -136,15 +138,20 @@ def plot_density(q: Flow, test: torch.Tensor, path: Path) -> None:
     plt.close(fig)
 
 
+@dataclass(frozen=True)
+class DemoConfig:
+    """The settings of ``python -m experiments.bench.demo`` (its flags)."""
+
+    out: Path = common("out", Path("runs/demo"))
+    steps: int = option(600, "training steps of the WHC flow", type=positive())
+    layers: int = option(8, "WHC coupling layers", type=positive())
+    seed: int = common("seed", 0)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
-    ap.add_argument("--steps", type=int, default=600, help="training steps of the WHC flow (default: 600)")
-    ap.add_argument("--layers", type=int, default=8, help="WHC coupling layers (default: 8)")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    if args.steps < 1 or args.layers < 1:
-        ap.error("--steps and --layers must be positive")
+    add_config_arguments(ap, DemoConfig)
+    args = config_from_args(DemoConfig, ap.parse_args(argv))
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 

@@ -19,12 +19,14 @@ import argparse
 import json
 import platform
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 from torch import nn
 
+from experiments.run.options import add_config_arguments, common, config_from_args, option
 from experiments.run.timing import Case, time_cases
 from flows import Flow, build
 from manifolds import Euclidean
@@ -174,19 +176,26 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class BenchMafConfig:
+    """The settings of ``python -m experiments.bench.maf`` (its flags)."""
+
+    batch: int = option(1024, "examples per training step", type=int)
+    dims: list[int] = option([16, 64], "data dimensions", type=int, nargs="+")
+    layers: int = option(8, "autoregressive layers", type=int)
+    hidden: int = option(128, "width of the MADE networks", type=int)
+    repeats: int = option(15, "timed steps per model (median)", type=int)
+    warmup: int = option(3, "untimed steps per model first", type=int)
+    device: str = common("device", "cpu")
+    threads: Optional[int] = common("threads", None, help="torch intra-op threads (default: torch's)")
+    out: Optional[Path] = common("out", None, help="also write the rows as JSON here")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(prog="python -m experiments.bench.maf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--dims", type=int, nargs="+", default=[16, 64])
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
-    a = p.parse_args(argv)
+    add_config_arguments(p, BenchMafConfig)
+    a = config_from_args(BenchMafConfig, p.parse_args(argv))
     rows = run_maf_benchmark(a.batch, tuple(a.dims), a.layers, a.hidden, a.repeats, a.device, a.warmup, a.threads)
     print(render(rows))
     if a.out:

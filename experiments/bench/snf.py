@@ -17,6 +17,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -25,6 +26,7 @@ import torch
 from torch.distributions import Independent, Normal
 
 from experiments.run.files import atomic_write_text
+from experiments.run.options import add_config_arguments, common, config_from_args, option
 from flows import Flow
 from flows.selfnorm import SelfNormLinear, self_normalizing_objective
 
@@ -50,15 +52,22 @@ def slope(dims: list[int], times: list[float]) -> float:
     return float(np.polyfit(np.log(dims), np.log(times), 1)[0])
 
 
+@dataclass(frozen=True)
+class BenchSnfConfig:
+    """The settings of ``python -m experiments.bench.snf`` (its flags)."""
+
+    dims: list[int] = option(list(DEFAULT_DIMS), "layer sizes D", type=int, nargs="+")
+    batch: int = option(100, "batch size (the paper's MNIST batch)", type=int)
+    repeats: int = option(5, "timed steps per variant and size (median reported)", type=int)
+    threads: int = common("threads", 1)
+    out: Optional[Path] = common("out", None, help="optional JSON file for the timings")
+
+
 def main(argv: Optional[list[str]] = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m experiments.bench.snf", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dims", type=int, nargs="+", default=list(DEFAULT_DIMS))
-    p.add_argument("--batch", type=int, default=100, help="batch size (the paper's MNIST batch)")
-    p.add_argument("--repeats", type=int, default=5, help="timed steps per variant and size (median reported)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    p.add_argument("--out", type=Path, default=None, help="optional JSON file for the timings")
-    args = p.parse_args(argv)
+    add_config_arguments(p, BenchSnfConfig)
+    args = config_from_args(BenchSnfConfig, p.parse_args(argv))
     torch.set_num_threads(args.threads)
 
     dims = sorted(args.dims)

@@ -21,6 +21,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 import flows
 from experiments.run.files import atomic_write_text
+from experiments.run.options import add_config_arguments, common, config_from_args, option
 from manifolds import Lorentz, WrappedNormal
 
 #: solver tolerances (rtol = atol) of the CNF while training, and when scoring held-out data / the plot grid
@@ -135,15 +137,22 @@ def density_plot(M: Lorentz, panels: list[tuple[str, Callable[[torch.Tensor], to
     tmp.replace(path)
 
 
+@dataclass(frozen=True)
+class CnfVsWhcConfig:
+    """The settings of ``python -m experiments.tasks.cnf_vs_whc`` (its flags)."""
+
+    out: Optional[Path] = common("out", None, help="output folder (results.json, density.png)", required=True)
+    steps: int = option(150, "Adam steps for each flow (default 150: about 2 minutes in all on 2 shared CPU cores)",
+                        type=int)
+    whc_layers: int = option(WHC_LAYERS, f"WHC coupling layers (default {WHC_LAYERS})", type=int)
+    seed: int = common("seed", 0)
+    threads: int = common("threads", 1)
+
+
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m experiments.tasks.cnf_vs_whc")
-    ap.add_argument("--out", type=Path, required=True, help="output folder (results.json, density.png)")
-    ap.add_argument("--steps", type=int, default=150,
-                    help="Adam steps for each flow (default 150: about 2 minutes in all on 2 shared CPU cores)")
-    ap.add_argument("--whc-layers", type=int, default=WHC_LAYERS, help=f"WHC coupling layers (default {WHC_LAYERS})")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    args = ap.parse_args(argv)
+    add_config_arguments(ap, CnfVsWhcConfig)
+    args = config_from_args(CnfVsWhcConfig, ap.parse_args(argv))
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 

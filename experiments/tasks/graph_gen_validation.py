@@ -16,13 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from experiments import datasets as ds
 from experiments.constants import SCHEDULES
 from experiments.run.config import RunConfig
+from experiments.run.options import add_config_arguments, common, config_from_args, option
 from experiments.tasks.graph_gen import GraphGenJob
 from vae.constants import NODE_INPUTS
 
@@ -54,18 +57,25 @@ def compare(dataset: str, settings: list[tuple[str, str]], *, seed: int = 0, val
     return rows
 
 
+@dataclass(frozen=True)
+class GraphGenValidationConfig:
+    """The settings of ``python -m experiments.tasks.graph_gen_validation`` (its flags)."""
+
+    dataset: str = option("trees", "graph-gen data set", choices=ds.GENERATION_DATASETS)
+    seed: int = common("seed", 0)
+    val: int = option(10, "training graphs held out for validation", type=int)
+    epochs: Optional[int] = option(None, "--epochs of graph-gen (default: its default)", type=int)
+    node_inputs: str = option("structural,adjacency", f"of {', '.join(NODE_INPUTS)}")
+    schedules: str = option("paper,reference", f"of {', '.join(SCHEDULES)}")
+    threads: int = common("threads", 1)
+    json: Optional[Path] = option(None, "where to write the rows", type=Path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.tasks.graph_gen_validation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="trees", choices=ds.GENERATION_DATASETS)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val", type=int, default=10, help="training graphs held out for validation")
-    p.add_argument("--epochs", type=int, default=None, help="--epochs of graph-gen (default: its default)")
-    p.add_argument("--node-inputs", default="structural,adjacency", help=f"of {', '.join(NODE_INPUTS)}")
-    p.add_argument("--schedules", default="paper,reference", help=f"of {', '.join(SCHEDULES)}")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", type=Path, default=None, help="where to write the rows")
-    args = p.parse_args(argv)
+    add_config_arguments(p, GraphGenValidationConfig)
+    args = config_from_args(GraphGenValidationConfig, p.parse_args(argv))
     torch.set_num_threads(args.threads)
     settings = [(n, s) for n in args.node_inputs.split(",") for s in args.schedules.split(",")]
     rows = compare(args.dataset, settings, seed=args.seed, val=args.val, epochs=args.epochs)
