@@ -60,7 +60,15 @@ def _flow_help() -> str:
 
 
 def _add_common(p: argparse.ArgumentParser, command: str) -> None:
+    """The flags of a run command (density, graph-recon, graph-gen), their defaults from :class:`RunConfig`."""
     d = RunConfig.defaults(command)  # the defaults are written once, in experiments.run.config
+    _add_model_flags(p, command, d)
+    _add_run_flags(p, d)
+    COMMAND_FLAGS[command](p, d)
+
+
+def _add_model_flags(p: argparse.ArgumentParser, command: str, d: dict[str, Any]) -> None:
+    """What is trained, on what, and how fast: data, model, flow, training, device."""
     names = DATASETS[command]
     p.add_argument("--dataset", default=d["dataset"], choices=names, metavar="NAME",
                    help="dataset: " + "; ".join(f"{n}: {ds.DESCRIPTIONS[n]}" for n in names))
@@ -95,6 +103,10 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
                        help="on CUDA, capture the whole training step (loss, backward, Adam) in a CUDA graph and "
                             "replay it every epoch (the same kernels as eager: same numerics, one launch); auto: on "
                             "for a CUDA device")
+
+
+def _add_run_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
+    """Where a run writes and how it resumes (the run protocol's flags)."""
     add_argument(p, "threads", d["threads"], COMMON["threads"])
     add_argument(p, "out", None, {**COMMON["out"], "help": "output folder (default: "
                                   "runs/<command>/<dataset>-<model>-<flow>-d<latent-dim>)"})
@@ -109,46 +121,57 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
                    help="epochs between checkpoints (default: 1/20 of the epochs)")
     add_argument(p, "no_progress", False, COMMON["no_progress"])
     p.add_argument("--stop-after", type=positive(), default=None, help=argparse.SUPPRESS)  # tests: simulated kill
-    if command == "density":
-        p.add_argument("--batch-size", type=positive(), default=d["batch_size"],
-                       help="global batch size (default: 64 bdp, 128 mnist and digits)")
-        p.add_argument("--iwae-samples", type=positive(), default=d["iwae_samples"],
-                       help="importance samples K of the test IWAE")
-        p.add_argument("--eval-batch", type=positive(), default=d["eval_batch"], help="test examples per IWAE batch")
-    if command == "graph-recon":
-        p.add_argument("--kl-weight", type=nonnegative_float, default=d["kl_weight"], metavar="BETA",
-                       help="β of the loss recon + β·KL/N (default 1, the paper's; reproduce selects it from "
-                            "{1, 3, 10, 30, 100} on the validation edges)")
-        p.add_argument("--weight-decay", type=nonnegative_float, default=d["weight_decay"], metavar="LAMBDA",
-                       help="λ of Adam's decoupled weight decay (AdamW: every step θ ← θ - lr·λ·θ besides the Adam "
-                            "update); default 0, plain Adam, the paper's. reproduce selects it on the validation edges at "
-                            "the selected β, from {0, 0.1, 1, 3} for Table 3 and {0, 0.1, 1} for the latent table")
-        p.add_argument("--final-radius", type=positive(float), default=d["final_radius"], metavar="R",
-                       help="curvature radius after the warm-up R = 11 → R (k = R², curvature -1/R²; default 2, the "
-                            "paper's); a smaller R gives the hyperbolic latents more room for a deep hierarchy")
-        p.add_argument("--decoder", default=d["decoder"], choices=("inner", "distance"),
-                       help="edge decoder: inner product of tangent vectors (the paper's Table 3) or the "
-                            "Fermi–Dirac distance decoder (the reference's flow scripts)")
-        p.add_argument("--flow-conditioner", default=d["flow_conditioner"], choices=("mlp", "gcn", "gat"),
-                       help="coupling networks: per-node MLPs (the reference code's 'Linear' layers) or graph networks")
-    if command == "graph-gen":
-        p.add_argument("--batch-size", type=positive(), default=d["batch_size"], help="graphs per mini-batch")
-        p.add_argument("--num-generate", type=positive(), default=d["num_generate"],
-                       help="graphs generated for the metrics")
 
-        p.add_argument("--node-input", default=d["node_input"], choices=NODE_INPUTS,
-                       help="encoder input per node: structural (one-hot degree + random-walk returns), adjacency "
-                            "(the node's adjacency row zero-padded to the data set's largest graph, the reference "
-                            "code's input) or both concatenated")
-        p.add_argument("--schedule", default=d["schedule"], choices=SCHEDULES,
-                       help="paper: both stages --epochs at --lr, curvature k = 1; reference (the reference code's): "
-                            "auto-encoder ceil(epochs/2) at --lr, flow prior --epochs at --lr/10, k = R² = 4 (at "
-                            "the defaults: 50 epochs at 1e-2, then 100 at 1e-3)")
-        p.add_argument("--sampler", default=d["sampler"], choices=SAMPLERS,
-                       help="how generated edges are drawn from the decoded probabilities: bernoulli (each pair "
-                            "independently, the paper's), spanning-tree (a random spanning tree with P(T) ∝ Π "
-                            "p/(1-p): the decoder conditioned on being a tree) or max-spanning-tree (its mode); "
-                            "the spanning-tree samplers give trees on all nodes by construction")
+
+def _add_density_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
+    p.add_argument("--batch-size", type=positive(), default=d["batch_size"],
+                   help="global batch size (default: 64 bdp, 128 mnist and digits)")
+    p.add_argument("--iwae-samples", type=positive(), default=d["iwae_samples"],
+                   help="importance samples K of the test IWAE")
+    p.add_argument("--eval-batch", type=positive(), default=d["eval_batch"], help="test examples per IWAE batch")
+
+
+def _add_graph_recon_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
+    p.add_argument("--kl-weight", type=nonnegative_float, default=d["kl_weight"], metavar="BETA",
+                   help="β of the loss recon + β·KL/N (default 1, the paper's; reproduce selects it from "
+                        "{1, 3, 10, 30, 100} on the validation edges)")
+    p.add_argument("--weight-decay", type=nonnegative_float, default=d["weight_decay"], metavar="LAMBDA",
+                   help="λ of Adam's decoupled weight decay (AdamW: every step θ ← θ - lr·λ·θ besides the Adam "
+                        "update); default 0, plain Adam, the paper's. reproduce selects it on the validation edges at "
+                        "the selected β, from {0, 0.1, 1, 3} for Table 3 and {0, 0.1, 1} for the latent table")
+    p.add_argument("--final-radius", type=positive(float), default=d["final_radius"], metavar="R",
+                   help="curvature radius after the warm-up R = 11 → R (k = R², curvature -1/R²; default 2, the "
+                        "paper's); a smaller R gives the hyperbolic latents more room for a deep hierarchy")
+    p.add_argument("--decoder", default=d["decoder"], choices=("inner", "distance"),
+                   help="edge decoder: inner product of tangent vectors (the paper's Table 3) or the "
+                        "Fermi–Dirac distance decoder (the reference's flow scripts)")
+    p.add_argument("--flow-conditioner", default=d["flow_conditioner"], choices=("mlp", "gcn", "gat"),
+                   help="coupling networks: per-node MLPs (the reference code's 'Linear' layers) or graph networks")
+
+
+def _add_graph_gen_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
+    p.add_argument("--batch-size", type=positive(), default=d["batch_size"], help="graphs per mini-batch")
+    p.add_argument("--num-generate", type=positive(), default=d["num_generate"],
+                   help="graphs generated for the metrics")
+
+    p.add_argument("--node-input", default=d["node_input"], choices=NODE_INPUTS,
+                   help="encoder input per node: structural (one-hot degree + random-walk returns), adjacency "
+                        "(the node's adjacency row zero-padded to the data set's largest graph, the reference "
+                        "code's input) or both concatenated")
+    p.add_argument("--schedule", default=d["schedule"], choices=SCHEDULES,
+                   help="paper: both stages --epochs at --lr, curvature k = 1; reference (the reference code's): "
+                        "auto-encoder ceil(epochs/2) at --lr, flow prior --epochs at --lr/10, k = R² = 4 (at "
+                        "the defaults: 50 epochs at 1e-2, then 100 at 1e-3)")
+    p.add_argument("--sampler", default=d["sampler"], choices=SAMPLERS,
+                   help="how generated edges are drawn from the decoded probabilities: bernoulli (each pair "
+                        "independently, the paper's), spanning-tree (a random spanning tree with P(T) ∝ Π "
+                        "p/(1-p): the decoder conditioned on being a tree) or max-spanning-tree (its mode); "
+                        "the spanning-tree samplers give trees on all nodes by construction")
+
+
+#: per run command, its own flags
+COMMAND_FLAGS: dict[str, Callable[[argparse.ArgumentParser, dict[str, Any]], None]] = {
+    "density": _add_density_flags, "graph-recon": _add_graph_recon_flags, "graph-gen": _add_graph_gen_flags}
 
 
 #: the commands configured by one dataclass each (their flags are its fields): name, config, help, description

@@ -248,35 +248,40 @@ def bench_flows(args: BenchFlowsConfig) -> dict:
                       ours_manifold("whc", dim, args.layers, args.hidden, x, cc)]
         time_cases(cases, args.repeats, args.warmup, device, args.clock)
 
-        rows = {}
-        for c in cases:
-            q1, med, q3 = quartiles(c.times)
-            compiled = getattr(c.step, "compiled", None)
-            results["notes"][c.name] = c.note + (f"; {compiled.note}" if compiled is not None else "")
-            rows[c.name] = {"group": c.group, "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1,
-                            "launches": count_kernel_launches(c.step, device)}
-        nc = rows[cases[0].name]["median_ms"]
-        peers = {n: r["median_ms"] for n, r in rows.items() if r["group"] == "peer"}
-        entry: dict = {"rows": rows, "checks": []}
-        if peers:
-            fastest = min(peers, key=peers.get)
-            ratio = nc / peers[fastest]
-            entry["checks"].append({
-                "what": f"NC / fastest peer ({fastest})", "ratio": ratio, "target": NC_VS_PEER_TARGET,
-                "aim": NC_VS_PEER_AIM, "pass": ratio <= NC_VS_PEER_TARGET})
-        by_name = {c.name: c for c in cases}
-        for c in cases:
-            if c.group == "manifold":
-                short = "TC" if "TC" in c.name else "WHC"
-                ratio = rows[c.name]["median_ms"] / nc
-                # paired per-repeat ratio: robust against drift between repeats
-                paired = statistics.median(a / b for a, b in zip(c.times, by_name[cases[0].name].times))
-                entry["checks"].append({
-                    "what": f"{short} / NC", "ratio": ratio, "paired_ratio": paired,
-                    "target": WHC_VS_NC_TARGET if short == "WHC" else None,
-                    "pass": (ratio <= WHC_VS_NC_TARGET) if short == "WHC" else None})
-        results["dims"][str(dim)] = entry
+        results["dims"][str(dim)] = _dim_entry(cases, results["notes"], device)
     return results
+
+
+def _dim_entry(cases: list[Case], notes: dict[str, str], device: torch.device) -> dict:
+    """One data dimension's rows (quartiles, kernel launches) and checks (NC against the fastest peer, TC and WHC
+    against NC), from its timed ``cases`` (ours first); each case's note goes to ``notes``."""
+    rows = {}
+    for c in cases:
+        q1, med, q3 = quartiles(c.times)
+        compiled = getattr(c.step, "compiled", None)
+        notes[c.name] = c.note + (f"; {compiled.note}" if compiled is not None else "")
+        rows[c.name] = {"group": c.group, "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1,
+                        "launches": count_kernel_launches(c.step, device)}
+    nc = rows[cases[0].name]["median_ms"]
+    peers = {n: r["median_ms"] for n, r in rows.items() if r["group"] == "peer"}
+    entry: dict = {"rows": rows, "checks": []}
+    if peers:
+        fastest = min(peers, key=peers.get)
+        ratio = nc / peers[fastest]
+        entry["checks"].append({
+            "what": f"NC / fastest peer ({fastest})", "ratio": ratio, "target": NC_VS_PEER_TARGET,
+            "aim": NC_VS_PEER_AIM, "pass": ratio <= NC_VS_PEER_TARGET})
+    for c in cases:
+        if c.group == "manifold":
+            short = "TC" if "TC" in c.name else "WHC"
+            ratio = rows[c.name]["median_ms"] / nc
+            # paired per-repeat ratio: robust against drift between repeats
+            paired = statistics.median(a / b for a, b in zip(c.times, cases[0].times))
+            entry["checks"].append({
+                "what": f"{short} / NC", "ratio": ratio, "paired_ratio": paired,
+                "target": WHC_VS_NC_TARGET if short == "WHC" else None,
+                "pass": (ratio <= WHC_VS_NC_TARGET) if short == "WHC" else None})
+    return entry
 
 
 def render(results: dict) -> str:

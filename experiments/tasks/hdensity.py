@@ -370,6 +370,26 @@ class HDensityConfig:
         object.__setattr__(self, "out", Path(self.out))
 
 
+def _rfm_vs_cnf(by: dict[str, dict[str, Any]], target: Any, M: Lorentz, test: torch.Tensor,
+                args: HDensityConfig) -> dict[str, Any]:
+    """How long RFM and the CNF take to reach the worse of their two final NLLs (from shorter runs at
+    :data:`SPEED_FRACTIONS` of the steps, recorded in ``by[m]["speed_runs"]``)."""
+    level = max(by["rfm"]["curve"][-1]["nll_500"], by["cnf"]["curve"][-1]["nll_500"])
+    curves = {}
+    for m in ("rfm", "cnf"):
+        steps, batch, lr = _schedule(m, args.quick)
+        short = [train(m, target, M, steps=max(2, int(steps * frac)), batch=batch, lr=lr, seed=args.seed,
+                       test=test, progress=not args.no_progress, trace=args.trace, coupling=args.coupling,
+                       checkpoints=1, score=False) for frac in SPEED_FRACTIONS]
+        by[m]["speed_runs"] = [{"steps": r["steps"], "train_s": r["train_s"],
+                                "nll_500": r["curve"][-1]["nll_500"]} for r in short]
+        curves[m] = [by[m]["curve"]] + [r["curve"] for r in short]
+    t_r, t_c = time_to_reach(curves["rfm"], level), time_to_reach(curves["cnf"], level)
+    return {"nll": level, "rfm_s": None if t_r is None else round(t_r, 1),
+            "cnf_s": None if t_c is None else round(t_c, 1),
+            "speedup": None if not (t_r and t_c) else round(t_c / t_r, 1)}
+
+
 def run_hdensity(args: HDensityConfig) -> int:
     """Train and score every model on every target; write ``hdensity.json``, ``hdensity.md`` and the H² plot."""
     torch.set_num_threads(args.threads)
@@ -406,20 +426,7 @@ def run_hdensity(args: HDensityConfig) -> int:
                 learned.append((m, disk_density_grid(q.log_prob, M)))
         by = {r["model"]: r for r in entry["models"]}
         if "rfm" in by and "cnf" in by:
-            level = max(by["rfm"]["curve"][-1]["nll_500"], by["cnf"]["curve"][-1]["nll_500"])
-            curves = {}
-            for m in ("rfm", "cnf"):
-                steps, batch, lr = _schedule(m, args.quick)
-                short = [train(m, target, M, steps=max(2, int(steps * frac)), batch=batch, lr=lr, seed=args.seed,
-                               test=test, progress=not args.no_progress, trace=args.trace, coupling=args.coupling,
-                               checkpoints=1, score=False) for frac in SPEED_FRACTIONS]
-                by[m]["speed_runs"] = [{"steps": r["steps"], "train_s": r["train_s"],
-                                        "nll_500": r["curve"][-1]["nll_500"]} for r in short]
-                curves[m] = [by[m]["curve"]] + [r["curve"] for r in short]
-            t_r, t_c = time_to_reach(curves["rfm"], level), time_to_reach(curves["cnf"], level)
-            entry["rfm_vs_cnf"] = {"nll": level, "rfm_s": None if t_r is None else round(t_r, 1),
-                                   "cnf_s": None if t_c is None else round(t_c, 1),
-                                   "speedup": None if not (t_r and t_c) else round(t_c / t_r, 1)}
+            entry["rfm_vs_cnf"] = _rfm_vs_cnf(by, target, M, test, args)
         results["targets"].append(entry)
         if target.dim == 2:
             panels.append((name, disk_density_grid(target.log_prob, M), learned))
