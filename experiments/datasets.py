@@ -297,7 +297,7 @@ def _mammals(root) -> GraphData:
 
 
 def _planetoid(root, name: str) -> GraphData:
-    from torch_geometric.datasets import Planetoid  # lazy: measured import cost: torch_geometric takes ~3-6 s, paid only for the Planetoid data
+    from torch_geometric.datasets import Planetoid  # lazy: import cost (~6 s measured)
 
     pyg_name = {"cora": "Cora", "citeseer": "CiteSeer"}[name]
     src = Path(root if root is not None else default_data_root()) / "planetoid" / pyg_name / "raw"
@@ -444,7 +444,7 @@ def load_density(name: str, root: Path | str | None = None) -> DensityData:
                            "reduced: only the 10k MNIST test images are available offline; the first 8,000 train, "
                            "the last 2,000 test (the paper trains on 60k and tests on 10k)")
     if name == "digits":
-        from sklearn.datasets import load_digits  # lazy: measured import cost: scikit-learn takes ~3-5 s, paid only for the digits data
+        from sklearn.datasets import load_digits  # lazy: import cost (~5 s measured)
 
         d = load_digits()
         x = torch.tensor(d.data / 16.0, dtype=torch.float32)

@@ -21,6 +21,7 @@ import geoopt
 import torch
 from tqdm import trange
 
+from experiments.plots import pyplot
 from experiments.run.options import add_config_arguments, common, config_from_args, option, positive
 from flows import Flow, build
 from manifolds import Lorentz, WrappedNormal
@@ -110,10 +111,7 @@ def fit_whc(steps: int, layers: int, seed: int) -> tuple[Flow, list[float], torc
 
 
 def plot_density(q: Flow, test: torch.Tensor, path: Path) -> None:
-    import matplotlib  # lazy: measured import cost: matplotlib takes ~1-2 s, paid only when a plot is drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # lazy: measured import cost: matplotlib takes ~1-2 s, paid only when a plot is drawn
+    plt = pyplot()
 
     M = q.transform.manifold
     grid = torch.linspace(-0.97, 0.97, 200)

@@ -142,7 +142,7 @@ def ours_manifold(name: str, dim: int, layers: int, hidden: int, x_tangent: torc
 
 
 def peer_zuko(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool = False) -> Case:
-    import zuko  # lazy: optional dependency ([bench] extra)
+    import zuko  # lazy: optional ([bench] extra)
 
     flow = zuko.flows.RealNVP(dim, transforms=layers, hidden_features=(hidden, hidden), activation=nn.Tanh).to(x)
     return Case(f"zuko {zuko.__version__} RealNVP", "peer",
@@ -152,11 +152,11 @@ def peer_zuko(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool
 
 
 def peer_nflows(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool = False) -> Case:
-    import nflows  # lazy: optional dependency ([bench] extra)
-    from nflows.distributions.normal import StandardNormal  # lazy: optional dependency ([bench] extra)
-    from nflows.flows.base import Flow as NFlow  # lazy: optional dependency ([bench] extra)
-    from nflows.transforms.base import CompositeTransform  # lazy: optional dependency ([bench] extra)
-    from nflows.transforms.coupling import AffineCouplingTransform  # lazy: optional dependency ([bench] extra)
+    import nflows  # lazy: optional ([bench] extra)
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow as NFlow
+    from nflows.transforms.base import CompositeTransform
+    from nflows.transforms.coupling import AffineCouplingTransform
 
     # SimpleRealNVP's construction (alternating 1-D checkerboard masks, AffineCouplingTransform), with its
     # ResidualNet conditioner replaced by a plain 2-hidden-layer tanh MLP so that the size matches.
@@ -178,7 +178,7 @@ def peer_nflows(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bo
 
 
 def peer_nflows_simple(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool = False) -> Case:
-    from nflows.flows.realnvp import SimpleRealNVP  # lazy: optional dependency ([bench] extra)
+    from nflows.flows.realnvp import SimpleRealNVP  # lazy: optional ([bench] extra)
 
     flow = SimpleRealNVP(dim, hidden_features=hidden, num_layers=layers, num_blocks_per_layer=1,
                          activation=torch.tanh).to(x)
@@ -188,7 +188,7 @@ def peer_nflows_simple(dim: int, layers: int, hidden: int, x: torch.Tensor, comp
 
 
 def peer_normflows(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool = False) -> Case:
-    import normflows as nf  # lazy: optional dependency ([bench] extra)
+    import normflows as nf  # lazy: optional ([bench] extra)
 
     # RealNVP from AffineCouplingBlock (split / affine coupling / merge), alternating halves through the
     # 'channel' / 'channel_inv' split modes (no permutation layers needed), scale_map='exp' as in RealNVP.

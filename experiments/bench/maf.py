@@ -67,19 +67,19 @@ def _ours(name: str, dim: int, layers: int, hidden: int, x: torch.Tensor):
 
 
 def _zuko(dim: int, layers: int, hidden: int, x: torch.Tensor):
-    import zuko  # lazy: optional dependency ([bench] extra)
+    import zuko  # lazy: optional ([bench] extra)
 
     flow = zuko.flows.MAF(dim, transforms=layers, hidden_features=(hidden, hidden), activation=nn.Tanh).to(x)
     return flow, f"zuko {zuko.__version__} MAF"
 
 
 def _nflows(dim: int, layers: int, hidden: int, x: torch.Tensor):
-    import nflows  # lazy: optional dependency ([bench] extra)
-    from nflows.distributions.normal import StandardNormal  # lazy: optional dependency ([bench] extra)
-    from nflows.flows.base import Flow as NFlow  # lazy: optional dependency ([bench] extra)
-    from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform  # lazy: optional dependency ([bench] extra)
-    from nflows.transforms.base import CompositeTransform  # lazy: optional dependency ([bench] extra)
-    from nflows.transforms.permutations import ReversePermutation  # lazy: optional dependency ([bench] extra)
+    import nflows  # lazy: optional ([bench] extra)
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow as NFlow
+    from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform
+    from nflows.transforms.base import CompositeTransform
+    from nflows.transforms.permutations import ReversePermutation
 
     ts: list[nn.Module] = []
     for _ in range(layers):

@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 import flows
+from experiments.plots import pyplot
 from experiments.run.files import atomic_write_text
 from experiments.run.options import add_config_arguments, common, config_from_args, option
 from manifolds import Lorentz, WrappedNormal
@@ -103,10 +104,7 @@ def mean_log_prob(log_prob: Callable[[torch.Tensor], torch.Tensor], z: torch.Ten
 
 
 def density_plot(M: Lorentz, panels: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]], path: Path) -> None:
-    import matplotlib  # lazy: measured import cost: matplotlib takes ~1-2 s, paid only when a plot is drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # lazy: measured import cost: matplotlib takes ~1-2 s, paid only when a plot is drawn
+    plt = pyplot()
 
     u = torch.linspace(-DISK_RADIUS, DISK_RADIUS, GRID)
     px, py = torch.meshgrid(u, u, indexing="xy")

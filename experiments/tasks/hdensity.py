@@ -34,7 +34,7 @@ import torch
 from tqdm import trange
 
 import flows
-from experiments.plots import _plt
+from experiments.plots import pyplot
 from experiments.run.options import common, option
 from experiments.run.profiling import peak_memory
 from flows.constants import FM_COUPLINGS
@@ -308,7 +308,7 @@ def disk_density_grid(log_prob: Callable[[torch.Tensor], torch.Tensor], M, size:
 
 def plot_h2(rows: list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]], path: Path) -> None:
 
-    plt = _plt()
+    plt = pyplot()
     ncols = 1 + max(len(r[2]) for r in rows)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(2.6 * ncols, 2.6 * len(rows)), squeeze=False)
     for i, (name, truth, learned) in enumerate(rows):

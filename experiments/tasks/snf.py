@@ -56,7 +56,7 @@ DEFAULT_LAMBDA: float = 10.0
 def load_pixels(name: str, root: Optional[Path]) -> tuple[Tensor, Tensor, int]:
     """Integer pixels ``(train, test, levels)`` as float64 tensors of shape ``(N, D)``."""
     if name == "digits":
-        from sklearn.datasets import load_digits  # lazy: measured import cost: scikit-learn takes ~3-5 s, paid only for the digits data
+        from sklearn.datasets import load_digits  # lazy: import cost (~5 s measured)
 
         v = torch.tensor(load_digits().data, dtype=torch.float64)
         tr, te = _split(len(v), 0.8, 0)
