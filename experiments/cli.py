@@ -30,6 +30,7 @@ from experiments.bench.graph import BenchGraphConfig
 from experiments.bench.graph import __doc__ as BENCH_GRAPH_DOC
 from experiments.bench.graph import run as run_bench_graph
 from experiments.constants import SCHEDULES
+from experiments.models import MODELS, make_manifold
 from experiments.paper.reproduce import ReproduceConfig, run_reproduce
 from experiments.run import distributed as D
 from experiments.run.allocator import keep_freed_memory
@@ -41,7 +42,6 @@ from experiments.run.result import RunResult
 from experiments.tasks import runner  # runner.run_command, looked up per call (tests replace it)
 from experiments.tasks.hdensity import HDensityConfig, run_hdensity
 from experiments.tasks.main_job import MainConfig, run_main
-from manifolds import Euclidean, Lorentz
 from vae.constants import NODE_INPUTS, SAMPLERS
 
 DATASETS = {"density": ds.DENSITY_DATASETS, "graph-recon": ds.GRAPH_DATASETS, "graph-gen": ds.GENERATION_DATASETS}
@@ -72,7 +72,7 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str, d: dict[str, Any]
     names = DATASETS[command]
     p.add_argument("--dataset", default=d["dataset"], choices=names, metavar="NAME",
                    help="dataset: " + "; ".join(f"{n}: {ds.DESCRIPTIONS[n]}" for n in names))
-    p.add_argument("--model", default=d["model"], choices=("euclidean", "hyperbolic"),
+    p.add_argument("--model", default=d["model"], choices=MODELS,
                    help="latent space: euclidean (R^n, wrapped normal = Gaussian) or hyperbolic (Lorentz model "
                         "H^n with the paper's curvature warm-up R = 11 -> 2)")
     p.add_argument("--flow", default=d["flow"], help=_flow_help())
@@ -253,7 +253,7 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunCo
 
     command = args.command
     if args.flow != "none":
-        manifold = Euclidean() if args.model == "euclidean" else Lorentz()
+        manifold = make_manifold(args.model)
         if args.flow not in flows.available():
             parser.error(f"argument --flow: unknown flow {args.flow!r}; choose 'none' or one of "
                          f"{', '.join(flows.available())}")

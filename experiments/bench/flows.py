@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from experiments.bench.maf import render as render_maf
-from experiments.bench.maf import run_maf_benchmark
+from experiments.bench.maf import StepBenchConfig, run_maf_benchmark
 from experiments.run.options import common, option
 from experiments.run.profiling import count_kernel_launches
 from experiments.run.steps import compile_loss
@@ -327,15 +327,8 @@ def render(results: dict) -> str:
 
 
 @dataclass(frozen=True)
-class BenchFlowsConfig:
-    """The settings of ``python -m experiments.bench flows`` (its flags)."""
-
-    batch: int = option(1024, "examples per training step", type=int)
-    dims: list[int] = option([16, 64], "data dimensions", type=int, nargs="+")
-    layers: int = option(8, "coupling layers", type=int)
-    hidden: int = option(128, "width of the coupling networks", type=int)
-    repeats: int = option(15, "timed steps per model (median; >= 15 recommended)", type=int)
-    warmup: int = option(3, "untimed steps per model first", type=int)
+class BenchFlowsConfig(StepBenchConfig):
+    """The settings of ``python -m experiments.bench flows`` (its flags; the step's size: :class:`StepBenchConfig`)."""
     device: str = common("device", "cpu", choices=["cpu", "cuda"])
     dtype: str = option("float32", "floating-point type", choices=["float32", "float64"])
     threads: Optional[int] = common("threads", None, help="torch.set_num_threads (default: torch's default)")

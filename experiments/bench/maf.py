@@ -177,15 +177,21 @@ def render(rows: list[dict]) -> str:
 
 
 @dataclass(frozen=True)
-class BenchMafConfig:
-    """The settings of ``python -m experiments.bench.maf`` (its flags)."""
+class StepBenchConfig:
+    """What the training-step benchmarks (``flows``, ``maf``) share: the step's size and how it is timed."""
 
     batch: int = option(1024, "examples per training step", type=int)
     dims: list[int] = option([16, 64], "data dimensions", type=int, nargs="+")
-    layers: int = option(8, "autoregressive layers", type=int)
-    hidden: int = option(128, "width of the MADE networks", type=int)
-    repeats: int = option(15, "timed steps per model (median)", type=int)
+    layers: int = option(8, "flow layers", type=int)
+    hidden: int = option(128, "width of the layers' networks", type=int)
+    repeats: int = option(15, "timed steps per model (median; >= 15 recommended)", type=int)
     warmup: int = option(3, "untimed steps per model first", type=int)
+
+
+@dataclass(frozen=True)
+class BenchMafConfig(StepBenchConfig):
+    """The settings of ``python -m experiments.bench.maf`` (its flags)."""
+
     device: str = common("device", "cpu")
     threads: Optional[int] = common("threads", None, help="torch intra-op threads (default: torch's)")
     out: Optional[Path] = common("out", None, help="also write the rows as JSON here")
