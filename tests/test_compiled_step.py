@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from experiments.runs import adam
-from experiments.steps import TrainStep, compile_loss
+from experiments.run.steps import adam
+from experiments.run.steps import TrainStep, compile_loss
 from manifolds import Euclidean, Lorentz
 from vae import VAE, GraphVAE
 

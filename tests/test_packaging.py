@@ -131,21 +131,35 @@ def test_installed_metadata_matches_setup_cfg() -> None:
     assert installed == version, f"stale install: {installed} != setup.cfg {version}; rerun `make venv`"
 
 
-def test_no_module_of_experiments_imports_in_a_circle():
-    """Module- and function-level imports between ``experiments/`` modules form no cycle (issue 13)."""
+def _experiments_imports() -> dict[str, set[str]]:
+    """Module -> the ``experiments`` modules it imports (module- and function-level; dotted names, a package's
+    ``__init__`` under the package's name)."""
     import ast
 
-    folder = Path(__file__).resolve().parents[1] / "experiments"
-    mods = {p.stem: p for p in folder.glob("*.py")}
+    root = Path(__file__).resolve().parents[1]
+    paths = {}
+    for path in (root / "experiments").rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     deps: dict[str, set[str]] = {}
-    for name, path in mods.items():
+    for name, path in paths.items():
+        package = name if path.stem == "__init__" else name.rpartition(".")[0]
         found = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("experiments."):
-                found.add(node.module.split(".")[1])
-        deps[name] = found & set(mods) - {name}
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                found |= {f"{module}.{a.name}" if f"{module}.{a.name}" in paths else module for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        deps[name] = {d for d in found if d in paths} - {name}
+    return deps
+
+
+def test_no_module_of_experiments_imports_in_a_circle():
+    """Module- and function-level imports between ``experiments/`` modules form no cycle (issue 13)."""
+    deps = _experiments_imports()
+    assert "experiments.run.protocol" in deps and "experiments.tasks.runner" in deps  # the walk sees the rooms
 
     def cycle_from(start: str) -> list[str] | None:
         stack = [(start, [start])]
@@ -158,5 +172,29 @@ def test_no_module_of_experiments_imports_in_a_circle():
                     stack.append((nxt, path + [nxt]))
         return None
 
-    cycles = [c for c in map(cycle_from, sorted(mods)) if c]
+    cycles = [c for c in map(cycle_from, sorted(deps)) if c]
     assert not cycles, f"import cycles: {cycles}"
+
+
+#: the rooms of ``experiments/`` (docs/ARCHITECTURE.md) and the rooms each may not import: the arrows go
+#: cli -> paper -> tasks -> run -> shared, and cli -> bench -> tasks; the shared modules (datasets, models, plots,
+#: constants) import no room
+FORBIDDEN = {"shared": {"run", "tasks", "paper", "bench", "cli"}, "run": {"tasks", "paper", "bench", "cli"},
+             "tasks": {"paper", "bench", "cli"}, "paper": {"bench", "cli"}, "bench": {"paper", "cli"}, "cli": set()}
+
+
+def _room(module: str) -> str:
+    """The room of an ``experiments`` module; the entry points (``__main__``) count as the command line."""
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] == "cli" or parts[-1] == "__main__":
+        return "cli"
+    return parts[1] if parts[1] in FORBIDDEN else "shared"
+
+
+def test_each_room_of_experiments_imports_only_the_rooms_below_it():
+    """tasks never import paper or bench; run never imports tasks; nothing but the entry points imports the CLI."""
+    wrong = sorted(f"{m} -> {d}" for m, ds in _experiments_imports().items() for d in ds
+                   if _room(d) in FORBIDDEN[_room(m)])
+    assert not wrong, f"imports against the arrows of docs/ARCHITECTURE.md: {wrong}"
+    assert _room("experiments.run.config") == "run" and _room("experiments.datasets") == "shared"
+    assert _room("experiments.bench.__main__") == "cli" and _room("experiments.tasks.hdensity") == "tasks"

@@ -1,7 +1,7 @@
 """Variational autoencoders with a manifold latent space and optional flow posteriors (Bose et al. 2020).
 
 * :class:`VAE` — one VAE for ``Euclidean`` or ``Lorentz`` latents (with a flow: the paper's NC, TC, WHC;
-  ``experiments.models.paper_model`` names them); :func:`elbo`, :func:`iwae_bound`,
+  the flow's registry name says which); :func:`elbo`, :func:`iwae_bound`,
   :func:`evaluate_log_likelihood` are the objectives of MATH.md §5; :class:`CurvatureSchedule` is the fixed /
   learnable / warm-up curvature.
 * :mod:`vae.graph` — graph VAE for link prediction (paper §4.2).

@@ -442,7 +442,7 @@ class GraphGenerator(nn.Module):
     Example:
         >>> from manifolds import Lorentz
         >>> gen = GraphGenerator(Lorentz(), latent_dim=2, flow="whc", hidden=8)
-        >>> graphs = gen.generate(3, sizes=[5, 8, 6])  # untrained; train it as experiments.training does
+        >>> graphs = gen.generate(3, sizes=[5, 8, 6])  # untrained: train the auto-encoder, then the prior, first
         >>> len(graphs), all(isinstance(g, nx.Graph) for g in graphs)
         (3, True)
     """
@@ -469,8 +469,8 @@ class GraphGenerator(nn.Module):
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
         if sizes is None:
             if not self.sizes:
-                raise ValueError("no training sizes known (set gen.sizes to the training graphs' node counts, as "
-                                 "experiments.training.fit_graph_generator does), or pass sizes")
+                raise ValueError("no training sizes known: set gen.sizes to the training graphs' node counts after "
+                                 "fitting, or pass sizes")
             rng = random.Random(seed)
             sizes = [rng.choice(self.sizes) for _ in range(num)]
         if len(sizes) != num or min(sizes) < 1:

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import bench
+from experiments.bench import flows as bench
+from experiments.cli import bench_main
 
 
 def _run(tmp_path: Path, *extra: str) -> dict:
     out = tmp_path / "bench.json"
-    bench.main(["flows", "--dims", "4", "--layers", "2", "--hidden", "8", "--batch", "32", "--repeats", "15",
+    bench_main(["flows", "--dims", "4", "--layers", "2", "--hidden", "8", "--batch", "32", "--repeats", "15",
                 "--warmup", "2", "--threads", "1", "--peers", "--out", str(out), *extra])
     return json.loads(out.read_text())
 

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from experiments import bench, bench_graph
-from experiments.profiling import HostReadCounter, count_kernel_launches, peak_memory
+from experiments.bench import flows as bench
+from experiments.cli import bench_main
+from experiments.bench import graph as bench_graph
+from experiments.run.profiling import HostReadCounter, count_kernel_launches, peak_memory
 
 
 def test_host_read_counter_counts_each_read_exactly() -> None:
@@ -95,7 +97,7 @@ def test_targets_apply_to_the_right_rows() -> None:
 
 def test_bench_graph_command_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "graph.json"
-    bench.main(["graph", "--graphs", "300", "--flows", "none,whc", "--epochs", "2", "--warmup", "1",
+    bench_main(["graph", "--graphs", "300", "--flows", "none,whc", "--epochs", "2", "--warmup", "1",
                 "--json", str(out)])
     text = capsys.readouterr().out
     table = text[text.index("| graph |"):].strip().splitlines()
@@ -111,6 +113,6 @@ def test_bench_graph_command_prints_a_table(tmp_path: Path, capsys: pytest.Captu
 
 def test_bench_graph_rejects_unknown_graphs_and_flows() -> None:
     with pytest.raises(SystemExit):
-        bench.main(["graph", "--graphs", "nosuchgraph"])
+        bench_main(["graph", "--graphs", "nosuchgraph"])
     with pytest.raises(SystemExit):
-        bench.main(["graph", "--flows", "nc"])  # Euclidean only: not a flow of the hyperbolic graph VAE
+        bench_main(["graph", "--flows", "nc"])  # Euclidean only: not a flow of the hyperbolic graph VAE

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.__main__ import main
+from experiments.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -153,8 +153,8 @@ def test_main_job_prints_the_table_and_draws_the_disk(tmp_path: Path, capsys) ->
 
 
 def test_ctrl_c_in_the_main_job_is_one_message_and_exit_130(tmp_path: Path, monkeypatch, capsys) -> None:
-    import experiments.commands as commands
-    from experiments.runs import Interrupted
+    import experiments.tasks.runner as commands
+    from experiments.run.errors import Interrupted
 
     def interrupted(cfg):
         raise Interrupted(7, cfg.epochs, Path(cfg.out) / "seed0" / "checkpoint.pt")
@@ -219,12 +219,12 @@ def test_ctrl_c_checkpoints_the_current_epoch_and_resume_finishes_the_same_run(t
 
 
 def _append_rows(args: tuple[str, int]) -> None:
-    from experiments.runs import append_csv
+    from experiments.run.config import RunConfig
+    from experiments.run.result import RunResult, append_csv
 
     path, count = args
-    results = {"finished": "now", "command": "graph-recon", "world_size": 1, "wall_s": 1.0, "summary": {},
-               "config": {"dataset": "tree", "model": "hyperbolic", "flow": "whc", "latent_dim": 2, "epochs": 1,
-                          "seeds": 1, "out": "o"}}
+    results = RunResult(command="graph-recon", finished="now", world_size=1, wall_s=1.0, metrics=[],
+                        config=RunConfig.for_command("graph-recon", dataset="tree", latent_dim=2, out="o"))
     for _ in range(count):
         append_csv(results, Path(path))
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.__main__ import build_parser, main, validate
-from experiments.config import COMMANDS, RUN_DEFINING, RunConfig
+from experiments.cli import build_parser, main, validate
+from experiments.run.config import COMMANDS, RUN_DEFINING, RunConfig
+from experiments.run.result import RunResult
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -44,8 +45,9 @@ def test_results_json_stores_the_resolved_config_and_it_reads_back_equal(tmp_pat
     assert main(["graph-recon", "--dataset", "tree", "--epochs", "3", "--out", str(out), "--no-progress"]) == 0
     stored = json.loads((out / "results.json").read_text())["config"]
     cfg = RunConfig.from_json(stored)
-    # resolved on the way: the dataset's latent dimension and the --out given, the data summary as a note
-    assert cfg.latent_dim == 2 and cfg.out == out and "nodes" in cfg.extra["data_note"]
+    # resolved on the way: the dataset's latent dimension and the --out given; the data summary is the result's note
+    assert cfg.latent_dim == 2 and cfg.out == out and "nodes" in RunResult.load(out).data_note
+    assert RunResult.load(out).config == cfg
     assert cfg == RunConfig.for_command("graph-recon", dataset="tree", epochs=3, latent_dim=2, out=out,
                                         no_progress=True)
     assert set(RUN_DEFINING) <= set(stored)
@@ -54,13 +56,31 @@ def test_results_json_stores_the_resolved_config_and_it_reads_back_equal(tmp_pat
 
 
 def test_an_older_config_with_unknown_keys_still_reads():
-    cfg = RunConfig.from_json({"command": "graph-recon", "dataset": "tree", "cuda_graph": False, "data_note": "x",
-                               "out": "runs/x"})
-    assert cfg.cuda_graph == "off" and cfg.extra["data_note"] == "x" and cfg.out == Path("runs/x")
+    old = {"command": "graph-recon", "dataset": "tree", "cuda_graph": False, "data_note": "x", "out": "runs/x",
+           "extra": {"data_note": "x"}}
+    cfg = RunConfig.from_json(old)
+    assert cfg.cuda_graph == "off" and cfg.out == Path("runs/x") and not hasattr(cfg, "extra")
+
+
+def test_results_json_of_today_still_reads(tmp_path: Path):
+    """A ``results.json`` as written before RunResult (the data note inside ``config``) reads into a RunResult,
+    and a RunResult writes and reads back equal."""
+    old = {"command": "graph-recon", "config": {"command": "graph-recon", "dataset": "tree", "latent_dim": 2,
+                                                "out": "runs/x", "extra": {}, "data_note": "10 nodes"},
+           "metrics": [{"seed": 0, "wall_s": 1.5, "auc": 0.9}, {"seed": 1, "wall_s": 2.5, "auc": 0.8}],
+           "summary": {"auc": {"mean": 0.85, "std": 0.07, "n": 2}}, "wall_s": 4.0, "invocation_wall_s": 4.1,
+           "world_size": 1, "versions": {"torch": "2"}, "finished": "2026-01-01T00:00:00+0000"}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    res = RunResult.load(tmp_path)
+    assert res.seeds == [0, 1] and res.data_note == "10 nodes" and res.summary["auc"]["mean"] == 0.85
+    assert res.config == RunConfig(command="graph-recon", dataset="tree", latent_dim=2, out="runs/x")
+    assert res.wall_s == 4.0 and res.out == Path("runs/x")
+    res.save(tmp_path / "again.json")
+    assert RunResult.load(tmp_path / "again.json") == res
 
 
 def test_reproduce_builds_its_runs_from_the_defaults():
-    from experiments.reproduce import TABLE_ORDER, configs
+    from experiments.paper.reproduce import TABLE_ORDER, configs
 
     for table in TABLE_ORDER:
         for name, cfg in configs(table):

@@ -75,7 +75,7 @@ def test_damaged_offline_files_are_clear_errors_naming_the_file(data_root: Path,
     truncated feature file each give a one-line error naming the file and where to get a fresh copy."""
     import shutil
 
-    from experiments.__main__ import main
+    from experiments.cli import main
 
     root = tmp_path / "data"
     for rel in ("hyperbolics_edges/bio-diseasome.edges", "hgcn/airport/airport.p",

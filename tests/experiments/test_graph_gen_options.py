@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.__main__ import build_parser, main, validate
-from experiments.config import RUN_DEFINING, RunConfig
-from experiments.graph_gen import GraphGenJob, stage_schedule
+from experiments.cli import build_parser, main, validate
+from experiments.run.config import RUN_DEFINING, RunConfig
+from experiments.tasks.graph_gen import GraphGenJob, stage_schedule
 
 
 def test_options_parse_into_the_run_config_and_define_the_run() -> None:
@@ -87,7 +87,7 @@ def test_graph_gen_with_the_spanning_tree_sampler_writes_new_metrics_and_baselin
 
 
 def test_report_prints_the_new_columns_the_baseline_rows_and_dashes_for_old_runs(tmp_path: Path) -> None:
-    import experiments.reproduce as rep
+    import experiments.paper.reproduce as rep
 
     runs = tmp_path / "runs"
 
@@ -130,7 +130,7 @@ def test_report_prints_the_new_columns_the_baseline_rows_and_dashes_for_old_runs
 
 
 def test_validation_comparison_holds_out_training_graphs_only(monkeypatch) -> None:
-    import experiments.graph_gen_validation as gv
+    import experiments.tasks.graph_gen_validation as gv
 
     seen = {}
     real = gv.GraphGenJob.validation_nll

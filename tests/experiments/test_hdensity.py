@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import hdensity as hd
+from experiments.tasks import hdensity as hd
 from manifolds import Lorentz
 
 M = Lorentz(k=1.0)
@@ -47,7 +47,7 @@ def test_targets_sample_where_their_density_lives(name):
 
 
 def test_hdensity_runs_and_writes_its_report(tmp_path: Path, monkeypatch):
-    from experiments.__main__ import main
+    from experiments.cli import main
 
     monkeypatch.setattr(hd, "SCHEDULE", {m: (12, 64, 1e-3) for m in hd.MODELS})
     monkeypatch.setattr(hd, "TEST_POINTS", 200)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from experiments.runs import adam
+from experiments.run.steps import adam
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1, 3.0])
@@ -42,8 +42,8 @@ def test_a_bad_weight_decay_is_refused(bad: float) -> None:
 def test_graph_recon_trains_with_the_configured_weight_decay() -> None:
     """``--weight-decay`` reaches the run's optimiser."""
     from experiments import datasets as ds
-    from experiments.config import RunConfig
-    from experiments.graph_recon import GraphReconJob
+    from experiments.run.config import RunConfig
+    from experiments.tasks.graph_recon import GraphReconJob
 
     data = ds.load_graph("tree")
     for wd in (0.0, 0.5):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.__main__ import main
+from experiments.cli import main
+from experiments.run.config import RunConfig
+from experiments.run.result import RunResult
 
 
 def test_reproduce_runs_a_subset_and_reports_it(tmp_path: Path, monkeypatch) -> None:
-    import experiments.reproduce as rep
+    import experiments.paper.reproduce as rep
 
     real = rep.configs
 
@@ -37,7 +39,7 @@ def test_stop_launching_at_is_the_next_such_time(monkeypatch) -> None:
 
     import pytest
 
-    import experiments.reproduce as rep
+    import experiments.paper.reproduce as rep
 
     class Clock(dt.datetime):
         @classmethod
@@ -57,7 +59,7 @@ def test_table3_selects_the_kl_weight_on_validation_edges_only(tmp_path: Path, m
     AUC (written to selection.json), brings only that one to the table's seed count and reports it."""
     import json
 
-    import experiments.reproduce as rep
+    import experiments.paper.reproduce as rep
 
     real = rep.configs
     monkeypatch.setattr(rep, "configs", lambda table: [  # the embedded tree instead of Dis-II, 2 epochs
@@ -94,7 +96,7 @@ def test_kl_weight_selection_never_reads_the_test_edges(tmp_path: Path) -> None:
 
     import pytest
 
-    import experiments.reproduce as rep
+    import experiments.paper.reproduce as rep
 
     def write(beta, val, test):
         f = tmp_path / f"kl{beta:g}"
@@ -121,7 +123,7 @@ def test_weight_decay_selection_is_a_second_stage_on_validation_edges_only(tmp_p
 
     import pytest
 
-    import experiments.reproduce as rep
+    import experiments.paper.reproduce as rep
 
     def write(name, val, test):
         f = tmp_path / name
@@ -156,7 +158,7 @@ def test_weight_decay_selection_is_a_second_stage_on_validation_edges_only(tmp_p
 def test_reference_protocol_and_latent_tables_are_what_they_say() -> None:
     """table3ref runs Table 3's models at the reference's flow-script settings; latent covers every dataset × dim ×
     model once; best-of-10 needs 10 seeds and picks by the metric."""
-    import experiments.reproduce as rep
+    import experiments.paper.reproduce as rep
 
     ref = dict(rep.configs("table3ref"))
     ours = dict(rep.configs("table3"))
@@ -174,14 +176,14 @@ def test_reference_protocol_and_latent_tables_are_what_they_say() -> None:
     top = [0.99, 0.95, 0.93, 0.91, 0.9]  # seed 10 is beyond the first 10 and is not looked at
     m = sum(top) / 5
     sd = (sum((v - m) ** 2 for v in top) / 4) ** 0.5
-    assert rep._best_of(res, "auc", 3) == f"{m:.3f} ± {sd:.3f}"
-    assert rep._best_of({"metrics": res["metrics"][:5]}, "auc", 3) == "needs 10 seeds (n=5)"
+    assert rep._best_of(RunResult.from_json(res), "auc", 3) == f"{m:.3f} ± {sd:.3f}"
+    assert rep._best_of(RunResult.from_json({"metrics": res["metrics"][:5]}), "auc", 3) == "needs 10 seeds (n=5)"
 
 
 def test_a_report_from_a_partial_runs_folder_keeps_the_other_tables_sections(tmp_path: Path) -> None:
     """A table with no run on disk keeps its section of the previous RESULTS.md, marked as kept (once, however
     often the report is rewritten); a table with runs is written from them."""
-    import experiments.reproduce as rep
+    import experiments.paper.reproduce as rep
 
     md = tmp_path / "RESULTS.md"
     md.write_text("# old\n\n## Table 1 — BDP test log-likelihood (IWAE, K = 500)\n\n| N-VAE | -55.2 KEEP ME |\n\n"
@@ -200,15 +202,16 @@ def test_a_reported_setting_says_whether_its_weight_decay_was_selected(tmp_path:
     before λ joined the selection), and shows the chosen λ plainly where it was selected."""
     import json
 
-    import experiments.reproduce as rep
+    import experiments.paper.reproduce as rep
 
     folder = tmp_path / "latent" / "cora-d8-TC"
     folder.mkdir(parents=True)
-    res = {"config": {"kl_weight": 10.0, "weight_decay": 0.0}}
+    cfg = RunConfig.for_command("graph-recon", dataset="cora", kl_weight=10.0, weight_decay=0.0)
+    res = RunResult(command="graph-recon", config=cfg, metrics=[])
     (folder / "selection.json").write_text(json.dumps({"kl_weight": 10.0}))
     assert rep._setting_text(tmp_path, "latent", "cora-d8-TC", res) == f", β=10, λ=0{rep.UNSELECTED_MARK}"
     (folder / "selection.json").write_text(json.dumps({"kl_weight": 10.0, "weight_decay": 1.0}))
-    res["config"]["weight_decay"] = 1.0
+    res = RunResult(command="graph-recon", config=cfg.replace(weight_decay=1.0), metrics=[])
     assert rep._setting_text(tmp_path, "latent", "cora-d8-TC", res) == ", β=10, λ=1"
     assert rep._setting_text(tmp_path, "table3ref", "dis-i-TC", res) == ""  # no selection there
     assert rep._setting_text(tmp_path, "latent", "cora-d8-TC", None) == ""
@@ -217,9 +220,9 @@ def test_a_reported_setting_says_whether_its_weight_decay_was_selected(tmp_path:
 def test_ctrl_c_in_reproduce_keeps_what_ran_and_says_how_to_continue(tmp_path: Path, monkeypatch, capsys) -> None:
     """Ctrl-C during a seed (the run checkpoints its epoch and raises Interrupted): reproduce writes the report of
     what finished, exits with 130 and one message saying to run the same command again; no traceback."""
-    import experiments.commands as commands
-    import experiments.reproduce as rep
-    from experiments.runs import Interrupted
+    import experiments.tasks.runner as commands
+    import experiments.paper.reproduce as rep
+    from experiments.run.errors import Interrupted
 
     real = rep.configs
     monkeypatch.setattr(rep, "configs", lambda table: [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.training import fit_graph_generator
+from experiments.tasks.training import fit_graph_generator
 from manifolds import Euclidean, Lorentz
 from vae import GraphGenerator, generation_metrics, is_lobster, is_tree
 from vae.generation import GraphAutoEncoder, all_pairs, clean_graph, complete_edge_index

@@ -15,7 +15,8 @@ from manifolds import Lorentz
 from vae import GraphGenerator, generation_metrics
 from vae.generation import (GraphAutoEncoder, adjacency_rows, encoder_input, input_dim, max_spanning_tree,
                             random_spanning_tree)
-from vae.graph_metrics import baseline_rows, edge_density, edges_per_node, erdos_renyi_graphs, lcc_share
+from experiments.tasks.graph_gen_baselines import baseline_rows
+from vae.graph_metrics import edge_density, edges_per_node, erdos_renyi_graphs, lcc_share
 
 
 def _trees(sizes, seed0):

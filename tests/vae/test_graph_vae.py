@@ -8,7 +8,7 @@ import torch
 from torch_geometric.utils import from_networkx
 
 from manifolds import Euclidean, Lorentz
-from experiments.training import fit_graph_vae
+from experiments.tasks.training import fit_graph_vae
 from vae import FermiDiracDecoder, GraphVAE, prepare_edge_index, split_edges
 
 

@@ -10,7 +10,7 @@ between layers (zuko: ``MAF(randperm=False)``; nflows: a ``ReversePermutation`` 
 
 Timing: warm-up, then round-robin repeats (one call of every case per repeat, in a rotating order, so drift in
 the machine's speed affects all alike); the median of ``repeats`` calls per case and ratios of medians measured
-in the same run. Run ``python -m experiments.bench_maf --help``.
+in the same run. Run ``python -m experiments.bench.maf --help``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,17 @@ import argparse
 import json
 import platform
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from experiments.timing import Case, time_cases
+from experiments.run.options import add_config_arguments, common, config_from_args, option
+from experiments.run.timing import Case, time_cases
+from flows import Flow, build
+from manifolds import Euclidean
 
 #: Target of issue 6: our MAF training step at most this many times the faster peer's.
 MAF_VS_PEER_TARGET = 1.0
@@ -57,22 +61,20 @@ def _sampler(sample: Callable[[], torch.Tensor]) -> Callable[[], None]:
 
 
 def _ours(name: str, dim: int, layers: int, hidden: int, x: torch.Tensor):
-    from flows import Flow, build
-    from manifolds import Euclidean
 
     f = build(name, Euclidean(), dim, layers=layers, hidden=hidden).to(x)
     return f, Flow(_normal(dim, x), f)
 
 
 def _zuko(dim: int, layers: int, hidden: int, x: torch.Tensor):
-    import zuko
+    import zuko  # lazy: optional ([bench] extra)
 
     flow = zuko.flows.MAF(dim, transforms=layers, hidden_features=(hidden, hidden), activation=nn.Tanh).to(x)
     return flow, f"zuko {zuko.__version__} MAF"
 
 
 def _nflows(dim: int, layers: int, hidden: int, x: torch.Tensor):
-    import nflows
+    import nflows  # lazy: optional ([bench] extra)
     from nflows.distributions.normal import StandardNormal
     from nflows.flows.base import Flow as NFlow
     from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform
@@ -174,19 +176,32 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class StepBenchConfig:
+    """What the training-step benchmarks (``flows``, ``maf``) share: the step's size and how it is timed."""
+
+    batch: int = option(1024, "examples per training step", type=int)
+    dims: list[int] = option([16, 64], "data dimensions", type=int, nargs="+")
+    layers: int = option(8, "flow layers", type=int)
+    hidden: int = option(128, "width of the layers' networks", type=int)
+    repeats: int = option(15, "timed steps per model (median; >= 15 recommended)", type=int)
+    warmup: int = option(3, "untimed steps per model first", type=int)
+
+
+@dataclass(frozen=True)
+class BenchMafConfig(StepBenchConfig):
+    """The settings of ``python -m experiments.bench.maf`` (its flags)."""
+
+    device: str = common("device", "cpu")
+    threads: Optional[int] = common("threads", None, help="torch intra-op threads (default: torch's)")
+    out: Optional[Path] = common("out", None, help="also write the rows as JSON here")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_maf", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.bench.maf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--dims", type=int, nargs="+", default=[16, 64])
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
-    a = p.parse_args(argv)
+    add_config_arguments(p, BenchMafConfig)
+    a = config_from_args(BenchMafConfig, p.parse_args(argv))
     rows = run_maf_benchmark(a.batch, tuple(a.dims), a.layers, a.hidden, a.repeats, a.device, a.warmup, a.threads)
     print(render(rows))
     if a.out:

@@ -1,5 +1,5 @@
 """Plain training loops for scripts and tests: the graph VAE and the two-stage graph generator, with none of the
-commands' machinery (the jobs of :mod:`experiments.graph_recon` and :mod:`experiments.graph_gen` add compilation,
+commands' machinery (the jobs of :mod:`experiments.tasks.graph_recon` and :mod:`experiments.tasks.graph_gen` add compilation,
 DDP, checkpoints and metrics to the same steps)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Graph VAE epoch benchmark (issue 12): ``python -m experiments.bench graph``.
 
-Times the training epochs of the graph VAE of ``graph-recon`` (:class:`experiments.graph_recon.GraphReconJob`,
+Times the training epochs of the graph VAE of ``graph-recon`` (:class:`experiments.tasks.graph_recon.GraphReconJob`,
 configured exactly as the command line configures it: hyperbolic latents, GCN width 16, 2 coupling layers of
 width 128 with MLP conditioners, Adam at 1e-3) on Dis-II and on random graphs of 10k to 1M nodes, for the
 posteriors without a flow, with TC and with WHC, and measures per training epoch:
@@ -8,11 +8,11 @@ posteriors without a flow, with TC and with WHC, and measures per training epoch
 * the median wall time over ``--epochs`` epochs after ``--warmup`` untimed ones (the flows of one graph
   timed round-robin, one epoch of each per repeat, so drift in the machine's speed affects all alike; CUDA is
   synchronised before every clock reading);
-* the peak memory of one epoch with that model alone in the process (:func:`experiments.profiling.peak_memory`:
+* the peak memory of one epoch with that model alone in the process (:func:`experiments.run.profiling.peak_memory`:
   everything resident on CUDA, a process-level upper bound on CPU) and that per node;
-* the kernel launches of one epoch (:func:`experiments.profiling.count_kernel_launches`: CUDA launch calls; on
+* the kernel launches of one epoch (:func:`experiments.run.profiling.count_kernel_launches`: CUDA launch calls; on
   CPU the top-level ATen operator calls);
-* the host reads of one epoch (:class:`experiments.profiling.HostReadCounter`: ``.item()``, ``bool(t)``,
+* the host reads of one epoch (:class:`experiments.run.profiling.HostReadCounter`: ``.item()``, ``bool(t)``,
   copies to the CPU, ...: the device→host syncs on CUDA, counted the same way on CPU), with their locations.
 
 Measured epochs are training epochs only: the job's periodic validation (every 1/30 of a run's epochs) is
@@ -27,21 +27,30 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import itertools
 import json
 import platform
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
-from . import datasets as ds
-from .config import RunConfig
-from .timing import Case, device_name, quartiles, time_cases
-from .profiling import HostReadCounter, count_cuda_syncs, count_kernel_launches, peak_memory
+import flows
+from experiments import datasets as ds
+from experiments.run.allocator import keep_freed_memory
+from experiments.run.config import RunConfig
+from experiments.run.options import common, option, positive
+from experiments.run.profiling import HostReadCounter, count_cuda_syncs, count_kernel_launches, peak_memory
+from experiments.run.seeding import seed_everything
+from experiments.run.timing import Case, device_name, quartiles, time_cases
+from experiments.tasks.graph_recon import GraphReconJob
+from manifolds import Lorentz
+from vae import split_edges
 
 # ----------------------------------------------------------------------------------------------------------
 # targets of issue 12
@@ -102,8 +111,6 @@ def _graph_list(text: str) -> list[str]:
 
 def _flow_list(text: str) -> list[str]:
     """``--flows``: comma-separated flows of the hyperbolic graph VAE (``none``, ``tc``, ``whc``, ...)."""
-    import flows
-    from manifolds import Lorentz
 
     names = [s.strip().lower() for s in text.split(",") if s.strip()]
     allowed = ["none", *flows.available(Lorentz())]
@@ -115,31 +122,24 @@ def _flow_list(text: str) -> list[str]:
     return names
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``python -m experiments.bench graph``."""
-    from .__main__ import _positive
+@dataclass(frozen=True)
+class BenchGraphConfig:
+    """The settings of ``python -m experiments.bench graph`` (its flags)."""
 
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--flows", type=_flow_list, default=list(FLOWS),
-                   help="comma-separated posterior flows (default: none,tc,whc)")
-    p.add_argument("--graphs", type=_graph_list, default=None,
-                   help="comma-separated graphs: graph-recon datasets (dis-ii, ...) and random graphs given by "
-                        "their node count, an integer with an optional k/m suffix (500, 10k, 1m) "
-                        f"(default: {','.join(DEFAULT_GRAPHS['cpu'])} on cpu, {','.join(DEFAULT_GRAPHS['cuda'])} "
-                        "on cuda)")
-    p.add_argument("--epochs", type=_positive(), default=20, help="timed epochs per model (median)")
-    p.add_argument("--warmup", type=_positive(), default=5, help="untimed epochs per model first")
-    p.add_argument("--compile", action="store_true",
-                   help="compile the training step (graph-recon's --compile)")
-    p.add_argument("--cuda-graph", choices=("auto", "on", "off"), default="auto",
-                   help="graph-recon's --cuda-graph: on CUDA, replay the training step as a CUDA graph (auto: with "
-                        "--compile)")
-    p.add_argument("--data-root", type=Path, default=None,
-                   help=f"folder with the datasets in the layout of shared/data (default: ${ds.DATA_ROOT_ENV}, "
-                        "else ../shared/data beside the repository, else ./data)")
-    p.add_argument("--threads", type=_positive(), default=1,
-                   help="torch intra-op threads on CPU (1, as the graph-recon command's default)")
-    p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    device: str = common("device", "cpu", choices=["cpu", "cuda"])
+    flows: list[str] = option(list(FLOWS), "comma-separated posterior flows (default: none,tc,whc)", type=_flow_list)
+    graphs: Optional[list[str]] = option(
+        None, "comma-separated graphs: graph-recon datasets (dis-ii, ...) and random graphs given by their node count, "
+        f"an integer with an optional k/m suffix (500, 10k, 1m) (default: {','.join(DEFAULT_GRAPHS['cpu'])} on cpu, "
+        f"{','.join(DEFAULT_GRAPHS['cuda'])} on cuda)", type=_graph_list)
+    epochs: int = option(20, "timed epochs per model (median)", type=positive())
+    warmup: int = option(5, "untimed epochs per model first", type=positive())
+    compile: bool = option(False, "compile the training step (graph-recon's --compile)")
+    cuda_graph: str = option("auto", "graph-recon's --cuda-graph: on CUDA, replay the training step as a CUDA graph "
+                             "(auto: with --compile)", choices=("auto", "on", "off"))
+    data_root: Optional[Path] = common("data_root", None)
+    threads: int = common("threads", 1, help="torch intra-op threads on CPU (1, as the graph-recon command's default)")
+    json: Optional[Path] = option(None, "also write the results to this JSON file", type=Path)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -256,13 +256,10 @@ def _row(case: Case, data: ds.GraphData, device: torch.device, setup_s: float, m
     return row
 
 
-def bench_graph(args: argparse.Namespace) -> dict[str, Any]:
+def bench_graph(args: BenchGraphConfig) -> dict[str, Any]:
     """Run the benchmark of ``python -m experiments.bench graph`` (options: :func:`add_arguments`); returns the
     settings and one row per (graph, flow), with the issue-12 checks that apply (:func:`targets`)."""
-    from vae import split_edges
 
-    from .graph_recon import GraphReconJob
-    from .runs import seed_everything
 
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
@@ -285,7 +282,7 @@ def bench_graph(args: argparse.Namespace) -> dict[str, Any]:
         def make_case(flow: str) -> Case:
             cfg = job_config(args.device, flow, data.latent_dim, 2 * args.warmup + args.epochs + 10, args.threads,
                              args.compile, args.cuda_graph)
-            cfg = cfg.replace(dataset=data.name, extra={"data_note": data.summary()})
+            cfg = cfg.replace(dataset=data.name)
             results["cuda_graph"] = cfg.uses_cuda_graph
             seed_everything(0)
             t0 = time.perf_counter()
@@ -315,7 +312,6 @@ def bench_graph(args: argparse.Namespace) -> dict[str, Any]:
 
 def _release(device: torch.device) -> None:
     """Free what deleted jobs held, so the next measurement sees one model's memory only."""
-    import gc
 
     gc.collect()
     if device.type == "cuda":
@@ -396,13 +392,12 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: BenchGraphConfig) -> dict[str, Any]:
     """``python -m experiments.bench graph``: run, write ``--json``, print the report (the table last)."""
-    from .allocator import keep_freed_memory
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but torch.cuda.is_available() is False")
-    keep_freed_memory()  # the conditions of the graph-recon command (see experiments.allocator)
+    keep_freed_memory()  # the conditions of the graph-recon command (see experiments.run.allocator)
     try:
         results = bench_graph(args)
     except ds.MissingDataError as err:

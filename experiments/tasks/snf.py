@@ -1,6 +1,6 @@
 """Self-normalizing flows (Keller et al., ICML 2021) at CPU scale: an SNF FC model and its exact-gradient twin.
 
-``python -m experiments.snf --dataset digits --epochs 20 --out runs/snf`` trains two identical fully connected flows
+``python -m experiments.tasks.snf --dataset digits --epochs 20 --out runs/snf`` trains two identical fully connected flows
 (same initialisation, same batches) on dequantised images, one with the self-normalizing surrogate gradient
 (:func:`flows.selfnorm.self_normalizing_objective`, O(D²) per layer) and one with exact gradients (``slogdet``,
 O(D³)), and reports for both the test negative log-likelihood in nats and bits/dim (exact log-dets, eval mode),
@@ -24,6 +24,7 @@ import math
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,11 +33,11 @@ import torch
 from torch.distributions import Independent, Normal
 from tqdm import tqdm
 
+from experiments.datasets import _need, _split, default_data_root, read_idx
+from experiments.run.files import atomic_write_text
+from experiments.run.options import add_config_arguments, common, config_from_args, option, positive
 from flows import ActNorm, Compose, Flow
 from flows.selfnorm import LeakyReLU, SelfNormLinear, self_normalizing, self_normalizing_objective
-
-from .datasets import _need, _split, default_data_root, read_idx
-from .runs import atomic_write_text
 
 Tensor = torch.Tensor
 
@@ -55,7 +56,7 @@ DEFAULT_LAMBDA: float = 10.0
 def load_pixels(name: str, root: Optional[Path]) -> tuple[Tensor, Tensor, int]:
     """Integer pixels ``(train, test, levels)`` as float64 tensors of shape ``(N, D)``."""
     if name == "digits":
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # lazy: import cost (~5 s measured)
 
         v = torch.tensor(load_digits().data, dtype=torch.float64)
         tr, te = _split(len(v), 0.8, 0)
@@ -150,24 +151,36 @@ def sample_agreement(q: Flow, n: int = 500, seed: int = 1) -> float:
     return float((a - b).norm(dim=-1).max() / a.norm(dim=-1).mean())
 
 
+@dataclass(frozen=True)
+class SnfConfig:
+    """The settings of ``python -m experiments.tasks.snf`` (its flags)."""
+
+    dataset: str = option("digits", "pixels to model", choices=("digits", "mnist"))
+    epochs: int = option(20, "training epochs", type=positive())
+    layers: int = option(2, "number of SNF-Linear + LeakyReLU blocks (plus one SNF)", type=int)
+    batch_size: int = option(DEFAULT_BATCH, "batch size", type=positive())
+    lr: float = option(DEFAULT_LR, "Adam learning rate", type=float)
+    lam: float = option(DEFAULT_LAMBDA, "weight λ of the reconstruction term", type=float)
+    logit_alpha: float = option(LOGIT_ALPHA, "α of the logit preprocessing", type=float)
+    seed: int = common("seed", 0)
+    threads: int = common("threads", 1)
+    data_root: Optional[Path] = common("data_root", None)
+    out: Optional[Path] = common("out", None, help="folder for results.json", required=True)
+    quiet: bool = option(False, "no progress bar or per-epoch lines")
+
+    def __post_init__(self) -> None:
+        if self.layers < 0:
+            raise ValueError("--layers must be non-negative")
+
+
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m experiments.snf", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m experiments.tasks.snf", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=("digits", "mnist"), default="digits")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--layers", type=int, default=2, help="number of SNF-Linear + LeakyReLU blocks (plus one SNF)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
-    p.add_argument("--lr", type=float, default=DEFAULT_LR)
-    p.add_argument("--lam", type=float, default=DEFAULT_LAMBDA, help="weight λ of the reconstruction term")
-    p.add_argument("--logit-alpha", type=float, default=LOGIT_ALPHA, help="α of the logit preprocessing")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    p.add_argument("--data-root", type=Path, default=None, help=f"copy of shared/data (default {default_data_root()})")
-    p.add_argument("--out", type=Path, required=True, help="folder for results.json")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    args = p.parse_args(argv)
-    if args.epochs < 1 or args.layers < 0 or args.batch_size < 1:
-        p.error("--epochs and --batch-size must be positive and --layers non-negative")
+    add_config_arguments(p, SnfConfig)
+    try:
+        args = config_from_args(SnfConfig, p.parse_args(argv))
+    except ValueError as err:
+        p.error(str(err))
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
 

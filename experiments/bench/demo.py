@@ -5,7 +5,7 @@
    H², with its learned density drawn in the Poincaré disk (``<out>/whc_density.png``) and the numbers written
    to ``<out>/demo.json``.
 
-Run ``python -m experiments.demo --help`` for options.
+Run ``python -m experiments.bench.demo --help`` for options.
 """
 
 from __future__ import annotations
@@ -14,10 +14,15 @@ import argparse
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import geoopt
 import torch
+from tqdm import trange
 
+from experiments.plots import pyplot
+from experiments.run.options import add_config_arguments, common, config_from_args, option, positive
 from flows import Flow, build
 from manifolds import Lorentz, WrappedNormal
 from manifolds import lorentz_math as lm
@@ -30,7 +35,6 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def envelope_table() -> list[dict]:
     """Round-trip errors of ``log_o(exp_o(u))`` in float32, ours vs geoopt, for growing ``||u||``."""
-    import geoopt
 
     ours, theirs = Lorentz(1.0), geoopt.Lorentz(1.0)
     g = torch.Generator().manual_seed(0)
@@ -47,7 +51,6 @@ def envelope_table() -> list[dict]:
 
 def far_transport_table() -> list[dict]:
     """Norm change of a short parallel transport at distance ``s`` from the origin, float32."""
-    import geoopt
 
     theirs = geoopt.Lorentz(1.0)
     g = torch.Generator().manual_seed(1)
@@ -83,7 +86,6 @@ def mixture(M: Lorentz, n_per: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def fit_whc(steps: int, layers: int, seed: int) -> tuple[Flow, list[float], torch.Tensor, float]:
-    from tqdm import trange
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -109,10 +111,7 @@ def fit_whc(steps: int, layers: int, seed: int) -> tuple[Flow, list[float], torc
 
 
 def plot_density(q: Flow, test: torch.Tensor, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     M = q.transform.manifold
     grid = torch.linspace(-0.97, 0.97, 200)
@@ -137,15 +136,20 @@ def plot_density(q: Flow, test: torch.Tensor, path: Path) -> None:
     plt.close(fig)
 
 
+@dataclass(frozen=True)
+class DemoConfig:
+    """The settings of ``python -m experiments.bench.demo`` (its flags)."""
+
+    out: Path = common("out", Path("runs/demo"))
+    steps: int = option(600, "training steps of the WHC flow", type=positive())
+    layers: int = option(8, "WHC coupling layers", type=positive())
+    seed: int = common("seed", 0)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
-    ap.add_argument("--steps", type=int, default=600, help="training steps of the WHC flow (default: 600)")
-    ap.add_argument("--layers", type=int, default=8, help="WHC coupling layers (default: 8)")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    if args.steps < 1 or args.layers < 1:
-        ap.error("--steps and --layers must be positive")
+    add_config_arguments(ap, DemoConfig)
+    args = config_from_args(DemoConfig, ap.parse_args(argv))
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 

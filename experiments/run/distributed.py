@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 def is_distributed() -> bool:
@@ -115,7 +116,6 @@ def wrap(model: nn.Module, fn, device: torch.device) -> nn.Module:
     module = LossModule(model, fn)
     if not is_distributed():
         return module
-    from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
     ddp = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)

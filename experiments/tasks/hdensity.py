@@ -21,7 +21,7 @@ beside the targets).
 
 from __future__ import annotations
 
-import argparse
+import datetime
 import json
 import math
 import time
@@ -31,6 +31,16 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from tqdm import trange
+
+import flows
+from experiments.plots import pyplot
+from experiments.run.options import common, option
+from experiments.run.profiling import peak_memory
+from flows.constants import FM_COUPLINGS
+from flows.continuous import ContinuousFlow
+from flows.rfm import RiemannianFlow
+from manifolds import Lorentz, WrappedNormal
 
 MODELS = ("rfm", "cnf", "whc", "tc")
 H2_TARGETS = ("wn-mixture", "far-wn", "checkerboard", "band")
@@ -78,7 +88,6 @@ class Target:
 
 
 def _wn_mixture(M, means: torch.Tensor, scales: torch.Tensor):
-    from manifolds import WrappedNormal
 
     comps = [WrappedNormal(m, s, M) for m, s in zip(means, scales)]
     log_w = -math.log(len(comps))
@@ -176,7 +185,6 @@ def entropy(target: Target, g: torch.Generator, num: int = ENTROPY_SAMPLES) -> t
 def make_model(name: str, M, n: int, trace: str = "auto"):
     """``trace``: the ODE models' trace in training (only ``cnf`` solves there) and scoring; ``"auto"``: exact,
     except Hutchinson for training ``cnf`` above n = 2 (FFJORD's choice)."""
-    import flows
 
     if name == "rfm":
         return flows.build("rfm", M, n, hidden=RFM_HIDDEN, layers=3, rtol=ODE_TOL, atol=ODE_TOL,
@@ -197,8 +205,6 @@ def _evaluations(transform) -> int:
 def test_log_q(q, x: torch.Tensor, transform, batch: int = 1000, trace: str = "exact") -> tuple[torch.Tensor, int]:
     """``log q(x)`` per point and the vector-field evaluations of the (last) solve, with the ODE models' ``trace``
     (``"exact"``; ``"hutchinson"``: an unbiased estimate)."""
-    from flows.continuous import ContinuousFlow
-    from flows.rfm import RiemannianFlow
 
     ode = [m for m in transform.modules() if isinstance(m, (ContinuousFlow, RiemannianFlow))]
     saved = [m.trace for m in ode]
@@ -221,11 +227,7 @@ def train(name: str, target: Target, M, *, steps: int, batch: int, lr: float, se
     the test NLL and a separately estimated entropy). ``coupling``: ``rfm``'s pairing of draws; ``checkpoints``:
     NLL evaluations on ``CURVE_POINTS`` test points during training (the last at the end); ``score=False``: only
     those (a speed run)."""
-    from tqdm import trange
 
-    import flows
-    from experiments.profiling import peak_memory
-    from manifolds import WrappedNormal
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1)
@@ -305,9 +307,8 @@ def disk_density_grid(log_prob: Callable[[torch.Tensor], torch.Tensor], M, size:
 
 
 def plot_h2(rows: list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]], path: Path) -> None:
-    from .plots import _plt
 
-    plt = _plt()
+    plt = pyplot()
     ncols = 1 + max(len(r[2]) for r in rows)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(2.6 * ncols, 2.6 * len(rows)), squeeze=False)
     for i, (name, truth, learned) in enumerate(rows):
@@ -348,30 +349,49 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from flows.constants import FM_COUPLINGS
+@dataclass(frozen=True)
+class HDensityConfig:
+    """The settings of ``python -m experiments hdensity`` (its flags)."""
 
-    p.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, of {', '.join(TARGETS)}")
-    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
-    p.add_argument("--trace", choices=("auto", "exact", "hutchinson"), default="auto",
-                   help="divergence of the ODE models (rfm, cnf): exact (n + 2 vector-Jacobian products per field "
-                        "evaluation) or Hutchinson's estimate (one); auto: exact for scoring, and for training cnf "
-                        "exact in H^2, Hutchinson above")
-    p.add_argument("--coupling", choices=FM_COUPLINGS, default=RFM_COUPLING,
-                   help="rfm's pairing of base and data draws in flow matching: independent, or minibatch optimal "
-                        "transport (exact assignments in blocks; default)")
-    p.add_argument("--quick", action="store_true", help="a tenth of the training steps (a smoke run)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    p.add_argument("--out", type=Path, default=Path("runs/hdensity"), help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    targets: str = option(",".join(TARGETS), f"comma-separated, of {', '.join(TARGETS)}")
+    models: str = option(",".join(MODELS), f"comma-separated, of {', '.join(MODELS)}")
+    trace: str = option("auto", "divergence of the ODE models (rfm, cnf): exact (n + 2 vector-Jacobian products per "
+                        "field evaluation) or Hutchinson's estimate (one); auto: exact for scoring, and for training "
+                        "cnf exact in H^2, Hutchinson above", choices=("auto", "exact", "hutchinson"))
+    coupling: str = option(RFM_COUPLING, "rfm's pairing of base and data draws in flow matching: independent, or "
+                           "minibatch optimal transport (exact assignments in blocks; default)", choices=FM_COUPLINGS)
+    quick: bool = option(False, "a tenth of the training steps (a smoke run)")
+    seed: int = common("seed", 0)
+    threads: int = common("threads", 2)
+    out: Path = common("out", Path("runs/hdensity"))
+    no_progress: bool = common("no_progress", False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
 
 
-def run_hdensity(args: argparse.Namespace) -> int:
-    import datetime
+def _rfm_vs_cnf(by: dict[str, dict[str, Any]], target: Any, M: Lorentz, test: torch.Tensor,
+                args: HDensityConfig) -> dict[str, Any]:
+    """How long RFM and the CNF take to reach the worse of their two final NLLs (from shorter runs at
+    :data:`SPEED_FRACTIONS` of the steps, recorded in ``by[m]["speed_runs"]``)."""
+    level = max(by["rfm"]["curve"][-1]["nll_500"], by["cnf"]["curve"][-1]["nll_500"])
+    curves = {}
+    for m in ("rfm", "cnf"):
+        steps, batch, lr = _schedule(m, args.quick)
+        short = [train(m, target, M, steps=max(2, int(steps * frac)), batch=batch, lr=lr, seed=args.seed,
+                       test=test, progress=not args.no_progress, trace=args.trace, coupling=args.coupling,
+                       checkpoints=1, score=False) for frac in SPEED_FRACTIONS]
+        by[m]["speed_runs"] = [{"steps": r["steps"], "train_s": r["train_s"],
+                                "nll_500": r["curve"][-1]["nll_500"]} for r in short]
+        curves[m] = [by[m]["curve"]] + [r["curve"] for r in short]
+    t_r, t_c = time_to_reach(curves["rfm"], level), time_to_reach(curves["cnf"], level)
+    return {"nll": level, "rfm_s": None if t_r is None else round(t_r, 1),
+            "cnf_s": None if t_c is None else round(t_c, 1),
+            "speedup": None if not (t_r and t_c) else round(t_c / t_r, 1)}
 
-    from manifolds import Lorentz
 
+def run_hdensity(args: HDensityConfig) -> int:
+    """Train and score every model on every target; write ``hdensity.json``, ``hdensity.md`` and the H² plot."""
     torch.set_num_threads(args.threads)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -406,20 +426,7 @@ def run_hdensity(args: argparse.Namespace) -> int:
                 learned.append((m, disk_density_grid(q.log_prob, M)))
         by = {r["model"]: r for r in entry["models"]}
         if "rfm" in by and "cnf" in by:
-            level = max(by["rfm"]["curve"][-1]["nll_500"], by["cnf"]["curve"][-1]["nll_500"])
-            curves = {}
-            for m in ("rfm", "cnf"):
-                steps, batch, lr = _schedule(m, args.quick)
-                short = [train(m, target, M, steps=max(2, int(steps * frac)), batch=batch, lr=lr, seed=args.seed,
-                               test=test, progress=not args.no_progress, trace=args.trace, coupling=args.coupling,
-                               checkpoints=1, score=False) for frac in SPEED_FRACTIONS]
-                by[m]["speed_runs"] = [{"steps": r["steps"], "train_s": r["train_s"],
-                                        "nll_500": r["curve"][-1]["nll_500"]} for r in short]
-                curves[m] = [by[m]["curve"]] + [r["curve"] for r in short]
-            t_r, t_c = time_to_reach(curves["rfm"], level), time_to_reach(curves["cnf"], level)
-            entry["rfm_vs_cnf"] = {"nll": level, "rfm_s": None if t_r is None else round(t_r, 1),
-                                   "cnf_s": None if t_c is None else round(t_c, 1),
-                                   "speedup": None if not (t_r and t_c) else round(t_c / t_r, 1)}
+            entry["rfm_vs_cnf"] = _rfm_vs_cnf(by, target, M, test, args)
         results["targets"].append(entry)
         if target.dim == 2:
             panels.append((name, disk_density_grid(target.log_prob, M), learned))

@@ -23,12 +23,22 @@ width 32 for WHC (width 128 over-fits: validation AUC peaks at epoch ~200).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from experiments import datasets as ds
+from experiments import plots
+from experiments.models import paper_name
+from experiments.run.config import RunConfig
+from experiments.run.options import common, option, positive
+from experiments.run.result import RunResult
+from experiments.tasks import runner  # runner.run_command, looked up per call (tests replace it)
+from vae.hierarchy import depth_spearman_ceiling
 
 MAIN_MODELS = (("euclidean", "none"), ("hyperbolic", "none"), ("hyperbolic", "whc"))
 #: what the main job reports per model, with the table's column titles
@@ -41,57 +51,70 @@ MAIN_SETTINGS: dict[str, object] = {"decoder": "distance", "final_radius": 1.0, 
                                     "flow_hidden": 32}
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, default=1000, help="full-batch training epochs per model")
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
-    p.add_argument("--seeds", type=int, default=1, help="seeded runs per model")
-    p.add_argument("--out", type=Path, default=Path("runs/main"), help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+@dataclass(frozen=True)
+class MainConfig:
+    """The settings of ``python -m experiments main`` (its flags; the models' own settings are
+    :data:`MAIN_SETTINGS`)."""
+
+    epochs: int = option(1000, "full-batch training epochs per model", type=positive())
+    lr: float = option(1e-2, "Adam learning rate", type=positive(float))
+    seeds: int = option(1, "seeded runs per model", type=positive())
+    out: Path = common("out", Path("runs/main"))
+    no_progress: bool = common("no_progress", False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+
+    def model_config(self, model: str, flow: str) -> RunConfig:
+        """The graph-recon run of one model of the table."""
+        return RunConfig.for_command("graph-recon", dataset=MAIN_DATASET, model=model, flow=flow, latent_dim=2,
+                                     epochs=self.epochs, seeds=self.seeds, lr=self.lr, **MAIN_SETTINGS,
+                                     out=self.out / paper_name(model, flow).lower(), csv=self.out / "results.csv",
+                                     overwrite=True,  # the demo replaces its own previous output
+                                     no_progress=self.no_progress)
 
 
-def run_main(args: argparse.Namespace) -> int:
-    from . import datasets as ds
-    from . import plots
-    from .commands import run_command
-    from .config import RunConfig
-    from .models import paper_name
-
+def run_main(cfg: MainConfig) -> int:
+    """Train the three models, print the table, draw the latents and write ``<out>/main.json``."""
     t0 = time.perf_counter()
-    from vae.hierarchy import depth_spearman_ceiling
-
     data = ds.load_graph(MAIN_DATASET)
     print(f"main job: graph reconstruction of the embedded is-a hierarchy ({data.summary()}), "
-          f"{args.epochs} epochs, lr {args.lr}, {args.seeds} seed(s) per model", flush=True)
+          f"{cfg.epochs} epochs, lr {cfg.lr}, {cfg.seeds} seed(s) per model", flush=True)
     rows, panels = [], []
     for model, flow in MAIN_MODELS:
-        cfg = RunConfig.for_command("graph-recon", dataset=MAIN_DATASET, model=model, flow=flow, latent_dim=2,
-                                    epochs=args.epochs, seeds=args.seeds, lr=args.lr, **MAIN_SETTINGS,
-                                    out=args.out / paper_name(model, flow).lower(), csv=args.out / "results.csv",
-                                    overwrite=True,  # the demo replaces its own previous output
-                                    no_progress=args.no_progress)
-        res = run_command(cfg)
-        rows.append({"model": paper_name(model, flow), **{k: res["summary"][k] for k in MAIN_METRICS
-                                                          if k in res["summary"]}, "wall_s": res["wall_s"]})
-        lat = cfg.out / "seed0" / "latents_2d.npy"
+        run_cfg = cfg.model_config(model, flow)
+        res = runner.run_command(run_cfg)
+        rows.append(_row(paper_name(model, flow), res))
+        lat = run_cfg.out / "seed0" / "latents_2d.npy"
         panels.append((np.load(lat), model == "hyperbolic", data.labels, paper_name(model, flow)))
-    plots.latents(panels, args.out / "latents_poincare.png", "depth", marked=(0, "root"), depths=data.depths)
+    plots.latents(panels, cfg.out / "latents_poincare.png", "depth", marked=(0, "root"), depths=data.depths)
     wall = time.perf_counter() - t0
+    ceiling = depth_spearman_ceiling(data.depths)
+    print(_table(rows, ceiling, cfg.out, wall), flush=True)
+    summary = {"graph": data.summary(), "settings": MAIN_SETTINGS, "epochs": cfg.epochs, "lr": cfg.lr,
+               "seeds": cfg.seeds, "depth_spearman_ceiling": ceiling, "rows": rows, "wall_s": wall}
+    tmp = cfg.out / "main.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(cfg.out / "main.json")
+    return 0
+
+
+def _row(name: str, res: RunResult) -> dict[str, Any]:
+    """One model's row of the table: its :data:`MAIN_METRICS` (mean and std over seeds) and training time."""
+    return {"model": name, **{k: res.summary[k] for k in MAIN_METRICS if k in res.summary}, "wall_s": res.wall_s}
+
+
+def _table(rows: list[dict[str, Any]], ceiling: float, out: Path, wall: float) -> str:
+    """The printed table and what its columns mean."""
     lines = ["", f"{'model':<7}" + "".join(f" {MAIN_METRICS[k]:>15}" for k in MAIN_METRICS) + f" {'train s':>8}"]
     for r in rows:
         lines.append(f"{r['model']:<7}" + "".join(
             f" {r[k]['mean']:>7.3f} ± {r[k]['std']:.3f}" if k in r else f" {'—':>15}" for k in MAIN_METRICS)
             + f" {r['wall_s']:>8.1f}")
-    ceiling = depth_spearman_ceiling(data.depths)
     lines.append(f"\nMAP: graph reconstruction by latent distance (1 = every node's neighbours are its nearest nodes); "
                  "distortion: mean relative error of latent vs graph distances after the best scaling (0 = "
                  "isometric); Spearman: rank correlation of a node's depth and its latent's distance from the origin "
                  f"(ceiling {ceiling:.3f}: radii sorted exactly by depth; depths tie, 2/3 of the nodes are leaves).")
-    lines.append(f"Poincaré-disk plot: {args.out / 'latents_poincare.png'}; results: {args.out}/*/results.json; "
+    lines.append(f"Poincaré-disk plot: {out / 'latents_poincare.png'}; results: {out}/*/results.json; "
                  f"total {wall:.0f} s")
-    print("\n".join(lines), flush=True)
-    summary = {"graph": data.summary(), "settings": MAIN_SETTINGS, "epochs": args.epochs, "lr": args.lr,
-               "seeds": args.seeds, "depth_spearman_ceiling": ceiling, "rows": rows, "wall_s": wall}
-    tmp = args.out / "main.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(args.out / "main.json")
-    return 0
+    return "\n".join(lines)

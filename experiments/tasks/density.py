@@ -12,15 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from experiments import plots
+from experiments.datasets import DensityData
+from experiments.models import make_manifold, paper_name
+from experiments.run import distributed as D
+from experiments.run.config import RunConfig
+from experiments.run.protocol import Job
+from experiments.run.steps import compile_loss
 from vae import VAE, CurvatureSchedule, GaussianLikelihood, evaluate_log_likelihood
-
-from . import distributed as D
-from . import plots
-from .config import RunConfig
-from .datasets import DensityData
-from .models import make_manifold, paper_name
-from .runs import Job
-from .steps import compile_loss
 
 
 class DensityJob(Job):

@@ -1,6 +1,6 @@
 """One self-normalizing layer's training-step time against the dimension D (Keller et al. 2021, Fig. 3).
 
-``python -m experiments.bench_snf`` times one Adam training step of a single :class:`flows.selfnorm.SelfNormLinear`
+``python -m experiments.bench.snf`` times one Adam training step of a single :class:`flows.selfnorm.SelfNormLinear`
 (D = 64 … 2048, doubling; batch ``--batch``) trained with the self-normalizing surrogate gradient (O(D²): matrix
 products only) and with exact gradients (O(D³): ``slogdet`` and, in its backward, the inverse), and prints the
 median times and the slopes of log(time) against log(D): over all sizes, over the largest half, and between
@@ -17,6 +17,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -24,10 +25,10 @@ import numpy as np
 import torch
 from torch.distributions import Independent, Normal
 
+from experiments.run.files import atomic_write_text
+from experiments.run.options import add_config_arguments, common, config_from_args, option
 from flows import Flow
 from flows.selfnorm import SelfNormLinear, self_normalizing_objective
-
-from .runs import atomic_write_text
 
 DEFAULT_DIMS = (64, 128, 256, 512, 1024, 2048)
 
@@ -51,15 +52,22 @@ def slope(dims: list[int], times: list[float]) -> float:
     return float(np.polyfit(np.log(dims), np.log(times), 1)[0])
 
 
+@dataclass(frozen=True)
+class BenchSnfConfig:
+    """The settings of ``python -m experiments.bench.snf`` (its flags)."""
+
+    dims: list[int] = option(list(DEFAULT_DIMS), "layer sizes D", type=int, nargs="+")
+    batch: int = option(100, "batch size (the paper's MNIST batch)", type=int)
+    repeats: int = option(5, "timed steps per variant and size (median reported)", type=int)
+    threads: int = common("threads", 1)
+    out: Optional[Path] = common("out", None, help="optional JSON file for the timings")
+
+
 def main(argv: Optional[list[str]] = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_snf", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m experiments.bench.snf", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dims", type=int, nargs="+", default=list(DEFAULT_DIMS))
-    p.add_argument("--batch", type=int, default=100, help="batch size (the paper's MNIST batch)")
-    p.add_argument("--repeats", type=int, default=5, help="timed steps per variant and size (median reported)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    p.add_argument("--out", type=Path, default=None, help="optional JSON file for the timings")
-    args = p.parse_args(argv)
+    add_config_arguments(p, BenchSnfConfig)
+    args = config_from_args(BenchSnfConfig, p.parse_args(argv))
     torch.set_num_threads(args.threads)
 
     dims = sorted(args.dims)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+import warnings
 import weakref
 from collections import Counter
 from typing import Any, Callable
@@ -215,7 +216,7 @@ def peak_memory(fn: Callable[[], Any], device: torch.device | str) -> int:
       (``getrusage(RUSAGE_SELF).ru_maxrss``) minus its resident size before it (``/proc/self/statm``; where
       that does not exist, the high-water mark before). It includes whatever else the process does, cannot
       go below an earlier high-water mark, and memory that the C allocator keeps after ``free`` (see
-      :mod:`experiments.allocator`) is reused without showing, so a repeated step often reads close to 0.
+      :mod:`experiments.run.allocator`) is reused without showing, so a repeated step often reads close to 0.
       ``torch.profiler``'s ``profile_memory`` would be exact but is far too slow for large graphs.
 
     Example:
@@ -247,7 +248,6 @@ def count_cuda_syncs(fn: Callable[[], Any], messages: list[str] | None = None) -
         >>> count_cuda_syncs(lambda: None) in (None, 0)
         True
     """
-    import warnings
 
     if not torch.cuda.is_available():
         return None

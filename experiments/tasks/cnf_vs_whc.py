@@ -1,6 +1,6 @@
 """A continuous flow and a wrapped hyperboloid coupling flow fitted to the same density on H² (issue 7).
 
-``python -m experiments.cnf_vs_whc --out DIR --steps N`` fits, by maximum likelihood on the same samples and
+``python -m experiments.tasks.cnf_vs_whc --out DIR --steps N`` fits, by maximum likelihood on the same samples and
 batches, (a) a CNF lifted to the hyperboloid (``flows.build("cnf@lorentz", …)``: a time-dependent vector field in
 tangent coordinates at the origin, ``exp_o ∘ φ_T ∘ log_o``) and (b) a WHC flow (``flows.build("whc", M, 2)``),
 both with a standard wrapped normal base at the origin of H² (k = 1). The target is a mixture of wrapped normals
@@ -21,6 +21,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -29,9 +30,10 @@ import torch
 from tqdm import tqdm
 
 import flows
+from experiments.plots import pyplot
+from experiments.run.files import atomic_write_text
+from experiments.run.options import add_config_arguments, common, config_from_args, option
 from manifolds import Lorentz, WrappedNormal
-
-from .runs import atomic_write_text
 
 #: solver tolerances (rtol = atol) of the CNF while training, and when scoring held-out data / the plot grid
 TRAIN_TOL = 1e-4
@@ -102,10 +104,7 @@ def mean_log_prob(log_prob: Callable[[torch.Tensor], torch.Tensor], z: torch.Ten
 
 
 def density_plot(M: Lorentz, panels: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     u = torch.linspace(-DISK_RADIUS, DISK_RADIUS, GRID)
     px, py = torch.meshgrid(u, u, indexing="xy")
@@ -136,15 +135,22 @@ def density_plot(M: Lorentz, panels: list[tuple[str, Callable[[torch.Tensor], to
     tmp.replace(path)
 
 
+@dataclass(frozen=True)
+class CnfVsWhcConfig:
+    """The settings of ``python -m experiments.tasks.cnf_vs_whc`` (its flags)."""
+
+    out: Optional[Path] = common("out", None, help="output folder (results.json, density.png)", required=True)
+    steps: int = option(150, "Adam steps for each flow (default 150: about 2 minutes in all on 2 shared CPU cores)",
+                        type=int)
+    whc_layers: int = option(WHC_LAYERS, f"WHC coupling layers (default {WHC_LAYERS})", type=int)
+    seed: int = common("seed", 0)
+    threads: int = common("threads", 1)
+
+
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m experiments.cnf_vs_whc")
-    ap.add_argument("--out", type=Path, required=True, help="output folder (results.json, density.png)")
-    ap.add_argument("--steps", type=int, default=150,
-                    help="Adam steps for each flow (default 150: about 2 minutes in all on 2 shared CPU cores)")
-    ap.add_argument("--whc-layers", type=int, default=WHC_LAYERS, help=f"WHC coupling layers (default {WHC_LAYERS})")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    args = ap.parse_args(argv)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m experiments.tasks.cnf_vs_whc")
+    add_config_arguments(ap, CnfVsWhcConfig)
+    args = config_from_args(CnfVsWhcConfig, ap.parse_args(argv))
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 

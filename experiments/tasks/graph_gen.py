@@ -6,7 +6,7 @@ epochs (``--schedule paper``; ``--schedule reference`` is the reference code's, 
 100 graphs are generated (``--sampler``) and compared with the held-out graphs (:func:`vae.generation_metrics`).
 Both stages are one epoch loop here (epoch ``e < ae_epochs`` is stage 1), so a run checkpoints and resumes the
 same way in either stage. ``baselines.json`` in ``--out`` holds the Erdős–Rényi and training-graph rows
-(:func:`vae.graph_metrics.baseline_rows`) that the report prints beside the generators. Data-parallel under
+(:func:`experiments.tasks.graph_gen_baselines.baseline_rows`) that the report prints beside the generators. Data-parallel under
 ``torchrun``: each rank takes ``batch[rank::world]`` of every mini-batch of graphs and DDP averages the
 gradients; rank 0 generates and scores.
 """
@@ -22,25 +22,26 @@ from typing import Any
 import networkx as nx
 import torch
 
+from experiments import plots
+from experiments.constants import (PAPER_GENERATOR_CURVATURE, REFERENCE_AE_EPOCH_SHARE, REFERENCE_FLOW_LR_FACTOR,
+                                   REFERENCE_RADIUS, SCHEDULES)
+from experiments.models import make_manifold
+from experiments.run import distributed as D
+from experiments.run.config import RunConfig
+from experiments.run.files import atomic_write_text
+from experiments.run.protocol import Job
+from experiments.run.steps import adam
+from experiments.run.steps import compile_loss
+from experiments.tasks.graph_gen_baselines import baseline_rows
 from vae import GraphGenerator, generation_metrics
-from vae.constants import (PAPER_GENERATOR_CURVATURE, REFERENCE_AE_EPOCH_SHARE, REFERENCE_FLOW_LR_FACTOR,
-                           REFERENCE_RADIUS, SCHEDULES)
 from vae.generation import clean_graph, complete_edge_index
-from vae.graph_metrics import baseline_rows
-
-from . import distributed as D
-from . import plots
-from .config import RunConfig
-from .models import make_manifold
-from .runs import Job, adam, atomic_write_text
-from .steps import compile_loss
 
 
 def stage_schedule(schedule: str, epochs: int, lr: float) -> tuple[int, float, int, float, float]:
     r"""``(ae_epochs, ae_lr, flow_epochs, flow_lr, k)`` of the two training stages and the latent curvature.
 
     ``"paper"``: ``(E, L, E, L, 1)`` (both stages ``--epochs E`` at ``--lr L``, fixed k = 1); ``"reference"``:
-    ``(ceil(E/2), L, E, L/10, R²)`` with ``R = 2`` (:data:`~vae.constants.REFERENCE_RADIUS`), which at the
+    ``(ceil(E/2), L, E, L/10, R²)`` with ``R = 2`` (:data:`~experiments.constants.REFERENCE_RADIUS`), which at the
     command's defaults is the reference code's 50 epochs at 1e-2, 100 epochs at 1e-3, k = 4.
 
     Example:

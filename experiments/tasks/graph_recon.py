@@ -13,14 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from experiments import plots
+from experiments.datasets import GraphData
+from experiments.models import make_manifold, paper_name
+from experiments.run.config import RunConfig
+from experiments.run.protocol import Job
+from experiments.run.steps import TrainStep
+from experiments.run.steps import adam
 from vae import CurvatureSchedule, EdgeSplit, GraphVAE, split_edges
-
-from . import plots
-from .config import RunConfig
-from .datasets import GraphData
-from .models import make_manifold, paper_name
-from .runs import Job, adam
-from .steps import TrainStep
+from vae.hierarchy import hierarchy_metrics
 
 
 class GraphReconJob(Job):
@@ -95,7 +96,6 @@ class GraphReconJob(Job):
         """Graph-reconstruction MAP, distortion and (where the graph has depths) the Spearman correlation of depth
         and distance from the origin, of the posterior means through the flow on the whole graph
         (:func:`vae.hierarchy.hierarchy_metrics`)."""
-        from vae.hierarchy import hierarchy_metrics
 
         return hierarchy_metrics(self.manifold, self._mean_latents(), self.data.edge_index, self.data.depths)
 

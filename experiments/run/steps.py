@@ -4,7 +4,7 @@ on CUDA captured in a CUDA graph, so that an epoch of a full-batch model costs o
 A step is ``zero_grad → terms = loss_fn(*inputs) → terms[0].backward() → optimizer.step()``; for a CUDA graph
 ``loss_fn`` takes no arguments (it closes over the model's static inputs). It returns a 1-D tensor whose first entry is the loss to
 minimise and whose other entries are terms to log. The step returns those terms, detached, on the device: reading
-them is the caller's choice (:class:`experiments.runs` reads them every few epochs, not every step).
+them is the caller's choice (:class:`experiments.run.protocol` reads them every few epochs, not every step).
 
 Modes (``--compile`` and ``--cuda-graph`` of the command line):
 
@@ -22,6 +22,7 @@ Modes (``--compile`` and ``--cuda-graph`` of the command line):
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Callable
 
@@ -118,3 +119,34 @@ class TrainStep:
             self._graph = graph
         self._graph.replay()
         return self._out.clone()  # the graph overwrites its output at the next replay
+
+
+def adam(params, lr: float, *, weight_decay: float = 0.0, capturable: bool = False) -> torch.optim.Optimizer:
+    """``torch.optim.Adam`` (``weight_decay=0``) or, with ``weight_decay=λ > 0``, ``torch.optim.AdamW``: Adam with
+    decoupled weight decay (Loshchilov & Hutter 2019), each step ``θ ← θ − lr·λ·θ`` besides the Adam update
+    ``θ ← θ − lr·m̂/(√v̂ + ε)``, for every parameter that has a gradient. Fused (one kernel for all parameters)
+    where torch has a fused kernel for these parameters (CPU and CUDA floating-point tensors, torch >= 2.4), the
+    loop implementation otherwise.
+
+    ``capturable=True`` keeps the step count on the device, so the update can be captured in a CUDA graph
+    (:class:`experiments.run.steps.TrainStep`). The same update rule; for the small models of the graph runs the fused step is about 4× faster (0.13 vs
+    0.57 ms for a 2-layer WHC graph VAE on this 2-core machine), which is a few percent of an epoch.
+
+    Example:
+        >>> opt = adam(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+        >>> type(opt).__name__, opt.defaults["lr"]
+        ('Adam', 0.001)
+        >>> type(adam(torch.nn.Linear(2, 2).parameters(), lr=1e-3, weight_decay=0.1)).__name__
+        'AdamW'
+    """
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0; got {weight_decay}")
+    params = list(params)
+    cls, extra = (torch.optim.AdamW, {"weight_decay": weight_decay}) if weight_decay > 0 else (torch.optim.Adam, {})
+    # torch checks devices and dtypes for the fused kernel only at the first step, so check them here
+    if all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
+        try:
+            return cls(params, lr=lr, fused=True, capturable=capturable, **extra)
+        except (RuntimeError, TypeError, ValueError):  # a torch without a fused CPU kernel (< 2.4)
+            pass
+    return cls(params, lr=lr, capturable=capturable, **extra)

@@ -1,7 +1,7 @@
 """``RunConfig``: the settings of one run of ``density``, ``graph-recon`` or ``graph-gen``, with their defaults
 written once.
 
-The command line builds it (its option defaults are read from here), :func:`experiments.commands.run_command`
+The command line builds it (its option defaults are read from here), :func:`experiments.tasks.runner.run_command`
 resolves what depends on the data (``latent_dim``, ``out``), ``results.json`` / ``config.json`` store it, and
 ``--resume`` compares its :data:`RUN_DEFINING` fields with the stored ones. The main job and ``reproduce`` build it
 with :meth:`RunConfig.for_command`, naming only what differs from the defaults.
@@ -10,9 +10,12 @@ with :meth:`RunConfig.for_command`, naming only what differs from the defaults.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
+
+from experiments.constants import SCHEDULES
+from vae.constants import NODE_INPUTS, SAMPLERS
 
 COMMANDS = ("density", "graph-recon", "graph-gen")
 
@@ -84,15 +87,12 @@ class RunConfig:
     checkpoint_every: Optional[int] = None  # None: 1/20 of the epochs
     no_progress: bool = False
     stop_after: Optional[int] = None  # tests: stop as if killed after this many epochs
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)  # free-form notes (e.g. the data summary)
 
     run_defining: ClassVar[tuple[str, ...]] = RUN_DEFINING
 
     def __post_init__(self) -> None:
         if self.command not in COMMANDS:
             raise ValueError(f"unknown command {self.command!r}; one of {', '.join(COMMANDS)}")
-        from vae.constants import NODE_INPUTS, SAMPLERS, SCHEDULES
-
         for name, allowed in (("node_input", NODE_INPUTS), ("schedule", SCHEDULES), ("sampler", SAMPLERS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r} (command "
@@ -110,7 +110,7 @@ class RunConfig:
         if command not in COMMANDS:
             raise ValueError(f"unknown command {command!r}; one of {', '.join(COMMANDS)}")
         base = {f.name: f.default for f in dataclasses.fields(cls)
-                if f.default is not dataclasses.MISSING and f.name != "extra"}
+                if f.default is not dataclasses.MISSING}
         return {**base, **COMMAND_DEFAULTS[command]}
 
     @classmethod
@@ -123,7 +123,7 @@ class RunConfig:
     @classmethod
     def from_args(cls, args: Any) -> "RunConfig":
         """The config of a parsed command line (an ``argparse.Namespace`` whose names are the settings')."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in vars(args).items() if k in names})
 
     @property
@@ -148,12 +148,11 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunConfig":
-        """The config stored by :meth:`to_json` (settings this version does not know are kept in ``extra``)."""
+        """The config stored by :meth:`to_json`, or by an older version: keys this version does not know (the data
+        note and ``extra`` that older files kept here; :class:`~experiments.run.result.RunResult` reads the note)
+        are left out."""
         names = {f.name for f in dataclasses.fields(cls)}
         known = {k: v for k, v in data.items() if k in names}
-        unknown = {k: v for k, v in data.items() if k not in names}
         if isinstance(known.get("cuda_graph"), bool):  # written as the resolved flag before RunConfig
             known["cuda_graph"] = "auto" if known["cuda_graph"] else "off"
-        if unknown:
-            known["extra"] = {**known.get("extra", {}), **unknown}
         return cls(**known)

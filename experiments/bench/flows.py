@@ -10,29 +10,35 @@ drift in the machine's speed affects all of them alike; the table gives the medi
 range, and ratios of medians measured in the same run. ``--compile`` compiles every model's loss (ours and the
 peers') with ``torch.compile(fullgraph=True)``, as ``--compile`` trains. The column *launches / step* counts one
 step's kernel launches on CUDA, and its top-level ATen calls on the CPU (a compiled graph counts once; see
-:func:`experiments.profiling.count_kernel_launches`): eager steps on a GPU are bound by these.
+:func:`experiments.run.profiling.count_kernel_launches`): eager steps on a GPU are bound by these.
 
 Run ``python -m experiments.bench flows --help`` for options.
 
 ``python -m experiments.bench graph`` times the graph VAE's training epochs on Dis-II and random graphs up to 1M
 nodes (issue 12: epoch time, peak memory, kernel launches and host syncs per epoch); see
-:mod:`experiments.bench_graph`.
+:mod:`experiments.bench.graph`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from .profiling import count_kernel_launches
-from .timing import Case, device_name, quartiles, time_cases
+from experiments.bench.maf import render as render_maf
+from experiments.bench.maf import StepBenchConfig, run_maf_benchmark
+from experiments.run.options import common, option
+from experiments.run.profiling import count_kernel_launches
+from experiments.run.steps import compile_loss
+from experiments.run.timing import Case, device_name, quartiles, time_cases
+from flows import Flow, build
+from manifolds import Euclidean, Lorentz, WrappedNormal
 
 #: Targets of issue 3 (ratios of median step times measured in the same run).
 NC_VS_PEER_TARGET = 1.0
@@ -41,7 +47,7 @@ WHC_VS_NC_TARGET = 1.5
 
 
 class _Compiled:
-    """``loss_fn`` compiled as the library compiles a training step (:func:`experiments.steps.compile_loss`:
+    """``loss_fn`` compiled as the library compiles a training step (:func:`experiments.run.steps.compile_loss`:
     ``fullgraph=True``, backward through AOTAutograd); a model that cannot be captured whole (a graph break) is
     compiled with breaks allowed instead, and ``note`` says so."""
 
@@ -49,7 +55,6 @@ class _Compiled:
     backend: Optional[str] = None
 
     def __init__(self, loss_fn: Callable[[], torch.Tensor]) -> None:
-        from .steps import compile_loss
 
         self.loss_fn, self.note = loss_fn, "compiled whole (fullgraph)"
         self.compiled = compile_loss(loss_fn, self.backend)
@@ -60,7 +65,6 @@ class _Compiled:
         except Exception as e:  # dynamo's Unsupported and friends: fall back to a graph with breaks
             if self.note != "compiled whole (fullgraph)":
                 raise
-            from .steps import compile_loss
 
             self.note = f"graph breaks: compiled with fullgraph=False ({type(e).__name__})"
             self.compiled = compile_loss(self.loss_fn, self.backend, fullgraph=False)
@@ -108,8 +112,6 @@ class _ContextFreeMLP(nn.Module):
 
 
 def ours_nc(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool = False) -> Case:
-    from flows import Flow, build
-    from manifolds import Euclidean
 
     f = build("nc", Euclidean(), dim, layers=layers, hidden=hidden).to(x)
     base = torch.distributions.Independent(
@@ -122,8 +124,6 @@ def ours_nc(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool =
 
 def ours_manifold(name: str, dim: int, layers: int, hidden: int, x_tangent: torch.Tensor,
                   compile: bool = False) -> Case:
-    from flows import Flow, build
-    from manifolds import Lorentz, WrappedNormal
 
     M = Lorentz(k=1.0)
     f = build(name, M, dim, layers=layers, hidden=hidden).to(x_tangent)
@@ -142,7 +142,7 @@ def ours_manifold(name: str, dim: int, layers: int, hidden: int, x_tangent: torc
 
 
 def peer_zuko(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool = False) -> Case:
-    import zuko
+    import zuko  # lazy: optional ([bench] extra)
 
     flow = zuko.flows.RealNVP(dim, transforms=layers, hidden_features=(hidden, hidden), activation=nn.Tanh).to(x)
     return Case(f"zuko {zuko.__version__} RealNVP", "peer",
@@ -152,7 +152,7 @@ def peer_zuko(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool
 
 
 def peer_nflows(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool = False) -> Case:
-    import nflows
+    import nflows  # lazy: optional ([bench] extra)
     from nflows.distributions.normal import StandardNormal
     from nflows.flows.base import Flow as NFlow
     from nflows.transforms.base import CompositeTransform
@@ -178,7 +178,7 @@ def peer_nflows(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bo
 
 
 def peer_nflows_simple(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool = False) -> Case:
-    from nflows.flows.realnvp import SimpleRealNVP
+    from nflows.flows.realnvp import SimpleRealNVP  # lazy: optional ([bench] extra)
 
     flow = SimpleRealNVP(dim, hidden_features=hidden, num_layers=layers, num_blocks_per_layer=1,
                          activation=torch.tanh).to(x)
@@ -188,7 +188,7 @@ def peer_nflows_simple(dim: int, layers: int, hidden: int, x: torch.Tensor, comp
 
 
 def peer_normflows(dim: int, layers: int, hidden: int, x: torch.Tensor, compile: bool = False) -> Case:
-    import normflows as nf
+    import normflows as nf  # lazy: optional ([bench] extra)
 
     # RealNVP from AffineCouplingBlock (split / affine coupling / merge), alternating halves through the
     # 'channel' / 'channel_inv' split modes (no permutation layers needed), scale_map='exp' as in RealNVP.
@@ -213,7 +213,7 @@ PEERS = {"zuko": peer_zuko, "nflows": peer_nflows, "normflows": peer_normflows}
 # ----------------------------------------------------------------------------------------------------------
 
 
-def bench_flows(args: argparse.Namespace) -> dict:
+def bench_flows(args: BenchFlowsConfig) -> dict:
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     if args.threads:
@@ -248,35 +248,40 @@ def bench_flows(args: argparse.Namespace) -> dict:
                       ours_manifold("whc", dim, args.layers, args.hidden, x, cc)]
         time_cases(cases, args.repeats, args.warmup, device, args.clock)
 
-        rows = {}
-        for c in cases:
-            q1, med, q3 = quartiles(c.times)
-            compiled = getattr(c.step, "compiled", None)
-            results["notes"][c.name] = c.note + (f"; {compiled.note}" if compiled is not None else "")
-            rows[c.name] = {"group": c.group, "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1,
-                            "launches": count_kernel_launches(c.step, device)}
-        nc = rows[cases[0].name]["median_ms"]
-        peers = {n: r["median_ms"] for n, r in rows.items() if r["group"] == "peer"}
-        entry: dict = {"rows": rows, "checks": []}
-        if peers:
-            fastest = min(peers, key=peers.get)
-            ratio = nc / peers[fastest]
-            entry["checks"].append({
-                "what": f"NC / fastest peer ({fastest})", "ratio": ratio, "target": NC_VS_PEER_TARGET,
-                "aim": NC_VS_PEER_AIM, "pass": ratio <= NC_VS_PEER_TARGET})
-        by_name = {c.name: c for c in cases}
-        for c in cases:
-            if c.group == "manifold":
-                short = "TC" if "TC" in c.name else "WHC"
-                ratio = rows[c.name]["median_ms"] / nc
-                # paired per-repeat ratio: robust against drift between repeats
-                paired = statistics.median(a / b for a, b in zip(c.times, by_name[cases[0].name].times))
-                entry["checks"].append({
-                    "what": f"{short} / NC", "ratio": ratio, "paired_ratio": paired,
-                    "target": WHC_VS_NC_TARGET if short == "WHC" else None,
-                    "pass": (ratio <= WHC_VS_NC_TARGET) if short == "WHC" else None})
-        results["dims"][str(dim)] = entry
+        results["dims"][str(dim)] = _dim_entry(cases, results["notes"], device)
     return results
+
+
+def _dim_entry(cases: list[Case], notes: dict[str, str], device: torch.device) -> dict:
+    """One data dimension's rows (quartiles, kernel launches) and checks (NC against the fastest peer, TC and WHC
+    against NC), from its timed ``cases`` (ours first); each case's note goes to ``notes``."""
+    rows = {}
+    for c in cases:
+        q1, med, q3 = quartiles(c.times)
+        compiled = getattr(c.step, "compiled", None)
+        notes[c.name] = c.note + (f"; {compiled.note}" if compiled is not None else "")
+        rows[c.name] = {"group": c.group, "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1,
+                        "launches": count_kernel_launches(c.step, device)}
+    nc = rows[cases[0].name]["median_ms"]
+    peers = {n: r["median_ms"] for n, r in rows.items() if r["group"] == "peer"}
+    entry: dict = {"rows": rows, "checks": []}
+    if peers:
+        fastest = min(peers, key=peers.get)
+        ratio = nc / peers[fastest]
+        entry["checks"].append({
+            "what": f"NC / fastest peer ({fastest})", "ratio": ratio, "target": NC_VS_PEER_TARGET,
+            "aim": NC_VS_PEER_AIM, "pass": ratio <= NC_VS_PEER_TARGET})
+    for c in cases:
+        if c.group == "manifold":
+            short = "TC" if "TC" in c.name else "WHC"
+            ratio = rows[c.name]["median_ms"] / nc
+            # paired per-repeat ratio: robust against drift between repeats
+            paired = statistics.median(a / b for a, b in zip(c.times, cases[0].times))
+            entry["checks"].append({
+                "what": f"{short} / NC", "ratio": ratio, "paired_ratio": paired,
+                "target": WHC_VS_NC_TARGET if short == "WHC" else None,
+                "pass": (ratio <= WHC_VS_NC_TARGET) if short == "WHC" else None})
+    return entry
 
 
 def render(results: dict) -> str:
@@ -321,55 +326,40 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("flows", help="training step of NC vs zuko/nflows/normflows RealNVP; TC and WHC vs NC")
-    p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--dims", type=int, nargs="+", default=[16, 64])
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=15, help="timed steps per model (median; >= 15 recommended)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
-    p.add_argument("--peers", nargs="*", default=list(PEERS), help=f"peers to run (of {', '.join(PEERS)})")
-    p.add_argument("--nflows-resnet", action="store_true",
-                   help="also time the unmodified nflows SimpleRealNVP (ResidualNet conditioner), for information")
-    p.add_argument("--no-manifold", action="store_true", help="skip TC and WHC")
-    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
-                   help="wall time (default) or process CPU time (CPU only; use with --threads 1 on a busy machine)")
-    p.add_argument("--compile", action="store_true",
-                   help="compile every model's loss (ours and the peers') with torch.compile(fullgraph=True), the "
-                        "way --compile trains (a peer with graph breaks is compiled with breaks allowed; the notes "
-                        "say which); the first steps compile and are not timed")
-    p.add_argument("--maf", action="store_true",
-                   help="also run the MAF benchmark (issue 6: MAF training step vs zuko and nflows MAF, MAF/IAF "
-                        "sampling) in the same run; `python -m experiments.bench_maf` runs it alone")
-    p.add_argument("--out", type=Path, default=None, help="also write the results (.json) or the table (.md)")
-    from . import bench_graph
+@dataclass(frozen=True)
+class BenchFlowsConfig(StepBenchConfig):
+    """The settings of ``python -m experiments.bench flows`` (its flags; the step's size: :class:`StepBenchConfig`)."""
+    device: str = common("device", "cpu", choices=["cpu", "cuda"])
+    dtype: str = option("float32", "floating-point type", choices=["float32", "float64"])
+    threads: Optional[int] = common("threads", None, help="torch.set_num_threads (default: torch's default)")
+    peers: list[str] = option(list(PEERS), f"peers to run (of {', '.join(PEERS)})", nargs="*")
+    nflows_resnet: bool = option(False, "also time the unmodified nflows SimpleRealNVP (ResidualNet conditioner), "
+                                 "for information")
+    no_manifold: bool = option(False, "skip TC and WHC")
+    clock: str = option("wall", "wall time (default) or process CPU time (CPU only; use with --threads 1 on a busy "
+                        "machine)", choices=["wall", "cpu"])
+    compile: bool = option(False, "compile every model's loss (ours and the peers') with "
+                           "torch.compile(fullgraph=True), the way --compile trains (a peer with graph breaks is "
+                           "compiled with breaks allowed; the notes say which); the first steps compile and are not "
+                           "timed")
+    maf: bool = option(False, "also run the MAF benchmark (issue 6: MAF training step vs zuko and nflows MAF, MAF/IAF "
+                       "sampling) in the same run; `python -m experiments.bench.maf` runs it alone")
+    out: Optional[Path] = common("out", None, help="also write the results (.json) or the table (.md)")
 
-    bench_graph.add_arguments(sub.add_parser(
-        "graph", help="graph VAE training epochs on Dis-II and random graphs (issue 12): time, peak memory, "
-                      "kernel launches, host syncs", description=bench_graph.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter))
-    args = parser.parse_args(argv)
-    if args.command == "graph":
-        bench_graph.run(args)
-        return
+    def __post_init__(self) -> None:
+        if self.clock == "cpu" and self.device != "cpu":
+            raise ValueError("--clock cpu measures CPU time; use it with --device cpu")
+
+
+def run(args: BenchFlowsConfig) -> dict:
+    """``python -m experiments.bench flows``: run, print the table (and the MAF table with ``--maf``), write
+    ``--out``."""
     if args.repeats < 15:
         print(f"warning: --repeats {args.repeats} < 15; the issue asks for the median of at least 15 runs")
-    if args.clock == "cpu" and args.device != "cpu":
-        parser.error("--clock cpu measures CPU time; use it with --device cpu")
     results = bench_flows(args)
     text = render(results)
     print(text)
     if args.maf:
-        from .bench_maf import render as render_maf
-        from .bench_maf import run_maf_benchmark
-
         rows = run_maf_benchmark(args.batch, tuple(args.dims), args.layers, args.hidden, args.repeats, args.device,
                                  args.warmup, args.threads)
         results["maf"] = rows
@@ -382,7 +372,6 @@ def main(argv: Optional[list[str]] = None) -> None:
             args.out.write_text(json.dumps(results, indent=2))
         else:
             args.out.write_text(text + "\n")
+    return results
 
 
-if __name__ == "__main__":
-    main()

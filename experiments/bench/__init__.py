@@ -1,0 +1,4 @@
+"""Benchmarks: ``python -m experiments.bench flows|graph`` (:mod:`~experiments.bench.flows`,
+:mod:`~experiments.bench.graph`, :mod:`~experiments.bench.maf`), :mod:`~experiments.bench.snf` and
+:mod:`~experiments.bench.demo` (ours against geoopt). They time tasks' jobs and library flows; no task imports them.
+"""
