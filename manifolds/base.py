@@ -77,6 +77,13 @@ class ManifoldOps:
         """Largest ``r`` such that ``exp_x`` is a diffeomorphism on the tangent ball of radius ``r`` (every ``x``)."""
         return math.inf
 
+    @property
+    def curvature_parameter(self) -> torch.nn.Parameter | None:
+        """The parameter behind the curvature (toggle its ``requires_grad`` to train it; a manifold that has one
+        also implements ``set_k(value)`` for :class:`vae.CurvatureSchedule`), or ``None`` where the curvature is
+        fixed by construction (ℝⁿ, Tⁿ)."""
+        return None
+
     def curvature(self) -> Tensor:  # pragma: no cover - overridden
         """Sectional curvature as a 0-d tensor (``-1/k`` on Hⁿ_k, ``1/r²`` on Sⁿ_r, ``0`` when flat)."""
         raise NotImplementedError
