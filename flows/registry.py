@@ -182,7 +182,9 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
 
     Args:
         name: one of :func:`available` (``"nc"``, ``"tc"``, ``"whc"``, …).
-        manifold: a :class:`~manifolds.Euclidean` or :class:`~manifolds.Lorentz`.
+        manifold: any manifold of the interface (:class:`~manifolds.base.ManifoldOps`); the flow must exist on it
+            (:func:`why_not`); where ``manifold.isometric_model()`` is ``(N, φ, φ⁻¹)``, the flow of ``N`` is built and
+            carried through ``φ`` (:class:`~flows.transform.IsometricTransform`, log-dets unchanged).
         dim: intrinsic dimension ``n``.
         layers: number of layers (coupling layers alternate which half they transform).
         hidden: conditioner width.
@@ -207,8 +209,8 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
     Layer constructors (``WrappedHyperboloidCoupling(dim, manifold=M)`` …) always use the manifold they are given.
 
     Raises:
-        ValueError: unknown name, a flow that does not apply to this manifold, or a learnable manifold without
-            ``share_manifold``.
+        ValueError: unknown name, a flow that cannot exist on this manifold (one line: why, and what to use), or a
+            learnable manifold without ``share_manifold``.
 
     Example:
         >>> import torch

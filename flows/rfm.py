@@ -85,7 +85,41 @@ _ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {"silu": torch.nn
 assert set(_ACTIVATION_FUNCTIONS) == set(RFM_ACTIVATIONS)
 
 
-class LorentzVectorField(nn.Module):
+class _TimeMLPField(nn.Module):
+    """Base of the fields: ``mlp(t, h)`` is an MLP of ``[h, t]`` (``layers`` hidden layers of width ``hidden``,
+    ``activation``) with ``outputs`` outputs (``dim`` by default) whose last layer starts small (a flow near the
+    identity that trains every parameter); ``inputs`` is the length of ``h`` (``dim`` by default)."""
+
+    def __init__(self, manifold: ManifoldOps, dim: int, hidden: int, layers: int, activation: str, *,
+                 inputs: int | None = None, outputs: int | None = None) -> None:
+        super().__init__()
+        if activation not in RFM_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {RFM_ACTIVATIONS}; got {activation!r}")
+        if int(dim) != dim or dim < 1:
+            raise ValueError(f"dim must be a positive integer; got {dim}")
+        if int(layers) != layers or layers < 1:
+            raise ValueError(f"layers (hidden layers of the vector field) must be a positive integer; got {layers}")
+        self.manifold = manifold
+        self.dim = int(dim)
+        self.activation = activation
+        self._act = _ACTIVATION_FUNCTIONS[activation]
+        sizes = [(self.dim if inputs is None else inputs) + 1] + [int(hidden)] * int(layers)
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.out = nn.Linear(sizes[-1], self.dim if outputs is None else outputs)
+        with torch.no_grad():
+            self.out.weight.mul_(OUTPUT_INIT_SCALE)
+            self.out.bias.zero_()
+
+    def mlp(self, t: Tensor, h: Tensor) -> Tensor:
+        """The MLP at time ``t`` (a scalar or the batch shape) and inputs ``h``."""
+        t = torch.as_tensor(t, dtype=h.dtype, device=h.device).expand(h.shape[:-1]).unsqueeze(-1)
+        h = torch.cat([h, t], dim=-1)
+        for layer in self.hidden:
+            h = self._act(layer(h))
+        return self.out(h)
+
+
+class LorentzVectorField(_TimeMLPField):
     r"""A time-dependent tangent vector field ``V_θ(t, x)`` on Hⁿ_k in ambient coordinates (see the module):
     ``V = P_x(PT_{o→x}(0, z_θ(t, log_o x)))``, ``z_θ`` an MLP of ``[log_o x, t]`` whose last layer starts small (a
     flow near the identity that trains every parameter). Its activation is SiLU (default: ``|z_θ|`` grows at most
@@ -111,34 +145,14 @@ class LorentzVectorField(nn.Module):
 
     def __init__(self, manifold: ManifoldOps, dim: int, hidden: int = DEFAULT_HIDDEN,
                  layers: int = DEFAULT_HIDDEN_LAYERS, activation: str = RFM_ACTIVATION) -> None:
-        super().__init__()
-        if activation not in RFM_ACTIVATIONS:
-            raise ValueError(f"activation must be one of {RFM_ACTIVATIONS}; got {activation!r}")
-        if int(dim) != dim or dim < 1:
-            raise ValueError(f"dim must be a positive integer; got {dim}")
-        if int(layers) != layers or layers < 1:
-            raise ValueError(f"layers (hidden layers of the vector field) must be a positive integer; got {layers}")
         if not isinstance(manifold, Lorentz):
             raise ValueError(f"LorentzVectorField needs a Lorentz manifold (it uses its curvature k); got "
                              f"{manifold.name}: use TangentVectorField on other manifolds")
-        self.manifold = manifold
-        self.dim = int(dim)
-        self.activation = activation
-        self._act = _ACTIVATION_FUNCTIONS[activation]
-        sizes = [self.dim + 1] + [int(hidden)] * int(layers)
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.out = nn.Linear(sizes[-1], self.dim)
-        with torch.no_grad():
-            self.out.weight.mul_(OUTPUT_INIT_SCALE)
-            self.out.bias.zero_()
+        super().__init__(manifold, dim, hidden, layers, activation)
 
     def frame_coordinates(self, t: Tensor, u: Tensor) -> Tensor:
         """``z_θ(t, u)``: the field's coordinates in the frame transported from the origin, at ``x = exp_o(u)``."""
-        t = torch.as_tensor(t, dtype=u.dtype, device=u.device).expand(u.shape[:-1]).unsqueeze(-1)
-        h = torch.cat([u, t], dim=-1)
-        for layer in self.hidden:
-            h = self._act(layer(h))
-        return self.out(h)
+        return self.mlp(t, u)
 
     def chart(self, t: Tensor, u: Tensor) -> Tensor:
         r"""The same field in the chart ``u = log_o x``: ``w = D log_o(x)[V(t, x)]`` computed from ``u`` alone.
@@ -279,7 +293,47 @@ class _ChartDynamics:
         return du, div
 
 
-class RiemannianFlow(TangentNativeTransform):
+class _ODESolver:
+    """Solver settings, stated tolerances and the ``torchdiffeq`` call shared by the Riemannian flows: the state is
+    ``(y, ℓ)``, ``y`` a ``(B, m)`` batch and ``ℓ`` the accumulated divergence."""
+
+    def _set_solver(self, trace: str, method: str, rtol: float, atol: float) -> None:
+        if trace not in TRACES:
+            raise ValueError(f"trace must be one of {TRACES}; got {trace!r}")
+        if not (rtol > 0 and atol > 0):
+            raise ValueError(f"rtol and atol must be positive; got rtol={rtol}, atol={atol}")
+        self.trace, self.method, self.rtol, self.atol = trace, method, float(rtol), float(atol)
+        #: vector-field evaluations of the last solve (the solver's cost)
+        self.last_evaluations = 0
+
+    @property
+    def inverse_tolerance(self) -> float:  # type: ignore[override]
+        """Stated max abs error of round trips in tangent coordinates, ``CNF_INVERSE_TOLERANCE_FACTOR·max(rtol,
+        atol)`` (float64; fields of O(1) speed over unit time)."""
+        return CNF_INVERSE_TOLERANCE_FACTOR * max(self.rtol, self.atol)
+
+    @property
+    def logdet_tolerance(self) -> float:
+        """Stated max abs error of the log-dets (exact trace), ``CNF_LOGDET_TOLERANCE_FACTOR · max(rtol, atol)``."""
+        return CNF_LOGDET_TOLERANCE_FACTOR * max(self.rtol, self.atol)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, trace={self.trace!r}, method={self.method!r}, rtol={self.rtol:g}, atol={self.atol:g}"
+
+    def _integrate(self, dynamics, y0: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
+        """``(y(1), ℓ(1))`` from ``(y0, 0)`` at ``t = 0`` (``reverse``: from ``t = 1`` to 0), tolerances floored per
+        dtype at :data:`~flows.constants.CNF_MIN_TOLERANCE`."""
+        from torchdiffeq import odeint
+
+        times = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=y0.dtype, device=y0.device)
+        floor = CNF_MIN_TOLERANCE.get(str(y0.dtype).removeprefix("torch."), CNF_MIN_TOLERANCE["float32"])
+        ys, ls = odeint(dynamics, (y0, y0.new_zeros(y0.shape[0])), times, rtol=max(self.rtol, floor),
+                        atol=max(self.atol, floor), method=self.method)
+        self.last_evaluations = dynamics.evaluations
+        return ys[-1], ls[-1]
+
+
+class RiemannianFlow(_ODESolver, TangentNativeTransform):
     r"""The flow ``x(0) ↦ x(1)`` of ``dx/dt = V_θ(t, x)`` on Hⁿ_k (``forward`` = base → data), with the Riemannian
     log-det ``log|det| = ∫₀¹ div_g V_t(x(t)) dt`` (exact trace or Hutchinson); ``inverse`` integrates from 1 to 0.
     See the module for the divergence formula and the integration in the chart ``log_o``. It is defined in
@@ -318,29 +372,9 @@ class RiemannianFlow(TangentNativeTransform):
             raise ValueError(f"RiemannianFlow integrates in the hyperboloid's chart log_o (it uses its curvature k); "
                              f"got {manifold.name}: use AmbientRiemannianFlow, or flows.build('rfm', M, n)")
         super().__init__(manifold)
-        if trace not in TRACES:
-            raise ValueError(f"trace must be one of {TRACES}; got {trace!r}")
-        if not (rtol > 0 and atol > 0):
-            raise ValueError(f"rtol and atol must be positive; got rtol={rtol}, atol={atol}")
+        self._set_solver(trace, method, rtol, atol)
         self.dim = int(dim)
         self.field = field if field is not None else LorentzVectorField(manifold, dim, hidden, layers, activation)
-        self.trace, self.method, self.rtol, self.atol = trace, method, float(rtol), float(atol)
-        #: vector-field evaluations of the last solve (the solver's cost)
-        self.last_evaluations = 0
-
-    @property
-    def inverse_tolerance(self) -> float:  # type: ignore[override]
-        """Stated max abs error of round trips in tangent coordinates, ``CNF_INVERSE_TOLERANCE_FACTOR·max(rtol,
-        atol)`` (float64; fields of O(1) speed over unit time)."""
-        return CNF_INVERSE_TOLERANCE_FACTOR * max(self.rtol, self.atol)
-
-    @property
-    def logdet_tolerance(self) -> float:
-        """Stated max abs error of the log-dets (exact trace), ``CNF_LOGDET_TOLERANCE_FACTOR · max(rtol, atol)``."""
-        return CNF_LOGDET_TOLERANCE_FACTOR * max(self.rtol, self.atol)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, trace={self.trace!r}, method={self.method!r}, rtol={self.rtol:g}, atol={self.atol:g}"
 
     def forward_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         return self._solve(w, reverse=False)
@@ -349,8 +383,6 @@ class RiemannianFlow(TangentNativeTransform):
         return self._solve(v, reverse=True)
 
     def _solve(self, u: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-        from torchdiffeq import odeint
-
         if u.dim() == 0 or u.size(-1) != self.dim:
             raise ValueError(f"{type(self).__name__} expects {self.dim} tangent coordinates in the last dimension; "
                              f"got shape {tuple(u.shape)}")
@@ -358,16 +390,11 @@ class RiemannianFlow(TangentNativeTransform):
         u0 = u.reshape(-1, self.dim)
         probes = torch.randn_like(u0) if self.trace == "hutchinson" else None
         k = self.manifold.k.to(u0.dtype)
-        dynamics = _ChartDynamics(self.field, k, probes)
-        times = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=u0.dtype, device=u0.device)
-        floor = CNF_MIN_TOLERANCE.get(str(u0.dtype).removeprefix("torch."), CNF_MIN_TOLERANCE["float32"])
-        us, ls = odeint(dynamics, (u0, u0.new_zeros(u0.shape[0])), times, rtol=max(self.rtol, floor),
-                        atol=max(self.atol, floor), method=self.method)
-        self.last_evaluations = dynamics.evaluations
-        return us[-1].reshape(*batch, self.dim), ls[-1].reshape(batch)
+        u1, l1 = self._integrate(_ChartDynamics(self.field, k, probes), u0, reverse)
+        return u1.reshape(*batch, self.dim), l1.reshape(batch)
 
 
-class TangentVectorField(nn.Module):
+class TangentVectorField(_TimeMLPField):
     r"""A time-dependent tangent vector field on any manifold of the interface, in ambient coordinates:
     ``V_θ(t, x) = proju_x(z_θ(t, φ(x)))``, ``z_θ`` an MLP of ``[φ(x), t]`` with ``φ = manifold.features`` (the ambient
     coordinates, or a continuous encoding such as the torus's ``(cos θ, sin θ)``) and ``ambient_dim(n)`` outputs,
@@ -389,32 +416,13 @@ class TangentVectorField(nn.Module):
 
     def __init__(self, manifold: ManifoldOps, dim: int, hidden: int = DEFAULT_HIDDEN,
                  layers: int = DEFAULT_HIDDEN_LAYERS, activation: str = RFM_ACTIVATION) -> None:
-        super().__init__()
-        if activation not in RFM_ACTIVATIONS:
-            raise ValueError(f"activation must be one of {RFM_ACTIVATIONS}; got {activation!r}")
-        if int(dim) != dim or dim < 1:
-            raise ValueError(f"dim must be a positive integer; got {dim}")
-        if int(layers) != layers or layers < 1:
-            raise ValueError(f"layers (hidden layers of the vector field) must be a positive integer; got {layers}")
-        self.manifold = manifold
-        self.dim = int(dim)
-        self.activation = activation
-        self._act = _ACTIVATION_FUNCTIONS[activation]
-        sizes = [manifold.feature_dim(self.dim) + 1] + [int(hidden)] * int(layers)
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.out = nn.Linear(sizes[-1], manifold.ambient_dim(self.dim))
-        with torch.no_grad():
-            self.out.weight.mul_(OUTPUT_INIT_SCALE)
-            self.out.bias.zero_()
+        n = int(dim) if int(dim) == dim and dim >= 1 else 1  # sizes only; the base reports a bad dim
+        super().__init__(manifold, dim, hidden, layers, activation, inputs=manifold.feature_dim(n),
+                         outputs=manifold.ambient_dim(n))
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         """``V_θ(t, x) ∈ T_xM`` (ambient coordinates) for points ``x`` (ambient)."""
-        h = self.manifold.features(x)
-        t = torch.as_tensor(t, dtype=h.dtype, device=h.device).expand(h.shape[:-1]).unsqueeze(-1)
-        h = torch.cat([h, t], dim=-1)
-        for layer in self.hidden:
-            h = self._act(layer(h))
-        return self.manifold.proju(x, self.out(h))
+        return self.manifold.proju(x, self.mlp(t, self.manifold.features(x)))
 
 
 class _AmbientDynamics:
@@ -441,7 +449,7 @@ class _AmbientDynamics:
         return v, div
 
 
-class AmbientRiemannianFlow(Transform):
+class AmbientRiemannianFlow(_ODESolver, Transform):
     r"""The flow ``x(0) ↦ x(1)`` of ``dx/dt = V_θ(t, x)`` on any manifold of the interface (``forward`` = base →
     data), integrated in ambient coordinates, with the Riemannian log-det ``∫₀¹ div_g V_t(x(t)) dt`` from the
     manifold's :meth:`~manifolds.base.ManifoldOps.divergence` (exact, or Hutchinson's estimate). The field is
@@ -475,19 +483,9 @@ class AmbientRiemannianFlow(Transform):
                  method: str = CNF_METHOD, rtol: float = CNF_RTOL, atol: float = CNF_ATOL,
                  activation: str = RFM_ACTIVATION) -> None:
         super().__init__(manifold)
-        if trace not in TRACES:
-            raise ValueError(f"trace must be one of {TRACES}; got {trace!r}")
-        if not (rtol > 0 and atol > 0):
-            raise ValueError(f"rtol and atol must be positive; got rtol={rtol}, atol={atol}")
+        self._set_solver(trace, method, rtol, atol)
         self.dim = int(dim)
         self.field = field if field is not None else TangentVectorField(manifold, dim, hidden, layers, activation)
-        self.trace, self.method, self.rtol, self.atol = trace, method, float(rtol), float(atol)
-        #: vector-field evaluations of the last solve (the solver's cost)
-        self.last_evaluations = 0
-
-    inverse_tolerance = RiemannianFlow.inverse_tolerance
-    logdet_tolerance = RiemannianFlow.logdet_tolerance
-    extra_repr = RiemannianFlow.extra_repr
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         return self._solve(x, reverse=False)
@@ -496,8 +494,6 @@ class AmbientRiemannianFlow(Transform):
         return self._solve(y, reverse=True)
 
     def _solve(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-        from torchdiffeq import odeint
-
         m = self.manifold.ambient_dim(self.dim)
         if x.dim() == 0 or x.size(-1) != m:
             raise ValueError(f"{type(self).__name__} expects {m} ambient coordinates (dimension {self.dim} on "
@@ -505,13 +501,8 @@ class AmbientRiemannianFlow(Transform):
         batch = x.shape[:-1]
         x0 = x.reshape(-1, m)
         probes = torch.randn_like(x0) if self.trace == "hutchinson" else None
-        dynamics = _AmbientDynamics(self.field, self.manifold, probes)
-        times = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=x0.dtype, device=x0.device)
-        floor = CNF_MIN_TOLERANCE.get(str(x0.dtype).removeprefix("torch."), CNF_MIN_TOLERANCE["float32"])
-        xs, ls = odeint(dynamics, (x0, x0.new_zeros(x0.shape[0])), times, rtol=max(self.rtol, floor),
-                        atol=max(self.atol, floor), method=self.method)
-        self.last_evaluations = dynamics.evaluations
-        return self.manifold.projx(xs[-1]).reshape(*batch, m), ls[-1].reshape(batch)
+        x1, l1 = self._integrate(_AmbientDynamics(self.field, self.manifold, probes), x0, reverse)
+        return self.manifold.projx(x1).reshape(*batch, m), l1.reshape(batch)
 
 
 def geodesic_path(manifold: ManifoldOps, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:

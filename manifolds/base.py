@@ -28,7 +28,8 @@ class ManifoldOps:
         own tangent coordinates at the origin: ℝⁿ only, where flows skip ``exp``/``log``).
 
     **Curvature**: :meth:`curvature` gives the sectional curvature as a tensor (``-1/k``, ``0``, ``1/r²``);
-        :meth:`set_curvature` / :attr:`curvature_parameter` exist where :attr:`learnable_curvature` may be true.
+        :attr:`curvature_parameter` (``None`` where the curvature is fixed by
+        construction) and, where it is not ``None``, ``set_k`` (``k = R²``, set by :class:`vae.CurvatureSchedule`).
 
     **Tangent coordinates at the origin** (``n`` numbers in an orthonormal frame of ``T_o M``):
         :meth:`origin`, :meth:`expmap0_spatial` (coordinates → point), :meth:`logmap0_spatial` (point →

@@ -49,16 +49,6 @@ class _Compact(Euclidean):
         return math.pi
 
 
-def _randomize(f, seed=0, gain=1.2):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in f.parameters():
-            if p.requires_grad:
-                std = gain / math.sqrt(p.shape[-1]) if p.dim() >= 2 else 0.5
-                p.copy_(torch.randn(p.shape, generator=g, dtype=F64).to(p.dtype) * std)
-    return f
-
-
 def test_available_on_an_isometric_manifold_is_the_models():
     assert flows.available(_Flipped(k=0.5)) == flows.available(Lorentz(k=0.5))
     assert flows.available(_Shifted()) == flows.available(Euclidean())
@@ -69,7 +59,7 @@ def test_flows_through_the_isometry_have_the_riemannian_log_det(fh, name):
     """Every Hⁿ flow built on the flipped hyperboloid is an ``IsometricTransform``; round trips are exact and its
     log-det equals the brute-force Riemannian log-det (MATH.md §4) of the composite map, near and far."""
     M = _Flipped(k=torch.tensor(0.5, dtype=F64))
-    f = _randomize(flows.build(name, M, 3, hidden=16).double())
+    f = fh.randomize_(flows.build(name, M, 3, hidden=16).double(), gain=1.2)
     assert isinstance(f, IsometricTransform) and f.manifold.same_as(M) and isinstance(f.inner.manifold, Lorentz)
     w = torch.cat([fh.tangent_points(3, fh.NEAR_NORMS, seed=1), fh.tangent_points(3, (4.0, 8.0), seed=2)])
     x = M.expmap0_spatial(w)
@@ -96,9 +86,9 @@ def test_rfm_through_the_isometry_trains_by_flow_matching():
     assert math.isfinite(float(loss.detach())) and all(p.grad is not None for p in f.parameters() if p.requires_grad)
 
 
-def test_flows_of_rn_through_a_translation():
+def test_flows_of_rn_through_a_translation(fh):
     M = _Shifted()
-    f = _randomize(flows.build("nc", M, 3, hidden=8).double())
+    f = fh.randomize_(flows.build("nc", M, 3, hidden=8).double(), gain=1.2)
     x = torch.randn(5, 3, dtype=F64) * 3
     y, ladj = f(x)
     torch.testing.assert_close(f.inverse(y)[0], x)

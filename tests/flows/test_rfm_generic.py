@@ -18,26 +18,6 @@ from manifolds import Euclidean, Lorentz, WrappedNormal
 F64 = torch.float64
 
 
-def _randomize(module: torch.nn.Module, gain: float = 1.0, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            std = gain / math.sqrt(p.shape[-1]) if p.dim() >= 2 else 0.5
-            p.copy_(torch.randn(p.shape, generator=g, dtype=F64).to(p.dtype) * std)
-    return module
-
-
-class _AmbientOnly(torch.nn.Module):
-    """A Lorentz field seen only through its values at ambient points (no chart form)."""
-
-    def __init__(self, field: LorentzVectorField) -> None:
-        super().__init__()
-        self.inner = field
-
-    def forward(self, t, x):
-        return self.inner(t, x)
-
-
 def _brute_divergence_flat(V, t, x):
     J = torch.autograd.functional.jacobian(lambda y: V(t, y), x)
     return torch.einsum("bibi->b", J)
@@ -52,10 +32,10 @@ def test_rfm_is_registered_on_every_manifold_and_picks_its_implementation():
 
 
 @pytest.mark.parametrize("probe", [False, True])
-def test_euclidean_divergence_is_the_trace(probe):
+def test_euclidean_divergence_is_the_trace(fh, probe):
     """``Euclidean.divergence`` is ``tr J`` (exact), and Hutchinson's estimate averages to it."""
     M = Euclidean()
-    V = _randomize(TangentVectorField(M, 3, hidden=16).double())
+    V = fh.randomize_(TangentVectorField(M, 3, hidden=16).double(), gain=1.0)
     t = torch.tensor(0.3, dtype=F64)
     x = torch.randn(4, 3, dtype=F64) * 3
     want = _brute_divergence_flat(V, t, x)
@@ -70,11 +50,11 @@ def test_euclidean_divergence_is_the_trace(probe):
 
 
 @pytest.mark.parametrize("k", [1.0, 0.5])
-def test_lorentz_divergence_method_is_the_hyperboloid_formula(k):
+def test_lorentz_divergence_method_is_the_hyperboloid_formula(fh, k):
     """``Lorentz.divergence`` (the interface method) is ``tr J + ⟨x, Jx⟩_L / k`` (:func:`riemannian_divergence`,
     itself checked against the chart computation), and its probes give an unbiased estimate."""
     M = Lorentz(k=k).double()
-    V = _randomize(LorentzVectorField(M, 3, hidden=16).double())
+    V = fh.randomize_(LorentzVectorField(M, 3, hidden=16).double(), gain=1.0)
     t = torch.tensor(0.6, dtype=F64)
     x = M.expmap0_spatial(torch.randn(3, 3, dtype=F64) * 1.5).requires_grad_(True)
     exact = M.divergence(V(t, x), x)
@@ -86,16 +66,16 @@ def test_lorentz_divergence_method_is_the_hyperboloid_formula(k):
 
 
 @pytest.mark.parametrize("k, n", [(1.0, 2), (0.5, 3)])
-def test_generic_ambient_flow_on_the_hyperboloid_equals_its_chart_flow(k, n):
+def test_generic_ambient_flow_on_the_hyperboloid_equals_its_chart_flow(fh, k, n):
     """The interface-only integration (ambient coordinates, ``projx``, ``Lorentz.divergence``) gives the same map and
     log-det as the hyperboloid's chart implementation, for the same field: the generic path is right on a curved
     manifold, not only on a flat one."""
     M = Lorentz(k=k).double()
-    V = _randomize(LorentzVectorField(M, n, hidden=16).double(), gain=0.8)
+    V = fh.randomize_(LorentzVectorField(M, n, hidden=16).double(), gain=0.8)
     u = torch.randn(6, n, dtype=F64, generator=torch.Generator().manual_seed(2)) * 1.2
     x = M.expmap0_spatial(u)
     chart = RiemannianFlow(M, n, field=V, rtol=1e-9, atol=1e-9)
-    generic = AmbientRiemannianFlow(M, n, field=_AmbientOnly(V), rtol=1e-9, atol=1e-9)
+    generic = AmbientRiemannianFlow(M, n, field=V, rtol=1e-9, atol=1e-9)  # calls V(t, x) at ambient points only
     y1, l1 = chart(x)
     y2, l2 = generic(x)
     torch.testing.assert_close(M.logmap0_spatial(y2), M.logmap0_spatial(y1), rtol=1e-6, atol=1e-7)
@@ -106,11 +86,11 @@ def test_generic_ambient_flow_on_the_hyperboloid_equals_its_chart_flow(k, n):
     torch.testing.assert_close(lb, -l2, rtol=1e-6, atol=1e-7)
 
 
-def test_generic_flow_log_det_matches_the_jacobian_on_rn():
+def test_generic_flow_log_det_matches_the_jacobian_on_rn(fh):
     """On ℝⁿ the ambient flow's log-det is ``log|det ∂f|`` of its own map (autograd through the solver), both
     ways, near and far from the origin."""
     M = Euclidean()
-    f = _randomize(flows.build("rfm", M, 3, hidden=16, rtol=1e-10, atol=1e-10).double(), gain=1.2)
+    f = fh.randomize_(flows.build("rfm", M, 3, hidden=16, rtol=1e-10, atol=1e-10).double(), gain=1.2)
     x = torch.randn(3, 3, dtype=F64) * torch.tensor([[0.1], [2.0], [10.0]], dtype=F64)
     y, ladj = f(x)
     for i in range(len(x)):
@@ -120,11 +100,11 @@ def test_generic_flow_log_det_matches_the_jacobian_on_rn():
         torch.testing.assert_close(f.inverse(y[i:i + 1])[1][0], torch.linalg.slogdet(Ji)[1], rtol=1e-6, atol=1e-7)
 
 
-def test_generic_rfm_density_integrates_to_one_on_r2():
+def test_generic_rfm_density_integrates_to_one_on_r2(fh):
     """``Flow(N(0, 0.8² I), rfm on ℝ²)`` with a random field: the density integrates to 1 within 1e-3 (midpoint
     rule, 161² grid on [-8, 8]²), and differs from the base's."""
     M = Euclidean()
-    f = _randomize(flows.build("rfm", M, 2, hidden=16, rtol=1e-8, atol=1e-8).double(), gain=0.8, seed=3)
+    f = fh.randomize_(flows.build("rfm", M, 2, hidden=16, rtol=1e-8, atol=1e-8).double(), gain=0.8, seed=3)
     q = flows.Flow(WrappedNormal.at_origin(torch.full((2,), 0.8, dtype=F64), M), f)
     L, m = 8.0, 161
     h = 2 * L / m
