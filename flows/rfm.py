@@ -294,8 +294,25 @@ class _ChartDynamics:
 
 
 class _ODESolver:
-    """Solver settings, stated tolerances and the ``torchdiffeq`` call shared by the Riemannian flows: the state is
-    ``(y, ℓ)``, ``y`` a ``(B, m)`` batch and ``ℓ`` the accumulated divergence."""
+    """Construction, solver settings, stated tolerances and the ``torchdiffeq`` call shared by the Riemannian flows
+    (the state is ``(y, ℓ)``, ``y`` a ``(B, m)`` batch and ``ℓ`` the accumulated divergence); a subclass names its
+    default field class (``_default_field``) and may refuse a manifold (``_check_manifold``)."""
+
+    _default_field: type
+
+    def __init__(self, manifold: ManifoldOps, dim: int, hidden: int = DEFAULT_HIDDEN,
+                 layers: int = DEFAULT_HIDDEN_LAYERS, *, field: Optional[nn.Module] = None, trace: str = "exact",
+                 method: str = CNF_METHOD, rtol: float = CNF_RTOL, atol: float = CNF_ATOL,
+                 activation: str = RFM_ACTIVATION) -> None:
+        self._check_manifold(manifold)
+        super().__init__(manifold)
+        self._set_solver(trace, method, rtol, atol)
+        self.dim = int(dim)
+        self.field = field if field is not None else self._default_field(manifold, dim, hidden, layers, activation)
+
+    @staticmethod
+    def _check_manifold(manifold: ManifoldOps) -> None:
+        """Raise ``ValueError`` if the flow cannot act on ``manifold`` (every manifold by default)."""
 
     def _set_solver(self, trace: str, method: str, rtol: float, atol: float) -> None:
         if trace not in TRACES:
@@ -364,17 +381,13 @@ class RiemannianFlow(_ODESolver, TangentNativeTransform):
         (True, True)
     """
 
-    def __init__(self, manifold: ManifoldOps, dim: int, hidden: int = DEFAULT_HIDDEN,
-                 layers: int = DEFAULT_HIDDEN_LAYERS, *, field: Optional[nn.Module] = None, trace: str = "exact",
-                 method: str = CNF_METHOD, rtol: float = CNF_RTOL, atol: float = CNF_ATOL,
-                 activation: str = RFM_ACTIVATION) -> None:
+    _default_field = LorentzVectorField
+
+    @staticmethod
+    def _check_manifold(manifold: ManifoldOps) -> None:
         if not isinstance(manifold, Lorentz):
             raise ValueError(f"RiemannianFlow integrates in the hyperboloid's chart log_o (it uses its curvature k); "
                              f"got {manifold.name}: use AmbientRiemannianFlow, or flows.build('rfm', M, n)")
-        super().__init__(manifold)
-        self._set_solver(trace, method, rtol, atol)
-        self.dim = int(dim)
-        self.field = field if field is not None else LorentzVectorField(manifold, dim, hidden, layers, activation)
 
     def forward_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         return self._solve(w, reverse=False)
@@ -478,14 +491,7 @@ class AmbientRiemannianFlow(_ODESolver, Transform):
         (True, True)
     """
 
-    def __init__(self, manifold: ManifoldOps, dim: int, hidden: int = DEFAULT_HIDDEN,
-                 layers: int = DEFAULT_HIDDEN_LAYERS, *, field: Optional[nn.Module] = None, trace: str = "exact",
-                 method: str = CNF_METHOD, rtol: float = CNF_RTOL, atol: float = CNF_ATOL,
-                 activation: str = RFM_ACTIVATION) -> None:
-        super().__init__(manifold)
-        self._set_solver(trace, method, rtol, atol)
-        self.dim = int(dim)
-        self.field = field if field is not None else TangentVectorField(manifold, dim, hidden, layers, activation)
+    _default_field = TangentVectorField
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         return self._solve(x, reverse=False)
