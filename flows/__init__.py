@@ -29,6 +29,9 @@ from .linear_lu import LULinear, QRLinear, householder
 from .planar import Planar, Radial, Sylvester, solve_tanh_equation
 from .residual import InvertibleResidual, SpectralCap, logdet_power_series
 from .rfm import LorentzVectorField, RiemannianFlow, flow_matching_loss, ot_pairing, riemannian_divergence
+from .rfm import AmbientRiemannianFlow, TangentVectorField, geodesic_path
+from .transform import IsometricTransform
+from .registry import on_any, on_class, on_global_chart, on_rn, why_not
 from .selfnorm import SelfNormConv2d, SelfNormLinear, self_normalizing, self_normalizing_objective
 from .transform import Compose, TangentSpaceTransform, Transform
 
@@ -44,5 +47,7 @@ __all__ = [
     "LULinear", "QRLinear", "householder", "Planar", "Radial", "Sylvester", "solve_tanh_equation",
     "InvertibleResidual", "SpectralCap", "logdet_power_series",
     "LorentzVectorField", "RiemannianFlow", "flow_matching_loss", "ot_pairing", "riemannian_divergence",
+    "AmbientRiemannianFlow", "TangentVectorField", "geodesic_path", "IsometricTransform",
+    "on_any", "on_class", "on_global_chart", "on_rn", "why_not",
     "SelfNormConv2d", "SelfNormLinear", "self_normalizing", "self_normalizing_objective",
 ]

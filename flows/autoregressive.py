@@ -25,7 +25,7 @@ from torch import nn
 from .conditioners import _near_identity_
 from .constants import DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, SPLINE_BINS, SPLINE_BOUND
 from .coupling import AffineHalf, CouplingHalf
-from .registry import register
+from .registry import on_rn, register
 from .splines import SplineHalf
 from .transform import Compose, Transform
 
@@ -233,21 +233,21 @@ def _stack(cls: type, transformer: str, dim: int, layers: int, hidden: int, cond
     return Compose([cls(dim, transformer, reverse=i % 2 == 1, hidden=hidden, **kw) for i in range(layers)])
 
 
-@register("maf", ("Euclidean",), "masked autoregressive flow, affine (MAF; one-pass density)", lift=True)
+@register("maf", on_rn, "masked autoregressive flow, affine (MAF; one-pass density)", lift=True)
 def _maf(manifold, dim, **kw) -> Transform:
     return _stack(MAF, "affine", dim, **kw)
 
 
-@register("iaf", ("Euclidean",), "inverse autoregressive flow, affine (IAF; one-pass sampling)", lift=True)
+@register("iaf", on_rn, "inverse autoregressive flow, affine (IAF; one-pass sampling)", lift=True)
 def _iaf(manifold, dim, **kw) -> Transform:
     return _stack(IAF, "affine", dim, **kw)
 
 
-@register("maf-rqs", ("Euclidean",), "masked autoregressive flow, rational-quadratic splines (MAF-RQS)", lift=True)
+@register("maf-rqs", on_rn, "masked autoregressive flow, rational-quadratic splines (MAF-RQS)", lift=True)
 def _maf_rqs(manifold, dim, **kw) -> Transform:
     return _stack(MAF, "rqs", dim, **kw)
 
 
-@register("iaf-rqs", ("Euclidean",), "inverse autoregressive flow, rational-quadratic splines (IAF-RQS)", lift=True)
+@register("iaf-rqs", on_rn, "inverse autoregressive flow, rational-quadratic splines (IAF-RQS)", lift=True)
 def _iaf_rqs(manifold, dim, **kw) -> Transform:
     return _stack(IAF, "rqs", dim, **kw)

@@ -19,7 +19,7 @@ from torch import nn
 from .constants import (CNF_ATOL, CNF_END_TIME, CNF_INVERSE_TOLERANCE_FACTOR, CNF_LOGDET_TOLERANCE_FACTOR,
                         CNF_METHOD, CNF_MIN_TOLERANCE, CNF_RTOL, DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS,
                         OUTPUT_INIT_SCALE)
-from .registry import register
+from .registry import on_rn, register
 from .transform import Compose, Transform
 
 Tensor = torch.Tensor
@@ -297,7 +297,7 @@ class ContinuousFlow(Transform):
         return zs[-1].reshape(*batch, self.dim), ls[-1].reshape(batch)
 
 
-@register("cnf", ("Euclidean",), "continuous normalizing flow on ℝⁿ (FFJORD; torchdiffeq dopri5, exact trace)",
+@register("cnf", on_rn, "continuous normalizing flow on ℝⁿ (FFJORD; torchdiffeq dopri5, exact trace)",
           lift=True)
 def _cnf(manifold, dim, layers: int = DEFAULT_HIDDEN_LAYERS, hidden: int = DEFAULT_HIDDEN, conditioner: str = "mlp",
          blocks: int = 1, **kw) -> Transform:

@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 
 from manifolds.base import ManifoldOps
+from manifolds.lorentz import Lorentz
 
 from .conditioners import make_conditioner
 from .constants import DEFAULT_HIDDEN
@@ -46,7 +47,7 @@ class Coupling(Transform):
                  hidden: int = DEFAULT_HIDDEN, context_features: int = 0, *,
                  manifold: Optional[ManifoldOps] = None) -> None:
         super().__init__(manifold)
-        if self.manifold.name != "Euclidean":
+        if not self.manifold.coords_are_points:
             raise ValueError(f"a coupling layer acts on ℝⁿ; got {self.manifold.name}. On the hyperboloid use "
                              "TangentCoupling ('tc') or WrappedHyperboloidCoupling ('whc')")
         if int(dim) != dim or dim < 2:
@@ -139,12 +140,20 @@ class AdditiveCoupling(Coupling):
 
 
 def _need_lorentz(manifold: ManifoldOps, what: str) -> None:
-    if manifold.name != "Lorentz":
+    if not isinstance(manifold, Lorentz):
         raise ValueError(f"{what} acts on the Lorentz manifold; got {manifold.name}. On ℝⁿ use AffineCoupling ('nc').")
 
 
+def _need_global_chart(manifold: ManifoldOps, what: str) -> None:
+    if not manifold.exp0_is_diffeomorphism or manifold.coords_are_points:
+        raise ValueError(f"{what} lifts a coupling of ℝⁿ through exp_o, which needs exp_o to be a diffeomorphism of "
+                         f"ℝⁿ onto the manifold (infinite injectivity radius, not compact); {manifold.name} is "
+                         f"{'ℝⁿ itself: use AffineCoupling (nc)' if manifold.coords_are_points else 'not such a manifold'}")
+
+
 class TangentCoupling(TangentSpaceTransform):
-    r"""Tangent coupling (TC) on :math:`H^n_k`: ``f = exp_o ∘ g ∘ log_o`` with ``g`` an affine coupling of the
+    r"""Tangent coupling (TC) on :math:`H^n_k` (or any manifold whose ``exp_o`` is a diffeomorphism of ℝⁿ onto it):
+    ``f = exp_o ∘ g ∘ log_o`` with ``g`` an affine coupling of the
     tangent coordinates ``w = log_o(x)``;
     ``log|det| = Σ s(w₁) + (n-1)·ℓ(||g(w)||) - (n-1)·ℓ(||w||)``. Stacks fuse into one ``log_o``/``exp_o`` pair
     (:class:`~flows.transform.Compose`).
@@ -161,7 +170,7 @@ class TangentCoupling(TangentSpaceTransform):
 
     def __init__(self, manifold: ManifoldOps, dim: int, parity: int = 0, conditioner: str = "mlp",
                  hidden: int = DEFAULT_HIDDEN, context_features: int = 0) -> None:
-        _need_lorentz(manifold, "TangentCoupling")
+        _need_global_chart(manifold, "TangentCoupling")
         super().__init__(manifold, AffineCoupling(dim, parity, conditioner, hidden, context_features))
 
 

@@ -12,6 +12,7 @@ from torch.autograd.function import once_differentiable
 
 from manifolds import lorentz_math as lm
 from manifolds.base import ManifoldOps
+from manifolds.lorentz import Lorentz
 from manifolds.boost import (BoostState, bc_backward, bc_forward, boosted_logmap0, log_sinhc_nograd,
                             log_sinhc_prime)
 from manifolds.constants import INTERNAL_DTYPE
@@ -73,7 +74,7 @@ class HyperboloidHalf(CouplingHalf):
 
     def __init__(self, manifold: ManifoldOps) -> None:
         super().__init__()
-        if not hasattr(manifold, "k"):
+        if not isinstance(manifold, Lorentz):
             raise ValueError("the wrapped hyperboloid coupling needs a Lorentz manifold (it uses its curvature k)")
         self.manifold = manifold
 

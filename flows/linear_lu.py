@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .registry import register
+from .registry import on_rn, register
 from .transform import Compose, Transform
 
 Tensor = torch.Tensor
@@ -169,13 +169,13 @@ def _no_conditioner(name: str, conditioner: str) -> None:
         raise ValueError(f"flow {name!r} has no conditioner network; got conditioner={conditioner!r} (use 'mlp')")
 
 
-@register("linear-lu", ("Euclidean",), "dense linear y = PLU x + b (Glow's LU parameterisation)", lift=True)
+@register("linear-lu", on_rn, "dense linear y = PLU x + b (Glow's LU parameterisation)", lift=True)
 def _linear_lu(manifold, dim, layers, hidden, conditioner, **kw) -> Transform:
     _no_conditioner("linear-lu", conditioner)
     return Compose([LULinear(dim, **kw) for _ in range(layers)])
 
 
-@register("linear-qr", ("Euclidean",), "dense linear y = QR x + b (Householder Q, triangular R)", lift=True)
+@register("linear-qr", on_rn, "dense linear y = QR x + b (Householder Q, triangular R)", lift=True)
 def _linear_qr(manifold, dim, layers, hidden, conditioner, **kw) -> Transform:
     _no_conditioner("linear-qr", conditioner)
     return Compose([QRLinear(dim, **kw) for _ in range(layers)])

@@ -22,7 +22,7 @@ from torch import nn
 
 from .constants import NUMERICAL_INVERSE_TOLERANCE, OUTPUT_INIT_SCALE, ROOT_SOLVE_MAX_ITER
 from .linear_lu import _no_conditioner, check_dim, householder
-from .registry import register
+from .registry import on_rn, register
 from .transform import Compose, Transform
 
 Tensor = torch.Tensor
@@ -300,20 +300,20 @@ class Sylvester(Transform):
         return x, -self._ladj(h, p)
 
 
-@register("planar", ("Euclidean",), "planar flows x + û·tanh(wᵀx + b) (Rezende & Mohamed 2015)", lift=True)
+@register("planar", on_rn, "planar flows x + û·tanh(wᵀx + b) (Rezende & Mohamed 2015)", lift=True)
 def _planar(manifold, dim, layers, hidden, conditioner, **kw) -> Transform:
     _no_conditioner("planar", conditioner)
     return Compose([Planar(dim, **kw) for _ in range(layers)])
 
 
-@register("radial", ("Euclidean",), "radial flows x + β(x − x₀)/(α + ‖x − x₀‖) (Rezende & Mohamed 2015)",
+@register("radial", on_rn, "radial flows x + β(x − x₀)/(α + ‖x − x₀‖) (Rezende & Mohamed 2015)",
           lift=True)
 def _radial(manifold, dim, layers, hidden, conditioner, **kw) -> Transform:
     _no_conditioner("radial", conditioner)
     return Compose([Radial(dim, **kw) for _ in range(layers)])
 
 
-@register("sylvester", ("Euclidean",), "Householder Sylvester flows x + QR·tanh(R̃Qᵀx + b) (van den Berg et al. "
+@register("sylvester", on_rn, "Householder Sylvester flows x + QR·tanh(R̃Qᵀx + b) (van den Berg et al. "
           "2018)", lift=True)
 def _sylvester(manifold, dim, layers, hidden, conditioner, variant: str = "householder", **kw) -> Transform:
     _no_conditioner("sylvester", conditioner)

@@ -3,45 +3,103 @@
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from typing import Callable, Optional
 
-from manifolds import Euclidean
+import manifolds as _manifolds
+from manifolds import Euclidean, Lorentz
 from manifolds.base import ManifoldOps
 
 from .constants import DEFAULT_HIDDEN
 from .coupling import AdditiveCoupling, AffineCoupling, TangentCoupling, WrappedHyperboloidCoupling
 from .linear import ActNorm
-from .transform import Compose, TangentSpaceTransform, Transform
+from .transform import Compose, IsometricTransform, TangentSpaceTransform, Transform
 
 Factory = Callable[..., Transform]
+#: whether a flow exists on a manifold: ``None`` if it does, else why not (one clause; :func:`build` adds what to
+#: use instead). Asked of the manifold's declared properties (:class:`~manifolds.base.ManifoldOps`), never its name.
+Support = Callable[[ManifoldOps], Optional[str]]
 
-_REGISTRY: dict[str, tuple[Factory, tuple[str, ...], str]] = {}
+_REGISTRY: dict[str, tuple[Factory, Support, str]] = {}
 
 
 #: suffix of the name under which a Euclidean flow lifted to the hyperboloid is registered
 LIFT_SUFFIX = "@lorentz"
 
 
-def register(name: str, manifolds: tuple[str, ...], summary: str, *, lift: bool = False) -> Callable[[Factory], Factory]:
+def on_rn(manifold: ManifoldOps) -> Optional[str]:
+    """Flows of ℝⁿ: the manifold's points are their own coordinates (``coords_are_points``)."""
+    if manifold.coords_are_points:
+        return None
+    return "it is a flow of ℝⁿ (points that are their own coordinates)"
+
+
+def on_global_chart(manifold: ManifoldOps) -> Optional[str]:
+    """Lifted (tangent-space) flows ``exp_o ∘ f ∘ log_o``: ``exp_o`` must be a diffeomorphism of ℝⁿ onto the
+    manifold (``exp0_is_diffeomorphism``: infinite injectivity radius, not compact); on ℝⁿ itself the lift is the
+    identity, so the flow of ℝⁿ is used directly."""
+    if manifold.coords_are_points:
+        return "on ℝⁿ exp_o is the identity, so the lift is the flow of ℝⁿ itself"
+    if not manifold.exp0_is_diffeomorphism:
+        return (f"it lifts a flow of ℝⁿ through exp_o, which is a diffeomorphism of ℝⁿ onto the manifold only when "
+                f"the injectivity radius is infinite and the manifold is not compact (here {manifold.injectivity_radius:g}"
+                f"{', compact' if manifold.is_compact else ''})")
+    return None
+
+
+def on_class(*classes: type) -> Support:
+    """Flows written for given manifold classes only (e.g. WHC acts on hyperboloid coordinates): ``isinstance``."""
+    names = " or ".join(c.__name__ for c in classes)
+
+    def supports(manifold: ManifoldOps) -> Optional[str]:
+        return None if isinstance(manifold, classes) else f"it acts on {names} coordinates only"
+
+    supports.__qualname__ = f"on_class({names})"
+    return supports
+
+
+def on_any(manifold: ManifoldOps) -> Optional[str]:
+    """Flows written against the whole interface (``rfm``)."""
+    return None
+
+
+def _support(manifolds: Support | tuple) -> Support:
+    """A predicate as given, or (the older form) a tuple of manifold classes or of their names in :mod:`manifolds`
+    (resolved to the classes once, at registration; the flow then applies to their instances)."""
+    if callable(manifolds):
+        return manifolds
+    classes = []
+    for m in manifolds:
+        cls = getattr(_manifolds, m, None) if isinstance(m, str) else m
+        if not isinstance(cls, type):
+            raise ValueError(f"register: {m!r} is not a manifold class of the manifolds package; pass the class or a "
+                             f"support predicate (flows.registry.on_rn, on_global_chart, on_class(cls), on_any)")
+        classes.append(cls)
+    return on_rn if classes == [Euclidean] else on_class(*classes)
+
+
+def register(name: str, manifolds: Support | tuple, summary: str, *, lift: bool = False) -> Callable[[Factory], Factory]:
     """Register ``factory(manifold, dim, layers, hidden, conditioner, **kw) -> Transform`` under ``name``.
 
-    ``manifolds`` lists the manifold names (``"Euclidean"``, ``"Lorentz"``) the flow applies to. With
-    ``lift=True`` (a flow of ℝⁿ), the same flow lifted to Hⁿ as ``exp_o ∘ f ∘ log_o`` (:func:`lift`) is registered
-    too, as ``name + "@lorentz"``.
+    ``manifolds`` says where the flow exists: a support predicate (:func:`on_rn`, :func:`on_global_chart`,
+    :func:`on_class`, :func:`on_any`, or your own ``manifold -> None | reason``), or a tuple of manifold classes
+    (or their names in :mod:`manifolds`). With ``lift=True`` (a flow of ℝⁿ), the same flow lifted as
+    ``exp_o ∘ f ∘ log_o`` (:func:`lift_to`) is registered too, as ``name + "@lorentz"``, on every manifold whose
+    ``exp_o`` is a diffeomorphism of ℝⁿ onto it (:func:`on_global_chart`: Hⁿ, and the ball through its isometry).
     """
+    supports = _support(manifolds)
 
     def deco(factory: Factory) -> Factory:
         if name in _REGISTRY and not _same_factory(_REGISTRY[name][0], factory):
             raise ValueError(f"a flow named {name!r} is already registered")
-        _REGISTRY[name] = (factory, manifolds, summary)
+        _REGISTRY[name] = (factory, supports, summary)
         if lift:
-            if manifolds != ("Euclidean",):
-                raise ValueError(f"only flows of ℝⁿ can be lifted; {name!r} applies to {manifolds}")
+            if supports is not on_rn:
+                raise ValueError(f"only flows of ℝⁿ (registered with on_rn) can be lifted; {name!r} is not one")
 
             def lifted(manifold, dim, **kw) -> Transform:
                 return lift_to(manifold, factory(Euclidean(), dim, **kw))
 
-            _REGISTRY[name + LIFT_SUFFIX] = (lifted, ("Lorentz",), f"{summary}, lifted to Hⁿ as exp_o ∘ f ∘ log_o")
+            _REGISTRY[name + LIFT_SUFFIX] = (lifted, on_global_chart, f"{summary}, lifted to Hⁿ as exp_o ∘ f ∘ log_o")
         return factory
 
     return deco
@@ -66,7 +124,7 @@ def lift_to(manifold: ManifoldOps, transform: Transform) -> Transform:
         >>> f(Lorentz().origin(4, 3))[0].shape
         torch.Size([4, 3])
     """
-    if transform.manifold.name != "Euclidean":
+    if not transform.manifold.coords_are_points:
         raise ValueError(f"lift_to expects a flow of ℝⁿ; got one on {transform.manifold.name}")
     return TangentSpaceTransform(manifold, transform)
 
@@ -79,7 +137,37 @@ def available(manifold: ManifoldOps | None = None) -> list[str]:
         >>> {"nc", "tc", "whc"} <= set(available())
         True
     """
-    return sorted(n for n, (_, ms, _) in _REGISTRY.items() if manifold is None or manifold.name in ms)
+    if manifold is None:
+        return sorted(_REGISTRY)
+    target = _model_of(manifold)
+    return sorted(n for n, (_, supports, _) in _REGISTRY.items() if supports(target) is None)
+
+
+def _model_of(manifold: ManifoldOps) -> ManifoldOps:
+    """The manifold whose flows act on ``manifold``: its isometric model if it declares one, else itself."""
+    model = manifold.isometric_model()
+    return manifold if model is None else model[0]
+
+
+def why_not(name: str, manifold: ManifoldOps) -> Optional[str]:
+    """``None`` if :func:`build` makes ``name`` on ``manifold``, else the one-line reason it refuses, with what to
+    use instead.
+
+    Example:
+        >>> from manifolds import Euclidean
+        >>> why_not("whc", Euclidean()).split(":")[0]
+        "flow 'whc' cannot act on the Euclidean manifold"
+    """
+    if name not in _REGISTRY:
+        return f"unknown flow {name!r}; available: {', '.join(available())}"
+    reason = _REGISTRY[name][1](_model_of(manifold))
+    if reason is None:
+        return None
+    options = available(manifold)
+    twin = next((t for t in (name + LIFT_SUFFIX, name.removesuffix(LIFT_SUFFIX)) if t != name and t in options), None)
+    hint = "use one of" if twin is None else f"use {twin!r}, or one of"
+    return (f"flow {name!r} cannot act on the {manifold.name} manifold: {reason}; {hint} "
+            f"{', '.join(options) or 'none (no flow is registered for it)'}")
 
 
 def describe() -> dict[str, str]:
@@ -94,7 +182,9 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
 
     Args:
         name: one of :func:`available` (``"nc"``, ``"tc"``, ``"whc"``, …).
-        manifold: a :class:`~manifolds.Euclidean` or :class:`~manifolds.Lorentz`.
+        manifold: any manifold of the interface (:class:`~manifolds.base.ManifoldOps`); the flow must exist on it
+            (:func:`why_not`); where ``manifold.isometric_model()`` is ``(N, φ, φ⁻¹)``, the flow of ``N`` is built and
+            carried through ``φ`` (:class:`~flows.transform.IsometricTransform`, log-dets unchanged).
         dim: intrinsic dimension ``n``.
         layers: number of layers (coupling layers alternate which half they transform).
         hidden: conditioner width.
@@ -119,8 +209,8 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
     Layer constructors (``WrappedHyperboloidCoupling(dim, manifold=M)`` …) always use the manifold they are given.
 
     Raises:
-        ValueError: unknown name, a flow that does not apply to this manifold, or a learnable manifold without
-            ``share_manifold``.
+        ValueError: unknown name, a flow that cannot exist on this manifold (one line: why, and what to use), or a
+            learnable manifold without ``share_manifold``.
 
     Example:
         >>> import torch
@@ -130,14 +220,10 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
         >>> y.shape, ladj.shape
         (torch.Size([5, 3]), torch.Size([5]))
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown flow {name!r}; available: {', '.join(available())}")
-    factory, manifolds, _ = _REGISTRY[name]
-    if manifold.name not in manifolds:
-        raise ValueError(
-            f"flow {name!r} does not apply to the {manifold.name} manifold (it applies to {', '.join(manifolds)}); "
-            f"flows for {manifold.name}: {', '.join(available(manifold))}"
-        )
+    refusal = why_not(name, manifold)
+    if refusal is not None:
+        raise ValueError(refusal)
+    factory = _REGISTRY[name][0]
     if int(layers) != layers or layers < 1:
         raise ValueError(f"layers must be a positive integer; got {layers}")
     if int(dim) != dim or dim < 1:
@@ -145,7 +231,7 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
     if int(hidden) != hidden or hidden < 1:
         raise ValueError(f"hidden (the conditioners' width) must be a positive integer; got {hidden}")
     if share_manifold is None:
-        if getattr(manifold, "learnable", False):
+        if manifold.learnable_curvature:
             raise ValueError(
                 f"build({name!r}, …): the manifold's curvature is learnable; pass share_manifold=True for a flow that "
                 f"trains the same k as the rest of your model, or share_manifold=False for a flow with its own copy"
@@ -153,6 +239,10 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
         share_manifold = False
     if not share_manifold:
         manifold = copy.deepcopy(manifold)
+    model = manifold.isometric_model()
+    if model is not None:  # the model's flow, carried through the isometry (log-dets unchanged)
+        inner = factory(model[0], dim, layers=layers, hidden=hidden, conditioner=conditioner, **kwargs)
+        return IsometricTransform(manifold, inner, model[1], model[2])
     return factory(manifold, dim, layers=layers, hidden=hidden, conditioner=conditioner, **kwargs)
 
 
@@ -163,22 +253,22 @@ def _couplings(cls, manifold, dim, layers, hidden, conditioner, **kw) -> Transfo
                     for i in range(layers)])
 
 
-@register("nc", ("Euclidean",), "affine coupling on ℝⁿ (RealNVP; the paper's NC)")
+@register("nc", on_rn, "affine coupling on ℝⁿ (RealNVP; the paper's NC)")
 def _nc(manifold, dim, **kw) -> Transform:
     return _couplings(AffineCoupling, manifold, dim, **kw)
 
 
-@register("tc", ("Lorentz",), "tangent coupling on Hⁿ: exp_o ∘ affine coupling ∘ log_o (the paper's TC)")
+@register("tc", on_global_chart, "tangent coupling on Hⁿ: exp_o ∘ affine coupling ∘ log_o (the paper's TC)")
 def _tc(manifold, dim, **kw) -> Transform:
     return _couplings(TangentCoupling, manifold, dim, **kw)
 
 
-@register("whc", ("Lorentz",), "wrapped hyperboloid coupling on Hⁿ (the paper's WHC)")
+@register("whc", on_class(Lorentz), "wrapped hyperboloid coupling on Hⁿ (the paper's WHC)")
 def _whc(manifold, dim, **kw) -> Transform:
     return _couplings(WrappedHyperboloidCoupling, manifold, dim, **kw)
 
 
-@register("additive", ("Euclidean",), "additive coupling on ℝⁿ with a final diagonal scaling (NICE)", lift=True)
+@register("additive", on_rn, "additive coupling on ℝⁿ with a final diagonal scaling (NICE)", lift=True)
 def _additive(manifold, dim, layers, hidden, conditioner, scaling: bool = True, **kw) -> Transform:
     """NICE (Dinh et al. 2015): additive couplings with alternating halves, then (``scaling=True``, as in the
     paper) a learned diagonal scaling ``y = x ⊙ exp(s) + b`` as the top layer, so that the flow can change volume:

@@ -18,7 +18,7 @@ from .constants import (DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, IRESNET_INVERSE_T
                         IRESNET_LOGDET_TOLERANCE, IRESNET_MAX_ITER, IRESNET_ROULETTE_EXACT_TERMS,
                         IRESNET_ROULETTE_P, OUTPUT_INIT_SCALE)
 from .linear_lu import _no_conditioner, check_dim
-from .registry import register
+from .registry import on_rn, register
 from .transform import Compose, Transform
 
 Tensor = torch.Tensor
@@ -258,7 +258,7 @@ class InvertibleResidual(Transform):
         return self._explicit(y)
 
 
-@register("iresnet", ("Euclidean",), "invertible residual blocks x + F(x), Lip(F) < 1 (i-ResNet, Behrmann et al. "
+@register("iresnet", on_rn, "invertible residual blocks x + F(x), Lip(F) < 1 (i-ResNet, Behrmann et al. "
           "2019)", lift=True)
 def _iresnet(manifold, dim, layers, hidden, conditioner, **kw) -> Transform:
     _no_conditioner("iresnet", conditioner)

@@ -1,4 +1,9 @@
-r"""Riemannian continuous flows on the hyperboloid Hⁿ_k, trained by flow matching, with exact likelihoods.
+r"""Riemannian continuous flows on any manifold of the interface, trained by flow matching, with exact likelihoods.
+
+On a general manifold (Sⁿ, Tⁿ, ℝⁿ, products) :class:`AmbientRiemannianFlow` integrates ``dx/dt = V(t, x)`` in
+ambient coordinates with the divergence the manifold declares (:meth:`~manifolds.base.ManifoldOps.divergence`), and
+:func:`flow_matching_loss` uses the geodesic path from ``expmap`` / ``logmap`` (:func:`geodesic_path`) and OT pairs
+from ``dist``. The rest of this docstring is the hyperboloid's own implementation, in its global chart ``log_o``:
 
 A time-dependent vector field ``V_θ(t, x)`` on the manifold itself (ambient coordinates, tangent at ``x``) defines
 the flow ``dx/dt = V_θ(t, x)``, ``x(0) = x₀`` (base) ``→ x(1)`` (data): :class:`RiemannianFlow` (``flows.build("rfm",
@@ -54,15 +59,16 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from manifolds import Lorentz
 from manifolds import lorentz_math as lm
-from manifolds.base import ManifoldOps
+from manifolds.base import ManifoldOps, embedded_divergence
 
 from .constants import (CNF_ATOL, CNF_INVERSE_TOLERANCE_FACTOR, CNF_LOGDET_TOLERANCE_FACTOR, CNF_METHOD,
                         CNF_MIN_TOLERANCE, CNF_RTOL, DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, FM_COUPLINGS,
                         FM_OT_BLOCK, OUTPUT_INIT_SCALE, RFM_ACTIVATION, RFM_ACTIVATIONS, RFM_CHART_SERIES_THRESHOLD)
 from .continuous import TRACES, exact_trace, hutchinson_trace
-from .registry import register
-from .transform import TangentNativeTransform, Transform
+from .registry import on_any, register
+from .transform import IsometricTransform, TangentNativeTransform, Transform
 
 Tensor = torch.Tensor
 
@@ -79,7 +85,41 @@ _ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {"silu": torch.nn
 assert set(_ACTIVATION_FUNCTIONS) == set(RFM_ACTIVATIONS)
 
 
-class LorentzVectorField(nn.Module):
+class _TimeMLPField(nn.Module):
+    """Base of the fields: ``mlp(t, h)`` is an MLP of ``[h, t]`` (``layers`` hidden layers of width ``hidden``,
+    ``activation``) with ``outputs`` outputs (``dim`` by default) whose last layer starts small (a flow near the
+    identity that trains every parameter); ``inputs`` is the length of ``h`` (``dim`` by default)."""
+
+    def __init__(self, manifold: ManifoldOps, dim: int, hidden: int, layers: int, activation: str, *,
+                 inputs: int | None = None, outputs: int | None = None) -> None:
+        super().__init__()
+        if activation not in RFM_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {RFM_ACTIVATIONS}; got {activation!r}")
+        if int(dim) != dim or dim < 1:
+            raise ValueError(f"dim must be a positive integer; got {dim}")
+        if int(layers) != layers or layers < 1:
+            raise ValueError(f"layers (hidden layers of the vector field) must be a positive integer; got {layers}")
+        self.manifold = manifold
+        self.dim = int(dim)
+        self.activation = activation
+        self._act = _ACTIVATION_FUNCTIONS[activation]
+        sizes = [(self.dim if inputs is None else inputs) + 1] + [int(hidden)] * int(layers)
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.out = nn.Linear(sizes[-1], self.dim if outputs is None else outputs)
+        with torch.no_grad():
+            self.out.weight.mul_(OUTPUT_INIT_SCALE)
+            self.out.bias.zero_()
+
+    def mlp(self, t: Tensor, h: Tensor) -> Tensor:
+        """The MLP at time ``t`` (a scalar or the batch shape) and inputs ``h``."""
+        t = torch.as_tensor(t, dtype=h.dtype, device=h.device).expand(h.shape[:-1]).unsqueeze(-1)
+        h = torch.cat([h, t], dim=-1)
+        for layer in self.hidden:
+            h = self._act(layer(h))
+        return self.out(h)
+
+
+class LorentzVectorField(_TimeMLPField):
     r"""A time-dependent tangent vector field ``V_θ(t, x)`` on Hⁿ_k in ambient coordinates (see the module):
     ``V = P_x(PT_{o→x}(0, z_θ(t, log_o x)))``, ``z_θ`` an MLP of ``[log_o x, t]`` whose last layer starts small (a
     flow near the identity that trains every parameter). Its activation is SiLU (default: ``|z_θ|`` grows at most
@@ -105,33 +145,14 @@ class LorentzVectorField(nn.Module):
 
     def __init__(self, manifold: ManifoldOps, dim: int, hidden: int = DEFAULT_HIDDEN,
                  layers: int = DEFAULT_HIDDEN_LAYERS, activation: str = RFM_ACTIVATION) -> None:
-        super().__init__()
-        if activation not in RFM_ACTIVATIONS:
-            raise ValueError(f"activation must be one of {RFM_ACTIVATIONS}; got {activation!r}")
-        if int(dim) != dim or dim < 1:
-            raise ValueError(f"dim must be a positive integer; got {dim}")
-        if int(layers) != layers or layers < 1:
-            raise ValueError(f"layers (hidden layers of the vector field) must be a positive integer; got {layers}")
-        if not hasattr(manifold, "k"):
-            raise ValueError("LorentzVectorField needs a Lorentz manifold (it uses its curvature k)")
-        self.manifold = manifold
-        self.dim = int(dim)
-        self.activation = activation
-        self._act = _ACTIVATION_FUNCTIONS[activation]
-        sizes = [self.dim + 1] + [int(hidden)] * int(layers)
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.out = nn.Linear(sizes[-1], self.dim)
-        with torch.no_grad():
-            self.out.weight.mul_(OUTPUT_INIT_SCALE)
-            self.out.bias.zero_()
+        if not isinstance(manifold, Lorentz):
+            raise ValueError(f"LorentzVectorField needs a Lorentz manifold (it uses its curvature k); got "
+                             f"{manifold.name}: use TangentVectorField on other manifolds")
+        super().__init__(manifold, dim, hidden, layers, activation)
 
     def frame_coordinates(self, t: Tensor, u: Tensor) -> Tensor:
         """``z_θ(t, u)``: the field's coordinates in the frame transported from the origin, at ``x = exp_o(u)``."""
-        t = torch.as_tensor(t, dtype=u.dtype, device=u.device).expand(u.shape[:-1]).unsqueeze(-1)
-        h = torch.cat([u, t], dim=-1)
-        for layer in self.hidden:
-            h = self._act(layer(h))
-        return self.out(h)
+        return self.mlp(t, u)
 
     def chart(self, t: Tensor, u: Tensor) -> Tensor:
         r"""The same field in the chart ``u = log_o x``: ``w = D log_o(x)[V(t, x)]`` computed from ``u`` alone.
@@ -183,19 +204,9 @@ def riemannian_divergence(v: Tensor, x: Tensor, k: Tensor, *, noise: Optional[Te
     """
     k = k.to(x.dtype)
     if noise is not None:
-        (g,) = torch.autograd.grad(v, x, minkowski_dual(noise), create_graph=create_graph, retain_graph=True,
-                                   allow_unused=True)
-        return v.new_zeros(v.shape[:-1]) if g is None else (g * noise).sum(-1)
-    m = v.size(-1)
-    rows = torch.eye(m, dtype=v.dtype, device=v.device).reshape(m, *([1] * (v.dim() - 1)), m).expand(m, *v.shape)
-    rows = torch.cat([rows, minkowski_dual(x.detach()).unsqueeze(0)], dim=0)  # e_A (A < m), then G x
-    (g,) = torch.autograd.grad(v, x, rows, create_graph=create_graph, retain_graph=True, allow_unused=True,
-                               is_grads_batched=True)
-    if g is None:
-        return v.new_zeros(v.shape[:-1])
-    trace = torch.diagonal(g[:m], dim1=0, dim2=-1).sum(-1)  # Σ_A (e_Aᵀ J)_A
-    normal = (g[m] * x.detach()).sum(-1)  # (G x)ᵀ J x = ⟨x, J x⟩_L
-    return trace + normal / k
+        return embedded_divergence(v, x, probe=noise, probe_dual=minkowski_dual(noise), create_graph=create_graph)
+    xd = x.detach()
+    return embedded_divergence(v, x, [(-minkowski_dual(xd) / k, xd)], create_graph=create_graph)
 
 
 def chart_velocity(x: Tensor, v: Tensor, k: Tensor) -> Tensor:
@@ -282,7 +293,64 @@ class _ChartDynamics:
         return du, div
 
 
-class RiemannianFlow(TangentNativeTransform):
+class _ODESolver:
+    """Construction, solver settings, stated tolerances and the ``torchdiffeq`` call shared by the Riemannian flows
+    (the state is ``(y, ℓ)``, ``y`` a ``(B, m)`` batch and ``ℓ`` the accumulated divergence); a subclass names its
+    default field class (``_default_field``) and may refuse a manifold (``_check_manifold``)."""
+
+    _default_field: type
+
+    def __init__(self, manifold: ManifoldOps, dim: int, hidden: int = DEFAULT_HIDDEN,
+                 layers: int = DEFAULT_HIDDEN_LAYERS, *, field: Optional[nn.Module] = None, trace: str = "exact",
+                 method: str = CNF_METHOD, rtol: float = CNF_RTOL, atol: float = CNF_ATOL,
+                 activation: str = RFM_ACTIVATION) -> None:
+        self._check_manifold(manifold)
+        super().__init__(manifold)
+        self._set_solver(trace, method, rtol, atol)
+        self.dim = int(dim)
+        self.field = field if field is not None else self._default_field(manifold, dim, hidden, layers, activation)
+
+    @staticmethod
+    def _check_manifold(manifold: ManifoldOps) -> None:
+        """Raise ``ValueError`` if the flow cannot act on ``manifold`` (every manifold by default)."""
+
+    def _set_solver(self, trace: str, method: str, rtol: float, atol: float) -> None:
+        if trace not in TRACES:
+            raise ValueError(f"trace must be one of {TRACES}; got {trace!r}")
+        if not (rtol > 0 and atol > 0):
+            raise ValueError(f"rtol and atol must be positive; got rtol={rtol}, atol={atol}")
+        self.trace, self.method, self.rtol, self.atol = trace, method, float(rtol), float(atol)
+        #: vector-field evaluations of the last solve (the solver's cost)
+        self.last_evaluations = 0
+
+    @property
+    def inverse_tolerance(self) -> float:  # type: ignore[override]
+        """Stated max abs error of round trips in tangent coordinates, ``CNF_INVERSE_TOLERANCE_FACTOR·max(rtol,
+        atol)`` (float64; fields of O(1) speed over unit time)."""
+        return CNF_INVERSE_TOLERANCE_FACTOR * max(self.rtol, self.atol)
+
+    @property
+    def logdet_tolerance(self) -> float:
+        """Stated max abs error of the log-dets (exact trace), ``CNF_LOGDET_TOLERANCE_FACTOR · max(rtol, atol)``."""
+        return CNF_LOGDET_TOLERANCE_FACTOR * max(self.rtol, self.atol)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, trace={self.trace!r}, method={self.method!r}, rtol={self.rtol:g}, atol={self.atol:g}"
+
+    def _integrate(self, dynamics, y0: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
+        """``(y(1), ℓ(1))`` from ``(y0, 0)`` at ``t = 0`` (``reverse``: from ``t = 1`` to 0), tolerances floored per
+        dtype at :data:`~flows.constants.CNF_MIN_TOLERANCE`."""
+        from torchdiffeq import odeint
+
+        times = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=y0.dtype, device=y0.device)
+        floor = CNF_MIN_TOLERANCE.get(str(y0.dtype).removeprefix("torch."), CNF_MIN_TOLERANCE["float32"])
+        ys, ls = odeint(dynamics, (y0, y0.new_zeros(y0.shape[0])), times, rtol=max(self.rtol, floor),
+                        atol=max(self.atol, floor), method=self.method)
+        self.last_evaluations = dynamics.evaluations
+        return ys[-1], ls[-1]
+
+
+class RiemannianFlow(_ODESolver, TangentNativeTransform):
     r"""The flow ``x(0) ↦ x(1)`` of ``dx/dt = V_θ(t, x)`` on Hⁿ_k (``forward`` = base → data), with the Riemannian
     log-det ``log|det| = ∫₀¹ div_g V_t(x(t)) dt`` (exact trace or Hutchinson); ``inverse`` integrates from 1 to 0.
     See the module for the divergence formula and the integration in the chart ``log_o``. It is defined in
@@ -313,36 +381,13 @@ class RiemannianFlow(TangentNativeTransform):
         (True, True)
     """
 
-    def __init__(self, manifold: ManifoldOps, dim: int, hidden: int = DEFAULT_HIDDEN,
-                 layers: int = DEFAULT_HIDDEN_LAYERS, *, field: Optional[nn.Module] = None, trace: str = "exact",
-                 method: str = CNF_METHOD, rtol: float = CNF_RTOL, atol: float = CNF_ATOL,
-                 activation: str = RFM_ACTIVATION) -> None:
-        if not hasattr(manifold, "k"):
-            raise ValueError("the Riemannian flow acts on a Lorentz manifold (it uses its curvature k)")
-        super().__init__(manifold)
-        if trace not in TRACES:
-            raise ValueError(f"trace must be one of {TRACES}; got {trace!r}")
-        if not (rtol > 0 and atol > 0):
-            raise ValueError(f"rtol and atol must be positive; got rtol={rtol}, atol={atol}")
-        self.dim = int(dim)
-        self.field = field if field is not None else LorentzVectorField(manifold, dim, hidden, layers, activation)
-        self.trace, self.method, self.rtol, self.atol = trace, method, float(rtol), float(atol)
-        #: vector-field evaluations of the last solve (the solver's cost)
-        self.last_evaluations = 0
+    _default_field = LorentzVectorField
 
-    @property
-    def inverse_tolerance(self) -> float:  # type: ignore[override]
-        """Stated max abs error of round trips in tangent coordinates, ``CNF_INVERSE_TOLERANCE_FACTOR·max(rtol,
-        atol)`` (float64; fields of O(1) speed over unit time)."""
-        return CNF_INVERSE_TOLERANCE_FACTOR * max(self.rtol, self.atol)
-
-    @property
-    def logdet_tolerance(self) -> float:
-        """Stated max abs error of the log-dets (exact trace), ``CNF_LOGDET_TOLERANCE_FACTOR · max(rtol, atol)``."""
-        return CNF_LOGDET_TOLERANCE_FACTOR * max(self.rtol, self.atol)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, trace={self.trace!r}, method={self.method!r}, rtol={self.rtol:g}, atol={self.atol:g}"
+    @staticmethod
+    def _check_manifold(manifold: ManifoldOps) -> None:
+        if not isinstance(manifold, Lorentz):
+            raise ValueError(f"RiemannianFlow integrates in the hyperboloid's chart log_o (it uses its curvature k); "
+                             f"got {manifold.name}: use AmbientRiemannianFlow, or flows.build('rfm', M, n)")
 
     def forward_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         return self._solve(w, reverse=False)
@@ -351,8 +396,6 @@ class RiemannianFlow(TangentNativeTransform):
         return self._solve(v, reverse=True)
 
     def _solve(self, u: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-        from torchdiffeq import odeint
-
         if u.dim() == 0 or u.size(-1) != self.dim:
             raise ValueError(f"{type(self).__name__} expects {self.dim} tangent coordinates in the last dimension; "
                              f"got shape {tuple(u.shape)}")
@@ -360,13 +403,136 @@ class RiemannianFlow(TangentNativeTransform):
         u0 = u.reshape(-1, self.dim)
         probes = torch.randn_like(u0) if self.trace == "hutchinson" else None
         k = self.manifold.k.to(u0.dtype)
-        dynamics = _ChartDynamics(self.field, k, probes)
-        times = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=u0.dtype, device=u0.device)
-        floor = CNF_MIN_TOLERANCE.get(str(u0.dtype).removeprefix("torch."), CNF_MIN_TOLERANCE["float32"])
-        us, ls = odeint(dynamics, (u0, u0.new_zeros(u0.shape[0])), times, rtol=max(self.rtol, floor),
-                        atol=max(self.atol, floor), method=self.method)
-        self.last_evaluations = dynamics.evaluations
-        return us[-1].reshape(*batch, self.dim), ls[-1].reshape(batch)
+        u1, l1 = self._integrate(_ChartDynamics(self.field, k, probes), u0, reverse)
+        return u1.reshape(*batch, self.dim), l1.reshape(batch)
+
+
+class TangentVectorField(_TimeMLPField):
+    r"""A time-dependent tangent vector field on any manifold of the interface, in ambient coordinates:
+    ``V_θ(t, x) = proju_x(z_θ(t, φ(x)))``, ``z_θ`` an MLP of ``[φ(x), t]`` with ``φ = manifold.features`` (the ambient
+    coordinates, or a continuous encoding such as the torus's ``(cos θ, sin θ)``) and ``ambient_dim(n)`` outputs,
+    whose last layer starts small (a flow near the identity). The projection makes tangency exact to rounding.
+    (On Hⁿ the default is :class:`LorentzVectorField`, whose transported frame keeps ``|V|_g`` bounded far from the
+    origin, where the ambient coordinates grow like ``cosh d``.)
+
+    Args:
+        manifold: any :class:`~manifolds.base.ManifoldOps`.
+        dim: intrinsic dimension ``n``.
+        hidden, layers, activation: width, hidden layers and activation of the MLP (as :class:`LorentzVectorField`).
+
+    Example:
+        >>> from manifolds import Euclidean
+        >>> V = TangentVectorField(Euclidean(), 2, hidden=8)
+        >>> V(torch.tensor(0.5), torch.randn(4, 2)).shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(self, manifold: ManifoldOps, dim: int, hidden: int = DEFAULT_HIDDEN,
+                 layers: int = DEFAULT_HIDDEN_LAYERS, activation: str = RFM_ACTIVATION) -> None:
+        n = int(dim) if int(dim) == dim and dim >= 1 else 1  # sizes only; the base reports a bad dim
+        super().__init__(manifold, dim, hidden, layers, activation, inputs=manifold.feature_dim(n),
+                         outputs=manifold.ambient_dim(n))
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        """``V_θ(t, x) ∈ T_xM`` (ambient coordinates) for points ``x`` (ambient)."""
+        return self.manifold.proju(x, self.mlp(t, self.manifold.features(x)))
+
+
+class _AmbientDynamics:
+    """``d(x, ℓ)/dt = (V(t, π(x)), div_g V(π(x)))`` in ambient coordinates, ``π = manifold.projx`` (the exact flow
+    stays on the manifold; ``π`` keeps rounding and solver error from taking the field's argument off it), the
+    divergence from :meth:`~manifolds.base.ManifoldOps.divergence`; one object per solve (fixed Hutchinson probes)."""
+
+    def __init__(self, field: nn.Module, manifold: ManifoldOps, probes: Optional[Tensor]) -> None:
+        self.field, self.manifold, self.probes = field, manifold, probes
+        self.evaluations = 0
+
+    def __call__(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        x = state[0]
+        self.evaluations += 1
+        differentiable = torch.is_grad_enabled()
+        with torch.enable_grad():
+            if not x.requires_grad:
+                x = x.detach().requires_grad_(True)
+            xp = self.manifold.projx(x)
+            v = self.field(t, xp)
+            div = self.manifold.divergence(v, xp, probe=self.probes, create_graph=differentiable)
+        if not differentiable:
+            v, div = v.detach(), div.detach()
+        return v, div
+
+
+class AmbientRiemannianFlow(_ODESolver, Transform):
+    r"""The flow ``x(0) ↦ x(1)`` of ``dx/dt = V_θ(t, x)`` on any manifold of the interface (``forward`` = base →
+    data), integrated in ambient coordinates, with the Riemannian log-det ``∫₀¹ div_g V_t(x(t)) dt`` from the
+    manifold's :meth:`~manifolds.base.ManifoldOps.divergence` (exact, or Hutchinson's estimate). The field is
+    evaluated at ``projx(x)`` and the end point is projected, so the result lies on the manifold to rounding; the
+    error is the solver's (``inverse_tolerance`` / ``logdet_tolerance``, as for :class:`RiemannianFlow`). No chart
+    is needed, so it works where ``log_o`` is not global (Sⁿ, Tⁿ, products). ``flows.build("rfm", M, n)`` makes it
+    on every manifold but Hⁿ (:class:`RiemannianFlow`, in the global chart ``log_o``) and those with an isometric
+    model (through the isometry). Train it by :func:`flow_matching_loss`.
+
+    Args:
+        manifold: any :class:`~manifolds.base.ManifoldOps` implementing ``divergence``.
+        dim: intrinsic dimension ``n``.
+        hidden, layers, activation: the default :class:`TangentVectorField`.
+        field: a field module ``V(t, x)`` (ambient points → ambient tangent vectors) replacing the default.
+        trace: ``"exact"`` or ``"hutchinson"``.
+        method, rtol, atol: the ``torchdiffeq`` solver and its tolerances (floored per dtype at
+            :data:`~flows.constants.CNF_MIN_TOLERANCE`).
+
+    Example:
+        >>> from manifolds import Euclidean
+        >>> f = AmbientRiemannianFlow(Euclidean(), 2, hidden=16).double()
+        >>> x = torch.randn(5, 2, dtype=torch.float64)
+        >>> y, ladj = f(x)
+        >>> x_back, ladj_inv = f.inverse(y)
+        >>> bool(torch.allclose(x_back, x, atol=1e-7)), bool(torch.allclose(ladj_inv, -ladj, atol=1e-7))
+        (True, True)
+    """
+
+    _default_field = TangentVectorField
+
+    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        return self._solve(x, reverse=False)
+
+    def inverse(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        return self._solve(y, reverse=True)
+
+    def _solve(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
+        m = self.manifold.ambient_dim(self.dim)
+        if x.dim() == 0 or x.size(-1) != m:
+            raise ValueError(f"{type(self).__name__} expects {m} ambient coordinates (dimension {self.dim} on "
+                             f"{self.manifold.name}) in the last dimension; got shape {tuple(x.shape)}")
+        batch = x.shape[:-1]
+        x0 = x.reshape(-1, m)
+        probes = torch.randn_like(x0) if self.trace == "hutchinson" else None
+        x1, l1 = self._integrate(_AmbientDynamics(self.field, self.manifold, probes), x0, reverse)
+        return self.manifold.projx(x1).reshape(*batch, m), l1.reshape(batch)
+
+
+def geodesic_path(manifold: ManifoldOps, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The geodesic conditional path of Riemannian flow matching and its velocity, in closed form from
+    ``expmap`` / ``logmap``: ``x_t = exp_{x₀}(t·log_{x₀} x₁)`` and
+
+    .. math:: u_t = \dot x_t = \frac{\log_{x_t} x_1}{1 - t} = -\frac{\log_{x_t} x_0}{t} ,
+
+    (a geodesic has constant speed ``d(x₀, x₁)`` and points from ``x_t`` towards ``x₁``, away from ``x₀``), taking
+    the form whose denominator is at least 1/2 (``t < 1/2``: the first), so that no ``t ∈ [0, 1]`` divides by a
+    small number. Exact while ``d(x₀, x₁)`` is below the injectivity radius (a.s. on Sⁿ and Tⁿ: the cut locus has
+    measure zero); ``t`` has the batch shape.
+
+    Example:
+        >>> from manifolds import Euclidean
+        >>> x0, x1, t = torch.zeros(1, 2), torch.tensor([[2.0, 4.0]]), torch.tensor([0.25])
+        >>> geodesic_path(Euclidean(), x0, x1, t)
+        (tensor([[0.5000, 1.0000]]), tensor([[2., 4.]]))
+    """
+    t = t.unsqueeze(-1)
+    xt = manifold.expmap(x0, t * manifold.logmap(x0, x1))
+    first = t < 0.5
+    toward = manifold.logmap(xt, torch.where(first, x1, x0))
+    return xt, torch.where(first, toward / (1 - t), -toward / torch.where(first, torch.ones_like(t), t))
 
 
 def sample_times(shape: torch.Size, schedule: str, *, dtype: torch.dtype, device: torch.device,
@@ -382,11 +548,12 @@ def sample_times(shape: torch.Size, schedule: str, *, dtype: torch.dtype, device
     return t
 
 
-def geodesic_sq_distances(x: Tensor, y: Tensor, k: Tensor | float) -> Tensor:
+def geodesic_sq_distances(x: Tensor, y: Tensor, k: Tensor | float | ManifoldOps) -> Tensor:
     r"""All squared geodesic distances ``C_ij = d(x_i, y_j)² = k·arccosh²(-⟨x_i, y_j⟩_L / k)`` of ``x``
     ``(..., B, n+1)`` and ``y`` ``(..., B', n+1)`` on Hⁿ_k, as ``(..., B, B')`` float64 (one matrix product; the
     arccosh form loses digits for nearly equal points, which a transport cost can afford and
-    :func:`manifolds.lorentz_math.dist` does not).
+    :func:`manifolds.lorentz_math.dist` does not). With a manifold in place of ``k``: ``dist(x_i, y_j)²`` on it (any
+    manifold of the interface, float64; :func:`flow_matching_loss` pairs by this).
 
     Example:
         >>> from manifolds import Lorentz
@@ -395,8 +562,10 @@ def geodesic_sq_distances(x: Tensor, y: Tensor, k: Tensor | float) -> Tensor:
         >>> torch.allclose(geodesic_sq_distances(x, y, 2.0), M.dist(x[:, None], y[None]).double() ** 2, atol=1e-5)
         True
     """
-    k = torch.as_tensor(k, dtype=torch.float64, device=x.device)
     x, y = x.double(), y.double()
+    if isinstance(k, ManifoldOps):  # any manifold: d² from its dist
+        return k.dist(x.unsqueeze(-2), y.unsqueeze(-3)).double() ** 2
+    k = torch.as_tensor(k, dtype=torch.float64, device=x.device)
     minus_inner = x[..., :1] * y[..., :1].transpose(-1, -2) - x[..., 1:] @ y[..., 1:].transpose(-1, -2)
     return k * torch.acosh((minus_inner / k).clamp_min(1.0)) ** 2
 
@@ -441,24 +610,26 @@ def ot_pairing(x0: Tensor, x1: Tensor, k: Tensor | float, block: int = FM_OT_BLO
     return perm.to(x0.device)
 
 
-def flow_matching_loss(field: Callable[[Tensor, Tensor], Tensor] | RiemannianFlow, x1: Tensor, base,
+def flow_matching_loss(field: Callable[[Tensor, Tensor], Tensor] | Transform, x1: Tensor, base,
                        *, schedule: str = "uniform", coupling: str = "independent", ot_block: int = FM_OT_BLOCK,
                        generator: Optional[torch.Generator] = None) -> Tensor:
-    r"""Riemannian flow matching (Chen & Lipman 2024) on Hⁿ_k with geodesic conditional paths:
+    r"""Riemannian flow matching (Chen & Lipman 2024) on any manifold with geodesic conditional paths:
 
     ``x₀ ~ base``, ``t ~ schedule``, ``x_t = exp_{x₀}(t·log_{x₀}(x₁))`` and the target velocity
-    ``u_t = log_{x_t}(x₁)/(1 - t) = PT_{x₀→x_t}(log_{x₀} x₁)`` (the geodesic's velocity; the transported form has no
-    ``1/(1 - t)``), and the loss is the mean of ``‖V_θ(t, x_t) - u_t‖²_g = ⟨d, d⟩_L``, ``d = V_θ - u_t`` (the
-    Riemannian norm of a tangent vector is its Minkowski norm). Its minimiser's flow carries ``base`` to the data
-    distribution.
+    ``u_t = log_{x_t}(x₁)/(1 - t) = -log_{x_t}(x₀)/t`` (the geodesic's velocity, :func:`geodesic_path`; on Hⁿ_k it is
+    ``PT_{x₀→x_t}(log_{x₀} x₁)``), and the loss is the mean of ``‖V_θ(t, x_t) - u_t‖²_g`` (``manifold.inner``; on
+    Hⁿ_k the Minkowski norm). Its minimiser's flow carries ``base`` to the data distribution. A flow carried through
+    an isometry (:class:`~flows.transform.IsometricTransform`, e.g. ``rfm`` on the Poincaré ball) is matched in its
+    model: ``x₁`` and the base draws are mapped there.
 
     Args:
-        field: the :class:`RiemannianFlow` (its field is used) or a field ``V(t, x)``.
-        x1: data points (ambient, ``(B, n + 1)``).
+        field: the flow (:class:`RiemannianFlow`, :class:`AmbientRiemannianFlow`, or one of them through an isometry:
+            its field is used) or a field ``V(t, x)`` on ``base.manifold``.
+        x1: data points (ambient coordinates, ``(B, m)``).
         base: a distribution on the same manifold with ``sample`` (e.g. ``WrappedNormal.at_origin``).
         schedule: ``"uniform"`` or ``"logit-normal"`` times.
         coupling: ``"independent"`` pairs (``x₀`` and ``x₁`` drawn apart), or ``"ot"``: the base draws reordered by
-            :func:`ot_pairing` (minibatch optimal transport under ``d²`` in blocks of ``ot_block``; straighter
+            :func:`ot_pairing` (minibatch optimal transport under ``dist²`` in blocks of ``ot_block``; straighter
             paths, lower-variance targets, faster training; one host copy per step).
         ot_block: points per exact assignment of ``"ot"``.
 
@@ -473,23 +644,27 @@ def flow_matching_loss(field: Callable[[Tensor, Tensor], Tensor] | RiemannianFlo
     """
     if coupling not in FM_COUPLINGS:
         raise ValueError(f"coupling must be one of {FM_COUPLINGS}; got {coupling!r}")
-    V = field.field if isinstance(field, RiemannianFlow) else field
-    M = V.manifold if hasattr(V, "manifold") else base.manifold
+    to_model = None
+    if isinstance(field, IsometricTransform):  # a flow carried through an isometry: match in the model
+        field, to_model = field.inner, field.to_model
+        x1 = to_model(x1)
+    flow = field if isinstance(field, (RiemannianFlow, AmbientRiemannianFlow)) else None
+    V = field if flow is None else flow.field
+    M = base.manifold if flow is None else flow.manifold
     with torch.no_grad():
-        x0 = base.sample(x1.shape[:-1]).to(x1)
+        x0 = base.sample(x1.shape[:-1])
+        x0 = (x0 if to_model is None else to_model(x0)).to(x1)
         if coupling == "ot":
             flat = x0.reshape(-1, x0.shape[-1])
-            x0 = flat[ot_pairing(flat, x1.reshape(-1, x1.shape[-1]), M.k, ot_block)].reshape(x0.shape)
+            x0 = flat[ot_pairing(flat, x1.reshape(-1, x1.shape[-1]), M, ot_block)].reshape(x0.shape)
         t = sample_times(x1.shape[:-1], schedule, dtype=x1.dtype, device=x1.device, generator=generator)
-        w = M.logmap(x0, x1)
-        xt = M.expmap(x0, t.unsqueeze(-1) * w)
-        ut = M.transp(x0, xt, w)
+        xt, ut = geodesic_path(M, x0, x1, t)
     d = V(t, xt) - ut
-    return lm.inner(d, d).mean()
+    return M.inner(xt, d, d).mean()
 
 
-@register("rfm", ("Lorentz",), "Riemannian continuous flow on Hⁿ (a vector field on the manifold; trained by flow "
-                               "matching, flows.flow_matching_loss; exact Riemannian divergence)")
+@register("rfm", on_any, "Riemannian continuous flow on any manifold (a vector field on it; trained by flow "
+                         "matching, flows.flow_matching_loss; exact Riemannian divergence)")
 def _rfm(manifold, dim, layers: int = DEFAULT_HIDDEN_LAYERS, hidden: int = DEFAULT_HIDDEN, conditioner: str = "mlp",
          **kw) -> Transform:
     """``layers`` hidden layers of width ``hidden`` in the field; ``**kw`` go to :class:`RiemannianFlow` (``trace``,
@@ -497,8 +672,11 @@ def _rfm(manifold, dim, layers: int = DEFAULT_HIDDEN_LAYERS, hidden: int = DEFAU
     if conditioner != "mlp":
         raise ValueError(f"the Riemannian flow's field is an MLP of [log_o x, t]; conditioner {conditioner!r} is not "
                          "supported")
-    return RiemannianFlow(manifold, dim, hidden, layers, **kw)
+    # Hⁿ has its own implementation, in the global chart log_o with a transported frame (exact far from o)
+    cls = RiemannianFlow if isinstance(manifold, Lorentz) else AmbientRiemannianFlow
+    return cls(manifold, dim, hidden, layers, **kw)
 
 
-__all__ = ["LorentzVectorField", "RiemannianFlow", "flow_matching_loss", "riemannian_divergence", "chart_velocity",
+__all__ = ["LorentzVectorField", "RiemannianFlow", "TangentVectorField", "AmbientRiemannianFlow", "geodesic_path",
+           "flow_matching_loss", "riemannian_divergence", "chart_velocity",
            "sample_times", "TIME_SCHEDULES", "minkowski_dual", "ot_pairing", "geodesic_sq_distances"]

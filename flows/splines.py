@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .constants import (DEFAULT_HIDDEN, SPLINE_BINS, SPLINE_BOUND, SPLINE_MIN_BIN_SIZE, SPLINE_MIN_DERIVATIVE)
 from .coupling import Coupling, CouplingHalf
-from .registry import register
+from .registry import on_rn, register
 from .transform import Compose, Transform
 
 Tensor = torch.Tensor
@@ -205,7 +205,7 @@ class SplineCoupling(Coupling):
         super().__init__(dim, SplineHalf(bins, bound), parity, conditioner, hidden, context_features)
 
 
-@register("rqs-coupling", ("Euclidean",), "rational-quadratic spline coupling on ℝⁿ (Neural Spline Flows)",
+@register("rqs-coupling", on_rn, "rational-quadratic spline coupling on ℝⁿ (Neural Spline Flows)",
           lift=True)
 def _rqs_coupling(manifold, dim, layers, hidden, conditioner, **kw) -> Transform:
     return Compose([SplineCoupling(dim, parity=i % 2, conditioner=conditioner, hidden=hidden, **kw)

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from torch.distributions import Distribution
 
-from .registry import register
+from .registry import on_rn, register
 from .transform import TangentSpaceTransform, Transform
 
 Tensor = torch.Tensor
@@ -227,7 +227,7 @@ def _no_options(name: str, kw: dict) -> None:
         raise ValueError(f"flow {name!r} has no parameters and takes no options; got {sorted(extra)}")
 
 
-@register("abs", ("Euclidean",), "SurVAE absolute-value surjection |x| (Nielsen et al. 2020; not bijective, "
+@register("abs", on_rn, "SurVAE absolute-value surjection |x| (Nielsen et al. 2020; not bijective, "
           "base on the positive orthant)", lift=True)
 def _abs(manifold, dim, **kw) -> Transform:
     """A single :class:`AbsSurjection` (``layers``, ``hidden`` and ``conditioner`` do not apply)."""
@@ -235,7 +235,7 @@ def _abs(manifold, dim, **kw) -> Transform:
     return AbsSurjection(dim)
 
 
-@register("sort", ("Euclidean",), "SurVAE sorting surjection for exchangeable data (Nielsen et al. 2020; not "
+@register("sort", on_rn, "SurVAE sorting surjection for exchangeable data (Nielsen et al. 2020; not "
           "bijective, base on sorted vectors)", lift=True)
 def _sort(manifold, dim, **kw) -> Transform:
     """A single :class:`SortSurjection` (``layers``, ``hidden`` and ``conditioner`` do not apply)."""

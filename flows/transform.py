@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 from torch import nn
@@ -62,8 +62,9 @@ class Transform(nn.Module):
     @property
     def acts_in_tangent(self) -> bool:
         """Whether :meth:`forward_tangent` / :meth:`inverse_tangent` are computed without forming points (so a
-        model in tangent coordinates should call them): true on ℝⁿ and for :class:`TangentSpaceTransform`."""
-        return self.manifold.name == "Euclidean"
+        model in tangent coordinates should call them): true on ℝⁿ (``manifold.coords_are_points``) and for
+        :class:`TangentSpaceTransform`."""
+        return self.manifold.coords_are_points
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:  # pragma: no cover
         raise NotImplementedError
@@ -73,14 +74,14 @@ class Transform(nn.Module):
 
     def forward_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """``(log_o f(exp_o w), log|det ∂f|)`` for tangent coordinates ``w`` at the origin (see the class)."""
-        if self.manifold.name == "Euclidean":
+        if self.manifold.coords_are_points:
             return self(w, context)
         y, ladj = self(self.manifold.expmap0_spatial(w), context)
         return self.manifold.logmap0_spatial(y), ladj
 
     def inverse_tangent(self, v: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """``(log_o f⁻¹(exp_o v), log|det ∂f⁻¹|)`` for tangent coordinates ``v`` at the origin (see the class)."""
-        if self.manifold.name == "Euclidean":
+        if self.manifold.coords_are_points:
             return self.inverse(v, context)
         x, ladj = self.inverse(self.manifold.expmap0_spatial(v), context)
         return self.manifold.logmap0_spatial(x), ladj
@@ -224,7 +225,7 @@ class TangentSpaceTransform(TangentNativeTransform):
         self.inverse_tolerance = inner.inverse_tolerance
 
     def _terms(self, w: Tensor) -> Tensor:
-        return self.manifold.expmap_logdet(torch.linalg.vector_norm(w, dim=-1), w.size(-1))
+        return self.manifold.expmap0_logdet(w)
 
     def forward_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         r"""``v = g(w)`` and ``log|det ∂f| = log|det ∂g(w)| + (n-1)·ℓ(||v||) - (n-1)·ℓ(||w||)``."""
@@ -235,6 +236,45 @@ class TangentSpaceTransform(TangentNativeTransform):
         r"""``w = g⁻¹(v)`` and ``log|det ∂f⁻¹| = log|det ∂g⁻¹(v)| + (n-1)·ℓ(||w||) - (n-1)·ℓ(||v||)``."""
         w, ladj = self.inner.inverse(v, context)
         return w, ladj + self._terms(w) - self._terms(v)
+
+
+class IsometricTransform(Transform):
+    r"""A flow ``g`` of an isometric model ``N`` carried to the manifold ``M`` through an isometry ``φ: M → N``:
+    ``f = φ⁻¹ ∘ g ∘ φ``, with ``log|det ∂f| = log|det ∂g|`` at ``φ(x)`` (an isometry keeps the Riemannian volume,
+    so its log-dets cancel exactly). :func:`~flows.build` makes every flow of ``N`` this way on a manifold whose
+    :meth:`~manifolds.base.ManifoldOps.isometric_model` is ``(N, φ, φ⁻¹)`` (the Poincaré ball: every Hⁿ flow).
+
+    Args:
+        manifold: ``M``, where the points live.
+        inner: the flow ``g`` on the model ``N`` (its ``manifold``).
+        to_model, from_model: ``φ`` and ``φ⁻¹`` on points (ambient coordinates last).
+
+    Example:
+        >>> from manifolds import Euclidean
+        >>> from flows import AffineCoupling
+        >>> shift = torch.tensor([1.0, -2.0])  # x ↦ x - c, an isometry of ℝ²
+        >>> f = IsometricTransform(Euclidean(), AffineCoupling(2), lambda x: x - shift, lambda y: y + shift)
+        >>> x = torch.randn(4, 2)
+        >>> y, ladj = f(x)
+        >>> torch.allclose(f.inverse(y)[0], x, atol=1e-6) and torch.allclose(ladj, f.inner(x - shift)[1])
+        True
+    """
+
+    def __init__(self, manifold: ManifoldOps, inner: Transform, to_model: Callable[[Tensor], Tensor],
+                 from_model: Callable[[Tensor], Tensor]) -> None:
+        super().__init__(manifold)
+        self.inner = inner
+        self.to_model, self.from_model = to_model, from_model
+        self.bijective = inner.bijective
+        self.inverse_tolerance = inner.inverse_tolerance
+
+    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        y, ladj = self.inner(self.to_model(x), context)
+        return self.from_model(y), ladj
+
+    def inverse(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        x, ladj = self.inner.inverse(self.to_model(y), context)
+        return self.from_model(x), ladj
 
 
 def _fuse(transforms: list[Transform]) -> list[Transform]:

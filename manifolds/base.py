@@ -8,6 +8,7 @@ geometry (wrapped normal, flows, VAEs) is written once, in *tangent coordinates 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
@@ -27,7 +28,8 @@ class ManifoldOps:
         own tangent coordinates at the origin: ℝⁿ only, where flows skip ``exp``/``log``).
 
     **Curvature**: :meth:`curvature` gives the sectional curvature as a tensor (``-1/k``, ``0``, ``1/r²``);
-        :meth:`set_curvature` / :attr:`curvature_parameter` exist where :attr:`learnable_curvature` may be true.
+        :attr:`curvature_parameter` (``None`` where the curvature is fixed by
+        construction) and, where it is not ``None``, ``set_k`` (``k = R²``, set by :class:`vae.CurvatureSchedule`).
 
     **Tangent coordinates at the origin** (``n`` numbers in an orthonormal frame of ``T_o M``):
         :meth:`origin`, :meth:`expmap0_spatial` (coordinates → point), :meth:`logmap0_spatial` (point →
@@ -41,6 +43,13 @@ class ManifoldOps:
     **Isometric model**: :meth:`isometric_model` returns ``(model, to_model, from_model)`` when flows written for
         another manifold (e.g. the hyperboloid) should be carried through an isometry (e.g. the Poincaré ball),
         else ``None``. Isometries keep densities with respect to the Riemannian volume, so log-dets are unchanged.
+
+    **For continuous flows** (``flows.rfm``, which integrates ``dx/dt = V(t, x)`` in ambient coordinates and projects
+        with ``projx``): :meth:`divergence` (the exact Riemannian divergence of a tangent field given in ambient
+        coordinates, or Hutchinson's estimate of it) and :meth:`features` / :meth:`feature_dim` (a smooth injective
+        encoding of points for neural networks). Derived, nothing to implement: :attr:`exp0_is_diffeomorphism`
+        and :meth:`expmap0_logdet` (override the latter where the log-Jacobian of ``exp_o`` is not a function of
+        ``|v|``, e.g. products).
     """
 
     #: when True, every operation checks its inputs (finite, right size, on the manifold / tangent space)
@@ -69,9 +78,54 @@ class ManifoldOps:
         """Largest ``r`` such that ``exp_x`` is a diffeomorphism on the tangent ball of radius ``r`` (every ``x``)."""
         return math.inf
 
+    @property
+    def curvature_parameter(self) -> torch.nn.Parameter | None:
+        """The parameter behind the curvature (toggle its ``requires_grad`` to train it; a manifold that has one
+        also implements ``set_k(value)`` for :class:`vae.CurvatureSchedule`), or ``None`` where the curvature is
+        fixed by construction (ℝⁿ, Tⁿ)."""
+        return None
+
     def curvature(self) -> Tensor:  # pragma: no cover - overridden
         """Sectional curvature as a 0-d tensor (``-1/k`` on Hⁿ_k, ``1/r²`` on Sⁿ_r, ``0`` when flat)."""
         raise NotImplementedError
+
+    @property
+    def exp0_is_diffeomorphism(self) -> bool:
+        """Whether ``exp_o`` maps ℝⁿ (tangent coordinates) diffeomorphically onto the whole manifold (infinite
+        injectivity radius and not compact: ℝⁿ, Hⁿ, the ball): then flows of ℝⁿ lift to it as ``exp_o ∘ f ∘ log_o``
+        and ``log_o`` is a global chart. Derived from :attr:`injectivity_radius` and :attr:`is_compact`."""
+        return self.injectivity_radius == math.inf and not self.is_compact
+
+    def expmap0_logdet(self, v: Tensor) -> Tensor:
+        """``log|det d exp_o(v)|`` at tangent coordinates ``v`` (``n`` numbers, last dimension), the log-Jacobian
+        the lifted flows add: ``expmap_logdet(|v|, n)`` on isotropic manifolds; a product sums its factors'."""
+        return self.expmap_logdet(torch.linalg.vector_norm(v, dim=-1), v.size(-1))
+
+    def features(self, x: Tensor) -> Tensor:
+        """A smooth, injective encoding of points ``x`` (ambient coordinates last) as ``feature_dim(n)`` numbers, the
+        input of neural vector fields: the ambient coordinates by default; a manifold whose coordinates jump
+        (the torus's angles) returns a continuous encoding (``cos θ, sin θ``)."""
+        return x
+
+    def feature_dim(self, n: int) -> int:
+        """Length of :meth:`features` for intrinsic dimension ``n`` (``ambient_dim(n)`` by default)."""
+        return self.ambient_dim(n)
+
+    def divergence(self, v: Tensor, x: Tensor, *, probe: Tensor | None = None,
+                   create_graph: bool = False) -> Tensor:  # pragma: no cover - overridden
+        r"""Riemannian divergence ``div_g V(x)`` of a tangent field ``v = V(x)`` given in ambient coordinates
+        (``x`` must be part of ``v``'s autograd graph; rows of ``v`` depend on the same rows of ``x`` only), shape
+        ``x.shape[:-1]``.
+
+        ``probe=None``: exact. Otherwise ``probe`` is a standard normal tensor shaped like ``x``, which the
+        manifold turns into a tangent probe ``ε ∈ T_xM`` with ``E[ε ε^♭] = id`` on ``T_xM`` and returns
+        Hutchinson's unbiased estimate ``⟨ε, Jε⟩_g`` (one vector-Jacobian product). Most manifolds implement it
+        with :func:`embedded_divergence`, giving their unit normals: ``tr J`` on a flat chart (ℝⁿ, Tⁿ),
+        ``tr J - x̂ᵀJx̂`` on Sⁿ_r (``x̂ = x/r``), ``tr J + ⟨x, Jx⟩_L/k`` on Hⁿ_k; a product adds its factors'.
+        ``create_graph=True`` keeps the result differentiable (training through the ODE solver).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement divergence(v, x); continuous flows "
+                                  "(flows.rfm) need it: see ManifoldOps.divergence")
 
     def isometric_model(self):
         """``(model, to_model, from_model)`` through which flows of ``model`` act on this manifold, or ``None``."""
@@ -93,7 +147,7 @@ class ManifoldOps:
     def same_as(self, other: object) -> bool:
         """Whether ``other`` is this manifold or an interchangeable copy (same kind and, where there is one, the
         same fixed curvature): flows on either can be composed. Reads values on the host (construction time only)."""
-        return self is other or (type(self) is type(other) and self.name == "Euclidean")
+        return self is other or (type(self) is type(other) and self.coords_are_points)
 
     # -- validation ---------------------------------------------------------------------------------------
     def _check_size(self, x: Tensor, what: str) -> None:
@@ -156,3 +210,43 @@ class ManifoldOps:
             )
         if self.validate:
             self._check_finite(v, what)
+
+
+def embedded_divergence(v: Tensor, x: Tensor, normals: Sequence[tuple[Tensor, Tensor]] = (), *,
+                        probe: Tensor | None = None, probe_dual: Tensor | None = None,
+                        create_graph: bool = False) -> Tensor:
+    r"""Riemannian divergence of a tangent field ``v = V(x)`` on a submanifold of a flat (pseudo-)Euclidean space
+    ``(ℝᵐ, G)`` with the induced metric, from its ambient Jacobian ``J = ∂v/∂x``:
+
+    .. math:: \operatorname{div}_g V = \operatorname{tr} J - \sum_j a_j^\top J\, b_j ,
+        \qquad a_j = ε_j\, G ν_j,\; b_j = ν_j ,
+
+    ``ν_j`` the unit normals (``ε_j = ⟨ν_j, ν_j⟩_G = ±1``), passed as the pairs ``normals = [(a_j, b_j), …]``
+    (shaped like ``x``). The ambient connection is the ordinary derivative, so the submanifold's is its projection
+    (Gauss formula) and ``div_g V = Σ_i ⟨e_i, J e_i⟩_G`` over an orthonormal tangent frame; completing the frame
+    with the normals gives the formula, in which ``J``'s normal part (how ``V`` is extended off the manifold)
+    cancels. No normals: ``tr J`` (a flat chart). Sⁿ_r: ``a = b = x/r``, ``tr J - x̂ᵀJx̂``. Hⁿ_k (``ν = x/√k``,
+    ``ε = -1``): ``a = -Gx/k, b = x``, ``tr J + ⟨x, Jx⟩_L/k``. Exact: ``m + len(normals)`` batched
+    vector-Jacobian products. With a tangent ``probe`` ``ε`` (``E[εε^♭] = P_x``) and ``probe_dual = Gε``:
+    Hutchinson's unbiased ``(Gε)ᵀJε`` (one product).
+
+    Example:
+        >>> x = torch.tensor([[0.6, 0.8]], requires_grad=True)  # the unit circle in ℝ²
+        >>> v = torch.stack([-x[:, 1], x[:, 0]], -1) * x[:, :1]  # V = x₀·(rotation field); div = ∂_θ x₀ = -x₁
+        >>> embedded_divergence(v, x, [(x.detach(), x.detach())])
+        tensor([-0.8000])
+    """
+    if probe is not None:
+        (g,) = torch.autograd.grad(v, x, probe_dual, create_graph=create_graph, retain_graph=True, allow_unused=True)
+        return v.new_zeros(v.shape[:-1]) if g is None else (g * probe).sum(-1)
+    m = v.size(-1)
+    rows = torch.eye(m, dtype=v.dtype, device=v.device).reshape(m, *([1] * (v.dim() - 1)), m).expand(m, *v.shape)
+    rows = torch.cat([rows, *(a.unsqueeze(0) for a, _ in normals)], dim=0)  # e_A (A < m), then a_j
+    (g,) = torch.autograd.grad(v, x, rows, create_graph=create_graph, retain_graph=True, allow_unused=True,
+                               is_grads_batched=True)
+    if g is None:
+        return v.new_zeros(v.shape[:-1])
+    div = torch.diagonal(g[:m], dim1=0, dim2=-1).sum(-1)  # Σ_A (e_Aᵀ J)_A
+    for j, (_, b) in enumerate(normals):
+        div = div - (g[m + j] * b).sum(-1)  # a_jᵀ J b_j
+    return div

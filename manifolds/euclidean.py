@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import geoopt
 import torch
 
-from .base import ManifoldOps
+from .base import ManifoldOps, embedded_divergence
 
 Tensor = torch.Tensor
 
@@ -43,6 +43,11 @@ class Euclidean(ManifoldOps, geoopt.Manifold):
     def curvature(self) -> Tensor:
         """``0``: ℝⁿ is flat."""
         return torch.zeros(())
+
+    def divergence(self, v: Tensor, x: Tensor, *, probe: Optional[Tensor] = None,
+                   create_graph: bool = False) -> Tensor:
+        """``tr ∂v/∂x`` (exact), or Hutchinson's ``εᵀJε`` with ``ε = probe`` (:meth:`ManifoldOps.divergence`)."""
+        return embedded_divergence(v, x, probe=probe, probe_dual=probe, create_graph=create_graph)
 
     def ambient_dim(self, n: int) -> int:
         return n

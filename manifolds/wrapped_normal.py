@@ -10,6 +10,7 @@ from torch.distributions import Distribution, constraints
 from .base import ManifoldOps
 from .boost import boosted_logmap0
 from .constants import INTERNAL_DTYPE
+from .lorentz import Lorentz
 from .validation import validation_enabled
 
 Tensor = torch.Tensor
@@ -29,7 +30,7 @@ class OnManifold(constraints.Constraint):
     def check(self, value: Tensor) -> Tensor:
         value = value.detach()
         finite = torch.isfinite(value).all(-1)
-        if self.manifold.name != "Lorentz":
+        if not isinstance(self.manifold, Lorentz):
             return finite
         v = value.double()
         k = self.manifold.k.detach().double()
@@ -172,7 +173,7 @@ class WrappedNormal(Distribution):
         """
         if self._at_origin:
             return self._log_prob_coords(w)
-        if self.manifold.name != "Lorentz":
+        if not isinstance(self.manifold, Lorentz):
             return self.log_prob(self.manifold.expmap0_spatial(w))
         dtype = torch.promote_types(self.loc.dtype, w.dtype)
         k = self.manifold.k.to(INTERNAL_DTYPE)
@@ -206,7 +207,7 @@ class WrappedNormal(Distribution):
         dtype = torch.promote_types(self.loc.dtype, v.dtype)  # as rsample_and_log_prob's points
         if self._at_origin:
             return v.to(dtype), log_p
-        if self.manifold.name != "Lorentz":
+        if not isinstance(self.manifold, Lorentz):
             return self.manifold.logmap0_spatial(self._push(v)), log_p
         k = self.manifold.k.to(INTERNAL_DTYPE)
         mu_hat = self.loc[..., 1:].to(INTERNAL_DTYPE).expand(v.shape)

@@ -63,7 +63,8 @@ class CurvatureSchedule:
 
     @property
     def has_curvature(self) -> bool:
-        return hasattr(self.manifold, "set_k") and hasattr(self.manifold, "curvature_parameter")
+        """Whether the manifold has a curvature parameter to schedule (``curvature_parameter`` is not ``None``)."""
+        return self.manifold.curvature_parameter is not None
 
     def radius_at(self, epoch: int) -> float | None:
         """The radius the schedule imposes at ``epoch`` (``None``: it imposes none, ``k`` is left as is)."""

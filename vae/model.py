@@ -33,8 +33,8 @@ def check_flow_manifold(flow: nn.Module | None, manifold: nn.Module) -> None:
     share_manifold=True)``): on a copy, the model's curvature (learnable, or set by a schedule) would not reach it."""
     if flow is None or flow.manifold is manifold:
         return
-    if getattr(manifold, "name", None) == "Euclidean" and manifold.same_as(flow.manifold):
-        return  # ℝⁿ has no state: a copy is the same space
+    if manifold.curvature_parameter is None and manifold.same_as(flow.manifold):
+        return  # no curvature parameter to share (ℝⁿ): an interchangeable copy is the same space
     raise ValueError(
         f"the flow acts on a different {flow.manifold.name} object than the model's manifold, so the model's curvature "
         f"(learnable, or set by a schedule) would not reach it; build it with flows.build(name, manifold, dim, "
