@@ -21,6 +21,16 @@ def paper_name(model: str, flow: str) -> str:
     return PAPER_NAMES.get((model, flow), f"{model}+{flow}")
 
 
+def curvature_record(manifold) -> dict[str, float]:
+    """What a run records of its latent manifold's curvature: ``k`` (curvature ``-1/k``) on a hyperbolic manifold,
+    nothing on a flat one, ``curvature`` otherwise (read on the host: evaluation time only)."""
+    sign = manifold.curvature_sign
+    if sign == 0:
+        return {}
+    c = float(manifold.curvature().detach())
+    return {"k": -1.0 / c} if sign == -1 else {"curvature": c}
+
+
 def make_manifold(model: str, *, k: float | None = None):
     """ℝⁿ for ``euclidean``; the hyperboloid for ``hyperbolic``, starting at the warm-up radius ``R = 11``
     (``k = R²``) unless ``k`` is given."""

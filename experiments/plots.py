@@ -54,8 +54,8 @@ def disk_coordinates(manifold, z) -> tuple[np.ndarray, bool]:
 
     with torch.no_grad():
         p = manifold.to_poincare(z.detach())
-        if manifold.name == "Lorentz":
-            return (p / manifold.k.sqrt()).cpu().double().numpy(), True
+        if manifold.curvature_sign == -1:  # the ball of radius sqrt(k), k = -1/curvature, scaled to the unit disk
+            return (p * (-manifold.curvature().detach()).sqrt()).cpu().double().numpy(), True
         return p.cpu().double().numpy(), False
 
 

@@ -1,7 +1,7 @@
 """Issue 23: code above ``manifolds/`` asks a manifold only what :class:`~manifolds.base.ManifoldOps` declares. A
 grep over the sources finds no manifold-name comparison (``.name ==`` / ``!=`` / ``in``) and no attribute probe
 (``hasattr(manifold, …)`` / ``hasattr(self.manifold, …)``) in ``flows/`` and ``vae/``; ``experiments/`` is listed with
-its known remaining spots (being moved in another branch), which must only shrink."""
+``experiments/`` too."""
 
 from __future__ import annotations
 
@@ -19,10 +19,6 @@ PATTERNS = (
     re.compile(r"\b(has|get)attr\(\s*(self\.)?manifold\b"),
     re.compile(r"\b(has|get)attr\(\s*M\b"),
 )
-
-#: experiments/ spots left for the restructuring branch (file: number of matching lines)
-EXPERIMENTS_KNOWN = {"plots.py": 1, "density.py": 1, "graph_recon.py": 1}
-
 
 def _hits(package: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
@@ -44,16 +40,8 @@ def test_the_patterns_catch_what_they_are_for():
     assert not any(p.search('raise ValueError(f"got {manifold.name}")') for p in PATTERNS)
 
 
-@pytest.mark.parametrize("package", ["flows", "vae"])
+@pytest.mark.parametrize("package", ["flows", "vae", "experiments"])
 def test_no_manifold_name_or_attribute_dispatch(package):
     hits = _hits(package)
     assert not hits, "dispatch on a manifold's name or attributes; ask ManifoldOps instead:\n" + "\n".join(
         line for lines in hits.values() for line in lines)
-
-
-def test_experiments_dispatch_only_shrinks():
-    """The known spots in experiments/ (fixed after the restructuring merges); no new ones."""
-    hits = _hits("experiments")
-    extra = {f: lines for f, lines in hits.items() if len(lines) > EXPERIMENTS_KNOWN.get(f, 0)}
-    assert not extra, "new manifold-name / attribute dispatch in experiments/:\n" + "\n".join(
-        line for lines in extra.values() for line in lines)

@@ -14,7 +14,7 @@ import torch
 
 from experiments import plots
 from experiments.datasets import DensityData
-from experiments.models import make_manifold, paper_name
+from experiments.models import curvature_record, make_manifold, paper_name
 from experiments.run import distributed as D
 from experiments.run.config import RunConfig
 from experiments.run.protocol import Job
@@ -95,8 +95,8 @@ class DensityJob(Job):
         ll = evaluate_log_likelihood(self.model, part, self.cfg.iwae_samples, batch_size=self.cfg.eval_batch)
         lls = torch.cat([t.cpu() for t in D.all_gather_object(ll.cpu())])
         out = {"test_ll": float(lls.mean()), "test_examples": int(lls.numel())}
-        if hasattr(self.manifold, "k"):
-            out["k"] = float(self.manifold.k.detach())
+        out.update(curvature_record(self.manifold))
+        if "k" in out:
             if D.is_distributed():  # DDP keeps replicas identical, the curvature included
                 ks = D.all_gather_object(out["k"])
                 out["k_rank_spread"] = max(ks) - min(ks)

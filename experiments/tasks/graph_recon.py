@@ -15,7 +15,7 @@ import torch
 
 from experiments import plots
 from experiments.datasets import GraphData
-from experiments.models import make_manifold, paper_name
+from experiments.models import curvature_record, make_manifold, paper_name
 from experiments.run.config import RunConfig
 from experiments.run.protocol import Job
 from experiments.run.steps import TrainStep
@@ -87,8 +87,7 @@ class GraphReconJob(Job):
         if val["auc"] > self.best.get("val_auc", -1.0):  # the last epoch is the best one
             self.best = {"val_auc": val["auc"], "epoch": float(self.epochs), "auc": test["auc"], "ap": test["ap"]}
         out.update(auc_at_best_val=self.best["auc"], ap_at_best_val=self.best["ap"], best_val_epoch=self.best["epoch"])
-        if hasattr(self.manifold, "k"):
-            out["k"] = float(self.manifold.k.detach())
+        out.update(curvature_record(self.manifold))
         out.update(self.hierarchy())
         return out
 
