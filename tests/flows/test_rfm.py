@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ import flows
 from flows.rfm import (LorentzVectorField, RiemannianFlow, _ChartDynamics, chart_velocity, flow_matching_loss,
                        geodesic_sq_distances, ot_pairing, riemannian_divergence)
 from manifolds import Lorentz, WrappedNormal
+from manifolds import lorentz_math as lm
 
 F64 = torch.float64
 
@@ -257,3 +259,49 @@ def test_rfm_in_the_vae_and_the_generators_prior():
     assert z.shape == (7, 3) and bool(torch.isfinite(gen.prior.log_prob(z, [3, 4])).all())
     with pytest.raises(ValueError, match="conditioner"):
         GraphGenerator(M, 2, "rfm", hidden=8)  # the default GAT prior: the field is an MLP, said plainly
+
+
+@pytest.mark.parametrize("centre", [20.0, 50.0])
+def test_ot_pairing_is_optimal_far_from_the_origin(centre):
+    """Issue 25 item 6: two clouds around a centre at distance 20 or 50 (float64). The costs match the exact
+    distances of the given points (50-digit arithmetic on their spatial coordinates, the time coordinate as
+    ``projx`` defines it) to 1e-9 relative, and the pairing's cost is the optimum on those exact costs (scipy) to
+    1e-9 relative; the ``arccosh(-⟨x, y⟩_L/k)²`` costs gave pairings 8.3-8.7× the optimum here."""
+    import mpmath
+    from scipy.optimize import linear_sum_assignment
+
+    k = 0.7
+    M = Lorentz(k=k).double()
+    g = torch.Generator().manual_seed(int(centre))
+    direction = torch.nn.functional.normalize(torch.randn(3, generator=g, dtype=F64), dim=0)
+    mu = M.expmap0_spatial(direction * centre * math.sqrt(k))
+    n = 24
+    x0 = lm.translate(mu, M.expmap0_spatial(torch.randn(n, 3, generator=g, dtype=F64) * 0.5), k)
+    x1 = lm.translate(mu, M.expmap0_spatial(torch.randn(n, 3, generator=g, dtype=F64) * 0.5 + 0.2), k)
+    assert float(M.dist0(x0).mean()) == pytest.approx(centre * math.sqrt(k), rel=0.05)
+    with mpmath.workdps(60):
+        kk = mpmath.mpf(k)
+
+        def lift(p):
+            s = [mpmath.mpf(float(c)) for c in p[1:]]
+            return [mpmath.sqrt(kk + sum(c * c for c in s))] + s
+
+        a, b = [lift(p) for p in x0], [lift(p) for p in x1]
+        exact = np.array([[float(kk * mpmath.acosh((p[0] * q[0] - sum(u * v for u, v in zip(p[1:], q[1:]))) / kk) ** 2)
+                           for q in b] for p in a])
+    C = geodesic_sq_distances(x0, x1, k).numpy()
+    np.testing.assert_allclose(C, exact, rtol=1e-9)
+    rows, cols = linear_sum_assignment(exact)
+    optimum = exact[rows, cols].sum()
+    perm = ot_pairing(x0, x1, k, block=n)
+    assert sorted(perm.tolist()) == list(range(n))
+    assert exact[perm.numpy(), np.arange(n)].sum() == pytest.approx(optimum, rel=1e-9)
+
+
+@pytest.mark.parametrize("bad", [-1.0, 0.0, float("nan"), float("inf"), torch.tensor([1.0, 2.0])])
+def test_ot_pairing_refuses_a_bad_curvature(bad):
+    """Issue 25 item 6: ``k = -1`` returned the identity permutation; a bad ``k`` is a one-line error."""
+    x = Lorentz().expmap0_spatial(torch.randn(6, 2, dtype=F64))
+    with pytest.raises(ValueError, match="one finite positive number") as err:
+        ot_pairing(x, x.flip(0), bad)
+    assert "\n" not in str(err.value)
