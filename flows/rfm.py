@@ -57,10 +57,11 @@ from torch import nn
 from manifolds import lorentz_math as lm
 from manifolds.base import ManifoldOps
 
-from .constants import (CNF_ATOL, CNF_INVERSE_TOLERANCE_FACTOR, CNF_LOGDET_TOLERANCE_FACTOR, CNF_METHOD,
-                        CNF_MIN_TOLERANCE, CNF_RTOL, DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, FM_COUPLINGS,
+from .constants import (CNF_ATOL, CNF_INVERSE_TOLERANCE_FACTOR, CNF_LOGDET_TOLERANCE_FACTOR, CNF_MAX_EVALUATIONS,
+                        CNF_METHOD, CNF_MIN_TOLERANCE, CNF_RTOL, DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, FM_COUPLINGS,
                         FM_OT_BLOCK, OUTPUT_INIT_SCALE, RFM_ACTIVATION, RFM_ACTIVATIONS, RFM_CHART_SERIES_THRESHOLD)
-from .continuous import TRACES, exact_trace, hutchinson_trace
+from .continuous import (TRACES, CountedDynamics, check_dtype, check_solver_options, exact_trace, guarded_odeint,
+                         hutchinson_trace)
 from .registry import register
 from .transform import TangentNativeTransform, Transform
 
@@ -151,9 +152,11 @@ class LorentzVectorField(nn.Module):
         q = torch.sqrt(r2s / k)
         q2 = torch.where(small, r2, torch.zeros_like(r2)) / k
         sigma_series = 1 + q2 / 6 * (1 + q2 / 20 * (1 + q2 / 42))
-        sigma = torch.where(small, sigma_series, torch.sinh(q) / q)
-        c = torch.where(small, (1 + q2 / 20) / (6 * k * sigma_series), (1 - 1 / sigma) / r2s)
-        return z / sigma + c * (z * u).sum(-1, keepdim=True) * u
+        # 1/σ = q/sinh q = 2q·e^{-q}/(1 - e^{-2q}): no overflow far out, nor in its gradient (σ² would overflow
+        # float32 beyond |u| ≈ 48·√k and turn the divergence into inf·0)
+        inv_sigma = torch.where(small, 1 / sigma_series, 2 * q * torch.exp(-q) / -torch.expm1(-2 * q))
+        c = torch.where(small, (1 + q2 / 20) / (6 * k * sigma_series), (1 - inv_sigma) / r2s)
+        return z * inv_sigma + c * (z * u).sum(-1, keepdim=True) * u
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         """``V_θ(t, x) ∈ T_xH`` (ambient, ``n + 1`` coordinates) for points ``x`` (ambient)."""
@@ -236,7 +239,7 @@ def _log_volume_gradient_coefficient(r: Tensor, k: Tensor) -> Tensor:
     return torch.where(small, series, 1 / torch.tanh(qs) - 1 / qs) / k.sqrt()
 
 
-class _ChartDynamics:
+class _ChartDynamics(CountedDynamics):
     """``d(u, ℓ)/dt = (w, div_g V)`` at ``x = exp_o u``; one object per solve (fixed Hutchinson probes).
 
     With a field that has ``chart(t, u)`` (the default :class:`LorentzVectorField`), everything is computed in the
@@ -252,7 +255,7 @@ class _ChartDynamics:
 
     def __call__(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         u = state[0]
-        self.evaluations += 1
+        self.tick()
         differentiable = torch.is_grad_enabled()
         with torch.enable_grad():
             if not u.requires_grad:
@@ -300,6 +303,20 @@ class RiemannianFlow(TangentNativeTransform):
             log-densities, any ``n``).
         method, rtol, atol: the ``torchdiffeq`` solver and its tolerances (floored per dtype at
             :data:`~flows.constants.CNF_MIN_TOLERANCE`).
+        steps: solve on a fixed grid of ``steps`` steps (``method`` one of
+            :data:`~flows.constants.CNF_FIXED_METHODS`, e.g. ``"rk4"``): a bounded cost, e.g. for brute-force
+            log-det checks far from the origin, where the adaptive solver grinds.
+        max_evaluations: the step budget (:data:`~flows.constants.CNF_MAX_EVALUATIONS`): a solve that needs more
+            field evaluations stops with a one-line ``RuntimeError`` (also under ``python -O``).
+
+    Inputs with a non-finite coordinate give NaN rows (and NaN log-dets) without reaching the solver; inputs of
+    another dtype than the parameters are a one-line ``ValueError`` naming both.
+
+    **Finite envelope of scoring.** The field is evaluated in the chart, where ``d exp_o`` enters as
+    ``q/sinh q`` (``q = |u|/√k``, computed from ``e^{-q}``: neither it nor its gradient overflows), so log-densities
+    of :class:`~flows.Flow` are finite for every point whose ambient coordinates are finite: tangent norms up to
+    ≈ 88·√k in float32 and ≈ 709·√k in float64 (the overflow of ``cosh``), with the default field or one whose
+    weights have been moved by O(1) (tested at 0.2 per weight, ``tests/flows/test_rfm.py``).
 
     Example:
         >>> from manifolds import Lorentz, WrappedNormal
@@ -316,7 +333,8 @@ class RiemannianFlow(TangentNativeTransform):
     def __init__(self, manifold: ManifoldOps, dim: int, hidden: int = DEFAULT_HIDDEN,
                  layers: int = DEFAULT_HIDDEN_LAYERS, *, field: Optional[nn.Module] = None, trace: str = "exact",
                  method: str = CNF_METHOD, rtol: float = CNF_RTOL, atol: float = CNF_ATOL,
-                 activation: str = RFM_ACTIVATION) -> None:
+                 activation: str = RFM_ACTIVATION, steps: Optional[int] = None,
+                 max_evaluations: int = CNF_MAX_EVALUATIONS) -> None:
         if not hasattr(manifold, "k"):
             raise ValueError("the Riemannian flow acts on a Lorentz manifold (it uses its curvature k)")
         super().__init__(manifold)
@@ -327,6 +345,8 @@ class RiemannianFlow(TangentNativeTransform):
         self.dim = int(dim)
         self.field = field if field is not None else LorentzVectorField(manifold, dim, hidden, layers, activation)
         self.trace, self.method, self.rtol, self.atol = trace, method, float(rtol), float(atol)
+        check_solver_options(method, steps, max_evaluations)
+        self.steps, self.max_evaluations = steps, int(max_evaluations)
         #: vector-field evaluations of the last solve (the solver's cost)
         self.last_evaluations = 0
 
@@ -351,11 +371,10 @@ class RiemannianFlow(TangentNativeTransform):
         return self._solve(v, reverse=True)
 
     def _solve(self, u: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-        from torchdiffeq import odeint
-
         if u.dim() == 0 or u.size(-1) != self.dim:
             raise ValueError(f"{type(self).__name__} expects {self.dim} tangent coordinates in the last dimension; "
                              f"got shape {tuple(u.shape)}")
+        check_dtype(self, u)
         batch = u.shape[:-1]
         u0 = u.reshape(-1, self.dim)
         probes = torch.randn_like(u0) if self.trace == "hutchinson" else None
@@ -363,10 +382,13 @@ class RiemannianFlow(TangentNativeTransform):
         dynamics = _ChartDynamics(self.field, k, probes)
         times = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=u0.dtype, device=u0.device)
         floor = CNF_MIN_TOLERANCE.get(str(u0.dtype).removeprefix("torch."), CNF_MIN_TOLERANCE["float32"])
-        us, ls = odeint(dynamics, (u0, u0.new_zeros(u0.shape[0])), times, rtol=max(self.rtol, floor),
-                        atol=max(self.atol, floor), method=self.method)
-        self.last_evaluations = dynamics.evaluations
-        return us[-1].reshape(*batch, self.dim), ls[-1].reshape(batch)
+        try:
+            end, logdet = guarded_odeint(dynamics, u0, times, method=self.method, rtol=max(self.rtol, floor),
+                                         atol=max(self.atol, floor), steps=self.steps,
+                                         max_evaluations=self.max_evaluations)
+        finally:
+            self.last_evaluations = dynamics.evaluations
+        return end.reshape(*batch, self.dim), logdet.reshape(batch)
 
 
 def sample_times(shape: torch.Size, schedule: str, *, dtype: torch.dtype, device: torch.device,
