@@ -85,3 +85,13 @@ REFERENCE_RADIUS: float = 2.0
 #: The paper's schedule as implemented here: both stages ``E`` epochs at ``L``, curvature fixed at k = 1.
 PAPER_GENERATOR_CURVATURE: float = 1.0
 SCHEDULES: tuple[str, ...] = ("paper", "reference")
+
+# -- hierarchy metrics (vae/hierarchy.py) ---------------------------------------------------------------------
+#: Graphs with at most this many nodes get exact MAP and distortion (every node a source: today's numbers, and
+#: at most N²/2 distance ratios = 100 MB kept for the distortion's best scale). Larger graphs use a seeded sample.
+HIERARCHY_EXACT_MAX_NODES: int = 5_000
+#: Default number of sampled source nodes above the threshold (a BFS and a row of latent distances each; memory
+#: ``sources × N`` float32 ratios for the distortion: 512 MB at 1M nodes; standard errors reported).
+HIERARCHY_SOURCES: int = 128
+#: Node pairs per call of ``manifold.dist`` (its float64 temporaries: ~90 MB at 16 latent dimensions).
+HIERARCHY_DIST_CHUNK: int = 65_536
