@@ -91,7 +91,7 @@ SCHEDULES: tuple[str, ...] = ("paper", "reference")
 #: at most N²/2 distance ratios = 100 MB kept for the distortion's best scale). Larger graphs use a seeded sample.
 HIERARCHY_EXACT_MAX_NODES: int = 5_000
 #: Default number of sampled source nodes above the threshold (a BFS and a row of latent distances each; memory
-#: ``sources × N`` float32 ratios for the distortion: 512 MB at 1M nodes; standard errors reported).
-HIERARCHY_SOURCES: int = 128
+#: ``sources × N`` float32 ratios for the distortion: 256 MB at 1M nodes; standard errors reported).
+HIERARCHY_SOURCES: int = 64
 #: Node pairs per call of ``manifold.dist`` (its float64 temporaries: ~90 MB at 16 latent dimensions).
 HIERARCHY_DIST_CHUNK: int = 65_536

@@ -164,3 +164,13 @@ def test_hierarchy_metrics_memory_is_linear_in_the_graph(monkeypatch):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 16e6 and np.isfinite(m["map"]) and np.isfinite(m["distortion"])
+
+
+def test_the_pooled_best_scale_is_the_sorted_one():
+    """The sampled path's weighted median (histogram, then the crossing bin sorted) equals the sort of the pool."""
+    from vae.hierarchy import _best_scale, _best_scale_pooled
+
+    rng = np.random.default_rng(0)
+    parts = [rng.lognormal(0.0, 1.5, size=s) * (rng.random(s) > 0.05) for s in (1, 50, 1000, 333)]
+    assert _best_scale_pooled(parts, bins=64) == _best_scale(np.concatenate(parts))
+    assert _best_scale_pooled([np.zeros(3)]) is None
