@@ -56,6 +56,17 @@ CNF_MIN_TOLERANCE: dict[str, float] = {"float64": 1e-14, "float32": 1e-6, "float
 CNF_INVERSE_TOLERANCE_FACTOR: float = 1e2
 CNF_LOGDET_TOLERANCE_FACTOR: float = 1e2
 
+#: Step budget of one ODE solve (CNF and Riemannian flows): a solve that needs more vector-field evaluations stops
+#: with a one-line ``RuntimeError`` instead of grinding (a stiff field, tolerances too tight for the dtype) or, under
+#: ``python -O`` where torchdiffeq's step-size assertions are gone, looping for ever. A healthy solve of the shared
+#: suite takes 30-150 evaluations (dopri5: 6 per step), so 20 000 is ~3 000 steps.
+CNF_MAX_EVALUATIONS: int = 20_000
+
+#: torchdiffeq methods with a fixed grid (``steps=`` of a CNF / Riemannian flow: ``steps`` equal steps over the
+#: solve, a bounded cost whatever the field, e.g. for brute-force log-det checks far from the origin).
+CNF_FIXED_METHODS: tuple[str, ...] = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams",
+                                      "implicit_adams")
+
 #: Initial end time ``T`` of a CNF block.
 CNF_END_TIME: float = 1.0
 

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import (CNF_ATOL, CNF_END_TIME, CNF_INVERSE_TOLERANCE_FACTOR, CNF_LOGDET_TOLERANCE_FACTOR,
-                        CNF_METHOD, CNF_MIN_TOLERANCE, CNF_RTOL, DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS,
-                        OUTPUT_INIT_SCALE)
+from .constants import (CNF_ATOL, CNF_END_TIME, CNF_FIXED_METHODS, CNF_INVERSE_TOLERANCE_FACTOR,
+                        CNF_LOGDET_TOLERANCE_FACTOR, CNF_MAX_EVALUATIONS, CNF_METHOD, CNF_MIN_TOLERANCE, CNF_RTOL,
+                        DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, OUTPUT_INIT_SCALE)
 from .registry import on_rn, register
 from .transform import Compose, Transform
 
@@ -141,7 +141,74 @@ def sample_noise(shape: torch.Size, kind: str, dtype: torch.dtype, device: torch
     raise ValueError(f"noise must be one of {NOISES}; got {kind!r}")
 
 
-class _Dynamics:
+class CountedDynamics:
+    """Base of an ODE right-hand side that counts its evaluations and stops a solve past its budget
+    (:data:`~flows.constants.CNF_MAX_EVALUATIONS`): a plain ``raise``, so it holds under ``python -O`` too."""
+
+    evaluations: int = 0
+    budget: int = CNF_MAX_EVALUATIONS
+
+    def tick(self) -> None:
+        self.evaluations += 1
+        if self.evaluations > self.budget:
+            raise RuntimeError(
+                f"the ODE solve used more than {self.budget} vector-field evaluations without reaching its end time "
+                "(a stiff or exploding field, or tolerances too tight for the dtype); loosen rtol/atol, pass steps= "
+                "with a fixed-grid method (e.g. method='rk4', steps=50), or raise max_evaluations")
+
+
+def check_solver_options(method: str, steps: Optional[int], max_evaluations: int) -> None:
+    """One-line errors for a fixed number of steps with an adaptive method, or a bad step count or budget."""
+    if steps is not None and (int(steps) != steps or steps < 1 or method not in CNF_FIXED_METHODS):
+        raise ValueError(f"steps= needs a positive integer and a fixed-grid method {CNF_FIXED_METHODS}; got "
+                         f"steps={steps!r}, method={method!r}")
+    if int(max_evaluations) != max_evaluations or max_evaluations < 1:
+        raise ValueError(f"max_evaluations must be a positive integer; got {max_evaluations!r}")
+
+
+def check_dtype(module: nn.Module, x: Tensor) -> None:
+    """A one-line ``ValueError`` naming both dtypes when ``x`` and ``module``'s parameters differ."""
+    p = next(module.parameters(), None)
+    if p is not None and p.dtype != x.dtype:
+        raise ValueError(f"{type(module).__name__} has {p.dtype} parameters but got {x.dtype} inputs; cast one to "
+                         f"the other (flow.to({x.dtype}) or x.to({p.dtype}))")
+
+
+def guarded_odeint(dynamics: CountedDynamics, z0: Tensor, times: Tensor, *, method: str, rtol: float, atol: float,
+                   steps: Optional[int] = None, max_evaluations: int = CNF_MAX_EVALUATIONS,
+                   adjoint_params: Optional[tuple[Tensor, ...]] = None) -> tuple[Tensor, Tensor]:
+    r"""Solve ``d(z, ℓ)/dt = dynamics(t, (z, ℓ))`` from ``(z0, 0)`` over ``times`` (two entries) and return the end
+    state. Rows of ``z0`` that are not finite never reach the solver (they are solved as zeros, which no other row
+    sees, and come back as NaN, with NaN log-dets): one bad point no longer stops the batch with torchdiffeq's
+    ``underflow in dt``. The solve stops with a one-line error past ``max_evaluations`` field evaluations
+    (:class:`CountedDynamics`), and a torchdiffeq assertion becomes a one-line ``FloatingPointError``.
+    ``steps`` solves on a fixed grid of that many steps (``method`` one of
+    :data:`~flows.constants.CNF_FIXED_METHODS`); ``adjoint_params`` solves by the adjoint method."""
+    from torchdiffeq import odeint, odeint_adjoint
+
+    finite = torch.isfinite(z0).all(-1)
+    z0 = torch.where(finite.unsqueeze(-1), z0, torch.zeros_like(z0))
+    dynamics.budget = int(max_evaluations)
+    kwargs: dict = {"method": method}
+    if steps is None:
+        kwargs.update(rtol=rtol, atol=atol)
+    else:
+        kwargs["options"] = {"step_size": float(abs(times[-1] - times[0])) / int(steps)}
+    state = (z0, z0.new_zeros(z0.shape[0]))
+    try:
+        if adjoint_params is not None:
+            zs, ls = odeint_adjoint(dynamics, state, times, adjoint_params=adjoint_params, **kwargs)
+        else:
+            zs, ls = odeint(dynamics, state, times, **kwargs)
+    except AssertionError as e:
+        raise FloatingPointError(f"the ODE solver stopped ({str(e).splitlines()[0][:120]}): the field is too stiff "
+                                 "for these tolerances; loosen rtol/atol or pass steps= with a fixed-grid method "
+                                 "(e.g. method='rk4', steps=50)") from None
+    nan = torch.full_like(zs[-1], math.nan)
+    return torch.where(finite.unsqueeze(-1), zs[-1], nan), torch.where(finite, ls[-1], nan[:, 0])
+
+
+class _Dynamics(CountedDynamics):
     r"""The augmented right-hand side in rescaled time ``s ∈ [0, 1]``, ``t = s·T``:
     ``d(z, ℓ)/ds = T·(F(z, sT), tr ∂F/∂z)``. One object per solve, so Hutchinson's noise stays fixed through the
     forward solve and (with the adjoint) through the backward solve that runs later."""
@@ -152,7 +219,7 @@ class _Dynamics:
 
     def __call__(self, s: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         z = state[0]
-        self.evaluations += 1
+        self.tick()
         T = self.end_time()
         if self.noise is None and hasattr(self.field, "divergence"):  # closed-form exact trace
             v, tr = self.field.divergence(z, s * T)
@@ -201,6 +268,13 @@ class ContinuousFlow(Transform):
         adjoint: gradients by the adjoint method (``odeint_adjoint``) instead of backprop through the solver.
         method: a ``torchdiffeq`` solver.
         rtol, atol: solver tolerances (also used by the adjoint solve).
+        steps: solve on a fixed grid of ``steps`` steps instead (``method`` one of
+            :data:`~flows.constants.CNF_FIXED_METHODS`, e.g. ``"rk4"``): a bounded cost whatever the field.
+        max_evaluations: the step budget (:data:`~flows.constants.CNF_MAX_EVALUATIONS`): a solve that needs more
+            field evaluations stops with a one-line ``RuntimeError`` (also under ``python -O``).
+
+    Inputs with a non-finite coordinate give NaN rows (and NaN log-dets) without reaching the solver; inputs of
+    another dtype than the parameters are a one-line ``ValueError`` naming both.
 
     Example:
         >>> f = ContinuousFlow(2, hidden=16)
@@ -215,7 +289,8 @@ class ContinuousFlow(Transform):
     def __init__(self, dim: int, hidden: int = DEFAULT_HIDDEN, hidden_layers: int = DEFAULT_HIDDEN_LAYERS, *,
                  field: Optional[nn.Module] = None, end_time: float = CNF_END_TIME, learn_end_time: bool = True,
                  trace: str = "exact", noise: str = "gaussian", adjoint: bool = False, method: str = CNF_METHOD,
-                 rtol: float = CNF_RTOL, atol: float = CNF_ATOL) -> None:
+                 rtol: float = CNF_RTOL, atol: float = CNF_ATOL, steps: Optional[int] = None,
+                 max_evaluations: int = CNF_MAX_EVALUATIONS) -> None:
         super().__init__()
         if int(dim) != dim or dim < 1:
             raise ValueError(f"dim must be a positive integer; got {dim}")
@@ -236,6 +311,8 @@ class ContinuousFlow(Transform):
             self.register_buffer("raw_end_time", raw)
         self.trace, self.noise, self.adjoint, self.method = trace, noise, adjoint, method
         self.rtol, self.atol = float(rtol), float(atol)
+        check_solver_options(method, steps, max_evaluations)
+        self.steps, self.max_evaluations = steps, int(max_evaluations)
         #: number of vector-field evaluations of the last solve (a diagnostic of the solver's cost)
         self.last_evaluations = 0
 
@@ -277,6 +354,7 @@ class ContinuousFlow(Transform):
         if x.dim() == 0 or x.size(-1) != self.dim:
             raise ValueError(f"{type(self).__name__} expects {self.dim} coordinates in the last dimension; "
                              f"got shape {tuple(x.shape)}")
+        check_dtype(self, x)
         batch = x.shape[:-1]
         z0 = x.reshape(-1, self.dim)
         noise = None
@@ -285,16 +363,14 @@ class ContinuousFlow(Transform):
         end_time = lambda: F.softplus(self.raw_end_time).to(z0.dtype)  # noqa: E731
         dynamics = _Dynamics(self.field, end_time, noise)
         s = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=z0.dtype, device=z0.device)
-        state = (z0, z0.new_zeros(z0.shape[0]))
         rtol, atol = self._tolerances(z0.dtype)
-        if self.adjoint:
-            params = tuple(p for p in self.parameters() if p.requires_grad)
-            zs, ls = odeint_adjoint(dynamics, state, s, rtol=rtol, atol=atol, method=self.method,
-                                    adjoint_params=params)
-        else:
-            zs, ls = odeint(dynamics, state, s, rtol=rtol, atol=atol, method=self.method)
-        self.last_evaluations = dynamics.evaluations
-        return zs[-1].reshape(*batch, self.dim), ls[-1].reshape(batch)
+        params = tuple(p for p in self.parameters() if p.requires_grad) if self.adjoint else None
+        try:
+            z, logdet = guarded_odeint(dynamics, z0, s, method=self.method, rtol=rtol, atol=atol, steps=self.steps,
+                                       max_evaluations=self.max_evaluations, adjoint_params=params)
+        finally:
+            self.last_evaluations = dynamics.evaluations
+        return z.reshape(*batch, self.dim), logdet.reshape(batch)
 
 
 @register("cnf", on_rn, "continuous normalizing flow on ℝⁿ (FFJORD; torchdiffeq dopri5, exact trace)",

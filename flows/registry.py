@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Callable, Optional
 
+import torch
+
 import manifolds as _manifolds
 from manifolds import Euclidean, Lorentz
 from manifolds.base import ManifoldOps
@@ -242,8 +244,33 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
     model = manifold.isometric_model()
     if model is not None:  # the model's flow, carried through the isometry (log-dets unchanged)
         inner = factory(model[0], dim, layers=layers, hidden=hidden, conditioner=conditioner, **kwargs)
-        return IsometricTransform(manifold, inner, model[1], model[2])
-    return factory(manifold, dim, layers=layers, hidden=hidden, conditioner=conditioner, **kwargs)
+        return _named(IsometricTransform(manifold, inner, model[1], model[2]), name)
+    return _named(factory(manifold, dim, layers=layers, hidden=hidden, conditioner=conditioner, **kwargs), name)
+
+
+#: state-dict entry (a buffer of the name's UTF-8 bytes) that carries the registered name of a flow made by build
+FLOW_NAME_KEY = "flow_name"
+
+
+def _named(flow: Transform, name: str) -> Transform:
+    """Give ``flow`` its registered name as a buffer (so ``state_dict()`` carries it) and refuse, on
+    ``load_state_dict``, a state dict of another flow: ``iaf`` and ``maf`` (or ``iaf-rqs`` and ``maf-rqs``) have
+    parameters of the same names and shapes and would load into each other. A state dict without the entry (saved
+    before it existed) loads as before."""
+    flow.register_buffer(FLOW_NAME_KEY, torch.tensor(list(name.encode()), dtype=torch.uint8))
+
+    def check(module, state_dict, prefix, *args) -> None:
+        key = prefix + FLOW_NAME_KEY
+        if key not in state_dict:
+            state_dict[key] = getattr(module, FLOW_NAME_KEY).clone()
+            return
+        stored = bytes(torch.as_tensor(state_dict[key]).tolist()).decode(errors="replace")
+        if stored != name:
+            raise ValueError(f"this state dict is of the flow {stored!r}, not {name!r} ({prefix or 'the model'}); "
+                             f"build the same flow (flows.build({stored!r}, ...)) to load it")
+
+    flow.register_load_state_dict_pre_hook(check)
+    return flow
 
 
 def _couplings(cls, manifold, dim, layers, hidden, conditioner, **kw) -> Transform:

@@ -63,10 +63,11 @@ from manifolds import Lorentz
 from manifolds import lorentz_math as lm
 from manifolds.base import ManifoldOps, embedded_divergence
 
-from .constants import (CNF_ATOL, CNF_INVERSE_TOLERANCE_FACTOR, CNF_LOGDET_TOLERANCE_FACTOR, CNF_METHOD,
-                        CNF_MIN_TOLERANCE, CNF_RTOL, DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, FM_COUPLINGS,
+from .constants import (CNF_ATOL, CNF_INVERSE_TOLERANCE_FACTOR, CNF_LOGDET_TOLERANCE_FACTOR, CNF_MAX_EVALUATIONS,
+                        CNF_METHOD, CNF_MIN_TOLERANCE, CNF_RTOL, DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, FM_COUPLINGS,
                         FM_OT_BLOCK, OUTPUT_INIT_SCALE, RFM_ACTIVATION, RFM_ACTIVATIONS, RFM_CHART_SERIES_THRESHOLD)
-from .continuous import TRACES, exact_trace, hutchinson_trace
+from .continuous import (TRACES, CountedDynamics, check_dtype, check_solver_options, exact_trace, guarded_odeint,
+                         hutchinson_trace)
 from .registry import on_any, register
 from .transform import IsometricTransform, TangentNativeTransform, Transform
 
@@ -172,9 +173,11 @@ class LorentzVectorField(_TimeMLPField):
         q = torch.sqrt(r2s / k)
         q2 = torch.where(small, r2, torch.zeros_like(r2)) / k
         sigma_series = 1 + q2 / 6 * (1 + q2 / 20 * (1 + q2 / 42))
-        sigma = torch.where(small, sigma_series, torch.sinh(q) / q)
-        c = torch.where(small, (1 + q2 / 20) / (6 * k * sigma_series), (1 - 1 / sigma) / r2s)
-        return z / sigma + c * (z * u).sum(-1, keepdim=True) * u
+        # 1/σ = q/sinh q = 2q·e^{-q}/(1 - e^{-2q}): no overflow far out, nor in its gradient (σ² would overflow
+        # float32 beyond |u| ≈ 48·√k and turn the divergence into inf·0)
+        inv_sigma = torch.where(small, 1 / sigma_series, 2 * q * torch.exp(-q) / -torch.expm1(-2 * q))
+        c = torch.where(small, (1 + q2 / 20) / (6 * k * sigma_series), (1 - inv_sigma) / r2s)
+        return z * inv_sigma + c * (z * u).sum(-1, keepdim=True) * u
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         """``V_θ(t, x) ∈ T_xH`` (ambient, ``n + 1`` coordinates) for points ``x`` (ambient)."""
@@ -247,7 +250,7 @@ def _log_volume_gradient_coefficient(r: Tensor, k: Tensor) -> Tensor:
     return torch.where(small, series, 1 / torch.tanh(qs) - 1 / qs) / k.sqrt()
 
 
-class _ChartDynamics:
+class _ChartDynamics(CountedDynamics):
     """``d(u, ℓ)/dt = (w, div_g V)`` at ``x = exp_o u``; one object per solve (fixed Hutchinson probes).
 
     With a field that has ``chart(t, u)`` (the default :class:`LorentzVectorField`), everything is computed in the
@@ -263,7 +266,7 @@ class _ChartDynamics:
 
     def __call__(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         u = state[0]
-        self.evaluations += 1
+        self.tick()
         differentiable = torch.is_grad_enabled()
         with torch.enable_grad():
             if not u.requires_grad:
@@ -303,10 +306,13 @@ class _ODESolver:
     def __init__(self, manifold: ManifoldOps, dim: int, hidden: int = DEFAULT_HIDDEN,
                  layers: int = DEFAULT_HIDDEN_LAYERS, *, field: Optional[nn.Module] = None, trace: str = "exact",
                  method: str = CNF_METHOD, rtol: float = CNF_RTOL, atol: float = CNF_ATOL,
-                 activation: str = RFM_ACTIVATION) -> None:
+                 activation: str = RFM_ACTIVATION, steps: Optional[int] = None,
+                 max_evaluations: int = CNF_MAX_EVALUATIONS) -> None:
         self._check_manifold(manifold)
         super().__init__(manifold)
         self._set_solver(trace, method, rtol, atol)
+        check_solver_options(method, steps, max_evaluations)
+        self.steps, self.max_evaluations = steps, int(max_evaluations)
         self.dim = int(dim)
         self.field = field if field is not None else self._default_field(manifold, dim, hidden, layers, activation)
 
@@ -340,14 +346,13 @@ class _ODESolver:
     def _integrate(self, dynamics, y0: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
         """``(y(1), ℓ(1))`` from ``(y0, 0)`` at ``t = 0`` (``reverse``: from ``t = 1`` to 0), tolerances floored per
         dtype at :data:`~flows.constants.CNF_MIN_TOLERANCE`."""
-        from torchdiffeq import odeint
-
         times = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=y0.dtype, device=y0.device)
         floor = CNF_MIN_TOLERANCE.get(str(y0.dtype).removeprefix("torch."), CNF_MIN_TOLERANCE["float32"])
-        ys, ls = odeint(dynamics, (y0, y0.new_zeros(y0.shape[0])), times, rtol=max(self.rtol, floor),
-                        atol=max(self.atol, floor), method=self.method)
-        self.last_evaluations = dynamics.evaluations
-        return ys[-1], ls[-1]
+        try:
+            return guarded_odeint(dynamics, y0, times, method=self.method, rtol=max(self.rtol, floor),
+                                  atol=max(self.atol, floor), steps=self.steps, max_evaluations=self.max_evaluations)
+        finally:
+            self.last_evaluations = dynamics.evaluations
 
 
 class RiemannianFlow(_ODESolver, TangentNativeTransform):
@@ -368,6 +373,20 @@ class RiemannianFlow(_ODESolver, TangentNativeTransform):
             log-densities, any ``n``).
         method, rtol, atol: the ``torchdiffeq`` solver and its tolerances (floored per dtype at
             :data:`~flows.constants.CNF_MIN_TOLERANCE`).
+        steps: solve on a fixed grid of ``steps`` steps (``method`` one of
+            :data:`~flows.constants.CNF_FIXED_METHODS`, e.g. ``"rk4"``): a bounded cost, e.g. for brute-force
+            log-det checks far from the origin, where the adaptive solver grinds.
+        max_evaluations: the step budget (:data:`~flows.constants.CNF_MAX_EVALUATIONS`): a solve that needs more
+            field evaluations stops with a one-line ``RuntimeError`` (also under ``python -O``).
+
+    Inputs with a non-finite coordinate give NaN rows (and NaN log-dets) without reaching the solver; inputs of
+    another dtype than the parameters are a one-line ``ValueError`` naming both.
+
+    **Finite envelope of scoring.** The field is evaluated in the chart, where ``d exp_o`` enters as
+    ``q/sinh q`` (``q = |u|/√k``, computed from ``e^{-q}``: neither it nor its gradient overflows), so log-densities
+    of :class:`~flows.Flow` are finite for every point whose ambient coordinates are finite: tangent norms up to
+    ≈ 88·√k in float32 and ≈ 709·√k in float64 (the overflow of ``cosh``), with the default field or one whose
+    weights have been moved by O(1) (tested at 0.2 per weight, ``tests/flows/test_rfm.py``).
 
     Example:
         >>> from manifolds import Lorentz, WrappedNormal
@@ -399,6 +418,7 @@ class RiemannianFlow(_ODESolver, TangentNativeTransform):
         if u.dim() == 0 or u.size(-1) != self.dim:
             raise ValueError(f"{type(self).__name__} expects {self.dim} tangent coordinates in the last dimension; "
                              f"got shape {tuple(u.shape)}")
+        check_dtype(self, u)
         batch = u.shape[:-1]
         u0 = u.reshape(-1, self.dim)
         probes = torch.randn_like(u0) if self.trace == "hutchinson" else None
@@ -438,7 +458,7 @@ class TangentVectorField(_TimeMLPField):
         return self.manifold.proju(x, self.mlp(t, self.manifold.features(x)))
 
 
-class _AmbientDynamics:
+class _AmbientDynamics(CountedDynamics):
     """``d(x, ℓ)/dt = (V(t, π(x)), div_g V(π(x)))`` in ambient coordinates, ``π = manifold.projx`` (the exact flow
     stays on the manifold; ``π`` keeps rounding and solver error from taking the field's argument off it), the
     divergence from :meth:`~manifolds.base.ManifoldOps.divergence`; one object per solve (fixed Hutchinson probes)."""
@@ -449,7 +469,7 @@ class _AmbientDynamics:
 
     def __call__(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         x = state[0]
-        self.evaluations += 1
+        self.tick()
         differentiable = torch.is_grad_enabled()
         with torch.enable_grad():
             if not x.requires_grad:
@@ -504,6 +524,7 @@ class AmbientRiemannianFlow(_ODESolver, Transform):
         if x.dim() == 0 or x.size(-1) != m:
             raise ValueError(f"{type(self).__name__} expects {m} ambient coordinates (dimension {self.dim} on "
                              f"{self.manifold.name}) in the last dimension; got shape {tuple(x.shape)}")
+        check_dtype(self, x)
         batch = x.shape[:-1]
         x0 = x.reshape(-1, m)
         probes = torch.randn_like(x0) if self.trace == "hutchinson" else None
@@ -549,11 +570,13 @@ def sample_times(shape: torch.Size, schedule: str, *, dtype: torch.dtype, device
 
 
 def geodesic_sq_distances(x: Tensor, y: Tensor, k: Tensor | float | ManifoldOps) -> Tensor:
-    r"""All squared geodesic distances ``C_ij = d(x_i, y_j)² = k·arccosh²(-⟨x_i, y_j⟩_L / k)`` of ``x``
-    ``(..., B, n+1)`` and ``y`` ``(..., B', n+1)`` on Hⁿ_k, as ``(..., B, B')`` float64 (one matrix product; the
-    arccosh form loses digits for nearly equal points, which a transport cost can afford and
-    :func:`manifolds.lorentz_math.dist` does not). With a manifold in place of ``k``: ``dist(x_i, y_j)²`` on it (any
-    manifold of the interface, float64; :func:`flow_matching_loss` pairs by this).
+    r"""All squared geodesic distances ``C_ij = d(x_i, y_j)²`` of ``x`` ``(..., B, n+1)`` and ``y`` ``(..., B', n+1)``
+    on Hⁿ_k, as ``(..., B, B')`` float64, by :func:`manifolds.lorentz_math.dist_polar` (radii and the angle
+    between the spatial parts, with exact products): every entry keeps its relative accuracy at any distance the
+    coordinates represent. (The form ``k·arccosh²(-⟨x_i, y_j⟩_L / k)`` cancels completely for nearby points far
+    from the origin: at distance 20 or 50 from it an assignment on those costs was 8× the optimum.)
+    With a manifold in place of ``k``: ``dist(x_i, y_j)²`` on it (any manifold of the interface, float64;
+    :func:`flow_matching_loss` pairs by this).
 
     Example:
         >>> from manifolds import Lorentz
@@ -562,15 +585,22 @@ def geodesic_sq_distances(x: Tensor, y: Tensor, k: Tensor | float | ManifoldOps)
         >>> torch.allclose(geodesic_sq_distances(x, y, 2.0), M.dist(x[:, None], y[None]).double() ** 2, atol=1e-5)
         True
     """
-    x, y = x.double(), y.double()
     if isinstance(k, ManifoldOps):  # any manifold: d² from its dist
-        return k.dist(x.unsqueeze(-2), y.unsqueeze(-3)).double() ** 2
-    k = torch.as_tensor(k, dtype=torch.float64, device=x.device)
-    minus_inner = x[..., :1] * y[..., :1].transpose(-1, -2) - x[..., 1:] @ y[..., 1:].transpose(-1, -2)
-    return k * torch.acosh((minus_inner / k).clamp_min(1.0)) ** 2
+        return k.dist(x.double().unsqueeze(-2), y.double().unsqueeze(-3)).double() ** 2
+    k = _checked_k(k, x.device)
+    return lm.dist_polar(x.unsqueeze(-2), y.unsqueeze(-3), k) ** 2
 
 
-def ot_pairing(x0: Tensor, x1: Tensor, k: Tensor | float, block: int = FM_OT_BLOCK) -> Tensor:
+def _checked_k(k: Tensor | float, device: torch.device) -> Tensor:
+    """``k`` as a float64 scalar tensor, refused unless a finite positive scalar (one host read)."""
+    kt = torch.as_tensor(k, dtype=torch.float64, device=device)
+    if kt.numel() != 1 or not bool(torch.isfinite(kt).all() & (kt > 0).all()):
+        raise ValueError(f"k (the curvature parameter of Hⁿ_k, curvature -1/k) must be one finite positive number; "
+                         f"got {k!r}")
+    return kt.reshape(())
+
+
+def ot_pairing(x0: Tensor, x1: Tensor, k: Tensor | float | ManifoldOps, block: int = FM_OT_BLOCK) -> Tensor:
     r"""Minibatch optimal transport: the permutation ``π`` of ``x0``'s rows (``(B, n+1)``) that minimises
     ``Σ_i d(x0_{π(i)}, x1_i)²`` within each run of ``block`` consecutive rows (the last one may be shorter): an exact
     assignment per block (Hungarian, ``scipy.optimize.linear_sum_assignment``), pairing ``x0[π]`` with ``x1``.
@@ -579,6 +609,9 @@ def ot_pairing(x0: Tensor, x1: Tensor, k: Tensor | float, block: int = FM_OT_BLO
     data as marginals (Tong et al. 2023; Pooladian et al. 2023): flow matching on them still carries the base to the
     data, along straighter, less crossing paths. The assignment runs on the CPU: one device → host copy of the costs
     per call (on a GPU, a synchronisation; the rest of a flow-matching step makes none).
+
+    ``k``: the curvature parameter of Hⁿ_k (or a :class:`~manifolds.Lorentz`: its ``k``), costs by the
+    cancellation-free :func:`geodesic_sq_distances`; or any other manifold of the interface, costs by its ``dist``.
 
     Example:
         >>> from manifolds import Lorentz
@@ -592,6 +625,10 @@ def ot_pairing(x0: Tensor, x1: Tensor, k: Tensor | float, block: int = FM_OT_BLO
 
     if not (isinstance(block, int) and block >= 1):
         raise ValueError(f"the OT block must be a positive int (points per assignment); got {block!r}")
+    if isinstance(k, Lorentz):  # Hⁿ: the cancellation-free costs of its k
+        k = k.k.detach()
+    if not isinstance(k, ManifoldOps):
+        k = _checked_k(k, x0.device)
     if x0.dim() != 2 or x0.shape != x1.shape:
         raise ValueError(f"ot_pairing pairs two (B, n+1) batches of the same shape; got {tuple(x0.shape)} and "
                          f"{tuple(x1.shape)}")

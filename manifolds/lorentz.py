@@ -15,6 +15,16 @@ from .constants import K_RANGE, MANIFOLD_CHECK_RTOL
 Tensor = torch.Tensor
 
 
+def _inner_bounds(k_range: tuple[float, float], dtype: torch.dtype) -> tuple[float, float]:
+    """The smallest and largest values of ``dtype`` strictly inside the open interval ``k_range``."""
+    lo, hi = (torch.tensor(b, dtype=torch.float64).to(dtype) for b in k_range)
+    if float(lo) <= k_range[0]:
+        lo = torch.nextafter(lo, torch.tensor(math.inf, dtype=dtype))
+    if float(hi) >= k_range[1]:
+        hi = torch.nextafter(hi, torch.tensor(-math.inf, dtype=dtype))
+    return float(lo), float(hi)
+
+
 class Lorentz(ManifoldOps, geoopt.Manifold):
     r"""Hyperboloid :math:`H^n_k = \{x ∈ ℝ^{n+1} : <x,x>_L = -k,\ x_0 > 0\}` of curvature ``-1/k``.
 
@@ -32,7 +42,9 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
     .. math:: \log k = c + h \tanh(θ / h), \qquad c = \tfrac12(\log k_{max} + \log k_{min}),\quad
               h = \tfrac12(\log k_{max} - \log k_{min}),
 
-    so every finite ``θ`` gives ``k`` strictly inside ``k_range`` (no clamp: a smooth bijection ℝ → range), and
+    so every finite ``θ`` gives ``k`` strictly inside ``k_range`` (a smooth bijection ℝ → range; in every dtype,
+    :attr:`k` also keeps the rounding of ``exp`` inside), the constructor and :meth:`set_k` accept the same
+    values (every finite ``k`` with ``k_min < k < k_max``), and
     near the middle of the range (``k = 1`` for the default) a step in ``θ`` moves ``log k`` as much as a step in
     ``log k`` itself (``d log k / dθ = 1`` at ``θ = 0``). Loading a state_dict whose ``k_raw`` is not finite, or a legacy ``log_k``
     entry outside the range, raises a ``ValueError``.
@@ -80,7 +92,11 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
         self.k_range = (lo, hi)
         self._log_k_center = 0.5 * (math.log(hi) + math.log(lo))
         self._log_k_half = 0.5 * (math.log(hi) - math.log(lo))
-        self.k_raw = torch.nn.Parameter(torch.tensor(self._raw_of(float(k_t)), dtype=k_t.dtype),
+        #: per dtype, its values nearest the bounds inside k_range (no tensor work in ``k``: compiled steps read it)
+        self._k_bounds = {dt: _inner_bounds(self.k_range, dt)
+                          for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+        value = float(k) if not torch.is_tensor(k) else float(k_t)  # as given: set_k(k) accepts the same values
+        self.k_raw = torch.nn.Parameter(torch.tensor(self._raw_of(value), dtype=k_t.dtype),
                                         requires_grad=learnable)
         self.validate = validate
         self.dim = dim
@@ -95,7 +111,9 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
                 f"pass k_range=(k_min, k_max) to Lorentz to allow it (curvature -1/k, radius sqrt(k))"
             )
         z = (math.log(k) - self._log_k_center) / self._log_k_half
-        return self._log_k_half * math.atanh(z)
+        # a k within rounding of a bound (999.9999999999999 in (1e-3, 1e3)) gives |z| = 1 in float64: take the
+        # last z below 1, whose k(θ) is that bound's neighbour inside the range (the ``k`` property keeps it there)
+        return self._log_k_half * math.atanh(max(-math.nextafter(1.0, 0.0), min(z, math.nextafter(1.0, 0.0))))
 
     @property
     def log_k(self) -> Tensor:
@@ -104,8 +122,13 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
 
     @property
     def k(self) -> Tensor:
-        """The curvature parameter ``k = exp(log k)`` in ``k_range`` (differentiable when learnable)."""
-        return self.log_k.exp()
+        """The curvature parameter ``k = exp(log k)``, strictly inside ``k_range`` in its dtype (differentiable when
+        learnable). ``exp`` of a rounded ``log k`` can land on or just past a bound where ``tanh`` saturates (float32:
+        1000.0001 and 0.00099999993); those roundings are pulled back to the nearest value of the dtype inside the
+        range, where ``dk/dθ`` is already 0 to working precision."""
+        log_k = self.log_k
+        lo, hi = self._k_bounds[log_k.dtype]
+        return log_k.exp().clamp(lo, hi)
 
     @property
     def curvature_parameter(self) -> torch.nn.Parameter:

@@ -44,6 +44,7 @@ __all__ = [
     "logmap0_spatial",
     "dist0",
     "dist",
+    "dist_polar",
     "expmap",
     "logmap",
     "transp",
@@ -284,6 +285,63 @@ def logmap0(x: Tensor, k: Tensor | float, *, dim: int = -1) -> Tensor:
         return logmap0(x.movedim(dim, -1), k).movedim(-1, dim)
     v = logmap0_spatial(x, k)
     return torch.cat([torch.zeros_like(v[..., :1]), v], dim=-1)
+
+
+def _two_product(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """``a·b = p + e`` exactly (Dekker's product by Veltkamp splitting; no fused multiply-add needed), for
+    float64 ``|a|, |b| ≤ 1``."""
+    split = 134217729.0  # 2^27 + 1
+
+    def halves(v: Tensor) -> tuple[Tensor, Tensor]:
+        t = split * v
+        hi = t - (t - v)
+        return hi, v - hi
+
+    p = a * b
+    ah, al = halves(a)
+    bh, bl = halves(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def dist_polar(x: Tensor, y: Tensor, k: Tensor | float) -> Tensor:
+    r"""Geodesic distance from the radii and the angle of the spatial parts, at any distance the coordinates
+    represent, to 1e-12 relative or a few ulps of the points' distance from the origin, whichever is larger
+    (``r_x - r_y`` is a difference of radii). Float64 out; broadcasting; no gradient intended.
+
+    With ``r = asinh(|x̂|/√k)`` (``x = exp_o`` of a vector of length ``√k·r``) and ``θ`` the angle between ``x̂`` and
+    ``ŷ``, the hyperbolic law of cosines gives ``sinh²(d/(2√k)) = sinh²((r_x - r_y)/2) + |x̂||ŷ|(1 - cos θ)/(2k)``:
+    two non-negative terms. ``1 - cos θ = sin²θ/(1 + cos θ)`` for ``cos θ ≥ 0``, and ``sin θ = |x̂ × ŷ|/(|x̂||ŷ|)``
+    from the components ``x̂_i ŷ_j - x̂_j ŷ_i`` evaluated with exact products (:func:`_two_product`, after an exact
+    power-of-two scaling). :func:`dist` forms ``Δ⊥`` by subtracting coordinates of size ``√k·sinh(r)``, which
+    loses ``ε·e^r`` absolutely (relative 1e-7 for nearby points at distance 17, nothing left beyond 37); this form
+    does not, which is what an assignment on the costs of far points needs (:func:`flows.rfm.ot_pairing`).
+
+    Example:
+        >>> x = expmap0_spatial(torch.tensor([50.0, 0.0], dtype=torch.float64), 1.0)
+        >>> y = expmap0_spatial(torch.tensor([50.0, 1e-3], dtype=torch.float64), 1.0)
+        >>> round(float(dist_polar(x, y, 1.0)), 6)  # two points 50 from the origin, 1e-3 rad apart seen from it
+        76.974149
+    """
+    a, b = _up(x)[..., 1:], _up(y)[..., 1:]
+    a, b = torch.broadcast_tensors(a, b)
+    k64 = torch.as_tensor(k, dtype=INTERNAL_DTYPE, device=a.device)
+    sk = k64.sqrt()
+    na, nb = scaled_norm(a), scaled_norm(b)
+    # exact power-of-two scaling into [-1, 1]: the cross components keep every bit of the products
+    ea = torch.frexp(a.abs().amax(-1, keepdim=True).clamp_min(tiny(a.dtype)))[1]
+    eb = torch.frexp(b.abs().amax(-1, keepdim=True).clamp_min(tiny(b.dtype)))[1]
+    sa, sb = torch.ldexp(a, -ea), torch.ldexp(b, -eb)
+    i, j = torch.triu_indices(a.size(-1), a.size(-1), 1, device=a.device)
+    p1, e1 = _two_product(sa[..., i], sb[..., j])
+    p2, e2 = _two_product(sa[..., j], sb[..., i])
+    cross = scaled_norm((p1 - p2) + (e1 - e2)) if i.numel() else torch.zeros_like(na)
+    nsa, nsb = scaled_norm(sa), scaled_norm(sb)
+    den = (nsa * nsb).clamp_min(tiny(a.dtype))
+    cos, sin = (sa * sb).sum(-1) / den, cross / den
+    one_minus_cos = torch.where(cos >= 0, sin * sin / (1 + cos), 1 - cos)
+    radial = torch.sinh((torch.asinh(na / sk) - torch.asinh(nb / sk)) / 2)
+    angular = na.sqrt() * nb.sqrt() * (one_minus_cos / (2 * k64)).sqrt()
+    return 2 * sk * torch.asinh(torch.hypot(radial, angular))
 
 
 def dist0(x: Tensor, k: Tensor | float, *, keepdim: bool = False, dim: int = -1) -> Tensor:

@@ -73,3 +73,13 @@ NODE_INPUTS: tuple[str, ...] = ("structural", "adjacency", "both")
 #: probability ∝ Π_{e∈T} p_e/(1-p_e), i.e. the independent-edge model conditioned on being a spanning tree), or
 #: ``"max-spanning-tree"`` (that distribution's mode: the maximum-weight spanning tree under log-odds weights).
 SAMPLERS: tuple[str, ...] = ("bernoulli", "spanning-tree", "max-spanning-tree")
+
+# -- hierarchy metrics (vae/hierarchy.py) ---------------------------------------------------------------------
+#: Graphs with at most this many nodes get exact MAP and distortion (every node a source: today's numbers, and
+#: at most N²/2 distance ratios = 100 MB kept for the distortion's best scale). Larger graphs use a seeded sample.
+HIERARCHY_EXACT_MAX_NODES: int = 5_000
+#: Default number of sampled source nodes above the threshold (a BFS and a row of latent distances each; memory
+#: ``sources × N`` float32 ratios for the distortion: 256 MB at 1M nodes; standard errors reported).
+HIERARCHY_SOURCES: int = 64
+#: Node pairs per call of ``manifold.dist`` (its float64 temporaries: ~90 MB at 16 latent dimensions).
+HIERARCHY_DIST_CHUNK: int = 65_536

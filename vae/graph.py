@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from manifolds import WrappedNormal
+from manifolds.validation import validation_enabled
 
 from .constants import (FLOW_HIDDEN, FLOW_LAYERS, GAT_HEADS, GRAPH_HIDDEN, MAX_TANGENT_NORM, MIN_SCALE,
                         MIN_TEMPERATURE, TEST_FRACTION, VAL_FRACTION)
@@ -63,6 +64,24 @@ def prepare_edge_index(edge_index: Tensor, num_nodes: int) -> Tensor:
     if edge_index.size(1) == 0:
         raise ValueError("the graph has no edges (besides self-loops): link prediction needs positive edges")
     return coalesce(to_undirected(edge_index, num_nodes=num_nodes), num_nodes=num_nodes)
+
+
+def check_pairs(pairs: Tensor, num_nodes: int, what: str = "pairs") -> None:
+    """A ``ValueError`` unless ``pairs`` is a ``(2, P)`` integer tensor of node ids in ``[0, num_nodes)`` (a negative
+    id would index from the end). Reads the ids on the host: for evaluation and validated calls, not a compiled step.
+
+    Example:
+        >>> check_pairs(torch.tensor([[0, 1], [2, -1]]), 3, "neg_pairs")
+        Traceback (most recent call last):
+        ...
+        ValueError: neg_pairs has node ids in [-1, 2], outside [0, num_nodes=3): pass ids of this graph's nodes
+    """
+    if not torch.is_tensor(pairs) or pairs.dim() != 2 or pairs.size(0) != 2 or pairs.is_floating_point():
+        shape = tuple(pairs.shape) if torch.is_tensor(pairs) else type(pairs).__name__
+        raise ValueError(f"{what} must be an integer tensor of shape (2, P); got {shape}")
+    if pairs.numel() and (int(pairs.min()) < 0 or int(pairs.max()) >= num_nodes):
+        raise ValueError(f"{what} has node ids in [{int(pairs.min())}, {int(pairs.max())}], outside "
+                         f"[0, num_nodes={num_nodes}): pass ids of this graph's nodes")
 
 
 def _upper(edge_index: Tensor) -> Tensor:
@@ -525,6 +544,10 @@ class GraphVAE(nn.Module):
         graph = self._graph(x, edge_index)
         if pos_pairs.numel() == 0:
             raise ValueError("pos_pairs is empty: the loss needs at least one positive edge")
+        if validation_enabled():  # host reads: opt-in (manifolds.validation)
+            check_pairs(pos_pairs, graph.num_nodes, "pos_pairs")
+            if neg_pairs is not None:
+                check_pairs(neg_pairs, graph.num_nodes, "neg_pairs")
         if neg_pairs is None:
             neg_pairs = graph.negatives(pos_pairs.size(1))
         q0 = self.encode(x, graph)
@@ -550,7 +573,10 @@ class GraphVAE(nn.Module):
         was = self.training
         self.eval()
         try:
-            z, w, _, _ = self._latents(self.encode(x, edge_index), edge_index, sample=False)
+            q0 = self.encode(x, edge_index)
+            for pairs, what in ((pos_pairs, "pos_pairs"), (neg_pairs, "neg_pairs")):
+                check_pairs(pairs, q0.batch_shape[0], what)
+            z, w, _, _ = self._latents(q0, edge_index, sample=False)
             scores = self.pair_logits(z, torch.cat([pos_pairs, neg_pairs], 1), w).cpu().numpy()
         finally:
             self.train(was)

@@ -8,15 +8,23 @@
 * :func:`depth_spearman`: the Spearman rank correlation between a node's depth in the hierarchy and its latent's
   distance from the origin (a hierarchy drawn from the centre outwards scores 1).
 
-:func:`hierarchy_metrics` computes all three from a model's latents. They run once per evaluation on the host
-(numpy / scipy on an ``N × N`` distance matrix: about 1 s for 3,000 nodes), never inside a training step.
+:func:`hierarchy_metrics` computes all three from a model's latents, once per evaluation on the host (numpy /
+scipy), never inside a training step, in memory linear in nodes + edges: it walks source nodes one block of rows
+at a time (a BFS from each for the graph distances, latent distances in chunks). Up to
+:data:`~vae.constants.HIERARCHY_EXACT_MAX_NODES` nodes every node is a source and the numbers are the exact
+all-pairs ones (as :func:`mean_average_precision` and :func:`distortion` give on full matrices); above, a seeded
+sample of sources gives estimates with their standard errors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from .constants import HIERARCHY_DIST_CHUNK, HIERARCHY_EXACT_MAX_NODES, HIERARCHY_SOURCES
 
 
 def _check_square(dist: np.ndarray, name: str) -> int:
@@ -45,16 +53,62 @@ def mean_average_precision(dist: np.ndarray, edge_index: np.ndarray | Tensor) ->
     np.fill_diagonal(adj, False)
     d = np.array(dist, dtype=np.float64, copy=True)
     np.fill_diagonal(d, np.inf)  # a node is not its own neighbour
-    aps = []
-    for u in np.flatnonzero(adj.any(1)):
-        # rank of each neighbour: how many nodes are at least as close (ties count against the neighbour)
-        dn = np.sort(d[u, adj[u]])
-        ranks = np.searchsorted(np.sort(d[u]), dn, side="right")
-        hits = np.searchsorted(dn, dn, side="right")  # neighbours at least as close
-        aps.append(np.mean(hits / ranks))
+    aps = [_average_precision(d[u], adj[u]) for u in np.flatnonzero(adj.any(1))]
     if not aps:
         raise ValueError("the graph has no edges: mean average precision needs at least one")
     return float(np.mean(aps))
+
+
+def _average_precision(row: np.ndarray, neighbours: np.ndarray) -> float:
+    """AP of one node: ``row`` its latent distances (``inf`` at itself), ``neighbours`` a mask or sorted ids."""
+    # rank of each neighbour: how many nodes are at least as close (ties count against the neighbour)
+    dn = np.sort(row[neighbours])
+    ranks = np.searchsorted(np.sort(row), dn, side="right")
+    hits = np.searchsorted(dn, dn, side="right")  # neighbours at least as close
+    return float(np.mean(hits / ranks))
+
+
+def _best_scale(r: np.ndarray) -> float | None:
+    """The ``c > 0`` minimising ``Σ|c·r - 1|`` (the r-weighted median of ``1/r``); ``None`` when every ``r`` is 0."""
+    if not np.isfinite(r).all():
+        raise ValueError("latent distances must be finite")
+    pos = r > 0
+    if not pos.any():
+        return None  # every latent at one point: the best scale cannot help
+    # Σ|c·r - 1| = Σ r·|c - 1/r| is minimised by the r-weighted median of 1/r
+    inv, w = 1.0 / r[pos], r[pos]
+    order = np.argsort(inv)
+    cw = np.cumsum(w[order])
+    return float(inv[order][np.searchsorted(cw, 0.5 * cw[-1])])
+
+
+def _best_scale_pooled(ratios: list[np.ndarray], bins: int = 1 << 16) -> float | None:
+    """:func:`_best_scale` of the concatenation of ``ratios`` without forming it (nor its sort): the weighted
+    median is located in a histogram of ``log r`` (one pass for the range, one for the histogram), then found
+    exactly among the values of its bin (a third pass). Memory: ``bins`` plus one bin's values."""
+    if not all(np.isfinite(a).all() for a in ratios):
+        raise ValueError("latent distances must be finite")
+    lo = min((float(np.log(a[a > 0].min())) for a in ratios if (a > 0).any()), default=None)
+    if lo is None:
+        return None  # every latent at one point: the best scale cannot help
+    hi = max(float(np.log(a.max())) for a in ratios if (a > 0).any())
+    width = max(hi - lo, 1e-300) / bins
+
+    def bin_of(a: np.ndarray) -> np.ndarray:  # bins in order of decreasing r (increasing 1/r)
+        return np.clip(((hi - np.log(a)) / width).astype(np.int64), 0, bins - 1)
+
+    hist = np.zeros(bins)
+    for a in ratios:
+        p = a[a > 0].astype(np.float64)
+        hist += np.bincount(bin_of(p), weights=p, minlength=bins)
+    half = 0.5 * hist.sum()
+    cum = np.cumsum(hist)
+    j = int(np.searchsorted(cum, half))
+    before = cum[j - 1] if j > 0 else 0.0
+    inside = np.concatenate([p[bin_of(p) == j] for p in (a[a > 0].astype(np.float64) for a in ratios)])
+    inside = -np.sort(-inside)  # decreasing r: increasing 1/r
+    k = min(int(np.searchsorted(before + np.cumsum(inside), half)), inside.size - 1)
+    return float(1.0 / inside[k])
 
 
 def distortion(dist: np.ndarray, graph_dist: np.ndarray) -> float:
@@ -75,17 +129,8 @@ def distortion(dist: np.ndarray, graph_dist: np.ndarray) -> float:
     if not keep.any():
         raise ValueError("no connected pair of distinct nodes: distortion needs at least one")
     r = de[keep] / dg[keep]
-    if not np.isfinite(r).all():
-        raise ValueError("latent distances must be finite")
-    if not (r > 0).any():
-        return 1.0  # every latent at one point: the best scale cannot help
-    # Σ|c·r - 1| = Σ r·|c - 1/r| is minimised by the r-weighted median of 1/r
-    pos = r > 0
-    inv, w = 1.0 / r[pos], r[pos]
-    order = np.argsort(inv)
-    cw = np.cumsum(w[order])
-    c = inv[order][np.searchsorted(cw, 0.5 * cw[-1])]
-    return float(np.mean(np.abs(c * r - 1.0)))
+    c = _best_scale(r)
+    return 1.0 if c is None else float(np.mean(np.abs(c * r - 1.0)))
 
 
 def depth_spearman(radius: np.ndarray, depth: np.ndarray) -> float:
@@ -129,13 +174,56 @@ def graph_distances(edge_index: np.ndarray | Tensor, num_nodes: int) -> np.ndarr
     return shortest_path(a, method="D", directed=False, unweighted=True)
 
 
+def _adjacency(edge_index: np.ndarray | Tensor, num_nodes: int):
+    """The symmetric CSR adjacency without self-loops (sorted neighbour ids per row)."""
+    from scipy.sparse import coo_matrix
+
+    ei = np.asarray(edge_index.cpu() if isinstance(edge_index, Tensor) else edge_index)
+    keep = ei[0] != ei[1]
+    rows, cols = np.concatenate([ei[0, keep], ei[1, keep]]), np.concatenate([ei[1, keep], ei[0, keep]])
+    a = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(num_nodes, num_nodes)).tocsr()
+    a.sum_duplicates()
+    a.sort_indices()
+    return a
+
+
+def _source_blocks(manifold: nn.Module, z: Tensor, adjacency, sources: np.ndarray,
+                   graph_dist: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(rows, latent distances (b, N), graph distances (b, N))`` for blocks of source nodes: a BFS per source
+    (or rows of ``graph_dist``), latent distances by ``manifold.dist`` in chunks of
+    :data:`~vae.constants.HIERARCHY_DIST_CHUNK` pairs. Memory: ``O(b·N)`` with ``b·N ≈ HIERARCHY_DIST_CHUNK``."""
+    from scipy.sparse.csgraph import shortest_path
+
+    n = z.size(0)
+    b = max(1, HIERARCHY_DIST_CHUNK // n)
+    width = max(1, HIERARCHY_DIST_CHUNK // b)
+    for start in range(0, sources.size, b):
+        rows = sources[start:start + b]
+        zr = z[torch.as_tensor(rows, device=z.device)].unsqueeze(1)
+        d = np.empty((rows.size, n))
+        for t in range(0, n, width):
+            d[:, t:t + width] = manifold.dist(zr, z[t:t + width].unsqueeze(0)).cpu().numpy()
+        g = graph_dist[rows] if graph_dist is not None else shortest_path(
+            adjacency, method="D", directed=False, unweighted=True, indices=rows).reshape(rows.size, n)
+        yield rows, d, g
+
+
 @torch.no_grad()
 def hierarchy_metrics(manifold: nn.Module, z: Tensor, edge_index: Tensor, depth: np.ndarray | None = None,
-                      graph_dist: np.ndarray | None = None) -> dict[str, float]:
+                      graph_dist: np.ndarray | None = None, *, sources: int | None = None,
+                      seed: int = 0) -> dict[str, float]:
     """``{"map", "distortion"[, "depth_spearman"]}`` of latents ``z`` (points of ``manifold``, ``(N, ·)``) for the
     graph ``edge_index`` (every edge: graph *reconstruction*), distances by ``manifold.dist`` and from the origin
     by ``manifold.dist0``; ``depth_spearman`` only if ``depth`` is given. ``graph_dist`` (from
     :func:`graph_distances`) may be passed to reuse it.
+
+    Memory is linear in nodes + edges (see the module). With ``N ≤ HIERARCHY_EXACT_MAX_NODES`` (or ``sources ≥ N``)
+    every node is a source and MAP and distortion are exact, equal to :func:`mean_average_precision` and
+    :func:`distortion` on the full matrices. Otherwise ``sources`` nodes (default
+    :data:`~vae.constants.HIERARCHY_SOURCES`) drawn without replacement by ``numpy.random.default_rng(seed)`` are
+    the sources: MAP is the mean AP of those with a neighbour, distortion the best-scale distortion of their pairs
+    ``(s, v)``; the result then also has ``map_se`` and ``distortion_se`` (standard errors over sources) and
+    ``hierarchy_sources``.
 
     Example:
         >>> from manifolds import Lorentz
@@ -146,11 +234,48 @@ def hierarchy_metrics(manifold: nn.Module, z: Tensor, edge_index: Tensor, depth:
         (1.0, 0.0, 1.0)
     """
     n = z.size(0)
+    if sources is not None and (int(sources) != sources or sources < 1):
+        raise ValueError(f"sources (the number of sampled source nodes) must be a positive integer; got {sources!r}")
+    count = sources if sources is not None else (n if n <= HIERARCHY_EXACT_MAX_NODES else HIERARCHY_SOURCES)
+    exact = count >= n
+    chosen = np.arange(n) if exact else np.sort(np.random.default_rng(seed).choice(n, size=int(count), replace=False))
     zd = z.detach().double()
-    dist = manifold.dist(zd.unsqueeze(1), zd.unsqueeze(0)).cpu().numpy()
-    if graph_dist is None:
-        graph_dist = graph_distances(edge_index, n)
-    out = {"map": mean_average_precision(dist, edge_index), "distortion": distortion(dist, graph_dist)}
+    adjacency = _adjacency(edge_index, n)
+    aps, ratios, per_source = [], [], []
+    for rows, d, g in _source_blocks(manifold, zd, adjacency, chosen, graph_dist):
+        for i, u in enumerate(rows):
+            nbrs = adjacency.indices[adjacency.indptr[u]:adjacency.indptr[u + 1]]
+            d[i, u] = np.inf  # a node is not its own neighbour
+            if nbrs.size:
+                aps.append(_average_precision(d[i], nbrs))
+            d[i, u] = 0.0
+            # exact: the pairs u < v (each once, in the order of distortion's upper triangle); sampled: all v ≠ s
+            dg, de = (g[i, u + 1:], d[i, u + 1:]) if exact else (g[i], d[i])
+            keep = np.isfinite(dg) & (dg > 0)
+            r = de[keep] / dg[keep]
+            ratios.append(r if exact else r.astype(np.float32))
+            per_source.append(r.size)
+    if not aps:
+        raise ValueError("the graph has no edges: mean average precision needs at least one")
+    if sum(per_source) == 0:
+        raise ValueError("no connected pair of distinct nodes: distortion needs at least one")
+    out = {"map": float(np.mean(aps))}
+    if exact:  # today's numbers: the dense definition on the pairs u < v in its order
+        r = np.concatenate(ratios)
+        c = _best_scale(r)
+        out["distortion"] = 1.0 if c is None else float(np.mean(np.abs(c * r - 1.0)))
+    else:
+        c = _best_scale_pooled(ratios)
+        sums = np.array([np.abs(c * x.astype(np.float64) - 1.0).sum() if c is not None else float(x.size)
+                         for x in ratios])
+        counts = np.asarray(per_source, np.float64)
+        out["distortion"] = float(sums.sum() / counts.sum())
+        m = counts.size
+        resid = sums - out["distortion"] * counts
+        out["map_se"] = float(np.std(aps, ddof=1) / np.sqrt(len(aps))) if len(aps) > 1 else float("nan")
+        out["distortion_se"] = (float(np.sqrt((resid ** 2).sum() / (m * (m - 1))) / counts.mean())
+                                if m > 1 and counts.mean() > 0 else float("nan"))
+        out["hierarchy_sources"] = float(chosen.size)
     if depth is not None:
         radius = manifold.dist0(zd).cpu().numpy()
         out["depth_spearman"] = depth_spearman(radius, np.asarray(depth))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ import flows
 from flows.rfm import (LorentzVectorField, RiemannianFlow, _ChartDynamics, chart_velocity, flow_matching_loss,
                        geodesic_sq_distances, ot_pairing, riemannian_divergence)
 from manifolds import Lorentz, WrappedNormal
+from manifolds import lorentz_math as lm
 
 F64 = torch.float64
 
@@ -257,3 +259,156 @@ def test_rfm_in_the_vae_and_the_generators_prior():
     assert z.shape == (7, 3) and bool(torch.isfinite(gen.prior.log_prob(z, [3, 4])).all())
     with pytest.raises(ValueError, match="conditioner"):
         GraphGenerator(M, 2, "rfm", hidden=8)  # the default GAT prior: the field is an MLP, said plainly
+
+
+@pytest.mark.parametrize("centre", [20.0, 50.0])
+def test_ot_pairing_is_optimal_far_from_the_origin(centre):
+    """Issue 25 item 6: two clouds around a centre at distance 20 or 50 (float64). The costs match the exact
+    distances of the given points (50-digit arithmetic on their spatial coordinates, the time coordinate as
+    ``projx`` defines it) to 1e-9 relative, and the pairing's cost is the optimum on those exact costs (scipy) to
+    1e-9 relative; the ``arccosh(-⟨x, y⟩_L/k)²`` costs gave pairings 8.3-8.7× the optimum here."""
+    import mpmath
+    from scipy.optimize import linear_sum_assignment
+
+    k = 0.7
+    M = Lorentz(k=k).double()
+    g = torch.Generator().manual_seed(int(centre))
+    direction = torch.nn.functional.normalize(torch.randn(3, generator=g, dtype=F64), dim=0)
+    mu = M.expmap0_spatial(direction * centre * math.sqrt(k))
+    n = 24
+    x0 = lm.translate(mu, M.expmap0_spatial(torch.randn(n, 3, generator=g, dtype=F64) * 0.5), k)
+    x1 = lm.translate(mu, M.expmap0_spatial(torch.randn(n, 3, generator=g, dtype=F64) * 0.5 + 0.2), k)
+    assert float(M.dist0(x0).mean()) == pytest.approx(centre * math.sqrt(k), rel=0.05)
+    with mpmath.workdps(60):
+        kk = mpmath.mpf(k)
+
+        def lift(p):
+            s = [mpmath.mpf(float(c)) for c in p[1:]]
+            return [mpmath.sqrt(kk + sum(c * c for c in s))] + s
+
+        a, b = [lift(p) for p in x0], [lift(p) for p in x1]
+        exact = np.array([[float(kk * mpmath.acosh((p[0] * q[0] - sum(u * v for u, v in zip(p[1:], q[1:]))) / kk) ** 2)
+                           for q in b] for p in a])
+    C = geodesic_sq_distances(x0, x1, k).numpy()
+    np.testing.assert_allclose(C, exact, rtol=1e-9)
+    rows, cols = linear_sum_assignment(exact)
+    optimum = exact[rows, cols].sum()
+    perm = ot_pairing(x0, x1, k, block=n)
+    assert sorted(perm.tolist()) == list(range(n))
+    assert exact[perm.numpy(), np.arange(n)].sum() == pytest.approx(optimum, rel=1e-9)
+
+
+@pytest.mark.parametrize("bad", [-1.0, 0.0, float("nan"), float("inf"), torch.tensor([1.0, 2.0])])
+def test_ot_pairing_refuses_a_bad_curvature(bad):
+    """Issue 25 item 6: ``k = -1`` returned the identity permutation; a bad ``k`` is a one-line error."""
+    x = Lorentz().expmap0_spatial(torch.randn(6, 2, dtype=F64))
+    with pytest.raises(ValueError, match="one finite positive number") as err:
+        ot_pairing(x, x.flip(0), bad)
+    assert "\n" not in str(err.value)
+
+
+# ---- issue 25 item 5: solvers that never hang -----------------------------------------------------------------
+
+def _scored(name: str, dtype=F64, hidden: int = 8):
+    from flows import Flow
+
+    M = Lorentz()
+    f = flows.build(name, M, 2, layers=1, hidden=hidden).to(dtype)
+    return f, Flow(WrappedNormal.at_origin(torch.ones(2, dtype=dtype), M), f), M
+
+
+@pytest.mark.parametrize("name", ["rfm", "cnf@lorentz"])
+def test_a_non_finite_point_gives_nan_in_its_row_only(name):
+    """A NaN coordinate in one row stopped the whole batch with ``AssertionError: underflow in dt 0.0`` (and hung
+    under ``python -O``): it now never reaches the solver; its row is NaN, the others are what they are alone."""
+    torch.manual_seed(0)
+    f, q, M = _scored(name)
+    x = M.expmap0_spatial(torch.randn(5, 2, dtype=F64))
+    bad = x.clone()
+    bad[1, 2] = math.nan
+    bad[3, 0] = math.inf
+    lp = q.log_prob(bad)
+    assert torch.isnan(lp[[1, 3]]).all()
+    keep = [0, 2, 4]
+    torch.testing.assert_close(lp[keep], q.log_prob(x[keep]), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["rfm", "cnf@lorentz"])
+def test_a_dtype_mismatch_names_both_dtypes(name):
+    """float64 points into a float32 flow gave torch's raw "mat1 and mat2" error."""
+    f, q, M = _scored(name, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"torch\.float32 parameters but got torch\.float64 inputs") as err:
+        q.log_prob(M.expmap0_spatial(torch.randn(3, 2, dtype=F64)))
+    assert "\n" not in str(err.value)
+
+
+def test_the_step_budget_stops_a_solve_under_python_O():
+    """A field that blows up in finite time: the adaptive solver's step shrinks to 0; torchdiffeq's own guard is an
+    ``assert``, gone under ``python -O`` (it hung). The budget raises a one-line error in bounded time there too."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from flows import ContinuousFlow, RiemannianFlow\n"
+        "from manifolds import Lorentz\n"
+        "class Blow(torch.nn.Module):\n"
+        "    def forward(self, z, t): return 10 * z ** 3\n"
+        "class Chart(torch.nn.Module):\n"
+        "    manifold = Lorentz()\n"
+        "    def chart(self, t, u): return 10 * u ** 3\n"
+        "for f in (ContinuousFlow(2, field=Blow(), max_evaluations=300).double(),\n"
+        "          RiemannianFlow(Lorentz(), 2, field=Chart(), max_evaluations=300).double()):\n"
+        "    try:\n"
+        "        getattr(f, 'forward_tangent', f)(torch.full((3, 2), 2.0, dtype=torch.float64))\n"
+        "    except RuntimeError as e:\n"
+        "        assert 'more than 300 vector-field evaluations' in str(e) and f.last_evaluations == 301, e\n"
+        "        print('budget')\n"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(__import__("pathlib").Path(flows.__file__).parents[1])}
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["budget", "budget"]
+
+
+def test_the_finite_envelope_of_scoring():
+    """Issue 25 item 5, the envelope stated in :class:`RiemannianFlow`'s docstring: with the field's weights moved by
+    0.2 each, log-densities are finite for points out to the overflow of their ambient coordinates (float32: 88 at
+    k = 1; non-finite from 77 on before: ``σ²`` overflowed in the divergence's gradient; float64: 700)."""
+    for dtype, radii in ((torch.float32, (40.0, 77.0, 87.0)), (F64, (300.0, 700.0))):
+        torch.manual_seed(1)
+        f, q, M = _scored("rfm", dtype=dtype, hidden=16)
+        with torch.no_grad():
+            for p in f.field.parameters():
+                p.add_(0.2 * torch.randn_like(p))
+        v = torch.nn.functional.normalize(torch.randn(len(radii), 2, dtype=dtype), dim=-1)
+        x = M.expmap0_spatial(v * torch.tensor(radii, dtype=dtype)[:, None])
+        assert torch.isfinite(x).all()
+        lp = q.log_prob(x)
+        assert torch.isfinite(lp).all(), (dtype, lp)
+
+
+def test_fixed_step_log_det_matches_the_jacobian_at_tangent_norm_8():
+    """Brute-force log-det checks of ``rfm`` at tangent norm 8 took > 120 s per case with the adaptive solver; with
+    ``method="rk4", steps=...`` the cost is fixed, and the integrated divergence is the log-det of the discrete map
+    to the method's order (both directions)."""
+    torch.manual_seed(2)
+    M = Lorentz(k=0.8)
+    f = RiemannianFlow(M, 2, hidden=16, method="rk4", steps=40).double()
+    with torch.no_grad():
+        for p in f.field.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    u = torch.nn.functional.normalize(torch.randn(3, 2, dtype=F64), dim=-1) * 8
+    for solve in (f.forward_tangent, f.inverse_tangent):
+        _, ladj = solve(u)
+        assert f.last_evaluations == 4 * 40
+        for i in range(3):
+            J = torch.autograd.functional.jacobian(lambda w: solve(w[None])[0][0], u[i])
+            # the chart's Jacobian, plus the volume terms of exp_o at either end (MATH.md §4)
+            expected = torch.linalg.slogdet(J)[1]
+            r0, r1 = u[i].norm(), solve(u[i][None])[0][0].norm()
+            ls = lambda r: torch.log(torch.sinh(r / M.k.double().sqrt()) / (r / M.k.double().sqrt()))  # noqa: E731
+            expected = expected + ls(r1) - ls(r0)
+            assert float(ladj[i].detach()) == pytest.approx(float(expected), abs=1e-6)
+    with pytest.raises(ValueError, match="fixed-grid method"):
+        RiemannianFlow(M, 2, steps=10)  # dopri5 is adaptive

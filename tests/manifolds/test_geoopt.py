@@ -255,3 +255,35 @@ def test_random_normal_takes_geoopts_keywords_and_means_them():
     z = Lorentz(2.0).random_normal(20000, 3, mean=0.5, std=0.2)
     v = Lorentz(2.0).logmap0(z)[..., 1:]
     assert abs(float(v.mean()) - 0.5) < 0.01 and abs(float(v.std()) - 0.2) < 0.01
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("raw", [-1e30, -1e4, -50.0, 50.0, 1e4, 1e30])
+def test_k_range_holds_strictly_in_every_dtype(dtype, raw):
+    """Issue 25 item 7: however saturated ``θ`` is, ``k`` is strictly inside ``k_range`` in its own dtype (float32
+    reached 1000.0001 and 0.00099999993)."""
+    M = Lorentz(k=1.0, learnable=True).to(dtype)
+    with torch.no_grad():
+        M.k_raw.fill_(raw)
+    k = float(M.k.detach())
+    assert M.k.dtype == dtype and M.k_range[0] < k < M.k_range[1]
+
+
+@pytest.mark.parametrize("value", [999.9999999999999, math.nextafter(1e3, 0.0), math.nextafter(1e-3, 1.0), 1.0000001e-3,
+                                   0.5, 123.0])
+def test_set_k_accepts_what_the_constructor_accepts(value):
+    """Issue 25 item 7: ``set_k`` and the constructor accept the same values (``set_k(999.9999999999999)`` raised
+    "math domain error"; ``Lorentz(k=1e-3)`` was accepted and ``set_k(1e-3)`` refused); the bounds themselves are
+    refused by both, and ``k`` lands within float rounding of the value asked for."""
+    M = Lorentz(k=value).double()
+    M2 = Lorentz(k=2.0).double()
+    M2.set_k(value)
+    for m in (M2,):
+        assert m.k_range[0] < float(m.k) < m.k_range[1]
+        assert float(m.k) == pytest.approx(value, rel=1e-12)
+    assert float(M.k) == pytest.approx(value, rel=1e-6)  # the constructor's parameter is in the default dtype
+    for bound in (1e-3, 1e3):
+        with pytest.raises(ValueError, match="outside its range"):
+            Lorentz(k=bound)
+        with pytest.raises(ValueError, match="outside its range"):
+            M2.set_k(bound)

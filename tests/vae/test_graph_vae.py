@@ -407,3 +407,50 @@ def test_kl_weight_scales_only_the_kl_term():
 def test_kl_weight_must_be_finite_and_nonnegative(beta):
     with pytest.raises(ValueError, match="kl_weight must be a finite number >= 0"):
         GraphVAE(Lorentz(), 16, 2, kl_weight=beta)
+
+
+@pytest.mark.parametrize("bad", [-1, 40, 1000])
+def test_node_ids_out_of_range_are_refused_in_evaluate_and_validated_loss(bad):
+    """Issue 25 item 4: a negative id indexed from the end (``evaluate`` then returned AUC 0.0), with validation on
+    or off. ``evaluate`` reads the ids on the host anyway and always checks them; ``loss`` does with validation
+    on (a training step reads nothing on the host otherwise)."""
+    from manifolds.validation import validation
+
+    x, ei = _tree_with_features(40)
+    pos = ei[:, ei[0] < ei[1]]
+    neg = torch.tensor([[0, 1, 2], [5, bad, 7]])
+    model = GraphVAE(Lorentz(), 16, 2, flow="whc")
+    with pytest.raises(ValueError, match=r"neg_pairs has node ids in .* outside \[0, num_nodes=40\)") as err:
+        model.evaluate(x, ei, pos, neg)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="pos_pairs has node ids"):
+        model.evaluate(x, ei, neg, pos)
+    with validation():
+        with pytest.raises(ValueError, match="neg_pairs has node ids"):
+            model.loss(x, ei, pos, neg)
+        with pytest.raises(ValueError, match="pos_pairs has node ids"):
+            model.loss(x, ei, neg)
+    assert set(model.evaluate(x, ei, pos, neg.clamp(0, 39))) == {"auc", "ap"}
+
+
+@pytest.mark.parametrize("pair", [("iaf", "maf"), ("iaf-rqs", "maf-rqs"), ("maf", "iaf")])
+def test_a_state_dict_of_another_flow_is_refused(pair):
+    """Issue 25 item 4: ``iaf`` and ``maf`` (and their spline forms) have the same parameter names and shapes and
+    loaded into each other silently; a registry-built flow's state dict carries its name, inside a model too."""
+    import flows
+    from manifolds import Euclidean
+
+    a, b = (flows.build(name, Euclidean(), 4, layers=2, hidden=8) for name in pair)
+    sd = a.state_dict()
+    with pytest.raises(ValueError, match=f"state dict is of the flow '{pair[0]}', not '{pair[1]}'") as err:
+        b.load_state_dict(sd)
+    assert "\n" not in str(err.value)
+    c = flows.build(pair[0], Euclidean(), 4, layers=2, hidden=8)
+    c.load_state_dict(sd)
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(c(x)[0], a(x)[0])
+    legacy = {k: v for k, v in sd.items() if k != flows.registry.FLOW_NAME_KEY}  # saved before names existed
+    c.load_state_dict(legacy)
+    holder_a, holder_b = torch.nn.ModuleDict({"flow": a}), torch.nn.ModuleDict({"flow": b})
+    with pytest.raises(ValueError, match="flow."):
+        holder_b.load_state_dict(holder_a.state_dict())

@@ -102,3 +102,75 @@ def test_bad_inputs_are_clear_errors():
         mean_average_precision(np.zeros((3, 3)), np.zeros((2, 0), dtype=int))
     with pytest.raises(ValueError, match="shape of dist"):
         distortion(np.zeros((3, 3)), np.zeros((2, 2)))
+
+
+def _graph_and_latents(n: int, seed: int):
+    """A random tree plus a few extra edges and a separate component, with noisy latents in H²."""
+    g = nx.random_labeled_tree(n - 5, seed=seed)
+    rng = np.random.default_rng(seed)
+    g.add_edges_from((int(a), int(b)) for a, b in rng.integers(0, n - 5, size=(n // 20, 2)) if a != b)
+    g.add_edges_from([(n - 5, n - 4), (n - 4, n - 3)])  # a second component; n - 2, n - 1 isolated
+    g.add_nodes_from(range(n))
+    ei = np.array(list(g.edges())).T
+    depth = nx.shortest_path_length(g, 0)
+    w = torch.tensor([[depth.get(v, 1) * 0.3, 0.0] for v in range(n)], dtype=torch.float64)
+    w = w + 0.4 * torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return g, torch.as_tensor(ei), Lorentz().double().expmap0_spatial(w)
+
+
+def test_exact_below_the_threshold_equals_the_full_matrix_metrics():
+    """Issue 25 item 9: below HIERARCHY_EXACT_MAX_NODES every node is a source and the numbers are today's (the
+    dense all-pairs definitions), so existing results stay comparable; no standard error is reported."""
+    g, ei, z = _graph_and_latents(300, 3)
+    M = Lorentz().double()
+    dense = M.dist(z[:, None], z[None]).numpy()
+    gd = graph_distances(ei, 300)
+    m = hierarchy_metrics(M, z, ei)
+    assert m["map"] == pytest.approx(mean_average_precision(dense, ei), rel=1e-12)
+    assert m["distortion"] == pytest.approx(distortion(dense, gd), rel=1e-12)
+    assert "map_se" not in m
+    assert hierarchy_metrics(M, z, ei, sources=300) == m
+
+
+def test_sampled_sources_estimate_the_exact_metrics_within_their_standard_errors():
+    """Above the threshold (here: ``sources`` < N), a seeded sample of BFS sources estimates MAP and distortion; the
+    exact values lie within 4 reported standard errors, the same seed gives the same numbers, another seed others."""
+    g, ei, z = _graph_and_latents(1500, 5)
+    M = Lorentz().double()
+    exact = hierarchy_metrics(M, z, ei)
+    est = hierarchy_metrics(M, z, ei, sources=150, seed=1)
+    assert est["hierarchy_sources"] == 150
+    for key in ("map", "distortion"):
+        assert 0 < est[f"{key}_se"] < 0.1
+        assert abs(est[key] - exact[key]) < 4 * est[f"{key}_se"], (key, est, exact)
+    assert hierarchy_metrics(M, z, ei, sources=150, seed=1) == est
+    assert hierarchy_metrics(M, z, ei, sources=150, seed=2)["map"] != est["map"]
+    with pytest.raises(ValueError, match="sources"):
+        hierarchy_metrics(M, z, ei, sources=0)
+
+
+def test_hierarchy_metrics_memory_is_linear_in_the_graph(monkeypatch):
+    """No N × N array: with the exact threshold lowered to 100, a 4 000-node graph's metrics allocate far less than
+    one dense float64 distance matrix (128 MB)."""
+    import tracemalloc
+
+    import vae.hierarchy as h
+
+    monkeypatch.setattr(h, "HIERARCHY_EXACT_MAX_NODES", 100)
+    g, ei, z = _graph_and_latents(4000, 7)
+    M = Lorentz().double()
+    tracemalloc.start()
+    m = h.hierarchy_metrics(M, z, ei, sources=32)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16e6 and np.isfinite(m["map"]) and np.isfinite(m["distortion"])
+
+
+def test_the_pooled_best_scale_is_the_sorted_one():
+    """The sampled path's weighted median (histogram, then the crossing bin sorted) equals the sort of the pool."""
+    from vae.hierarchy import _best_scale, _best_scale_pooled
+
+    rng = np.random.default_rng(0)
+    parts = [rng.lognormal(0.0, 1.5, size=s) * (rng.random(s) > 0.05) for s in (1, 50, 1000, 333)]
+    assert _best_scale_pooled(parts, bins=64) == _best_scale(np.concatenate(parts))
+    assert _best_scale_pooled([np.zeros(3)]) is None
