@@ -15,17 +15,61 @@ from .transform import Compose, TangentSpaceTransform, Transform
 
 Factory = Callable[..., Transform]
 
-_REGISTRY: dict[str, tuple[Factory, tuple[str, ...], str]] = {}
+
+
+class Supports:
+    """Which manifolds a flow applies to, decided from what the manifold declares (:class:`~manifolds.base.ManifoldOps`
+    properties), never from its name: ``register(name, Supports(where, test), …)`` with ``test(M) -> bool`` and
+    ``where`` the phrase an error message shows (``"Tⁿ (compact and flat: a torus in angle coordinates)"``).
+
+    Example:
+        >>> from manifolds import Euclidean, Lorentz
+        >>> compact = Supports("compact manifolds", lambda M: M.is_compact)
+        >>> compact(Euclidean()), compact(Lorentz()), str(compact)
+        (False, False, 'compact manifolds')
+    """
+
+    def __init__(self, where: str, test: Callable[[ManifoldOps], bool]) -> None:
+        self.where, self.test = where, test
+
+    def __call__(self, manifold: ManifoldOps) -> bool:
+        return bool(self.test(manifold))
+
+    def __str__(self) -> str:
+        return self.where
+
+
+#: A flow applies to the manifolds named in a tuple (the original entries) or to those a :class:`Supports` accepts.
+Applies = tuple[str, ...] | Supports
+
+#: compact and flat: the torus Tⁿ = (S¹)ⁿ in angle coordinates ``[-π, π)ⁿ`` (S¹ for ``n = 1``)
+ON_TORUS = Supports("Tⁿ (a compact flat manifold in angle coordinates [-π, π)ⁿ, e.g. Torus(n); S¹ = Torus(1))",
+                    lambda M: M.is_compact and M.is_flat)
+#: compact with positive curvature: the sphere Sⁿ in ℝⁿ⁺¹
+ON_SPHERE = Supports("Sⁿ (a compact manifold of positive curvature, points in ℝⁿ⁺¹, e.g. Sphere(2))",
+                     lambda M: M.curvature_sign == 1 and M.is_compact)
+
+
+def _applies(manifolds: Applies, manifold: ManifoldOps) -> bool:
+    return manifolds(manifold) if isinstance(manifolds, Supports) else manifold.name in manifolds
+
+
+def _where(manifolds: Applies) -> str:
+    return str(manifolds) if isinstance(manifolds, Supports) else ", ".join(manifolds)
+
+
+_REGISTRY: dict[str, tuple[Factory, Applies, str]] = {}
 
 
 #: suffix of the name under which a Euclidean flow lifted to the hyperboloid is registered
 LIFT_SUFFIX = "@lorentz"
 
 
-def register(name: str, manifolds: tuple[str, ...], summary: str, *, lift: bool = False) -> Callable[[Factory], Factory]:
+def register(name: str, manifolds: Applies, summary: str, *, lift: bool = False) -> Callable[[Factory], Factory]:
     """Register ``factory(manifold, dim, layers, hidden, conditioner, **kw) -> Transform`` under ``name``.
 
-    ``manifolds`` lists the manifold names (``"Euclidean"``, ``"Lorentz"``) the flow applies to. With
+    ``manifolds`` lists the manifold names (``"Euclidean"``, ``"Lorentz"``) the flow applies to, or is a
+    :class:`Supports` predicate on what a manifold declares (:data:`ON_TORUS`, :data:`ON_SPHERE`). With
     ``lift=True`` (a flow of ℝⁿ), the same flow lifted to Hⁿ as ``exp_o ∘ f ∘ log_o`` (:func:`lift`) is registered
     too, as ``name + "@lorentz"``.
     """
@@ -79,7 +123,7 @@ def available(manifold: ManifoldOps | None = None) -> list[str]:
         >>> {"nc", "tc", "whc"} <= set(available())
         True
     """
-    return sorted(n for n, (_, ms, _) in _REGISTRY.items() if manifold is None or manifold.name in ms)
+    return sorted(n for n, (_, ms, _) in _REGISTRY.items() if manifold is None or _applies(ms, manifold))
 
 
 def describe() -> dict[str, str]:
@@ -133,9 +177,9 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
     if name not in _REGISTRY:
         raise ValueError(f"unknown flow {name!r}; available: {', '.join(available())}")
     factory, manifolds, _ = _REGISTRY[name]
-    if manifold.name not in manifolds:
+    if not _applies(manifolds, manifold):
         raise ValueError(
-            f"flow {name!r} does not apply to the {manifold.name} manifold (it applies to {', '.join(manifolds)}); "
+            f"flow {name!r} does not apply to the {manifold.name} manifold (it applies to {_where(manifolds)}); "
             f"flows for {manifold.name}: {', '.join(available(manifold))}"
         )
     if int(layers) != layers or layers < 1:
