@@ -20,7 +20,6 @@ flat (:data:`~flows.registry.ON_TORUS`).
 Example:
     >>> import torch
     >>> from flows.circular import CircleTransform, CircularSplineHalf
-    >>> from manifolds import Euclidean
     >>> f = CircleTransform(None, 1, CircularSplineHalf()).double()
     >>> x = torch.tensor([[-torch.pi], [0.5]], dtype=torch.float64)
     >>> y, ladj = f(x)

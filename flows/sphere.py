@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -97,7 +98,7 @@ class SphereSplineCoupling(Transform):
     * parity 1: ``φ' = h(φ; a)``, ``z' = g(z; b(cos φ, sin φ))``;
 
     ``y = Rᵀ (√(1 - z'²) cos φ', √(1 - z'²) sin φ', z')``, ``log|det| = log g'(z) + log ∂h/∂φ`` (w.r.t. the area
-    measure), where ``g`` is a rational-quadratic spline of ``[-1, 1]`` fixing ``±1`` with free end slopes
+    measure; on a sphere of radius ``r`` the layer acts on ``x/r``, with the same log-det), where ``g`` is a rational-quadratic spline of ``[-1, 1]`` fixing ``±1`` with free end slopes
     (``3K + 1`` parameters), ``h`` a circular spline with a rotation (:class:`~flows.circular.CircularSplineHalf`),
     ``a`` free parameters and ``b`` a conditioner (and ``context``). At initialisation ``a ≈ 0``, ``b ≈ 0``: the layer
     is close to the identity.
@@ -138,14 +139,17 @@ class SphereSplineCoupling(Transform):
             raise ValueError(f"rotation must be a rotation vector of 3 numbers (axis × angle); got shape "
                              f"{tuple(rotation.shape)}")
         self.register_buffer("rotation", rotation.to(self.free.dtype))
+        #: ``r``, read from the declared injectivity radius ``π·r``: the layer acts on ``x/r`` (the area element
+        #: ``r² dz dφ`` has the same factor on both sides, so the log-det is the unit sphere's)
+        self.radius = 1.0 if manifold is None else manifold.injectivity_radius / math.pi
 
     def _coords(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         check_coords(self, x, 3, self.free)
-        z, phi = cylindrical(x @ rotation_matrix(self.rotation).T)
+        z, phi = cylindrical(x @ (rotation_matrix(self.rotation).T / self.radius))
         return z, phi, self.free.expand(*x.shape[:-1], self.free.numel())
 
     def _point(self, z: Tensor, phi: Tensor) -> Tensor:
-        return from_cylindrical(z, phi) @ rotation_matrix(self.rotation)
+        return from_cylindrical(z, phi) @ (rotation_matrix(self.rotation) * self.radius)
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         z, phi, a = self._coords(x)

@@ -24,6 +24,7 @@ from torch import nn
 
 import flows
 from manifolds import Euclidean, Lorentz
+from manifolds.base import ManifoldOps
 
 Tensor = torch.Tensor
 F64 = torch.float64
@@ -176,6 +177,59 @@ def base_distribution(M, n: int, loc_coords: Optional[Tensor] = None, scale: Opt
     return WrappedNormal(loc, torch.ones(n, dtype=F64) if scale is None else scale.to(F64), M)
 
 
+# -- compact manifolds for the circle, torus and sphere flows ------------------------------------------------------
+# Stand-ins that declare what the registry reads (compact, flat, curvature sign, injectivity radius π·r) and check
+# points as Torus(n) / Sphere(n, radius) do, until those classes are on this branch: the flows are tested on tensors.
+
+
+class StandInTorus(ManifoldOps, nn.Module):
+    """Tⁿ in angle coordinates ``[-π, π)ⁿ``: compact and flat."""
+
+    name = "Torus"
+    curvature_sign = 0
+    is_compact = True
+
+    def __init__(self, n: Optional[int] = None, *, validate: bool = False) -> None:
+        super().__init__()
+        self.dim, self.validate = n, validate
+
+    def curvature(self) -> Tensor:
+        return torch.zeros(())
+
+    def ambient_dim(self, n: int) -> int:
+        return n
+
+    def _check_point_on_manifold(self, x: Tensor):
+        ok = bool(((x >= -math.pi) & (x < math.pi)).all())
+        return ok, None if ok else f"angles outside the chart [-π, π): min {float(x.min()):.6g}, max {float(x.max()):.6g}"
+
+
+class StandInSphere(ManifoldOps, nn.Module):
+    """Sⁿ of radius ``r`` in ℝⁿ⁺¹: compact, curvature ``1/r²``."""
+
+    name = "Sphere"
+    curvature_sign = 1
+    is_compact = True
+
+    def __init__(self, n: Optional[int] = None, radius: float = 1.0, *, validate: bool = False) -> None:
+        super().__init__()
+        self.dim, self.radius, self.validate = n, radius, validate
+
+    @property
+    def injectivity_radius(self) -> float:
+        return math.pi * self.radius
+
+    def curvature(self) -> Tensor:
+        return torch.tensor(1.0 / self.radius ** 2)
+
+    def ambient_dim(self, n: int) -> int:
+        return n + 1
+
+    def _check_point_on_manifold(self, x: Tensor):
+        err = float((torch.linalg.vector_norm(x, dim=-1) - self.radius).abs().max())
+        return err < 1e-6 * self.radius, f"| |x| - r | = {err:.3g}"
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "flow_case" in metafunc.fixturenames:
         cases = flow_cases()
@@ -202,5 +256,5 @@ def fh() -> SimpleNamespace:
         randomize_=randomize_,
         tangent_points=tangent_points, tangent_map=tangent_map, riemannian_logdet=riemannian_logdet,
         batched_riemannian_logdet=batched_riemannian_logdet, couplings=couplings, ambient=ambient,
-        base_distribution=base_distribution,
+        base_distribution=base_distribution, Torus=StandInTorus, Sphere=StandInSphere,
     )
