@@ -15,7 +15,7 @@ On S¹ (``n = 1``) a layer's parameters are free (:class:`CircleTransform`); on 
 that condition on the other angles through ``(cos θ₁, sin θ₁)`` features, so the parameters are periodic functions
 of them (:class:`TorusCoupling`). The flat torus' volume element is ``dθ₁…dθₙ``, so each layer's log-det is the sum
 of the log-derivatives of its circle maps. Both are registered for every manifold that declares itself compact and
-flat (:data:`~flows.registry.ON_TORUS`).
+flat (:func:`on_torus`).
 
 Example:
     >>> import torch
@@ -41,13 +41,14 @@ from .conditioners import make_conditioner
 from .constants import DEFAULT_HIDDEN, MOBIUS_MAX_RADIUS, OUTPUT_INIT_SCALE, SPLINE_BINS
 from .coupling import Coupling
 from .halves import CouplingHalf
-from .registry import ON_TORUS, register
+from .registry import register
 from .splines import SplineHalf, rational_quadratic_spline
 from .transform import Compose, Transform
 
 Tensor = torch.Tensor
 
-__all__ = ["AngleConditioner", "CircleTransform", "CircularSplineHalf", "MobiusHalf", "TorusCoupling", "wrap_angle"]
+__all__ = ["AngleConditioner", "CircleTransform", "CircularSplineHalf", "MobiusHalf", "TorusCoupling", "on_torus",
+           "wrap_angle"]
 
 
 def wrap_angle(a: Tensor) -> Tensor:
@@ -63,12 +64,20 @@ def wrap_angle(a: Tensor) -> Tensor:
     return torch.where(out < -math.pi, out + 2 * math.pi, out)
 
 
+def on_torus(manifold: ManifoldOps) -> Optional[str]:
+    """Support predicate of the torus flows (:func:`flows.register`): ``None`` for a manifold that declares itself
+    compact and flat (the torus Tⁿ in angle coordinates), else why not."""
+    if manifold.is_compact and manifold.is_flat:
+        return None
+    return "it acts on the torus Tⁿ in angle coordinates [-π, π)ⁿ (a compact flat manifold, e.g. Torus(n); S¹ = Torus(1))"
+
+
 def _need_torus(manifold: Optional[ManifoldOps], what: str) -> None:
-    """A torus is whatever declares itself compact and flat (points are angles); ``None`` (no manifold object, the
-    transform used on bare angle tensors) is accepted."""
-    if manifold is not None and not (manifold.is_compact and manifold.is_flat):
-        raise ValueError(f"{what} acts on the torus Tⁿ in angle coordinates (a compact flat manifold); got "
-                         f"{manifold.name}. On ℝⁿ use 'rqs-coupling', on Sⁿ 'sphere-spline'")
+    """``manifold`` passes :func:`on_torus`; ``None`` (the transform used on bare angle tensors) is accepted."""
+    reason = None if manifold is None else on_torus(manifold)
+    if reason is not None:
+        raise ValueError(f"{what} cannot act on the {manifold.name} manifold: {reason}. On ℝⁿ use 'rqs-coupling', on "
+                         f"S² 'sphere-spline'")
 
 
 def check_coords(transform: Transform, x: Tensor, size: int, weight: Optional[Tensor]) -> None:
@@ -187,7 +196,7 @@ class CircleTransform(Transform):
     ``log|det| = Σᵢ log h'(θᵢ; φᵢ)``; the flow on S¹ (``n = 1``) is a stack of these.
 
     Args:
-        manifold: the torus (anything compact and flat, :data:`~flows.registry.ON_TORUS`); ``None`` for bare angles.
+        manifold: the torus (anything compact and flat, :func:`on_torus`); ``None`` for bare angles.
         dim: number of angles ``n``.
         half: the circle map: :class:`CircularSplineHalf` or :class:`MobiusHalf`.
 
@@ -228,7 +237,7 @@ class TorusCoupling(Transform):
     parities) with an :class:`AngleConditioner`, so the parameters are periodic in the conditioning angles.
 
     Args:
-        manifold: the torus (:data:`~flows.registry.ON_TORUS`); ``None`` for bare angles.
+        manifold: the torus (:func:`on_torus`); ``None`` for bare angles.
         dim: ``n ≥ 2``.
         half: :class:`CircularSplineHalf` or :class:`MobiusHalf`.
         parity, conditioner, hidden, context_features: as in :class:`~flows.coupling.Coupling`.
@@ -272,7 +281,7 @@ def _torus_flow(manifold: ManifoldOps, dim: int, layers: int, make_half, conditi
                                   **kw) for i in range(layers)])
 
 
-@register("circular-spline", ON_TORUS,
+@register("circular-spline", on_torus,
           "circular rational-quadratic spline flow on S¹ / coupling on Tⁿ (Rezende et al. 2020)")
 def _circular_spline(manifold, dim, layers, hidden, conditioner, bins: int = SPLINE_BINS, **kw) -> Transform:
     """Circular splines: free on S¹ (``dim = 1``), couplings conditioned on ``(cos, sin)`` of the other angles on
@@ -280,7 +289,7 @@ def _circular_spline(manifold, dim, layers, hidden, conditioner, bins: int = SPL
     return _torus_flow(manifold, dim, layers, lambda: CircularSplineHalf(bins), conditioner, hidden, **kw)
 
 
-@register("mobius", ON_TORUS, "Möbius transforms of the circle, on S¹ / as couplings on Tⁿ (Rezende et al. 2020)")
+@register("mobius", on_torus, "Möbius transforms of the circle, on S¹ / as couplings on Tⁿ (Rezende et al. 2020)")
 def _mobius(manifold, dim, layers, hidden, conditioner, **kw) -> Transform:
     """Möbius maps: free on S¹ (``dim = 1``), couplings conditioned on ``(cos, sin)`` of the other angles on Tⁿ."""
     return _torus_flow(manifold, dim, layers, MobiusHalf, conditioner, hidden, **kw)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from typing import Callable, Optional
 
 from manifolds import Euclidean
 from manifolds.base import ManifoldOps
@@ -15,47 +15,16 @@ from .transform import Compose, TangentSpaceTransform, Transform
 
 Factory = Callable[..., Transform]
 
+#: Where a flow exists: a tuple of manifold names (the original entries), or a support predicate
+#: ``manifold -> None | reason`` asked of what the manifold declares (:class:`~manifolds.base.ManifoldOps`
+#: properties), never its name: ``None`` where the flow exists, else why not (one clause).
+Applies = tuple[str, ...] | Callable[[ManifoldOps], Optional[str]]
 
 
-class Supports:
-    """Which manifolds a flow applies to, decided from what the manifold declares (:class:`~manifolds.base.ManifoldOps`
-    properties), never from its name: ``register(name, Supports(where, test), …)`` with ``test(M) -> bool`` and
-    ``where`` the phrase an error message shows (``"Tⁿ (compact and flat: a torus in angle coordinates)"``).
-
-    Example:
-        >>> from manifolds import Euclidean, Lorentz
-        >>> compact = Supports("compact manifolds", lambda M: M.is_compact)
-        >>> compact(Euclidean()), compact(Lorentz()), str(compact)
-        (False, False, 'compact manifolds')
-    """
-
-    def __init__(self, where: str, test: Callable[[ManifoldOps], bool]) -> None:
-        self.where, self.test = where, test
-
-    def __call__(self, manifold: ManifoldOps) -> bool:
-        return bool(self.test(manifold))
-
-    def __str__(self) -> str:
-        return self.where
-
-
-#: A flow applies to the manifolds named in a tuple (the original entries) or to those a :class:`Supports` accepts.
-Applies = tuple[str, ...] | Supports
-
-#: compact and flat: the torus Tⁿ = (S¹)ⁿ in angle coordinates ``[-π, π)ⁿ`` (S¹ for ``n = 1``)
-ON_TORUS = Supports("Tⁿ (a compact flat manifold in angle coordinates [-π, π)ⁿ, e.g. Torus(n); S¹ = Torus(1))",
-                    lambda M: M.is_compact and M.is_flat)
-#: compact with positive curvature: the sphere Sⁿ in ℝⁿ⁺¹
-ON_SPHERE = Supports("Sⁿ (a compact manifold of positive curvature, points in ℝⁿ⁺¹, e.g. Sphere(2))",
-                     lambda M: M.curvature_sign == 1 and M.is_compact)
-
-
-def _applies(manifolds: Applies, manifold: ManifoldOps) -> bool:
-    return manifolds(manifold) if isinstance(manifolds, Supports) else manifold.name in manifolds
-
-
-def _where(manifolds: Applies) -> str:
-    return str(manifolds) if isinstance(manifolds, Supports) else ", ".join(manifolds)
+def _refusal(manifolds: Applies, manifold: ManifoldOps) -> Optional[str]:
+    if callable(manifolds):
+        return manifolds(manifold)
+    return None if manifold.name in manifolds else f"it applies to {', '.join(manifolds)}"
 
 
 _REGISTRY: dict[str, tuple[Factory, Applies, str]] = {}
@@ -68,8 +37,9 @@ LIFT_SUFFIX = "@lorentz"
 def register(name: str, manifolds: Applies, summary: str, *, lift: bool = False) -> Callable[[Factory], Factory]:
     """Register ``factory(manifold, dim, layers, hidden, conditioner, **kw) -> Transform`` under ``name``.
 
-    ``manifolds`` lists the manifold names (``"Euclidean"``, ``"Lorentz"``) the flow applies to, or is a
-    :class:`Supports` predicate on what a manifold declares (:data:`ON_TORUS`, :data:`ON_SPHERE`). With
+    ``manifolds`` lists the manifold names (``"Euclidean"``, ``"Lorentz"``) the flow applies to, or is a support
+    predicate ``manifold -> None | reason`` on what a manifold declares (:func:`flows.circular.on_torus`,
+    :func:`flows.sphere.on_sphere`). With
     ``lift=True`` (a flow of ℝⁿ), the same flow lifted to Hⁿ as ``exp_o ∘ f ∘ log_o`` (:func:`lift`) is registered
     too, as ``name + "@lorentz"``.
     """
@@ -123,7 +93,7 @@ def available(manifold: ManifoldOps | None = None) -> list[str]:
         >>> {"nc", "tc", "whc"} <= set(available())
         True
     """
-    return sorted(n for n, (_, ms, _) in _REGISTRY.items() if manifold is None or _applies(ms, manifold))
+    return sorted(n for n, (_, ms, _) in _REGISTRY.items() if manifold is None or _refusal(ms, manifold) is None)
 
 
 def describe() -> dict[str, str]:
@@ -177,9 +147,10 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
     if name not in _REGISTRY:
         raise ValueError(f"unknown flow {name!r}; available: {', '.join(available())}")
     factory, manifolds, _ = _REGISTRY[name]
-    if not _applies(manifolds, manifold):
+    reason = _refusal(manifolds, manifold)
+    if reason is not None:
         raise ValueError(
-            f"flow {name!r} does not apply to the {manifold.name} manifold (it applies to {_where(manifolds)}); "
+            f"flow {name!r} does not apply to the {manifold.name} manifold ({reason}); "
             f"flows for {manifold.name}: {', '.join(available(manifold))}"
         )
     if int(layers) != layers or layers < 1:

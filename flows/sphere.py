@@ -12,7 +12,7 @@ whose area element is ``dz dφ`` on both sides.
 ``z``; parity 1: ``φ`` by a free circular spline, then ``z`` conditioned on ``(cos φ, sin φ)``), and conjugates
 each layer ``i ≥ 1`` by a fixed rotation (``f_i = Rᵢᵀ ∘ C_i ∘ Rᵢ``, log-det 0), so that the poles of one layer are
 ordinary points of the others. Registered as ``"sphere-spline"`` for every manifold that declares itself compact
-with positive curvature (:data:`~flows.registry.ON_SPHERE`), in dimension 2 (Sⁿ for ``n > 2`` is refused).
+with positive curvature (:func:`on_sphere`), in dimension 2 (Sⁿ for ``n > 2`` is refused).
 
 Points within ``~1e-8`` (float64) of a layer's poles lose accuracy: ``z`` there is ``1`` to working precision, so
 the spline of the height sees no difference between them (the map stays a bijection of the representable points
@@ -40,13 +40,14 @@ from manifolds.base import ManifoldOps
 from .circular import AngleConditioner, CircularSplineHalf, check_coords
 from .conditioners import make_conditioner
 from .constants import DEFAULT_HIDDEN, OUTPUT_INIT_SCALE, SPHERE_ROTATION_SEED, SPLINE_BINS
-from .registry import ON_SPHERE, register
+from .registry import register
 from .splines import SplineHalf
 from .transform import Compose, Transform
 
 Tensor = torch.Tensor
 
-__all__ = ["SphereSplineCoupling", "cylindrical", "from_cylindrical", "random_rotation", "rotation_matrix"]
+__all__ = ["SphereSplineCoupling", "cylindrical", "from_cylindrical", "on_sphere", "random_rotation",
+           "rotation_matrix"]
 
 
 def cylindrical(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -84,10 +85,20 @@ def rotation_matrix(v: Tensor) -> Tensor:
     return torch.linalg.matrix_exp(skew)
 
 
+def on_sphere(manifold: ManifoldOps) -> Optional[str]:
+    """Support predicate of ``sphere-spline`` (:func:`flows.register`): ``None`` for a manifold that declares itself
+    compact with positive curvature (the sphere, points in ℝⁿ⁺¹), else why not. (The dimension, 2, is checked by
+    the factory.)"""
+    if manifold.curvature_sign == 1 and manifold.is_compact:
+        return None
+    return "it acts on the sphere S² (a compact manifold of positive curvature, points in ℝ³, e.g. Sphere(2))"
+
+
 def _need_sphere(manifold: Optional[ManifoldOps], what: str) -> None:
-    if manifold is not None and not (manifold.curvature_sign == 1 and manifold.is_compact):
-        raise ValueError(f"{what} acts on the sphere S² (a compact manifold of positive curvature, points in ℝ³); "
-                         f"got {manifold.name}. On Tⁿ use 'circular-spline' or 'mobius'")
+    reason = None if manifold is None else on_sphere(manifold)
+    if reason is not None:
+        raise ValueError(f"{what} cannot act on the {manifold.name} manifold: {reason}. On Tⁿ use 'circular-spline' "
+                         f"or 'mobius'")
 
 
 class SphereSplineCoupling(Transform):
@@ -104,7 +115,7 @@ class SphereSplineCoupling(Transform):
     is close to the identity.
 
     Args:
-        manifold: the sphere (:data:`~flows.registry.ON_SPHERE`); ``None`` for bare points of S² in ℝ³.
+        manifold: the sphere (:func:`on_sphere`); ``None`` for bare points of S² in ℝ³.
         parity: 0 or 1 (above).
         conditioner, hidden, context_features: the conditioner ``b`` (:func:`~flows.conditioners.make_conditioner`).
         bins: ``K`` of both splines.
@@ -175,7 +186,7 @@ class SphereSplineCoupling(Transform):
         return f"parity={self.parity}"
 
 
-@register("sphere-spline", ON_SPHERE,
+@register("sphere-spline", on_sphere,
           "cylindrical spline coupling on S²: height spline and circular angle spline (Rezende et al. 2020)")
 def _sphere_spline(manifold, dim, layers, hidden, conditioner, bins: int = SPLINE_BINS, **kw) -> Transform:
     """Alternating :class:`SphereSplineCoupling` layers; layer ``i ≥ 1`` is conjugated by the ``i``-th rotation

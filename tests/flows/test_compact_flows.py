@@ -291,8 +291,8 @@ def test_build_refuses_other_manifolds_with_a_message(fh, name):
     for M in (Euclidean(), Lorentz()):
         with pytest.raises(ValueError, match=f"{name}.*does not apply.*{M.name}"):
             flows.build(name, M, 2)
-    other = fh.Sphere(2) if name in TORUS_FLOWS else fh.Torus(2)
-    with pytest.raises(ValueError, match="it applies to"):
+    other, where = (fh.Sphere(2), "torus") if name in TORUS_FLOWS else (fh.Torus(2), "sphere")
+    with pytest.raises(ValueError, match=f"acts on the {where}"):
         flows.build(name, other, 2)
 
 
