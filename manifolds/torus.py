@@ -141,7 +141,9 @@ class Torus(ManifoldOps, geoopt.Manifold):
 
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False, dim: int = -1) -> Tensor:
         self._check_same_size(x, y, dim)
-        return torch.linalg.vector_norm(wrap(self._in(y, "y", dim) - self._in(x, "x", dim)), dim=dim, keepdim=keepdim)
+        a = self._in(y, "y", dim) - self._in(x, "x", dim)
+        # a - 2π·round(a/2π): odd in a (round is), so d(x, y) = d(y, x) exactly; |.| <= π
+        return torch.linalg.vector_norm(a - 2 * math.pi * torch.round(a / (2 * math.pi)), dim=dim, keepdim=keepdim)
 
     def dist0(self, x: Tensor, *, keepdim: bool = False, dim: int = -1) -> Tensor:
         return torch.linalg.vector_norm(self._in(x, "x", dim), dim=dim, keepdim=keepdim)
