@@ -77,7 +77,7 @@ def bessel_ratio(nu: float, kappa: Tensor) -> Tensor:
     length ``E[μᵀx]``. On S² (``ν = 1/2``) the closed form ``coth κ - 1/κ``."""
     if nu == 0.5:
         small = kappa < 0.1  # coth κ - 1/κ cancels below; its series to κ⁹ is exact to 1e-16 there
-        ks = torch.where(small, kappa, torch.ones_like(kappa))
+        ks = torch.where(small, torch.ones_like(kappa), kappa)
         k = torch.where(small, kappa, torch.zeros_like(kappa))
         k2 = k * k
         series = k * (1 / 3 - k2 * (1 / 45 - k2 * (2 / 945 - k2 * (1 / 4725 - k2 * 2 / 93555))))
