@@ -141,6 +141,13 @@ class ManifoldOps:
                 f"(e.g. with torch.autograd.set_detect_anomaly) before passing it to {self.name}"
             )
 
+    @staticmethod
+    def _finite_tangent(u: Tensor) -> tuple[bool, str | None]:
+        """``_check_vector_on_tangent`` of a manifold whose tangent spaces are all of ℝⁿ: only finiteness."""
+        if not bool(torch.isfinite(u).all()):
+            return False, "contains NaN or inf coordinates"
+        return True, None
+
     def validate_point(self, x: Tensor, what: str = "x") -> None:
         """Raise ``ValueError`` if ``x`` has the wrong size; with validation on, also if it is not finite or
         not on the manifold (the message gives the violation and suggests ``projx``)."""

@@ -169,9 +169,7 @@ class PoincareBall(ManifoldOps, geoopt.Manifold):
 
     def _check_vector_on_tangent(self, x: Tensor, u: Tensor, *, atol: float = 0.0, rtol: float = 0.0,
                                  dim: int = -1) -> Tuple[bool, Optional[str]]:
-        if not bool(torch.isfinite(u).all()):
-            return False, "contains NaN or inf coordinates"
-        return True, None
+        return self._finite_tangent(u)
 
     # -- geoopt operations ---------------------------------------------------------------------------------
     def lambda_x(self, x: Tensor, *, keepdim: bool = False, dim: int = -1) -> Tensor:

@@ -23,7 +23,8 @@ import geoopt
 import torch
 
 from .base import ManifoldOps
-from .constants import SPHERE_CHECK_RTOL, tiny
+from .constants import SPHERE_CHECK_RTOL
+from .euclidean import Euclidean
 from .uniform import UniformOnManifold
 
 Tensor = torch.Tensor
@@ -264,13 +265,9 @@ class Sphere(ManifoldOps, geoopt.Manifold):
         return x.movedim(-1, dim)
 
     # -- geoopt operations ---------------------------------------------------------------------------------
-    def inner(self, x: Tensor, u: Tensor, v: Optional[Tensor] = None, *, keepdim: bool = False,
-              dim: int = -1) -> Tensor:
-        """The Euclidean inner product of the ambient tangent vectors (``x`` unused)."""
-        return (u * (u if v is None else v)).sum(dim=dim, keepdim=keepdim)
-
-    def norm(self, u: Tensor, x: Optional[Tensor] = None, *, keepdim: bool = False, dim: int = -1) -> Tensor:
-        return torch.linalg.vector_norm(u, dim=dim, keepdim=keepdim)
+    #: the Euclidean inner product and norm of the ambient tangent vectors (``x`` unused)
+    inner = Euclidean.inner
+    norm = Euclidean.norm
 
     def projx(self, x: Tensor, *, dim: int = -1) -> Tensor:
         self._check_size(x.movedim(dim, -1), "x")

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 import geoopt
 import torch
 
-from .base import ManifoldOps
+from .euclidean import Euclidean
 from .uniform import UniformOnManifold
 
 Tensor = torch.Tensor
@@ -32,11 +32,12 @@ def wrap(a: Tensor) -> Tensor:
     return torch.where(w >= math.pi, w - 2 * math.pi, w)
 
 
-class Torus(ManifoldOps, geoopt.Manifold):
+class Torus(Euclidean):
     r"""The flat torus :math:`T^n = (S^1)^n`, points as ``n`` angles in ``[-π, π)`` (intrinsic = ambient coordinates).
 
     geoopt has no torus; the methods have geoopt's names and meanings (``projx`` wraps into the chart, ``proju`` and
-    ``transp`` are identities, ``retr = expmap``). The origin is ``0``; tangent coordinates at the origin are
+    ``transp`` are identities, ``retr = expmap``). It shares ℝⁿ's metric, so it subclasses
+    :class:`~manifolds.Euclidean` for the operations that do not wrap (inner product, transport, origin). The origin is ``0``; tangent coordinates at the origin are
     tangent vectors themselves, and ``expmap0_spatial`` wraps them (so ``coords_are_points`` is false: a flow on
     ℝⁿ is not a flow on Tⁿ). ``translate(μ, p) = wrap(p + μ)``.
 
@@ -54,18 +55,14 @@ class Torus(ManifoldOps, geoopt.Manifold):
     """
 
     name = "Torus"
-    curvature_sign = 0
     is_compact = True
-    ndim = 1
-    reversible = True
+    coords_are_points = False
     __scaling__ = geoopt.Manifold.__scaling__.copy()
 
     def __init__(self, n: int | None = None, *, validate: bool = False) -> None:
-        super().__init__()
         if n is not None and (int(n) != n or n < 1):
             raise ValueError(f"Torus(n): n (the number of angles) must be a positive integer; got {n!r}")
-        self.dim = None if n is None else int(n)
-        self.validate = validate
+        super().__init__(validate=validate, dim=None if n is None else int(n))
 
     def extra_repr(self) -> str:
         return f"n={self.dim}"
@@ -75,18 +72,8 @@ class Torus(ManifoldOps, geoopt.Manifold):
         """``π``: each angle's ``exp`` is injective on ``(-π, π)``."""
         return math.pi
 
-    def curvature(self) -> Tensor:
-        """``0``: the torus is flat."""
-        return torch.zeros(())
-
     def same_as(self, other: object) -> bool:
         return self is other or type(self) is type(other)
-
-    def ambient_dim(self, n: int) -> int:
-        return n
-
-    def intrinsic_dim(self, x: Tensor) -> int:
-        return x.size(-1)
 
     def log_volume(self, n: int | None = None) -> float:
         """``n·log 2π``."""
@@ -113,27 +100,13 @@ class Torus(ManifoldOps, geoopt.Manifold):
 
     def _check_vector_on_tangent(self, x: Tensor, u: Tensor, *, atol: float = 0.0, rtol: float = 0.0,
                                  dim: int = -1) -> Tuple[bool, Optional[str]]:
-        if not bool(torch.isfinite(u).all()):
-            return False, "contains NaN or inf coordinates"
-        return True, None
+        return self._finite_tangent(u)
 
     # -- geoopt operations ---------------------------------------------------------------------------------
-    def inner(self, x: Tensor, u: Tensor, v: Optional[Tensor] = None, *, keepdim: bool = False,
-              dim: int = -1) -> Tensor:
-        return (u * (u if v is None else v)).sum(dim=dim, keepdim=keepdim)
-
-    def norm(self, u: Tensor, x: Optional[Tensor] = None, *, keepdim: bool = False, dim: int = -1) -> Tensor:
-        return torch.linalg.vector_norm(u, dim=dim, keepdim=keepdim)
-
     def projx(self, x: Tensor, *, dim: int = -1) -> Tensor:
         """Wrap every angle into ``[-π, π)``."""
         self._check_size(x.movedim(dim, -1), "x")
         return wrap(x)
-
-    def proju(self, x: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
-        return u
-
-    egrad2rgrad = proju
 
     def _in(self, x: Tensor, what: str, dim: int) -> Tensor:
         self.validate_point(x.movedim(dim, -1), what)
@@ -163,19 +136,6 @@ class Torus(ManifoldOps, geoopt.Manifold):
     def logmap0(self, x: Tensor, *, dim: int = -1) -> Tensor:
         return self._in(x, "x", dim)
 
-    def transp(self, x: Tensor, y: Tensor, v: Tensor, *, dim: int = -1) -> Tensor:
-        return v
-
-    def transp0(self, y: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
-        return u
-
-    def transp0back(self, x: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
-        return u
-
-    def origin(self, *size, dtype=None, device=None, seed: int = 42) -> geoopt.ManifoldTensor:
-        return geoopt.ManifoldTensor(torch.zeros(*geoopt.utils.size2shape(*size), dtype=dtype, device=device),
-                                     manifold=self)
-
     def random_uniform(self, *size, dtype=None, device=None) -> geoopt.ManifoldTensor:
         """Uniform angles in ``[-π, π)``."""
         u = torch.rand(*geoopt.utils.size2shape(*size), dtype=dtype, device=device)
@@ -183,20 +143,25 @@ class Torus(ManifoldOps, geoopt.Manifold):
 
     random = random_uniform
 
+    def random_normal(self, *size, std: float = 1.0, dtype=None, device=None) -> geoopt.ManifoldTensor:
+        """``wrap(v)``, ``v ~ N(0, std²)``: the wrapped normal at the origin."""
+        v = torch.randn(*geoopt.utils.size2shape(*size), dtype=dtype, device=device) * std
+        return geoopt.ManifoldTensor(wrap(v), manifold=self)
+
+    # transport is the identity (ℝⁿ's, without its check of v as a point: angles of a tangent vector are not wrapped)
+    def transp(self, x: Tensor, y: Tensor, v: Tensor, *, dim: int = -1) -> Tensor:
+        return v
+
+    def transp0(self, y: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
+        return u
+
+    transp0back = transp0
+
     # -- tangent coordinates at the origin -----------------------------------------------------------------
     def expmap0_spatial(self, v: Tensor) -> Tensor:
         """``wrap(v)``."""
         self.validate_coords(v, "v")
         return wrap(v)
-
-    def logmap0_spatial(self, x: Tensor) -> Tensor:
-        """The angles themselves (the chart ``[-π, π)ⁿ`` is the tangent cube of ``exp_0``'s injectivity)."""
-        self.validate_point(x, "x")
-        return x
-
-    def expmap_logdet(self, r: Tensor, n: int) -> Tensor:
-        """``0``: ``exp`` is a local isometry of the flat torus."""
-        return torch.zeros_like(r)
 
     def translate(self, mu: Tensor, p: Tensor, *, inverse: bool = False) -> Tensor:
         """``wrap(p + μ)`` (``inverse``: ``wrap(p - μ)``)."""
