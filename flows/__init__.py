@@ -22,7 +22,7 @@ from .distribution import Flow
 from .linear import ActNorm, Permutation
 from .registry import LIFT_SUFFIX, available, build, describe, lift_to, register
 from .splines import SplineCoupling, SplineHalf, rational_quadratic_spline
-from .circular import AngleConditioner, CircleTransform, CircularSplineHalf, MobiusHalf, TorusCoupling, wrap_angle
+from .circular import AngleConditioner, CircleTransform, CircularSplineHalf, MobiusHalf, TorusCoupling
 from .sphere import SphereSplineCoupling
 from .autoregressive import IAF, MADE, MAF, MaskedAutoregressive
 from .surjective import AbsSurjection, FoldedDistribution, SortSurjection, SymmetrySurjection
@@ -47,6 +47,6 @@ __all__ = [
     "InvertibleResidual", "SpectralCap", "logdet_power_series",
     "LorentzVectorField", "RiemannianFlow", "flow_matching_loss", "ot_pairing", "riemannian_divergence",
     "SelfNormConv2d", "SelfNormLinear", "self_normalizing", "self_normalizing_objective",
-    "AngleConditioner", "CircleTransform", "CircularSplineHalf", "MobiusHalf", "TorusCoupling", "wrap_angle",
+    "AngleConditioner", "CircleTransform", "CircularSplineHalf", "MobiusHalf", "TorusCoupling",
     "SphereSplineCoupling",
 ]

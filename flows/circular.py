@@ -2,7 +2,7 @@ r"""Flows on the circle S¹ and the torus Tⁿ = (S¹)ⁿ in angle coordinates `
 Racanière, Albergo, Kanwar, Shanahan, Cranmer, ICML 2020, "Normalizing flows on tori and spheres", arXiv 2002.02428).
 
 Two bijections of the circle, each composed with a rotation ``θ ↦ θ + c`` and read back in the chart by
-:func:`wrap_angle`:
+:func:`manifolds.torus.wrap`:
 
 * the **circular rational-quadratic spline** (:class:`CircularSplineHalf`): Durkan et al.'s spline with knots
   spanning ``[-π, π]`` and the derivative at ``-π`` equal to the one at ``π`` (``ends="periodic"`` of
@@ -19,8 +19,9 @@ flat (:func:`on_torus`).
 
 Example:
     >>> import torch
-    >>> from flows.circular import CircleTransform, CircularSplineHalf
-    >>> f = CircleTransform(None, 1, CircularSplineHalf()).double()
+    >>> from manifolds import Torus
+    >>> from flows import build
+    >>> f = build("circular-spline", Torus(1), 1, layers=4).double()
     >>> x = torch.tensor([[-torch.pi], [0.5]], dtype=torch.float64)
     >>> y, ladj = f(x)
     >>> bool(((y >= -torch.pi) & (y < torch.pi)).all()), torch.allclose(f.inverse(y)[0], x)
@@ -36,6 +37,7 @@ import torch
 from torch import nn
 
 from manifolds.base import ManifoldOps
+from manifolds.torus import wrap
 
 from .conditioners import make_conditioner
 from .constants import DEFAULT_HIDDEN, MOBIUS_MAX_RADIUS, OUTPUT_INIT_SCALE, SPLINE_BINS
@@ -47,21 +49,7 @@ from .transform import Compose, Transform
 
 Tensor = torch.Tensor
 
-__all__ = ["AngleConditioner", "CircleTransform", "CircularSplineHalf", "MobiusHalf", "TorusCoupling", "on_torus",
-           "wrap_angle"]
-
-
-def wrap_angle(a: Tensor) -> Tensor:
-    r"""``a`` modulo ``2π`` in the chart ``[-π, π)``: ``a - 2π·⌊(a + π)/2π⌋``, then the one-ulp corrections for
-    results rounded onto ``π`` (or just below ``-π``). Its derivative is 1 everywhere.
-
-    Example:
-        >>> wrap_angle(torch.tensor([torch.pi, -torch.pi, 3 * torch.pi / 2, -7.0], dtype=torch.float64))
-        tensor([-3.1416, -3.1416, -1.5708, -0.7168], dtype=torch.float64)
-    """
-    out = a - (2 * math.pi) * torch.floor((a + math.pi) / (2 * math.pi))
-    out = torch.where(out >= math.pi, out - 2 * math.pi, out)
-    return torch.where(out < -math.pi, out + 2 * math.pi, out)
+__all__ = ["AngleConditioner", "CircleTransform", "CircularSplineHalf", "MobiusHalf", "TorusCoupling", "on_torus"]
 
 
 def on_torus(manifold: ManifoldOps) -> Optional[str]:
@@ -72,9 +60,8 @@ def on_torus(manifold: ManifoldOps) -> Optional[str]:
     return "it acts on the torus Tⁿ in angle coordinates [-π, π)ⁿ (a compact flat manifold, e.g. Torus(n); S¹ = Torus(1))"
 
 
-def _need_torus(manifold: Optional[ManifoldOps], what: str) -> None:
-    """``manifold`` passes :func:`on_torus`; ``None`` (the transform used on bare angle tensors) is accepted."""
-    reason = None if manifold is None else on_torus(manifold)
+def _need_torus(manifold: ManifoldOps, what: str) -> None:
+    reason = on_torus(manifold)
     if reason is not None:
         raise ValueError(f"{what} cannot act on the {manifold.name} manifold: {reason}. On ℝⁿ use 'rqs-coupling', on "
                          f"S² 'sphere-spline'")
@@ -117,11 +104,11 @@ class CircularSplineHalf(SplineHalf):
     def forward(self, w2: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         p = self.per_coordinate(w2, params)
         y, logd = rational_quadratic_spline(w2, p[..., :-1], bound=self.bound, ends=self.ends)
-        return wrap_angle(y + p[..., -1]), logd.sum(-1)
+        return wrap(y + p[..., -1]), logd.sum(-1)
 
     def inverse(self, y2: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         p = self.per_coordinate(y2, params)
-        x, logd = rational_quadratic_spline(wrap_angle(y2 - p[..., -1]), p[..., :-1], inverse=True, bound=self.bound,
+        x, logd = rational_quadratic_spline(wrap(y2 - p[..., -1]), p[..., :-1], inverse=True, bound=self.bound,
                                             ends=self.ends)
         return x, logd.sum(-1)
 
@@ -163,11 +150,11 @@ class MobiusHalf(CouplingHalf):
 
     def forward(self, w2: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         y, ladj = self._circle_map(w2, params, 1.0)
-        return wrap_angle(y + self.per_coordinate(w2, params)[..., 2]), ladj
+        return wrap(y + self.per_coordinate(w2, params)[..., 2]), ladj
 
     def inverse(self, y2: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         x, ladj = self._circle_map(y2 - self.per_coordinate(y2, params)[..., 2], params, -1.0)
-        return wrap_angle(x), ladj
+        return wrap(x), ladj
 
 
 class AngleConditioner(nn.Module):
@@ -196,18 +183,19 @@ class CircleTransform(Transform):
     ``log|det| = Σᵢ log h'(θᵢ; φᵢ)``; the flow on S¹ (``n = 1``) is a stack of these.
 
     Args:
-        manifold: the torus (anything compact and flat, :func:`on_torus`); ``None`` for bare angles.
+        manifold: the torus (anything compact and flat, :func:`on_torus`).
         dim: number of angles ``n``.
         half: the circle map: :class:`CircularSplineHalf` or :class:`MobiusHalf`.
 
     Example:
-        >>> f = CircleTransform(None, 1, MobiusHalf())
+        >>> from manifolds import Torus
+        >>> f = CircleTransform(Torus(1), 1, MobiusHalf())
         >>> y, ladj = f(torch.rand(6, 1) * 6 - 3)
         >>> y.shape, ladj.shape
         (torch.Size([6, 1]), torch.Size([6]))
     """
 
-    def __init__(self, manifold: Optional[ManifoldOps], dim: int, half: CouplingHalf) -> None:
+    def __init__(self, manifold: ManifoldOps, dim: int, half: CouplingHalf) -> None:
         _need_torus(manifold, type(self).__name__)
         super().__init__(manifold)
         if int(dim) != dim or dim < 1:
@@ -237,20 +225,21 @@ class TorusCoupling(Transform):
     parities) with an :class:`AngleConditioner`, so the parameters are periodic in the conditioning angles.
 
     Args:
-        manifold: the torus (:func:`on_torus`); ``None`` for bare angles.
+        manifold: the torus (:func:`on_torus`).
         dim: ``n ≥ 2``.
         half: :class:`CircularSplineHalf` or :class:`MobiusHalf`.
         parity, conditioner, hidden, context_features: as in :class:`~flows.coupling.Coupling`.
 
     Example:
-        >>> f = TorusCoupling(None, 2, CircularSplineHalf(bins=4))
+        >>> from manifolds import Torus
+        >>> f = TorusCoupling(Torus(2), 2, CircularSplineHalf(bins=4))
         >>> x = torch.rand(5, 2) * 6 - 3
         >>> y, ladj = f(x)
         >>> torch.allclose(f.inverse(y)[0], x, atol=1e-5)
         True
     """
 
-    def __init__(self, manifold: Optional[ManifoldOps], dim: int, half: CouplingHalf, parity: int = 0,
+    def __init__(self, manifold: ManifoldOps, dim: int, half: CouplingHalf, parity: int = 0,
                  conditioner: str = "mlp", hidden: int = DEFAULT_HIDDEN, context_features: int = 0) -> None:
         _need_torus(manifold, type(self).__name__)
         super().__init__(manifold)

@@ -20,7 +20,9 @@ away from the poles, and the poles map to themselves).
 
 Example:
     >>> import torch
-    >>> f = SphereSplineCoupling(None, parity=0).double()
+    >>> from manifolds import Sphere
+    >>> from flows import build
+    >>> f = build("sphere-spline", Sphere(2), 2, layers=4).double()
     >>> x = torch.nn.functional.normalize(torch.randn(5, 3, dtype=torch.float64), dim=-1)
     >>> y, ladj = f(x)
     >>> torch.allclose(y.norm(dim=-1), torch.ones(5, dtype=torch.float64)), torch.allclose(f.inverse(y)[0], x)
@@ -94,8 +96,8 @@ def on_sphere(manifold: ManifoldOps) -> Optional[str]:
     return "it acts on the sphere S² (a compact manifold of positive curvature, points in ℝ³, e.g. Sphere(2))"
 
 
-def _need_sphere(manifold: Optional[ManifoldOps], what: str) -> None:
-    reason = None if manifold is None else on_sphere(manifold)
+def _need_sphere(manifold: ManifoldOps, what: str) -> None:
+    reason = on_sphere(manifold)
     if reason is not None:
         raise ValueError(f"{what} cannot act on the {manifold.name} manifold: {reason}. On Tⁿ use 'circular-spline' "
                          f"or 'mobius'")
@@ -115,7 +117,7 @@ class SphereSplineCoupling(Transform):
     is close to the identity.
 
     Args:
-        manifold: the sphere (:func:`on_sphere`); ``None`` for bare points of S² in ℝ³.
+        manifold: the sphere (:func:`on_sphere`).
         parity: 0 or 1 (above).
         conditioner, hidden, context_features: the conditioner ``b`` (:func:`~flows.conditioners.make_conditioner`).
         bins: ``K`` of both splines.
@@ -123,14 +125,15 @@ class SphereSplineCoupling(Transform):
             (``R = I``) by default.
 
     Example:
-        >>> f = SphereSplineCoupling(None, parity=1, bins=4)
+        >>> from manifolds import Sphere
+        >>> f = SphereSplineCoupling(Sphere(2), parity=1, bins=4)
         >>> poles = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, -1.0]])
         >>> f(poles)[0]  # parity 1 moves only φ: the poles stay put
         tensor([[ 0.,  0.,  1.],
                 [ 0.,  0., -1.]], grad_fn=<MmBackward0>)
     """
 
-    def __init__(self, manifold: Optional[ManifoldOps], parity: int = 0, conditioner: str = "mlp",
+    def __init__(self, manifold: ManifoldOps, parity: int = 0, conditioner: str = "mlp",
                  hidden: int = DEFAULT_HIDDEN, context_features: int = 0, bins: int = SPLINE_BINS,
                  rotation: Optional[Tensor] = None) -> None:
         _need_sphere(manifold, type(self).__name__)
@@ -152,7 +155,7 @@ class SphereSplineCoupling(Transform):
         self.register_buffer("rotation", rotation.to(self.free.dtype))
         #: ``r``, read from the declared injectivity radius ``π·r``: the layer acts on ``x/r`` (the area element
         #: ``r² dz dφ`` has the same factor on both sides, so the log-det is the unit sphere's)
-        self.radius = 1.0 if manifold is None else manifold.injectivity_radius / math.pi
+        self.radius = manifold.injectivity_radius / math.pi
 
     def _coords(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         check_coords(self, x, 3, self.free)
