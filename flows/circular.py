@@ -31,7 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -49,6 +49,8 @@ from .transform import Compose, Transform
 
 Tensor = torch.Tensor
 
+_NOT_TORUS = "On ℝⁿ use 'rqs-coupling', on S² 'sphere-spline'"
+
 __all__ = ["AngleConditioner", "CircleTransform", "CircularSplineHalf", "MobiusHalf", "TorusCoupling", "on_torus"]
 
 
@@ -60,11 +62,12 @@ def on_torus(manifold: ManifoldOps) -> Optional[str]:
     return "it acts on the torus Tⁿ in angle coordinates [-π, π)ⁿ (a compact flat manifold, e.g. Torus(n); S¹ = Torus(1))"
 
 
-def _need_torus(manifold: ManifoldOps, what: str) -> None:
-    reason = on_torus(manifold)
+def require(support: Callable[[ManifoldOps], Optional[str]], manifold: ManifoldOps, what: str, instead: str) -> None:
+    """A layer's constructor check: ``ValueError`` (why, and ``instead``: what to use) unless ``support(manifold)``
+    is ``None``."""
+    reason = support(manifold)
     if reason is not None:
-        raise ValueError(f"{what} cannot act on the {manifold.name} manifold: {reason}. On ℝⁿ use 'rqs-coupling', on "
-                         f"S² 'sphere-spline'")
+        raise ValueError(f"{what} cannot act on the {manifold.name} manifold: {reason}. {instead}")
 
 
 def check_coords(transform: Transform, x: Tensor, size: int, weight: Optional[Tensor]) -> None:
@@ -196,7 +199,7 @@ class CircleTransform(Transform):
     """
 
     def __init__(self, manifold: ManifoldOps, dim: int, half: CouplingHalf) -> None:
-        _need_torus(manifold, type(self).__name__)
+        require(on_torus, manifold, type(self).__name__, _NOT_TORUS)
         super().__init__(manifold)
         if int(dim) != dim or dim < 1:
             raise ValueError(f"dim (the number of angles) must be a positive integer; got {dim}")
@@ -241,7 +244,7 @@ class TorusCoupling(Transform):
 
     def __init__(self, manifold: ManifoldOps, dim: int, half: CouplingHalf, parity: int = 0,
                  conditioner: str = "mlp", hidden: int = DEFAULT_HIDDEN, context_features: int = 0) -> None:
-        _need_torus(manifold, type(self).__name__)
+        require(on_torus, manifold, type(self).__name__, _NOT_TORUS)
         super().__init__(manifold)
         self.coupling = Coupling(dim, half, parity, conditioner, hidden, context_features)
         n_cond, n_trans = len(self.coupling.cond_idx), len(self.coupling.trans_idx)

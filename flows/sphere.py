@@ -39,7 +39,7 @@ from torch import nn
 
 from manifolds.base import ManifoldOps
 
-from .circular import AngleConditioner, CircularSplineHalf, check_coords
+from .circular import AngleConditioner, CircularSplineHalf, check_coords, require
 from .conditioners import make_conditioner
 from .constants import DEFAULT_HIDDEN, OUTPUT_INIT_SCALE, SPHERE_ROTATION_SEED, SPLINE_BINS
 from .registry import register
@@ -96,13 +96,6 @@ def on_sphere(manifold: ManifoldOps) -> Optional[str]:
     return "it acts on the sphere S² (a compact manifold of positive curvature, points in ℝ³, e.g. Sphere(2))"
 
 
-def _need_sphere(manifold: ManifoldOps, what: str) -> None:
-    reason = on_sphere(manifold)
-    if reason is not None:
-        raise ValueError(f"{what} cannot act on the {manifold.name} manifold: {reason}. On Tⁿ use 'circular-spline' "
-                         f"or 'mobius'")
-
-
 class SphereSplineCoupling(Transform):
     r"""One cylindrical coupling layer on S² (module docstring): with ``(z, φ)`` the cylindrical coordinates of
     ``R x``,
@@ -136,7 +129,7 @@ class SphereSplineCoupling(Transform):
     def __init__(self, manifold: ManifoldOps, parity: int = 0, conditioner: str = "mlp",
                  hidden: int = DEFAULT_HIDDEN, context_features: int = 0, bins: int = SPLINE_BINS,
                  rotation: Optional[Tensor] = None) -> None:
-        _need_sphere(manifold, type(self).__name__)
+        require(on_sphere, manifold, type(self).__name__, "On Tⁿ use 'circular-spline' or 'mobius'")
         super().__init__(manifold)
         if parity not in (0, 1):
             raise ValueError(f"parity must be 0 or 1; got {parity}")

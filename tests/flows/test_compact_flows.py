@@ -340,6 +340,16 @@ def test_float32_round_trip(fh, name, n):
     M = Sphere(2) if name == "sphere-spline" else Torus(n)
     f = fh.randomize_(flows.build(name, M, n, layers=2, hidden=16), gain=1.0).float()
     x = (_sphere_points() if name == "sphere-spline" else _angles(n)).float()
-    back = f.inverse(f(x)[0])[0]
+    back = f.inverse(f(x)[0])[0].detach()
     err = float((back - x).abs().max()) if name == "sphere-spline" else _angle_err(back, x)
     assert err < 1e-4
+
+
+def test_layers_refuse_other_manifolds():
+    """The layer constructors ask the same support predicates as the registry."""
+    with pytest.raises(ValueError, match="TorusCoupling cannot act on the Sphere manifold.*sphere-spline"):
+        flows.TorusCoupling(Sphere(2), 2, flows.MobiusHalf())
+    with pytest.raises(ValueError, match="CircleTransform cannot act on the Euclidean manifold"):
+        flows.CircleTransform(Euclidean(), 1, flows.CircularSplineHalf())
+    with pytest.raises(ValueError, match="SphereSplineCoupling cannot act on the Torus manifold.*circular-spline"):
+        flows.SphereSplineCoupling(Torus(2))
