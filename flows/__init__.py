@@ -22,6 +22,8 @@ from .distribution import Flow
 from .linear import ActNorm, Permutation
 from .registry import LIFT_SUFFIX, available, build, describe, lift_to, register
 from .splines import SplineCoupling, SplineHalf, rational_quadratic_spline
+from .circular import AngleConditioner, CircleTransform, CircularSplineHalf, MobiusHalf, TorusCoupling
+from .sphere import SphereSplineCoupling
 from .autoregressive import IAF, MADE, MAF, MaskedAutoregressive
 from .surjective import AbsSurjection, FoldedDistribution, SortSurjection, SymmetrySurjection
 from .diagnostics import gaussian_optimum_nll
@@ -50,4 +52,6 @@ __all__ = [
     "AmbientRiemannianFlow", "TangentVectorField", "geodesic_path", "IsometricTransform",
     "on_any", "on_class", "on_global_chart", "on_rn", "why_not",
     "SelfNormConv2d", "SelfNormLinear", "self_normalizing", "self_normalizing_objective",
+    "AngleConditioner", "CircleTransform", "CircularSplineHalf", "MobiusHalf", "TorusCoupling",
+    "SphereSplineCoupling",
 ]

@@ -25,6 +25,12 @@ SPLINE_BOUND: float = 5.0
 #: Default number of spline bins ``K`` (``3K - 1`` parameters per transformed coordinate).
 SPLINE_BINS: int = 8
 
+#: How the derivatives at the interval's ends are set (:func:`flows.splines.spline_knots`), and the number of raw parameters
+#: per coordinate for ``K`` bins: ``"identity"`` (``δ_0 = δ_K = 1``, matching identity tails outside ``[-B, B]``;
+#: ``3K - 1``), ``"periodic"`` (``δ_0 = δ_K`` one free value: a C¹ bijection of the circle ``[-B, B)`` with its
+#: ends identified; ``3K``), ``"free"`` (``δ_0``, ``δ_K`` free: a bijection of ``[-B, B]`` fixing its ends; ``3K + 1``).
+SPLINE_ENDS: dict[str, int] = {"identity": -1, "periodic": 0, "free": 1}
+
 #: Smallest spline bin width and height, as a fraction of ``2B`` (nflows' and Durkan et al.'s 1e-3): every bin
 #: keeps a positive size, so the knots stay distinct and the inverse's quadratic stays well conditioned.
 SPLINE_MIN_BIN_SIZE: float = 1e-3
@@ -142,3 +148,15 @@ FM_COUPLINGS: tuple[str, ...] = ("independent", "ot")
 #: dimension: in ``hdensity``'s H¹⁶ mixture (10 000 steps) blocks of 64 end at +0.113 nats from the floor, 128 at
 #: +0.085 (checkerboard +0.144 vs +0.133); pass ``ot_block=128`` for the last digits, 64 for speed.
 FM_OT_BLOCK: int = 64
+
+# -- flows on the circle, the torus and the sphere (flows/circular.py, flows/sphere.py) --------------------------
+
+#: Largest radius of a Möbius transform's centre ``ω`` (Rezende et al. 2020 use 0.99): ``ω = R·u/√(1 + |u|²)``
+#: keeps ``|ω| < R`` smoothly (no clamp), so a layer's derivative ``(1 - |ω|²)/|z - ω|²`` stays within
+#: ``[(1 - R)/(1 + R), (1 + R)/(1 - R)] = [1/199, 199]``: bi-Lipschitz, with a finite log-det everywhere.
+MOBIUS_MAX_RADIUS: float = 0.99
+
+#: Seed of the fixed random rotations between the sphere's cylindrical coupling layers (layer ``i ≥ 1`` is conjugated
+#: by the ``i``-th rotation drawn from it), so that no point of S² is a fixed point of every layer (each cylindrical
+#: layer fixes its own two poles) and a rebuilt flow has the same rotations as the saved one.
+SPHERE_ROTATION_SEED: int = 2020

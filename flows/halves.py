@@ -25,6 +25,11 @@ class CouplingHalf(nn.Module):
 
     n_params: int = 2
 
+    def per_coordinate(self, w2: Tensor, params: Tensor) -> Tensor:
+        """The conditioner's output ``params`` (``..., n_params·l``, parameter-major: ``params[..., p·l + i]`` is
+        parameter ``p`` of coordinate ``i``) as ``(..., l, n_params)``: one row of parameters per coordinate."""
+        return params.unflatten(-1, (self.n_params, w2.size(-1))).transpose(-1, -2)
+
     def forward(self, w2: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover
         raise NotImplementedError
 

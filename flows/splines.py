@@ -33,7 +33,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .constants import (DEFAULT_HIDDEN, SPLINE_BINS, SPLINE_BOUND, SPLINE_MIN_BIN_SIZE, SPLINE_MIN_DERIVATIVE)
+from .constants import (DEFAULT_HIDDEN, SPLINE_BINS, SPLINE_BOUND, SPLINE_ENDS, SPLINE_MIN_BIN_SIZE,
+                        SPLINE_MIN_DERIVATIVE)
 from .coupling import Coupling, CouplingHalf
 from .registry import on_rn, register
 from .transform import Compose, Transform
@@ -45,17 +46,31 @@ Tensor = torch.Tensor
 _DERIVATIVE_SHIFT = math.log(math.expm1(1.0 - SPLINE_MIN_DERIVATIVE))
 
 
-def spline_knots(raw: Tensor, bound: float = SPLINE_BOUND) -> tuple[Tensor, Tensor, Tensor]:
-    r"""Knots ``x_k``, ``y_k`` (``K + 1`` each, from ``-B`` to ``B``) and knot derivatives ``δ_k`` from ``3K - 1``
-    unconstrained parameters ``(ŵ, ĥ, δ̂)`` in the last dimension of ``raw``.
+def spline_n_params(bins: int, ends: str = "identity") -> int:
+    """Raw parameters per coordinate of a ``bins``-bin spline with the given ``ends`` (:data:`SPLINE_ENDS`)."""
+    if ends not in SPLINE_ENDS:
+        raise ValueError(f"ends must be one of {', '.join(SPLINE_ENDS)}; got {ends!r}")
+    return 3 * bins + SPLINE_ENDS[ends]
+
+
+def spline_knots(raw: Tensor, bound: float = SPLINE_BOUND, ends: str = "identity"
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Knots ``x_k``, ``y_k`` (``K + 1`` each, from ``-B`` to ``B``) and knot derivatives ``δ_k`` from the
+    unconstrained parameters ``(ŵ, ĥ, δ̂)`` in the last dimension of ``raw`` (:func:`spline_n_params` of them).
 
     Widths ``w = 2B·(m + (1 - mK)·softmax(ŵ))`` (heights likewise, ``m`` =
-    :data:`~flows.constants.SPLINE_MIN_BIN_SIZE`), interior derivatives ``δ = m' + softplus(δ̂ + c)`` with ``c``
-    such that ``δ̂ = 0`` gives 1 (``m'`` = :data:`~flows.constants.SPLINE_MIN_DERIVATIVE`), ``δ_0 = δ_K = 1``.
+    :data:`~flows.constants.SPLINE_MIN_BIN_SIZE`), derivatives ``δ = m' + softplus(δ̂ + c)`` with ``c``
+    such that ``δ̂ = 0`` gives 1 (``m'`` = :data:`~flows.constants.SPLINE_MIN_DERIVATIVE`): the ``K - 1`` interior
+    ones always, the end ones as ``ends`` says (:data:`SPLINE_ENDS`). All-zero parameters give the identity.
     """
-    K = (raw.size(-1) + 1) // 3
-    if 3 * K - 1 != raw.size(-1) or K < 1:
-        raise ValueError(f"a rational-quadratic spline takes 3K - 1 parameters per coordinate; got {raw.size(-1)}")
+    if ends not in SPLINE_ENDS:
+        raise ValueError(f"ends must be one of {', '.join(SPLINE_ENDS)}; got {ends!r}")
+    extra = SPLINE_ENDS[ends]
+    K = (raw.size(-1) - extra) // 3
+    if 3 * K + extra != raw.size(-1) or K < 1:
+        count = "3K" if extra == 0 else f"3K {'+' if extra > 0 else '-'} {abs(extra)}"
+        raise ValueError(f"a rational-quadratic spline with {ends!r} ends takes {count} parameters per coordinate "
+                         f"(K >= 1 bins); got {raw.size(-1)}")
     if SPLINE_MIN_BIN_SIZE * K >= 1:
         raise ValueError(f"{K} bins of minimum size {SPLINE_MIN_BIN_SIZE} do not fit in the interval")
     raw_w, raw_h, raw_d = raw[..., :K], raw[..., K:2 * K], raw[..., 2 * K:]
@@ -68,21 +83,27 @@ def spline_knots(raw: Tensor, bound: float = SPLINE_BOUND) -> tuple[Tensor, Tens
         return torch.cat([torch.full_like(cum[..., :1], -bound), cum[..., 1:-1], torch.full_like(cum[..., :1], bound)],
                          dim=-1)
 
-    inner = SPLINE_MIN_DERIVATIVE + F.softplus(raw_d + _DERIVATIVE_SHIFT)
-    derivs = F.pad(inner, (1, 1), value=1.0)
+    derivs = SPLINE_MIN_DERIVATIVE + F.softplus(raw_d + _DERIVATIVE_SHIFT)
+    if ends == "identity":
+        derivs = F.pad(derivs, (1, 1), value=1.0)
+    elif ends == "periodic":  # δ_0 = δ_K: the last parameter is the derivative at both ends
+        derivs = torch.cat([derivs[..., -1:], derivs], dim=-1)
     return knots(raw_w), knots(raw_h), derivs
 
 
-def rational_quadratic_spline(x: Tensor, raw: Tensor, inverse: bool = False, bound: float = SPLINE_BOUND
-                              ) -> tuple[Tensor, Tensor]:
+def rational_quadratic_spline(x: Tensor, raw: Tensor, inverse: bool = False, bound: float = SPLINE_BOUND,
+                              ends: str = "identity") -> tuple[Tensor, Tensor]:
     r"""The monotone rational-quadratic spline of Durkan et al. 2019 (module docstring), elementwise.
 
     Args:
         x: inputs, any shape ``S`` (outputs ``y`` when ``inverse=True``).
-        raw: unconstrained parameters of shape ``S + (3K - 1,)``: bin widths, bin heights, interior knot
-            derivatives (:func:`spline_knots`).
+        raw: unconstrained parameters of shape ``S + (P,)``: bin widths, bin heights, knot derivatives
+            (:func:`spline_knots`; ``P = 3K - 1`` with identity ends).
         inverse: evaluate ``g⁻¹`` (closed-form root of the quadratic) instead of ``g``.
-        bound: ``B``; the map is the identity outside ``[-B, B]`` (slope 1, so C¹ at ``±B``).
+        bound: ``B``.
+        ends: ``"identity"``: the map is the identity outside ``[-B, B]`` (slope 1, so C¹ at ``±B``);
+            ``"periodic"`` (the circular spline of Rezende et al. 2020) or ``"free"``: a bijection of ``[-B, B]``
+            fixing ``±B``, whose domain is ``[-B, B]`` (:data:`SPLINE_ENDS`).
 
     Returns:
         ``(g(x), log g'(x))`` or, with ``inverse=True``, ``(g⁻¹(y), log (g⁻¹)'(y))``, both of shape ``S``.
@@ -97,9 +118,17 @@ def rational_quadratic_spline(x: Tensor, raw: Tensor, inverse: bool = False, bou
         >>> torch.allclose(x2, x), torch.allclose(logd_inv, -logd)
         (True, True)
     """
-    xk, yk, dk = spline_knots(raw, bound)
+    xk, yk, dk = spline_knots(raw, bound, ends)
+    if ends != "identity":
+        return _spline_in_bins(x, xk, yk, dk, inverse)
     inside = (x >= -bound) & (x <= bound)
-    v = x.clamp(-bound, bound)
+    out, logd = _spline_in_bins(x.clamp(-bound, bound), xk, yk, dk, inverse)
+    return torch.where(inside, out, x), torch.where(inside, logd, torch.zeros_like(logd))
+
+
+def _spline_in_bins(v: Tensor, xk: Tensor, yk: Tensor, dk: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+    """The spline through the knots ``(xk, yk)`` with slopes ``dk`` at ``v`` in ``[x_0, x_K]`` (``[y_0, y_K]`` for
+    the inverse): value and log-derivative."""
     # bin index: the number of interior knots at or left of v (in x for g, in y for g⁻¹)
     edges = (yk if inverse else xk)[..., 1:-1]
     idx = (v.unsqueeze(-1) >= edges).sum(-1, keepdim=True)
@@ -133,7 +162,7 @@ def rational_quadratic_spline(x: Tensor, raw: Tensor, inverse: bool = False, bou
         logd = -logd
     else:
         out = y0 + h * (s * xi * xi + d0 * xo) / den
-    return torch.where(inside, out, x), torch.where(inside, logd, torch.zeros_like(logd))
+    return out, logd
 
 
 class SplineHalf(CouplingHalf):
@@ -145,6 +174,8 @@ class SplineHalf(CouplingHalf):
     Args:
         bins: ``K``.
         bound: ``B``.
+        ends: :data:`~flows.constants.SPLINE_ENDS`: ``"identity"`` (identity tails, ``3K - 1`` parameters),
+            ``"free"`` (a bijection of ``[-B, B]`` fixing its ends: the sphere's height), ``"periodic"``.
 
     A round trip is exact to the rounding of ``y₂`` times ``1/g'``: in float32 that reaches ~1e-3 where ``g'`` nears
     its floor ``SPLINE_MIN_DERIVATIVE`` (1e-3); in float64 ~1e-11 (2 000 random draws of the example below).
@@ -159,26 +190,24 @@ class SplineHalf(CouplingHalf):
         True
     """
 
-    def __init__(self, bins: int = SPLINE_BINS, bound: float = SPLINE_BOUND) -> None:
+    def __init__(self, bins: int = SPLINE_BINS, bound: float = SPLINE_BOUND, ends: str = "identity") -> None:
         super().__init__()
         if int(bins) != bins or bins < 1:
             raise ValueError(f"bins must be a positive integer; got {bins}")
-        self.bins, self.bound = int(bins), float(bound)
-        self.n_params = 3 * self.bins - 1
-
-    def _raw(self, w: Tensor, params: Tensor) -> Tensor:
-        return params.unflatten(-1, (self.n_params, w.size(-1))).transpose(-1, -2)
+        self.bins, self.bound, self.ends = int(bins), float(bound), ends
+        self.n_params = spline_n_params(self.bins, ends)
 
     def forward(self, w2: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        y, logd = rational_quadratic_spline(w2, self._raw(w2, params), bound=self.bound)
+        y, logd = rational_quadratic_spline(w2, self.per_coordinate(w2, params), bound=self.bound, ends=self.ends)
         return y, logd.sum(-1)
 
     def inverse(self, y2: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        x, logd = rational_quadratic_spline(y2, self._raw(y2, params), inverse=True, bound=self.bound)
+        x, logd = rational_quadratic_spline(y2, self.per_coordinate(y2, params), inverse=True, bound=self.bound,
+                                            ends=self.ends)
         return x, logd.sum(-1)
 
     def extra_repr(self) -> str:
-        return f"bins={self.bins}, bound={self.bound}"
+        return f"bins={self.bins}, bound={self.bound}" + ("" if self.ends == "identity" else f", ends={self.ends!r}")
 
 
 class SplineCoupling(Coupling):

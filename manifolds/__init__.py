@@ -1,4 +1,5 @@
-"""Riemannian manifolds for flows: flat ℝⁿ and the Lorentz (hyperboloid) model, and the wrapped normal.
+"""Riemannian manifolds for flows: ℝⁿ, the hyperboloid, the Poincaré ball, the sphere, the torus and their products,
+with their distributions (wrapped normals, uniform laws, von Mises–Fisher).
 
 Example:
     >>> import torch
@@ -14,7 +15,21 @@ from .validation import set_validation, validation, validation_enabled
 from .base import ManifoldOps
 from .euclidean import Euclidean
 from .lorentz import Lorentz
+from .lorentz_math import lorentz_to_poincare, poincare_to_lorentz
+from .poincare import PoincareBall
+from .sphere import Sphere
+from .torus import Torus
+from .product import Product, parse_product
+from .uniform import UniformOnManifold
 from .wrapped_normal import WrappedNormal
+from .poincare_distributions import PoincareWrappedNormal
+from .preimage_wrapped_normal import PreimageWrappedNormal
+from .sphere_distributions import SphereWrappedNormal, VonMisesFisher
+from .torus_distributions import TorusWrappedNormal
+from .product_distributions import ProductDistribution, ProductWrappedNormal
 
-__all__ = ["Euclidean", "Lorentz", "ManifoldOps", "WrappedNormal", "constants", "lorentz_math", "set_validation",
+__all__ = ["Euclidean", "Lorentz", "ManifoldOps", "PoincareBall", "PoincareWrappedNormal", "PreimageWrappedNormal",
+           "Product", "ProductDistribution", "ProductWrappedNormal", "Sphere", "SphereWrappedNormal", "Torus",
+           "TorusWrappedNormal", "UniformOnManifold", "VonMisesFisher", "WrappedNormal", "constants",
+           "lorentz_math", "lorentz_to_poincare", "parse_product", "poincare_to_lorentz", "set_validation",
            "validation", "validation_enabled"]

@@ -131,6 +131,20 @@ class ManifoldOps:
         """``(model, to_model, from_model)`` through which flows of ``model`` act on this manifold, or ``None``."""
         return None
 
+    @property
+    def wrapped_normal_class(self) -> type | None:
+        """The class that ``manifolds.WrappedNormal(loc, scale, self)`` builds: ``None`` for the generic one (exact where
+        ``exp_o`` is injective on the whole tangent space: ℝⁿ, Hⁿ, the ball), a class that sums the preimages of
+        ``exp`` where it is not (:class:`~manifolds.SphereWrappedNormal`, :class:`~manifolds.TorusWrappedNormal`), or
+        a product of factors (:class:`~manifolds.ProductDistribution`). Added for issue 23 (new interface member)."""
+        return None
+
+    def expmap0_logdet(self, v: Tensor) -> Tensor:
+        """``log|det d exp_o(v)|`` at tangent coordinates ``v`` (last dimension ``n``): :meth:`expmap_logdet` of
+        ``|v|`` where the volume change depends on the norm only; a product adds its factors'. Added for issue 23
+        (new interface member), so code that has the coordinates works on products too."""
+        return self.expmap_logdet(torch.linalg.vector_norm(v, dim=-1), v.size(-1))
+
     def uniform(self, *, dtype: torch.dtype | None = None, device: torch.device | None = None):
         """The uniform distribution on a compact manifold (``log p = -log vol M``)."""
         raise ValueError(f"{self.name} is not compact: it has no uniform distribution; use a wrapped normal instead")
@@ -180,6 +194,13 @@ class ManifoldOps:
                 f"{what} contains {bad} non-finite value(s) (NaN or inf); check the upstream computation "
                 f"(e.g. with torch.autograd.set_detect_anomaly) before passing it to {self.name}"
             )
+
+    @staticmethod
+    def _finite_tangent(u: Tensor) -> tuple[bool, str | None]:
+        """``_check_vector_on_tangent`` of a manifold whose tangent spaces are all of ℝⁿ: only finiteness."""
+        if not bool(torch.isfinite(u).all()):
+            return False, "contains NaN or inf coordinates"
+        return True, None
 
     def validate_point(self, x: Tensor, what: str = "x") -> None:
         """Raise ``ValueError`` if ``x`` has the wrong size; with validation on, also if it is not finite or

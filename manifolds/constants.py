@@ -58,3 +58,32 @@ def tiny(dtype: torch.dtype) -> float:
 #: (unbounded, ``log k`` was seen at −84 and +91 before every ``log_prob`` turned NaN). It holds the paper's
 #: warm-up (``R = 11``, ``k = 121``); pass ``k_range=`` for a curvature outside it.
 K_RANGE: tuple[float, float] = (1e-3, 1e3)
+
+#: Relative tolerance of the sphere's and the ball's point checks (``| |x| - r | <= rtol·r``, ``|<x,u>| <= rtol·|x||u|``):
+#: float32 rounding of a unit vector is ``~6e-8`` per coordinate, so 1e-4 passes every rounded point and catches
+#: points that were never projected.
+SPHERE_CHECK_RTOL: float = 1e-4
+
+#: Fraction of the Poincaré ball's radius ``sqrt(k)`` that :meth:`~manifolds.PoincareBall.projx` keeps points
+#: inside, per dtype (geoopt's ``BALL_EPS``): ``1 - |p|/sqrt(k) >= eps``. At that edge a point is about
+#: ``sqrt(k)·log(2/eps)`` from the origin (17·sqrt(k) in float32, 38·sqrt(k) in float64): farther points live on the
+#: hyperboloid (:meth:`~manifolds.PoincareBall.isometric_model`) or in tangent coordinates.
+BALL_EPS: dict[torch.dtype, float] = {torch.float16: 1e-3, torch.bfloat16: 1e-2, torch.float32: 4e-7,
+                                      torch.float64: 1e-15}
+
+#: Wrapped normal on the torus, per coordinate ``p(θ) = Σ_m N(θ + 2πm; μ, σ²)``: for ``σ <= TORUS_FOURIER_SIGMA``
+#: the sum over windings ``|m| <= TORUS_WINDINGS``; above it the dual (Jacobi theta) series
+#: ``(1/2π)(1 + 2 Σ_{m=1}^{TORUS_FOURIER_TERMS} e^{-m²σ²/2} cos m(θ-μ))``. Dropped tails, relative to ``p``:
+#: windings ``<= 2·exp(-((2M+1)² - 1)π²/(2σ²))/(1 - ...) = 2·exp(-48π²/8) ≈ 2.8e-21`` at ``σ = 2, M = 3``;
+#: Fourier ``<= 2·e^{-(M+1)²σ²/2}/(1 - 2Σe^{-m²σ²/2}) ≈ 2e-22/0.96`` at ``σ = 2, M = 4``. Both are below float64's
+#: resolution (1.1e-16) over the whole range of ``σ``.
+TORUS_FOURIER_SIGMA: float = 2.0
+TORUS_WINDINGS: int = 3
+TORUS_FOURIER_TERMS: int = 4
+
+#: Wrapped normal on the sphere: the density sums the preimages ``t_m = θ + 2πm·r`` (``|m| <= SPHERE_WINDINGS``)
+#: along the great circle through ``μ`` and the point. The first dropped term is at ``|t| >= (2M+1)π·r``, relative
+#: size ``<= ((2M+1)π)^{n-1}·exp(-((2M+1)π)²/(2σ²))``: ``3e-14`` at ``σ = 3r`` and ``n = 5`` (M = 4), below float64's
+#: resolution for ``σ <= 2.5r``; for larger ``σ`` the law is near uniform and the bound is the error.
+SPHERE_WINDINGS: int = 4
+

@@ -76,6 +76,16 @@ class WrappedNormal(Distribution):
     #: set by :meth:`at_origin`: ``μ = o`` is declared, so tangent coordinates at ``μ`` are those at ``o``
     _at_origin: bool = False
 
+    def __new__(cls, loc: Tensor | None = None, scale: Tensor | None = None, manifold: ManifoldOps | None = None,
+                validate_args: bool | None = None):
+        """Build the manifold's own wrapped normal where it declares one (``manifold.wrapped_normal_class``: the
+        sphere and the torus sum the preimages of ``exp``, the ball goes through the hyperboloid, a product takes
+        one per factor); this class otherwise."""
+        other = None if manifold is None or cls is not WrappedNormal else manifold.wrapped_normal_class
+        if other is not None:
+            return other(loc, scale, manifold, validate_args)
+        return super().__new__(cls)
+
     def __init__(self, loc: Tensor, scale: Tensor, manifold: ManifoldOps, validate_args: bool | None = None) -> None:
         if validate_args is None:  # the library's switch (manifolds.validation), not torch.distributions' default
             validate_args = validation_enabled()

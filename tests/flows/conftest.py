@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import flows
-from manifolds import Euclidean, Lorentz
+from manifolds import Euclidean, Lorentz, Sphere, Torus
 
 Tensor = torch.Tensor
 F64 = torch.float64
@@ -36,6 +36,8 @@ MANIFOLDS: dict[str, Callable[[], object]] = {
     "R": lambda: Euclidean(),
     "H_k1": lambda: Lorentz(k=torch.tensor(1.0, dtype=F64)),
     "H_k0.5": lambda: Lorentz(k=torch.tensor(0.5, dtype=F64)),
+    "T": lambda: Torus(),
+    "S2": lambda: Sphere(2),  # a manifold of fixed dimension is tested in that dimension only
 }
 
 #: width of the conditioners in the property tests (small: the tests check maths, not capacity)
@@ -68,7 +70,8 @@ def flow_cases(dims=DIMS) -> list:
                 if mid == "H_k1":
                     continue
                 use = ODE_DIMS if name in ODE_FLOWS else FAMILY_DIMS
-            for dim in use:
+            fixed = make().dim
+            for dim in use if fixed is None else (fixed,):
                 cases.append(pytest.param(name, mid, dim, id=f"{name}-{mid}-n{dim}"))
     return cases
 

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import flows
-from manifolds import Euclidean, Lorentz
+from manifolds import Euclidean, Lorentz, Sphere, Torus
 
 F64 = torch.float64
 
@@ -272,16 +272,17 @@ def test_registry_lists_the_issue_flows():
 
 @pytest.mark.parametrize("name", flows.available())
 def test_build_raises_value_error_on_manifolds_it_does_not_apply_to(name):
-    manifolds = [Euclidean(), Lorentz(k=1.0), Lorentz(k=2.0)]
-    applies = [M for M in manifolds if name in flows.available(M)]
+    # (manifold, a dimension it has)
+    manifolds = [(Euclidean(), 3), (Lorentz(k=1.0), 3), (Lorentz(k=2.0), 3), (Torus(3), 3), (Sphere(2), 2)]
+    applies = [M for M, _ in manifolds if name in flows.available(M)]
     assert applies, f"flow {name!r} applies to no manifold"
-    for M in manifolds:
+    for M, n in manifolds:
         if name in flows.available(M):
-            f = flows.build(name, M, 3, hidden=8)
+            f = flows.build(name, M, n, hidden=8)
             assert isinstance(f, flows.Transform) and f.manifold.name == M.name
         else:
             with pytest.raises(ValueError, match=name):
-                flows.build(name, M, 3, hidden=8)
+                flows.build(name, M, n, hidden=8)
 
 
 def test_build_rejects_bad_arguments():

@@ -133,6 +133,40 @@ def test_bad_parameter_count_is_a_value_error():
         flows.SplineHalf(bins=0)
 
 
+@pytest.mark.parametrize("ends,extra", [("periodic", 0), ("free", 1)])
+def test_interval_splines_fix_the_ends_and_are_exact(ends, extra):
+    """The splines without tails (``ends="periodic"``: the circular spline of Rezende et al. 2020; ``"free"``: the
+    sphere's height) map [-B, B] onto itself fixing ±B, take 3K + (0 | 1) parameters, are strictly increasing, C¹
+    at their knots, exactly invertible, and their log-derivative is autograd's; a periodic one has the same slope at
+    both ends (so it is C¹ on the circle), a free one its own slope at each."""
+    bins = 6
+    raw = torch.randn(400, 3 * bins + extra, generator=torch.Generator().manual_seed(11), dtype=F64) * 2.0
+    xk, yk, dk = spline_knots(raw, B, ends)
+    assert bool((xk[:, 0] == -B).all()) and bool((yk[:, -1] == B).all())
+    if ends == "periodic":
+        assert torch.equal(dk[:, 0], dk[:, -1])
+    else:
+        assert float((dk[:, 0] - dk[:, -1]).abs().max()) > 1e-2
+    ends_out, _ = rational_quadratic_spline(torch.tensor([-B, B], dtype=F64).expand(400, 2).T, raw.expand(2, -1, -1),
+                                            ends=ends)
+    torch.testing.assert_close(ends_out, torch.tensor([[-B], [B]], dtype=F64).expand(2, 400), atol=1e-12, rtol=0)
+    _, d_ends = rational_quadratic_spline(torch.tensor([-B, B], dtype=F64).expand(400, 2).T, raw.expand(2, -1, -1),
+                                          ends=ends)
+    torch.testing.assert_close(d_ends.exp(), torch.stack([dk[:, 0], dk[:, -1]]), rtol=1e-12, atol=0)
+    g = torch.Generator().manual_seed(12)
+    x = ((torch.rand(400, generator=g, dtype=F64) * 2 - 1) * B).requires_grad_()
+    y, logd = rational_quadratic_spline(x, raw, ends=ends)
+    (dy,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(logd, dy.log(), atol=1e-10, rtol=0)
+    x2, logd_inv = rational_quadratic_spline(y.detach(), raw, inverse=True, ends=ends)
+    assert float(((x2 - x.detach()).abs() / (1 + (-logd.detach()).exp())).max()) < 1e-12 * B
+    torch.testing.assert_close(logd_inv, -logd.detach(), atol=1e-9, rtol=0)
+    zero = torch.zeros(400, 3 * bins + extra, dtype=F64)  # all-zero parameters: the identity
+    torch.testing.assert_close(rational_quadratic_spline(x.detach(), zero, ends=ends)[0], x.detach(), atol=1e-13, rtol=0)
+    with pytest.raises(ValueError, match="3K"):
+        rational_quadratic_spline(x.detach(), raw[..., :-1] if extra else raw[..., :-2], ends=ends)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # spline and additive couplings (structure; the shared suite checks them as flows)
 # ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,281 @@
+r"""Distributions on the sphere Sⁿ_r: von Mises–Fisher (exact normaliser, Wood's sampler) and the wrapped normal
+(``shared/docs/MATH.md`` §8). The uniform law is :meth:`Sphere.uniform`."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.special
+import torch
+from torch.distributions import Distribution, constraints
+
+from .constants import SPHERE_WINDINGS
+from .preimage_wrapped_normal import PreimageWrappedNormal
+from .sphere import Sphere, log_sinc, sphere_projx
+
+Tensor = torch.Tensor
+
+__all__ = ["VonMisesFisher", "SphereWrappedNormal", "log_ive", "bessel_ratio"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class _LogIveHost(torch.autograd.Function):
+    """``log ive(ν, κ)`` by ``scipy.special.ive`` on the host (general order), with the exact derivative
+    ``d/dκ log ive(ν, κ) = I_{ν+1}(κ)/I_ν(κ) + ν/κ - 1``."""
+
+    @staticmethod
+    def forward(ctx, kappa: Tensor, nu: float) -> Tensor:
+        k = kappa.detach().cpu().double().numpy()
+        ive0 = scipy.special.ive(nu, k)
+        ratio = scipy.special.ive(nu + 1, k) / ive0
+        ctx.nu = nu
+        ctx.save_for_backward(kappa, torch.as_tensor(ratio, dtype=kappa.dtype, device=kappa.device))
+        return torch.as_tensor(np.log(ive0), dtype=kappa.dtype, device=kappa.device)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        kappa, ratio = ctx.saved_tensors
+        return grad * (ratio + ctx.nu / kappa - 1), None
+
+
+def log_ive(nu: float, kappa: Tensor) -> Tensor:
+    r"""``log(I_ν(κ)·e^{-κ})``, the log of the exponentially scaled modified Bessel function, differentiable in ``κ``.
+
+    In torch (no host read) for ``ν = 0, 1`` (``torch.special.i0e/i1e``) and ``ν = 1/2, 3/2`` (closed forms:
+    ``I_{1/2}(κ)e^{-κ} = (1 - e^{-2κ})/sqrt(2πκ)``, ``I_{3/2}(κ)e^{-κ} = ((1 + e^{-2κ}) - (1 - e^{-2κ})/κ)/sqrt(2πκ)``);
+    other orders by ``scipy.special.ive`` on the host (a synchronisation: the vMF of S¹ and S² avoid it).
+
+    Example:
+        >>> k = torch.tensor([1e-3, 1.0, 1e4], dtype=torch.float64)
+        >>> torch.allclose(log_ive(0.5, k), torch.as_tensor(np.log(scipy.special.ive(0.5, k.numpy()))))
+        True
+    """
+    if nu == 0:
+        return torch.special.i0e(kappa).log()
+    if nu == 1:
+        return torch.special.i1e(kappa).log()
+    if nu in (0.5, 1.5):
+        one_minus = -torch.expm1(-2 * kappa)  # 1 - e^{-2κ}
+        log_pre = -0.5 * torch.log(2 * math.pi * kappa)
+        if nu == 0.5:
+            return log_pre + one_minus.log()
+        # (1 + e^{-2κ}) - (1 - e^{-2κ})/κ cancels at small κ; there 2e^{-κ}(cosh κ - sinh κ/κ) by its series
+        small = kappa < 0.1
+        ks = torch.where(small, kappa, torch.zeros_like(kappa))
+        k2 = ks * ks
+        series = (2.0 / 3.0) * k2 * torch.exp(-ks) * (1 + k2 / 10 + k2 * k2 / 280 + k2 * k2 * k2 / 15120)
+        kl = torch.where(small, torch.ones_like(kappa), kappa)
+        closed = (2 - one_minus) - -torch.expm1(-2 * kl) / kl
+        return log_pre + torch.where(small, series, closed).log()
+    return _LogIveHost.apply(kappa, float(nu))
+
+
+def bessel_ratio(nu: float, kappa: Tensor) -> Tensor:
+    r"""``I_{ν+1}(κ)/I_ν(κ)``; for the vMF on S^{p-1}, ``A_p(κ) = bessel_ratio(p/2 - 1, κ)`` is the mean resultant
+    length ``E[μᵀx]``. On S² (``ν = 1/2``) the closed form ``coth κ - 1/κ``."""
+    if nu == 0.5:
+        small = kappa < 0.1  # coth κ - 1/κ cancels below; its series to κ⁹ is exact to 1e-16 there
+        ks = torch.where(small, torch.ones_like(kappa), kappa)
+        k = torch.where(small, kappa, torch.zeros_like(kappa))
+        k2 = k * k
+        series = k * (1 / 3 - k2 * (1 / 45 - k2 * (2 / 945 - k2 * (1 / 4725 - k2 * 2 / 93555))))
+        return torch.where(small, series, 1 / torch.tanh(ks) - 1 / ks)
+    return torch.exp(log_ive(nu + 1, kappa) - log_ive(nu, kappa))
+
+
+def _householder(mu: Tensor, x: Tensor) -> Tensor:
+    """The reflection taking ``e₀ = (1, 0, …)`` to the unit vector ``mu``, applied to ``x``."""
+    u = -mu.clone()
+    u[..., 0] = u[..., 0] + 1
+    uu = (u * u).sum(-1, keepdim=True)
+    ok = uu > torch.finfo(mu.dtype).tiny
+    coef = torch.where(ok, 2 * (u * x).sum(-1, keepdim=True) / torch.where(ok, uu, torch.ones_like(uu)),
+                       torch.zeros_like(uu))
+    return x - coef * u
+
+
+class VonMisesFisher(Distribution):
+    r"""von Mises–Fisher ``vMF(μ, κ)`` on ``S^{p-1}_r ⊂ ℝᵖ`` (``p = n + 1``), density with respect to the Riemannian
+    volume:
+
+    .. math:: \log p(x) = κ(μ̂ᵀx̂ - 1) + ν \log κ - \tfrac{p}{2}\log 2π - \log \mathrm{ive}(ν, κ) - n \log r,
+
+    ``ν = p/2 - 1``, ``x̂ = x/r``, ``μ̂ = μ/r``, ``ive(ν, κ) = I_ν(κ)e^{-κ}`` (:func:`log_ive`): the normaliser
+    ``C_p(κ) = κ^ν/((2π)^{p/2} I_ν(κ))`` without overflow, and ``κ(μ̂ᵀx̂ - 1) = -κ|x̂ - μ̂|²/2`` without cancellation, so
+    ``κ`` up to 1e5 and beyond is fine in float32. On S² it is ``κ/(2π(1 - e^{-2κ}))·e^{κ(μᵀx - 1)}``.
+
+    Sampling (Wood, 1994): ``w = μ̂ᵀx̂`` from its marginal, a uniform direction orthogonal to ``e₀`` and a Householder
+    reflection ``e₀ → μ̂``. On S² (``p = 3``) ``w`` has the closed-form inverse CDF ``1 - w = -log(u + (1-u)e^{-2κ})/κ``,
+    so ``rsample`` is reparameterised in ``μ`` and ``κ`` and needs no host read. For other ``p``, ``w`` comes from
+    Wood's rejection sampler (a loop until every draw is accepted: host reads) and is differentiable in ``μ`` only;
+    ``rsample`` refuses a ``κ`` that requires grad there (use the score function, or S²).
+
+    Args:
+        loc: the mean direction ``μ`` on the sphere, shape ``(..., p)``.
+        concentration: ``κ > 0``, shape broadcastable to the batch shape ``(...)`` (no event dimension).
+        manifold: the :class:`~manifolds.Sphere` (default ``Sphere(p - 1)``, radius 1).
+
+    Example:
+        >>> d = VonMisesFisher(torch.tensor([0.0, 0.0, 1.0]), torch.tensor(10.0))
+        >>> x, lp = d.rsample_and_log_prob((4,))
+        >>> torch.allclose(d.log_prob(x), lp), torch.allclose(x.norm(dim=-1), torch.ones(4))
+        (True, True)
+        >>> round(float(d.log_prob(torch.tensor([0.0, 0.0, 1.0])).exp()), 5)  # κ/(2π(1 - e^{-2κ}))
+        1.59155
+    """
+
+    arg_constraints = {"concentration": constraints.positive}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, loc: Tensor, concentration: Tensor | float, manifold: Sphere | None = None,
+                 validate_args: bool | None = None) -> None:
+        if loc.dim() == 0 or loc.size(-1) < 2:
+            raise ValueError(f"loc must be a point of a sphere S^(p-1) in ℝ^p (p >= 2, coordinates last); got shape "
+                             f"{tuple(loc.shape)}")
+        self.manifold = Sphere(loc.size(-1) - 1) if manifold is None else manifold
+        self.manifold._check_size(loc, "loc")
+        kappa = torch.as_tensor(concentration, dtype=loc.dtype, device=loc.device)
+        batch = torch.broadcast_shapes(loc.shape[:-1], kappa.shape)
+        if validate_args:
+            self.manifold.validate_point(loc, "loc")
+            ok, reason = self.manifold._check_point_on_manifold(loc)
+            if not ok:
+                raise ValueError(f"loc: {reason}")
+            if not bool((kappa > 0).all()):
+                raise ValueError(f"concentration must be positive; got min {float(kappa.min()):.3g}")
+        self.loc = loc.expand(*batch, loc.size(-1))
+        self.concentration = kappa.expand(batch)
+        self.p = loc.size(-1)
+        self.nu = 0.5 * self.p - 1
+        r = self.manifold.radius
+        self._log_norm = (self.nu * self.concentration.log() - 0.5 * self.p * _LOG_2PI
+                          - log_ive(self.nu, self.concentration) - (self.p - 1) * math.log(r))
+        super().__init__(batch, torch.Size([self.p]), validate_args=False)
+
+    @property
+    def mean_resultant_length(self) -> Tensor:
+        """``A_p(κ) = I_{p/2}(κ)/I_{p/2-1}(κ) = E[μ̂ᵀx̂]``."""
+        return bessel_ratio(self.nu, self.concentration)
+
+    @property
+    def mean(self) -> Tensor:
+        """The ambient mean ``E[x] = A_p(κ)·μ`` (inside the ball; its direction is ``μ``)."""
+        return self.mean_resultant_length.unsqueeze(-1) * self.loc
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        r = self.manifold.radius
+        diff = (value - self.loc) / r
+        return -0.5 * self.concentration * (diff * diff).sum(-1) + self._log_norm
+
+    def entropy(self) -> Tensor:
+        """``-κ(A_p(κ) - 1) - log C``: the differential entropy with respect to the Riemannian volume."""
+        return -self.concentration * (self.mean_resultant_length - 1) - self._log_norm
+
+    def _sample_t(self, shape: torch.Size) -> Tensor:
+        """``t = 1 - μ̂ᵀx̂`` for ``shape`` draws (batch last): inverse CDF on S², Wood's rejection otherwise."""
+        kappa = self.concentration.expand(shape)
+        if self.p == 3:
+            u = 1 - torch.rand(shape, dtype=kappa.dtype, device=kappa.device)  # in (0, 1]
+            return -torch.log(u + (1 - u) * torch.exp(-2 * kappa)) / kappa
+        return self._wood(kappa.detach().double()).to(kappa.dtype)
+
+    def _wood(self, kappa: Tensor) -> Tensor:
+        """Wood's (1994) rejection sampler of ``t = 1 - w`` in float64 (``b``, ``x₀`` and ``t`` in their stable forms)."""
+        m = self.p - 1.0
+        b = m / (2 * kappa + torch.sqrt(4 * kappa * kappa + m * m))
+        x0 = (1 - b) / (1 + b)
+        c = kappa * x0 + m * torch.log(4 * b / (1 + b) ** 2)  # log(1 - x0²) = log(4b/(1+b)²)
+        beta = torch.distributions.Beta(torch.tensor(0.5 * m, dtype=kappa.dtype, device=kappa.device),
+                                        torch.tensor(0.5 * m, dtype=kappa.dtype, device=kappa.device))
+        t = torch.zeros_like(kappa)
+        todo = torch.ones_like(kappa, dtype=torch.bool)
+        while bool(todo.any()):
+            z = beta.sample(kappa.shape)
+            denom = 1 - (1 - b) * z
+            tc = 2 * b * z / denom  # 1 - w, with w = (1 - (1+b) z)/(1 - (1-b) z)
+            w = 1 - tc
+            u = torch.rand_like(kappa)
+            accept = kappa * w + m * torch.log(1 - x0 * w) - c >= torch.log(u)
+            new = todo & accept
+            t = torch.where(new, tc, t)
+            todo = todo & ~accept
+        return t
+
+    def rsample_and_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
+        shape = torch.Size(sample_shape) + self.batch_shape
+        if self.p != 3 and self.concentration.requires_grad and torch.is_grad_enabled():
+            raise ValueError(f"VonMisesFisher.rsample: the gradient in κ has a closed form on S² only (p = 3; here "
+                             f"p = {self.p}); detach κ, use sample(), or a score-function estimator")
+        t = self._sample_t(shape).unsqueeze(-1)
+        xi = torch.randn(shape + (self.p - 1,), dtype=self.loc.dtype, device=self.loc.device)
+        xi = xi / torch.linalg.vector_norm(xi, dim=-1, keepdim=True)
+        x_e0 = torch.cat([1 - t, torch.sqrt(t * (2 - t)) * xi], dim=-1)  # (w, sqrt(1 - w²)·ξ)
+        r = self.manifold.radius
+        mu = sphere_projx(self.loc, 1.0).expand(shape + (self.p,))
+        x = r * _householder(mu, x_e0)
+        log_p = -self.concentration * t.squeeze(-1) + self._log_norm  # κ(μ̂ᵀx̂ - 1) = -κt
+        return x, log_p
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        return self.rsample_and_log_prob(sample_shape)[0]
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+
+class SphereWrappedNormal(PreimageWrappedNormal):
+    r"""The wrapped normal on Sⁿ_r: ``z = exp_μ(PT_{o→μ} v)``, ``v ~ N(0, diag σ²)`` in tangent coordinates at ``o``
+    (:meth:`Sphere.translate` of ``exp_o(v)``). What ``manifolds.WrappedNormal(loc, scale, Sphere(n))`` builds.
+
+    The density **sums the preimages** of ``exp_μ`` (it is not restricted and renormalised): a point at angle
+    ``θ = ρ/r`` from ``μ`` in unit direction ``û`` (tangent coordinates ``ρ·û``, ``ρ <= π r``) is reached from every
+    ``t_m·û`` with ``t_m = ρ + 2π r m``, ``m ∈ ℤ`` (negative ``t_m``: the other way round the great circle), so
+
+    .. math:: p(z) = \sum_{|m| \le M} N(t_m û; 0, \operatorname{diag} σ²)\,
+              \Big|\frac{t_m}{r \sin(ρ/r)}\Big|^{n-1},
+
+    truncated at ``M = SPHERE_WINDINGS = 4``: the dropped terms are below float64's resolution for ``σ <= 2.5 r``
+    (bound in :data:`~manifolds.constants.SPHERE_WINDINGS`). For ``n >= 2`` the density is infinite (integrably) at
+    ``μ`` and ``-μ``, the images of the conjugate spheres ``|v| = π r m``: ``log_prob`` returns ``+inf`` exactly there.
+
+    Args:
+        loc: the mean ``μ`` on the sphere (``n + 1`` coordinates).
+        scale: ``σ > 0`` in tangent coordinates at the origin, shape ``(..., n)``.
+        manifold: the :class:`~manifolds.Sphere`.
+        windings: ``M`` (default :data:`~manifolds.constants.SPHERE_WINDINGS`).
+
+    Example:
+        >>> from manifolds import Sphere, WrappedNormal
+        >>> S = Sphere(2)
+        >>> d = WrappedNormal(S.expmap0_spatial(torch.tensor([0.3, 0.0])), torch.tensor([0.4, 0.2]), S)
+        >>> x, lp = d.rsample_and_log_prob((3,))
+        >>> torch.allclose(d.log_prob(x), lp)
+        True
+    """
+
+    def __init__(self, loc: Tensor, scale: Tensor, manifold: Sphere, validate_args: bool | None = None, *,
+                 windings: int = SPHERE_WINDINGS) -> None:
+        super().__init__(loc, scale, manifold, validate_args)
+        self.windings = int(windings)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        r, n = self.manifold.radius, self.n
+        w = self.coords(value)
+        rho = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
+        pos = rho > 0
+        e1 = torch.zeros_like(w)
+        e1[..., 0] = 1.0
+        u = torch.where(pos, w / torch.where(pos, rho, torch.ones_like(rho)), e1)
+        q = (u * u / self.scale**2).sum(-1, keepdim=True)
+        m = torch.arange(-self.windings, self.windings + 1, dtype=w.dtype, device=w.device)
+        t = rho + 2 * math.pi * r * m  # (..., 2M+1)
+        log_gauss = -0.5 * t * t * q - self.scale.log().sum(-1, keepdim=True) - 0.5 * n * _LOG_2PI
+        # log|r sin(t/r)/t|: the series-safe log_sinc for m = 0, log(r|sin(ρ/r)|) - log|t| for the others
+        log_jac_0 = log_sinc(rho / r)
+        log_jac_m = math.log(r) + torch.sin(rho / r).abs().log() - t.abs().log()
+        log_jac = torch.where(m == 0, log_jac_0, log_jac_m)
+        return torch.logsumexp(log_gauss - (n - 1) * log_jac, dim=-1)
