@@ -10,6 +10,7 @@ import torch
 from torch.distributions import Distribution, constraints
 
 from .base import ManifoldOps
+from .validation import validation_enabled
 
 Tensor = torch.Tensor
 
@@ -30,8 +31,12 @@ class PreimageWrappedNormal(Distribution):
         if scale.dim() == 0 or scale.size(-1) != n:
             raise ValueError(f"scale must have the manifold's intrinsic dimension n={n} in its last dimension; got "
                              f"shape {tuple(scale.shape)} for loc of shape {tuple(loc.shape)}")
+        if validate_args is None:  # the library's switch (manifolds.validation)
+            validate_args = validation_enabled()
         if validate_args:
-            manifold.validate_point(loc, "loc")
+            ok, reason = manifold._check_point_on_manifold(loc.detach())
+            if not ok:
+                raise ValueError(f"loc: {reason}")
             if not bool((scale > 0).all()):
                 raise ValueError(f"scale must be positive; got min {float(scale.min()):.3g}")
         self.n = n

@@ -245,3 +245,14 @@ def test_wrapped_normal_keeps_its_fast_paths_and_at_origin_works_everywhere():
         q = WrappedNormal.at_origin(torch.full((2,), 0.5), M)
         w, lp = q.rsample_logmap0_and_log_prob((5,))
         torch.testing.assert_close(q.log_prob_logmap0(w), lp, rtol=1e-5, atol=1e-5)
+
+
+def test_parameter_validation():
+    with pytest.raises(ValueError, match="loc: angle 4 at index"):
+        WrappedNormal(torch.tensor([4.0, 0.0]), torch.ones(2), Torus(2), validate_args=True)
+    with pytest.raises(ValueError, match="loc: not on the sphere"):
+        WrappedNormal(torch.tensor([2.0, 0.0, 0.0]), torch.ones(2), Sphere(2), validate_args=True)
+    with pytest.raises(ValueError, match="scale must have the manifold's intrinsic dimension n=2"):
+        WrappedNormal(torch.tensor([1.0, 0.0, 0.0]), torch.ones(3), Sphere(2))
+    with pytest.raises(ValueError, match="concentration must be positive"):
+        VonMisesFisher(torch.tensor([1.0, 0.0, 0.0]), torch.tensor(-1.0), validate_args=True)
