@@ -15,7 +15,21 @@ from .validation import validation_enabled
 Tensor = torch.Tensor
 
 
-class PreimageWrappedNormal(Distribution):
+class LogmapCoordinates:
+    """Mixin for a distribution with ``manifold``, ``rsample_and_log_prob`` and ``log_prob``: sampling and scoring in
+    tangent coordinates at the origin, the interface of :class:`~manifolds.WrappedNormal` that flows and VAEs use."""
+
+    def rsample_logmap0_and_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
+        """Samples as tangent coordinates at the origin (``log_o z``) and their log-density."""
+        z, log_p = self.rsample_and_log_prob(sample_shape)
+        return self.manifold.logmap0_spatial(z), log_p
+
+    def log_prob_logmap0(self, w: Tensor) -> Tensor:
+        """``log_prob(exp_o(w))``."""
+        return self.log_prob(self.manifold.expmap0_spatial(w))
+
+
+class PreimageWrappedNormal(LogmapCoordinates, Distribution):
     """Base class: parameters, sampling and the tangent-coordinate helpers; subclasses give ``log_prob``."""
 
     arg_constraints = {"scale": constraints.positive}
@@ -62,15 +76,6 @@ class PreimageWrappedNormal(Distribution):
     def coords(self, z: Tensor) -> Tensor:
         """Tangent coordinates at ``o`` of ``translate(μ, ·)⁻¹(z)``: the shortest preimage."""
         return self.manifold.logmap0_spatial(self.manifold.translate(self.loc, z, inverse=True))
-
-    def rsample_logmap0_and_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
-        """Samples as tangent coordinates at the origin (``log_o z``) and their log-density."""
-        z, log_p = self.rsample_and_log_prob(sample_shape)
-        return self.manifold.logmap0_spatial(z), log_p
-
-    def log_prob_logmap0(self, w: Tensor) -> Tensor:
-        """``log_prob(exp_o(w))``."""
-        return self.log_prob(self.manifold.expmap0_spatial(w))
 
     @property
     def mean(self) -> Tensor:

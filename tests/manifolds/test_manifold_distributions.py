@@ -241,7 +241,7 @@ def test_wrapped_normal_keeps_its_fast_paths_and_at_origin_works_everywhere():
     d = WrappedNormal(L.origin(3), torch.ones(2), L)
     assert type(d) is WrappedNormal and type(d.expand((4,))) is WrappedNormal
     assert WrappedNormal.at_origin(torch.ones(2), L)._at_origin
-    for M in (Sphere(2), Torus(2), PoincareBall(dim=2)):
+    for M in (Sphere(2), Torus(2), PoincareBall(dim=2), Product(Sphere(1), Lorentz(dim=1))):
         q = WrappedNormal.at_origin(torch.full((2,), 0.5), M)
         w, lp = q.rsample_logmap0_and_log_prob((5,))
         torch.testing.assert_close(q.log_prob_logmap0(w), lp, rtol=1e-5, atol=1e-5)
