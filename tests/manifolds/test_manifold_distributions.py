@@ -256,3 +256,15 @@ def test_parameter_validation():
         WrappedNormal(torch.tensor([1.0, 0.0, 0.0]), torch.ones(3), Sphere(2))
     with pytest.raises(ValueError, match="concentration must be positive"):
         VonMisesFisher(torch.tensor([1.0, 0.0, 0.0]), torch.tensor(-1.0), validate_args=True)
+
+
+@pytest.mark.parametrize("p", [3, 5])
+def test_kl_vmf_to_uniform_is_the_expected_log_ratio(p):
+    S = Sphere(p - 1)
+    q = VonMisesFisher(S.projx(torch.ones(p, dtype=F64)), torch.tensor(6.0, dtype=F64), S)
+    u = S.uniform(dtype=F64)
+    torch.manual_seed(5)
+    x = q.sample((100_000,))
+    ratio = q.log_prob(x) - u.log_prob(x)
+    kl = torch.distributions.kl_divergence(q, u)
+    assert abs(float(kl) - float(ratio.mean())) < 5 * float(ratio.std()) / math.sqrt(len(ratio))
