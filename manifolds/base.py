@@ -40,6 +40,11 @@ class ManifoldOps:
     **geoopt's API**: ``expmap``/``logmap``/``transp``/``dist``/``inner``/``projx``/``proju`` and their origin forms
         ``expmap0``/``logmap0``/``dist0``/``transp0``/``transp0back``, with geoopt's meanings.
 
+    **Distributions** (added for issue 23): :attr:`wrapped_normal_class` (what ``WrappedNormal(loc, scale, M)``
+        builds: ``None`` for the generic class, else the manifold's own, e.g. one that sums the preimages of ``exp``
+        on a compact manifold) and :meth:`expmap0_logdet` (the log-Jacobian of ``exp_o`` from the coordinates
+        themselves, which a product needs).
+
     **Isometric model**: :meth:`isometric_model` returns ``(model, to_model, from_model)`` when flows written for
         another manifold (e.g. the hyperboloid) should be carried through an isometry (e.g. the Poincaré ball),
         else ``None``. Isometries keep densities with respect to the Riemannian volume, so log-dets are unchanged.

@@ -74,8 +74,9 @@ BALL_EPS: dict[torch.dtype, float] = {torch.float16: 1e-3, torch.bfloat16: 1e-2,
 #: Wrapped normal on the torus, per coordinate ``p(θ) = Σ_m N(θ + 2πm; μ, σ²)``: for ``σ <= TORUS_FOURIER_SIGMA``
 #: the sum over windings ``|m| <= TORUS_WINDINGS``; above it the dual (Jacobi theta) series
 #: ``(1/2π)(1 + 2 Σ_{m=1}^{TORUS_FOURIER_TERMS} e^{-m²σ²/2} cos m(θ-μ))``. Dropped tails, relative to ``p``:
-#: windings ``<= 2·exp(-((2M+1)² - 1)π²/(2σ²))/(1 - ...) = 2·exp(-48π²/8) ≈ 2.8e-21`` at ``σ = 2, M = 3``;
-#: Fourier ``<= 2·e^{-(M+1)²σ²/2}/(1 - 2Σe^{-m²σ²/2}) ≈ 2e-22/0.96`` at ``σ = 2, M = 4``. Both are below float64's
+#: windings ``<= 2·Σ_{j>M} exp(-((2j-1)² - 1)π²/(2σ²)) ≈ 2·exp(-48π²/8) ≈ 4e-26`` at ``σ = 2, M = 3`` (the first
+#: dropped term is ``>= 7π`` from the point, the kept sum ``>= N(π)``); Fourier ``<= 2e^{-(M+1)²σ²/2}/(1 - 2Σ_m
+#: e^{-m²σ²/2}) ≈ 2e^{-50}/0.72 ≈ 5e-22`` at ``σ = 2, M = 4`` (both bounds shrink away from ``σ = 2``). Both are below float64's
 #: resolution (1.1e-16) over the whole range of ``σ``.
 TORUS_FOURIER_SIGMA: float = 2.0
 TORUS_WINDINGS: int = 3

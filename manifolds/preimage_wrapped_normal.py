@@ -10,11 +10,26 @@ import torch
 from torch.distributions import Distribution, constraints
 
 from .base import ManifoldOps
+from .validation import validation_enabled
 
 Tensor = torch.Tensor
 
 
-class PreimageWrappedNormal(Distribution):
+class LogmapCoordinates:
+    """Mixin for a distribution with ``manifold``, ``rsample_and_log_prob`` and ``log_prob``: sampling and scoring in
+    tangent coordinates at the origin, the interface of :class:`~manifolds.WrappedNormal` that flows and VAEs use."""
+
+    def rsample_logmap0_and_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
+        """Samples as tangent coordinates at the origin (``log_o z``) and their log-density."""
+        z, log_p = self.rsample_and_log_prob(sample_shape)
+        return self.manifold.logmap0_spatial(z), log_p
+
+    def log_prob_logmap0(self, w: Tensor) -> Tensor:
+        """``log_prob(exp_o(w))``."""
+        return self.log_prob(self.manifold.expmap0_spatial(w))
+
+
+class PreimageWrappedNormal(LogmapCoordinates, Distribution):
     """Base class: parameters, sampling and the tangent-coordinate helpers; subclasses give ``log_prob``."""
 
     arg_constraints = {"scale": constraints.positive}
@@ -30,8 +45,12 @@ class PreimageWrappedNormal(Distribution):
         if scale.dim() == 0 or scale.size(-1) != n:
             raise ValueError(f"scale must have the manifold's intrinsic dimension n={n} in its last dimension; got "
                              f"shape {tuple(scale.shape)} for loc of shape {tuple(loc.shape)}")
+        if validate_args is None:  # the library's switch (manifolds.validation)
+            validate_args = validation_enabled()
         if validate_args:
-            manifold.validate_point(loc, "loc")
+            ok, reason = manifold._check_point_on_manifold(loc.detach())
+            if not ok:
+                raise ValueError(f"loc: {reason}")
             if not bool((scale > 0).all()):
                 raise ValueError(f"scale must be positive; got min {float(scale.min()):.3g}")
         self.n = n
@@ -57,15 +76,6 @@ class PreimageWrappedNormal(Distribution):
     def coords(self, z: Tensor) -> Tensor:
         """Tangent coordinates at ``o`` of ``translate(μ, ·)⁻¹(z)``: the shortest preimage."""
         return self.manifold.logmap0_spatial(self.manifold.translate(self.loc, z, inverse=True))
-
-    def rsample_logmap0_and_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor]:
-        """Samples as tangent coordinates at the origin (``log_o z``) and their log-density."""
-        z, log_p = self.rsample_and_log_prob(sample_shape)
-        return self.manifold.logmap0_spatial(z), log_p
-
-    def log_prob_logmap0(self, w: Tensor) -> Tensor:
-        """``log_prob(exp_o(w))``."""
-        return self.log_prob(self.manifold.expmap0_spatial(w))
 
     @property
     def mean(self) -> Tensor:

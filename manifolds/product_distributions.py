@@ -7,13 +7,14 @@ from typing import Sequence
 import torch
 from torch.distributions import Distribution, constraints
 
+from .preimage_wrapped_normal import LogmapCoordinates
 from .product import Product
 from .wrapped_normal import WrappedNormal
 
 Tensor = torch.Tensor
 
 
-class ProductDistribution(Distribution):
+class ProductDistribution(LogmapCoordinates, Distribution):
     r"""``p(x₁, …, xₘ) = Π_i p_i(x_i)`` on ``M₁ × … × Mₘ``: samples are concatenated, log-densities add (each factor's
     with respect to its Riemannian volume, so the sum is with respect to the product's volume).
 

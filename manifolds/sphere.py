@@ -160,7 +160,9 @@ class Sphere(ManifoldOps, geoopt.Manifold):
     Mirrors ``geoopt.Sphere`` (same method names and meanings) with these differences: any radius (geoopt's is 1);
     ``retr`` is the exponential map (geoopt's is ``projx(x + u)``); ``random`` draws the uniform distribution (as
     geoopt's ``random_uniform``); ``logmap`` uses ``atan2`` (exact at 0 and near π·r, where geoopt's ``arccos`` loses
-    digits) and returns the zero vector at the exact antipode; ``expmap`` projects ``u`` on ``T_x`` first. Origin
+    digits) and returns the zero vector at the exact antipode; ``expmap`` projects ``u`` on ``T_x`` first; ``transp`` is
+    parallel transport along the minimising geodesic (geoopt's is the projection ``proju(y, v)``, a vector transport
+    that does not keep norms). Origin
     forms (``expmap0``, ``logmap0``, ``dist0``, ``transp0``, ``transp0back``) use the origin ``o = (r, 0, …, 0)``.
 
     Args:

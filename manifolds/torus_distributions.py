@@ -20,7 +20,7 @@ def wrapped_normal_log_density(delta: Tensor, sigma: Tensor) -> Tensor:
     r"""``log Σ_m N(δ + 2πm; 0, σ²)`` for ``δ ∈ [-π, π)``, elementwise.
 
     For ``σ <= TORUS_FOURIER_SIGMA`` (= 2) the sum over windings ``|m| <= TORUS_WINDINGS`` (= 3); above it the dual
-    theta series ``(1/2π)(1 + 2 Σ_{m=1}^{4} e^{-m²σ²/2} cos mδ)``. Both dropped tails are below ``3e-21`` relative
+    theta series ``(1/2π)(1 + 2 Σ_{m=1}^{4} e^{-m²σ²/2} cos mδ)``. Both dropped tails are below ``1e-21`` relative
     (:data:`~manifolds.constants.TORUS_WINDINGS`), i.e. below float64's resolution at every ``σ``.
 
     Example:

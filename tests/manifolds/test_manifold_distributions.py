@@ -241,7 +241,30 @@ def test_wrapped_normal_keeps_its_fast_paths_and_at_origin_works_everywhere():
     d = WrappedNormal(L.origin(3), torch.ones(2), L)
     assert type(d) is WrappedNormal and type(d.expand((4,))) is WrappedNormal
     assert WrappedNormal.at_origin(torch.ones(2), L)._at_origin
-    for M in (Sphere(2), Torus(2), PoincareBall(dim=2)):
+    for M in (Sphere(2), Torus(2), PoincareBall(dim=2), Product(Sphere(1), Lorentz(dim=1))):
         q = WrappedNormal.at_origin(torch.full((2,), 0.5), M)
         w, lp = q.rsample_logmap0_and_log_prob((5,))
         torch.testing.assert_close(q.log_prob_logmap0(w), lp, rtol=1e-5, atol=1e-5)
+
+
+def test_parameter_validation():
+    with pytest.raises(ValueError, match="loc: angle 4 at index"):
+        WrappedNormal(torch.tensor([4.0, 0.0]), torch.ones(2), Torus(2), validate_args=True)
+    with pytest.raises(ValueError, match="loc: not on the sphere"):
+        WrappedNormal(torch.tensor([2.0, 0.0, 0.0]), torch.ones(2), Sphere(2), validate_args=True)
+    with pytest.raises(ValueError, match="scale must have the manifold's intrinsic dimension n=2"):
+        WrappedNormal(torch.tensor([1.0, 0.0, 0.0]), torch.ones(3), Sphere(2))
+    with pytest.raises(ValueError, match="concentration must be positive"):
+        VonMisesFisher(torch.tensor([1.0, 0.0, 0.0]), torch.tensor(-1.0), validate_args=True)
+
+
+@pytest.mark.parametrize("p", [3, 5])
+def test_kl_vmf_to_uniform_is_the_expected_log_ratio(p):
+    S = Sphere(p - 1)
+    q = VonMisesFisher(S.projx(torch.ones(p, dtype=F64)), torch.tensor(6.0, dtype=F64), S)
+    u = S.uniform(dtype=F64)
+    torch.manual_seed(5)
+    x = q.sample((100_000,))
+    ratio = q.log_prob(x) - u.log_prob(x)
+    kl = torch.distributions.kl_divergence(q, u)
+    assert abs(float(kl) - float(ratio.mean())) < 5 * float(ratio.std()) / math.sqrt(len(ratio))

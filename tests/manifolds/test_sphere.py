@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import geoopt
 import pytest
 import torch
 
@@ -227,3 +228,23 @@ def test_validation_errors_are_one_line():
     with pytest.raises(ValueError, match="radius must be a finite positive"):
         Sphere(2, radius=-1.0)
     assert Sphere(2).same_as(Sphere(2)) and not Sphere(2).same_as(Sphere(2, radius=2.0))
+
+
+def test_agrees_with_geoopt_sphere():
+    """Unit radius, float64, points and steps away from the antipode (where geoopt's arccos is still accurate)."""
+    S, G = Sphere(3), geoopt.Sphere()
+    gen = torch.Generator().manual_seed(9)
+    x = S.projx(torch.randn(64, 4, generator=gen, dtype=torch.float64))
+    y = S.projx(x + 0.8 * torch.randn(64, 4, generator=gen, dtype=torch.float64))
+    u = S.proju(x, torch.randn(64, 4, generator=gen, dtype=torch.float64))
+    close = lambda a, b: torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7)  # noqa: E731
+    close(S.dist(x, y), G.dist(x, y))
+    close(S.expmap(x, u), G.expmap(x, u))
+    close(S.logmap(x, y), G.logmap(x, y))
+    close(S.projx(2 * x), G.projx(2 * x))
+    close(S.proju(x, 3 * u + x), G.proju(x, 3 * u + x))
+    close(S.egrad2rgrad(x, u + x), G.egrad2rgrad(x, u + x))
+    close(S.inner(x, u, u), G.inner(x, u, u))
+    # transport: ours is parallel transport (keeps the norm); geoopt's proju(y, v) is its projection
+    close(G.transp(x, y, u), S.proju(y, u))
+    close(S.norm(S.transp(x, y, u)), S.norm(u))
