@@ -19,6 +19,7 @@ from torch import nn
 from .constants import (CNF_ATOL, CNF_END_TIME, CNF_INVERSE_TOLERANCE_FACTOR, CNF_LOGDET_TOLERANCE_FACTOR,
                         CNF_METHOD, CNF_MIN_TOLERANCE, CNF_RTOL, DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS,
                         OUTPUT_INIT_SCALE)
+from .extras import require
 from .registry import register
 from .transform import Compose, Transform
 
@@ -270,10 +271,8 @@ class ContinuousFlow(Transform):
         return max(self.rtol, floor), max(self.atol, floor)
 
     def _solve(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-        try:
-            from torchdiffeq import odeint, odeint_adjoint
-        except ImportError as e:  # pragma: no cover - torchdiffeq is in install_requires
-            raise ImportError("ContinuousFlow needs torchdiffeq: pip install torchdiffeq") from e
+        torchdiffeq = require("torchdiffeq", "ContinuousFlow (flows.build('cnf'))")
+        odeint, odeint_adjoint = torchdiffeq.odeint, torchdiffeq.odeint_adjoint
         if x.dim() == 0 or x.size(-1) != self.dim:
             raise ValueError(f"{type(self).__name__} expects {self.dim} coordinates in the last dimension; "
                              f"got shape {tuple(x.shape)}")

@@ -61,6 +61,7 @@ from .constants import (CNF_ATOL, CNF_INVERSE_TOLERANCE_FACTOR, CNF_LOGDET_TOLER
                         CNF_MIN_TOLERANCE, CNF_RTOL, DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, FM_COUPLINGS,
                         FM_OT_BLOCK, OUTPUT_INIT_SCALE, RFM_ACTIVATION, RFM_ACTIVATIONS, RFM_CHART_SERIES_THRESHOLD)
 from .continuous import TRACES, exact_trace, hutchinson_trace
+from .extras import require
 from .registry import register
 from .transform import TangentNativeTransform, Transform
 
@@ -351,7 +352,7 @@ class RiemannianFlow(TangentNativeTransform):
         return self._solve(v, reverse=True)
 
     def _solve(self, u: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-        from torchdiffeq import odeint
+        odeint = require("torchdiffeq", "RiemannianFlow's log-density and sampling (flows.build('rfm'))").odeint
 
         if u.dim() == 0 or u.size(-1) != self.dim:
             raise ValueError(f"{type(self).__name__} expects {self.dim} tangent coordinates in the last dimension; "

@@ -131,8 +131,8 @@ def test_graph_conditioned_flow_uses_the_edges():
         for p in model.flow.parameters():
             p.normal_(0, 0.5)
     z0 = model.encode(x, ei).loc
-    a = model._push(z0, ei)[0]
-    b = model._push(z0, ei[:, :4])[0]
+    a = model.flow(z0, model._context(ei))[0]
+    b = model.flow(z0, model._context(ei[:, :4]))[0]
     assert not torch.allclose(a, b), "changing the graph must change a graph-conditioned flow's output"
 
 
@@ -158,7 +158,7 @@ def _explicit_loss(model: GraphVAE, x, edge_index, pos, neg):
 
     q0 = model.encode(x, edge_index)
     z0, log_q0 = q0.rsample_and_log_prob()
-    zk, ladj = model._push(z0, edge_index)
+    zk, ladj = (z0, z0.new_zeros(z0.shape[:-1])) if model.flow is None else model.flow(z0, model._context(edge_index))
     w = model.manifold.logmap0_spatial(zk)
     pos_l, neg_l = (w[pos[0]] * w[pos[1]]).sum(-1), (w[neg[0]] * w[neg[1]]).sum(-1)
     recon = F.binary_cross_entropy_with_logits(pos_l, torch.ones_like(pos_l)) + \
@@ -229,19 +229,34 @@ def test_gcn_normalisation_is_recomputed_for_another_graph_and_survives_pickling
         assert torch.allclose(clone.encoder(x, ei)[0], a)
 
 
-def test_a_custom_decoder_keeps_its_own_forward():
-    """A subclass of the inner-product decoder with its own ``forward(z, pairs, manifold)`` is called as before."""
+@pytest.mark.parametrize("path", ["points", "tangent"])
+def test_a_custom_decoder_is_called_on_the_path_it_declares(path):
+    """A subclass of the inner-product decoder is called through the map its ``reads_tangent`` declares: its own
+    ``forward`` on points (``reads_tangent = False``) or its own ``forward_tangent``; either way the model's logits
+    are its logits (twice the inner product here), not the parent's."""
     from vae import InnerProductDecoder
 
-    class Scaled(InnerProductDecoder):
+    class OnPoints(InnerProductDecoder):
+        reads_tangent = False
+
         def forward(self, z, pairs, manifold):
             return 2 * super().forward(z, pairs, manifold)
 
+    class OnTangent(InnerProductDecoder):
+        def forward_tangent(self, w, pairs, manifold=None):
+            return 2 * super().forward_tangent(w, pairs, manifold)
+
     x, ei = _tree_with_features(30)
     split = split_edges(ei, 30, seed=0)
-    model = GraphVAE(Lorentz(), in_features=16, latent_dim=2, decoder=Scaled(), flow="whc", flow_hidden=8)
-    assert torch.isfinite(model.loss(x, split.train_edge_index, split.train_pos).total)
-    assert 0 <= model.evaluate(x, split.train_edge_index, split.test_pos, split.test_neg)["auc"] <= 1
+    model = GraphVAE(Lorentz(), in_features=16, latent_dim=2, decoder=(OnPoints if path == "points" else OnTangent)(),
+                     flow="whc", flow_hidden=8).double().eval()
+    z = model(x.double(), split.train_edge_index)
+    w = Lorentz().logmap0_spatial(z)
+    expected = 2 * (w[split.test_pos[0]] * w[split.test_pos[1]]).sum(-1)
+    torch.testing.assert_close(model.decode(z, split.test_pos, sigmoid=False), expected)
+    torch.testing.assert_close(model.pair_logits(None, split.test_pos, tangent=w), expected)
+    assert torch.isfinite(model.loss(x.double(), split.train_edge_index, split.train_pos).total)
+    assert 0 <= model.evaluate(x.double(), split.train_edge_index, split.test_pos, split.test_neg)["auc"] <= 1
 
 
 # --------------------------------------------------------------------------------------------------------
