@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import sysconfig
-import textwrap
 import zipfile
 from pathlib import Path
 
@@ -21,22 +20,13 @@ _spec = importlib.util.spec_from_file_location("_rf_test_docs", Path(__file__).w
 _docs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_docs)
 python_blocks = _docs.python_blocks
-#: import names of the optional packages (flows/extras.py), hidden from the fresh environment
+#: import names of the optional packages (flows/extras.py): a block that names one needs an extra
 OPTIONAL = ("torch_geometric", "networkx", "sklearn", "torchdiffeq", "matplotlib", "tqdm")
 CORE_REQUIREMENTS = {"torch", "geoopt", "numpy", "scipy"}
 
-BLOCKER = textwrap.dedent(f"""
-    # hides the optional packages, as if only the core requirements were installed
-    import importlib.abc, sys
-
-    class _Hide(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {OPTIONAL!r}:
-                raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-            return None
-
-    sys.meta_path.insert(0, _Hide())
-""")
+#: distributions of the optional packages (and of this project's editable install), left out of the fresh venv
+LEFT_OUT = ("torch_geometric", "networkx", "sklearn", "scikit_learn", "torchdiffeq", "matplotlib", "mpl_toolkits",
+            "pylab", "tqdm", "riemannian_flows", "__editable__")
 
 
 def _core_blocks() -> list[str]:
@@ -57,8 +47,8 @@ def wheel(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def core_env(wheel, tmp_path_factory) -> Path:
-    """A fresh venv whose only packages are the wheel and this interpreter's torch/geoopt/numpy/scipy (reached
-    through a ``.pth`` file: offline, nothing downloaded), with the optional packages hidden."""
+    """A fresh venv whose only packages are the wheel and this interpreter's packages minus the optional ones
+    (linked, not downloaded: offline)."""
     venv = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -68,8 +58,11 @@ def core_env(wheel, tmp_path_factory) -> Path:
                            str(wheel)], capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot install the wheel offline into a fresh venv: {proc.stderr[-400:]}")
-    (site / "_rf_hide_extras.py").write_text(BLOCKER)
-    (site / "zz_parent.pth").write_text(sysconfig.get_paths()["purelib"] + "\nimport _rf_hide_extras\n")
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if entry.suffix == ".pth" or entry.name.split("-")[0].split(".")[0].lower() in LEFT_OUT:
+            continue
+        if not (site / entry.name).exists():
+            (site / entry.name).symlink_to(entry)
     return python
 
 
