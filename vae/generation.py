@@ -243,6 +243,8 @@ class GraphAutoEncoder(nn.Module):
         return self.out.weight.device
 
     def encode(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """Node latents (points of the manifold) from node inputs ``x`` and the graph: two GAT layers, a bounded
+        tangent read-out, ``exp_o``."""
         h = F.elu(self.conv1(x, edge_index))
         h = F.elu(self.conv2(h, edge_index))
         return self.manifold.expmap0_spatial(bound_tangent(self.out(h), self.max_tangent_norm))

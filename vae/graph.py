@@ -89,6 +89,7 @@ class EdgeSplit:
     test_neg: Tensor
 
     def to(self, device: torch.device | str) -> "EdgeSplit":
+        """The split with every pair tensor moved to ``device``."""
         return EdgeSplit(self.num_nodes, *(getattr(self, f).to(device) for f in
                                            ("train_edge_index", "train_pos", "val_pos", "val_neg", "test_pos",
                                             "test_neg")))
@@ -287,6 +288,7 @@ class FermiDiracDecoder(EdgeDecoder):
 
     @property
     def temperature(self) -> Tensor:
+        """``τ = softplus(raw) + MIN_TEMPERATURE > 0``."""
         return F.softplus(self.raw_temperature) + MIN_TEMPERATURE
 
     def forward(self, z: Tensor, pairs: Tensor, manifold: nn.Module) -> Tensor:
