@@ -198,7 +198,8 @@ class FlowDistribution(Distribution):
         (``value`` broadcasts against the batch shape as in ``torch.distributions``)."""
         event = len(self.event_shape)
         shape = torch.broadcast_shapes(value.shape[:value.dim() - event], self.batch_shape)
-        value = value.expand(shape + value.shape[value.dim() - event:])
+        if shape != value.shape[:value.dim() - event]:  # static shapes: no op where nothing broadcasts
+            value = value.expand(shape + value.shape[value.dim() - event:])
         base, f = self.base, self.transform
         if self._in_tangent():
             w = base.manifold.logmap0_spatial(value)
