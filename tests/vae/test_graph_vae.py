@@ -422,3 +422,79 @@ def test_kl_weight_scales_only_the_kl_term():
 def test_kl_weight_must_be_finite_and_nonnegative(beta):
     with pytest.raises(ValueError, match="kl_weight must be a finite number >= 0"):
         GraphVAE(Lorentz(), 16, 2, kl_weight=beta)
+
+
+# --------------------------------------------------------------------------------------------------------
+# PyG conventions: a Data object wherever (x, edge_index) is taken; VGAE's method names
+# --------------------------------------------------------------------------------------------------------
+
+def _data_and_model(flow="whc"):
+    from torch_geometric.data import Data
+
+    x, ei = _tree_with_features(30)
+    torch.manual_seed(0)
+    model = GraphVAE(Lorentz(), in_features=16, latent_dim=2, flow=flow, flow_hidden=8).double()
+    return Data(x=x.double(), edge_index=ei), model
+
+
+@pytest.mark.parametrize("flow", [None, "whc"])
+def test_a_data_object_is_the_same_as_its_tensors(flow):
+    data, model = _data_and_model(flow)
+    model.eval()
+    torch.testing.assert_close(model(data), model(data.x, data.edge_index))
+    torch.testing.assert_close(model.embed(data, sample=False), model.embed(data.x, data.edge_index, sample=False))
+    q_data, q_pair = model.encode(data), model.encode(data.x, data.edge_index)
+    torch.testing.assert_close(q_data.loc, q_pair.loc)
+    pos, neg = data.edge_index[:, :6], torch.tensor([[0, 1, 2], [20, 21, 22]])
+    torch.manual_seed(1)
+    a = model.loss(data, pos_pairs=pos, neg_pairs=neg).total
+    torch.manual_seed(1)
+    b = model.loss(data.x, data.edge_index, pos, neg).total
+    torch.testing.assert_close(a, b)
+    assert model.evaluate(data, pos_pairs=pos, neg_pairs=neg) == model.evaluate(data.x, data.edge_index, pos, neg)
+
+
+def test_forward_returns_the_embeddings_points_on_the_manifold():
+    data, model = _data_and_model()
+    z = model.eval()(data)
+    assert z.shape == (30, 3) and bool(model.manifold.check_point_on_manifold(z.detach()))
+    torch.testing.assert_close(z, model.embed(data.x, data.edge_index, sample=False))
+
+
+def test_loss_of_a_data_object_defaults_to_its_edges_as_positives():
+    data, model = _data_and_model()
+    neg = torch.tensor([[0, 1, 2], [20, 21, 22]])
+    torch.manual_seed(2)
+    a = model.loss(data, neg_pairs=neg).total
+    torch.manual_seed(2)
+    b = model.loss(data.x, data.edge_index, data.edge_index, neg).total
+    torch.testing.assert_close(a, b)
+
+
+def test_vgae_method_names_have_pyg_meanings():
+    """``decode`` = sigmoid of the decoder's logits, ``recon_loss`` = BCE of positives + negatives, ``test`` = (AUC,
+    AP) and the same numbers as ``evaluate``, ``kl_loss`` = the loss's KL term."""
+    data, model = _data_and_model()
+    z = model.eval()(data)
+    pairs = data.edge_index[:, :5]
+    torch.testing.assert_close(model.decode(z, pairs), torch.sigmoid(model.pair_logits(z, pairs)))
+    neg = torch.tensor([[0, 1, 2], [20, 21, 22]])
+    pos_l, neg_l = model.pair_logits(z, pairs), model.pair_logits(z, neg)
+    expected = -torch.log(torch.sigmoid(pos_l)).mean() - torch.log(1 - torch.sigmoid(neg_l)).mean()
+    torch.testing.assert_close(model.recon_loss(z, pairs, neg), expected)
+    model.train()
+    torch.manual_seed(3)
+    kl = model.kl_loss(data)
+    torch.manual_seed(3)
+    assert torch.allclose(kl, model.loss(data, neg_pairs=neg).kl)
+    auc, ap = model.test(z, pairs, neg)
+    m = model.evaluate(data, pos_pairs=pairs, neg_pairs=neg)
+    assert (auc, ap) == (m["auc"], m["ap"])
+
+
+def test_a_data_object_and_an_edge_index_together_is_an_error():
+    data, model = _data_and_model()
+    with pytest.raises(ValueError, match="either the Data object or"):
+        model.loss(data, data.edge_index)
+    with pytest.raises(ValueError, match="no graph given"):
+        model.encode(data.x)
