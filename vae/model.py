@@ -133,7 +133,7 @@ class VAE(nn.Module):
         self.decoder = decoder if decoder is not None else mlp([latent_dim, hidden, data_dim])
         self.likelihood = make_likelihood(likelihood, data_dim) if isinstance(likelihood, str) else likelihood
         if isinstance(flow, str):
-            import flows  # imported lazily: vae depends on flows only when a flow is requested
+            import flows
 
             flow = flows.build(flow, manifold, latent_dim, layers=flow_layers, hidden=flow_hidden,
                                share_manifold=True)
