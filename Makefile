@@ -5,6 +5,7 @@
 #   make test SYSTEM_TORCH=1   # reuse the torch you already have (venv gets --system-site-packages)
 #   make test RF_DATA_ROOT=/path/to/shared/data PYTEST_ARGS='-m "not slow" --dtype float32'
 #   make bench                 # install the baseline flow libraries (.[bench]) and benchmark
+#   make docs                  # API reference with Sphinx (.[docs]); a warning is an error
 #   make clean                 # remove .venv and build/test caches
 #
 # torch is installed FIRST and pinned (TORCH_SPEC) so that the package's `torch>=2.1`
@@ -21,6 +22,7 @@ BENCH_ARGS   ?=
 
 PY          := $(VENV)/bin/python
 BENCH_STAMP := $(VENV)/.installed-bench
+DOCS_STAMP  := $(VENV)/.installed-docs
 
 # The stamp name records the mode, so switching SYSTEM_TORCH re-runs (and checks) the install step.
 ifeq ($(SYSTEM_TORCH),1)
@@ -31,7 +33,7 @@ VENV_FLAGS :=
 STAMP      := $(VENV)/.installed
 endif
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench docs clean
 
 venv: $(STAMP)
 
@@ -57,6 +59,13 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -e '.[bench]'
 	touch $@
 
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -e '.[docs]'
+	touch $@
+
+docs: $(DOCS_STAMP)
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
 test: $(STAMP)
 	RF_DATA_ROOT='$(RF_DATA_ROOT)' $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -67,5 +76,5 @@ bench: $(BENCH_STAMP)
 	RF_DATA_ROOT='$(RF_DATA_ROOT)' $(PY) -m experiments.bench flows --maf $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis docs/_build
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -2,7 +2,8 @@
 
 Every transform maps base → data: ``forward(x, context=None) -> (y, log|det ∂y/∂x|)`` and
 ``inverse(y, context=None) -> (x, log|det ∂x/∂y|)``. :func:`build` makes any registered flow by name;
-:class:`Flow` turns a base distribution and a transform into a distribution.
+:class:`Flow` (an ``nn.Module``) holds a base distribution and a transform and, called with a context (or nothing), returns
+the :class:`FlowDistribution` (a ``torch.distributions.Distribution``).
 
 Example:
     >>> import torch
@@ -18,7 +19,7 @@ from .conditioners import GraphConditioner, MLPConditioner, make_conditioner
 from .continuous import ContinuousFlow, TimeMLP
 from .coupling import (AdditiveCoupling, AdditiveHalf, AffineCoupling, AffineHalf, Coupling, CouplingHalf,
                        HyperboloidHalf, TangentCoupling, WrappedHyperboloidCoupling, bounded_log_scale)
-from .distribution import Flow
+from .distribution import DistributionModule, Flow, FlowDistribution, Latent
 from .linear import ActNorm, Permutation
 from .registry import LIFT_SUFFIX, available, build, describe, lift_to, register
 from .splines import SplineCoupling, SplineHalf, rational_quadratic_spline
@@ -54,4 +55,5 @@ __all__ = [
     "SelfNormConv2d", "SelfNormLinear", "self_normalizing", "self_normalizing_objective",
     "AngleConditioner", "CircleTransform", "CircularSplineHalf", "MobiusHalf", "TorusCoupling",
     "SphereSplineCoupling",
+    "FlowDistribution", "DistributionModule", "Latent",
 ]

@@ -90,6 +90,7 @@ class MADE(nn.Module):
             self.register_buffer(f"mask{i}", m.float(), persistent=False)
 
     def masks(self) -> list[Tensor]:
+        """The MADE connectivity masks of the linear layers, input to output (buffers ``mask0``, ``mask1``, …)."""
         return [getattr(self, f"mask{i}") for i in range(len(self.linears))]
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tensor:

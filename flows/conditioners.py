@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .constants import DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, OUTPUT_INIT_SCALE
+from .extras import require
 
 Tensor = torch.Tensor
 
@@ -221,7 +222,8 @@ class GraphConditioner(nn.Module):
     def __init__(self, in_features: int, out_features: int, hidden: int = DEFAULT_HIDDEN,
                  layers: int = DEFAULT_HIDDEN_LAYERS, kind: str = "gcn") -> None:
         super().__init__()
-        from torch_geometric.nn import GATConv, GCNConv
+        pyg_nn = require("torch_geometric.nn", f"a graph conditioner (conditioner={kind!r})")
+        GATConv, GCNConv = pyg_nn.GATConv, pyg_nn.GCNConv
 
         conv: Callable[[int, int], nn.Module]
         if kind == "gcn":  # normalised once per graph (GCNNormCache), the same layers as GCNConv(a, b)

@@ -19,6 +19,7 @@ from torch import nn
 from .constants import (CNF_ATOL, CNF_END_TIME, CNF_FIXED_METHODS, CNF_INVERSE_TOLERANCE_FACTOR,
                         CNF_LOGDET_TOLERANCE_FACTOR, CNF_MAX_EVALUATIONS, CNF_METHOD, CNF_MIN_TOLERANCE, CNF_RTOL,
                         DEFAULT_HIDDEN, DEFAULT_HIDDEN_LAYERS, OUTPUT_INIT_SCALE)
+from .extras import require
 from .registry import on_rn, register
 from .transform import Compose, Transform
 
@@ -184,8 +185,8 @@ def guarded_odeint(dynamics: CountedDynamics, z0: Tensor, times: Tensor, *, meth
     (:class:`CountedDynamics`), and a torchdiffeq assertion becomes a one-line ``FloatingPointError``.
     ``steps`` solves on a fixed grid of that many steps (``method`` one of
     :data:`~flows.constants.CNF_FIXED_METHODS`); ``adjoint_params`` solves by the adjoint method."""
-    from torchdiffeq import odeint, odeint_adjoint
-
+    torchdiffeq = require("torchdiffeq", "the ODE solves of continuous flows (flows.build('cnf'), flows.build('rfm'))")
+    odeint, odeint_adjoint = torchdiffeq.odeint, torchdiffeq.odeint_adjoint
     finite = torch.isfinite(z0).all(-1)
     z0 = torch.where(finite.unsqueeze(-1), z0, torch.zeros_like(z0))
     dynamics.budget = int(max_evaluations)
@@ -347,10 +348,6 @@ class ContinuousFlow(Transform):
         return max(self.rtol, floor), max(self.atol, floor)
 
     def _solve(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-        try:
-            from torchdiffeq import odeint, odeint_adjoint
-        except ImportError as e:  # pragma: no cover - torchdiffeq is in install_requires
-            raise ImportError("ContinuousFlow needs torchdiffeq: pip install torchdiffeq") from e
         if x.dim() == 0 or x.size(-1) != self.dim:
             raise ValueError(f"{type(self).__name__} expects {self.dim} coordinates in the last dimension; "
                              f"got shape {tuple(x.shape)}")

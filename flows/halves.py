@@ -31,9 +31,12 @@ class CouplingHalf(nn.Module):
         return params.unflatten(-1, (self.n_params, w2.size(-1))).transpose(-1, -2)
 
     def forward(self, w2: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover
+        """``(y₂, log|det ∂y₂/∂w₂|)``: the transformed half ``w₂`` mapped with the conditioner output ``params``."""
         raise NotImplementedError
 
     def inverse(self, y2: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover
+        """``(w₂, log|det ∂w₂/∂y₂|)``: the inverse of :meth:`forward` for the transformed half ``y₂`` and the same
+        conditioner output ``params``."""
         raise NotImplementedError
 
 

@@ -68,6 +68,7 @@ from .constants import (CNF_ATOL, CNF_INVERSE_TOLERANCE_FACTOR, CNF_LOGDET_TOLER
                         FM_OT_BLOCK, OUTPUT_INIT_SCALE, RFM_ACTIVATION, RFM_ACTIVATIONS, RFM_CHART_SERIES_THRESHOLD)
 from .continuous import (TRACES, CountedDynamics, check_dtype, check_solver_options, exact_trace, guarded_odeint,
                          hutchinson_trace)
+from .extras import require
 from .registry import on_any, register
 from .transform import IsometricTransform, TangentNativeTransform, Transform
 

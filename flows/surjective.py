@@ -61,12 +61,15 @@ class SymmetrySurjection(Transform):
                              f"pass points of shape (..., {self.dim})")
 
     def log_group_size(self) -> float:  # pragma: no cover - overridden
+        """``log |G|``: the log of the number of pre-images of a canonical point (the surjection's likelihood term)."""
         raise NotImplementedError
 
     def canonical(self, y: Tensor) -> Tensor:  # pragma: no cover - overridden
+        """The inference map: the canonical representative of ``y``'s orbit (e.g. ``|y|`` or ``sort(y)``)."""
         raise NotImplementedError
 
     def act_randomly(self, z: Tensor) -> Tensor:  # pragma: no cover - overridden
+        """A uniformly random element of the group applied to ``z`` (one pre-image of ``z``, drawn uniformly)."""
         raise NotImplementedError
 
     def orbit(self, z: Tensor) -> Tensor:  # pragma: no cover - overridden

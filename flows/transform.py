@@ -67,9 +67,12 @@ class Transform(nn.Module):
         return self.manifold.coords_are_points
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:  # pragma: no cover
+        """``(y, log|det ∂y/∂x|)`` with ``y = f(x)`` (base → data) for points ``x``, the log-det of shape
+        ``x.shape[:-1]``; ``context`` conditions the map (a vector, or a graph's ``edge_index``)."""
         raise NotImplementedError
 
     def inverse(self, y: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:  # pragma: no cover
+        """``(x, log|det ∂x/∂y|)`` with ``x = f⁻¹(y)`` (data → base), the log-det of shape ``y.shape[:-1]``."""
         raise NotImplementedError
 
     def forward_tangent(self, w: Tensor, context: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:

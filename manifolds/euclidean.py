@@ -50,9 +50,11 @@ class Euclidean(ManifoldOps, geoopt.Manifold):
         return embedded_divergence(v, x, probe=probe, probe_dual=probe, create_graph=create_graph)
 
     def ambient_dim(self, n: int) -> int:
+        """``n``: ℝⁿ's points are their own coordinates."""
         return n
 
     def intrinsic_dim(self, x: Tensor) -> int:
+        """``n`` for points with ``n`` coordinates."""
         return x.size(-1)
 
     def _check_point_on_manifold(self, x: Tensor, *, atol=1e-5, rtol=1e-5, dim=-1) -> Tuple[bool, Optional[str]]:
@@ -66,30 +68,38 @@ class Euclidean(ManifoldOps, geoopt.Manifold):
 
     def inner(self, x: Tensor, u: Tensor, v: Optional[Tensor] = None, *, keepdim: bool = False,
               dim: int = -1) -> Tensor:
+        """The Euclidean inner product ``⟨u, v⟩`` (``⟨u, u⟩`` when ``v`` is ``None``)."""
         return (u * (u if v is None else v)).sum(dim=dim, keepdim=keepdim)
 
     def norm(self, u: Tensor, x: Optional[Tensor] = None, *, keepdim: bool = False, dim: int = -1) -> Tensor:
+        """The Euclidean norm ``‖u‖``."""
         return torch.linalg.vector_norm(u, dim=dim, keepdim=keepdim)
 
     def projx(self, x: Tensor, *, dim: int = -1) -> Tensor:
+        """The identity (every vector is a point of ℝⁿ)."""
         return x
 
     def proju(self, x: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
+        """The identity (every vector is tangent)."""
         return u
 
     def egrad2rgrad(self, x: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
+        """The identity (the metric is the identity)."""
         return u
 
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False, dim: int = -1) -> Tensor:
+        """``‖x - y‖``."""
         self.validate_point(x, "x")
         self.validate_point(y, "y")
         return torch.linalg.vector_norm(x - y, dim=dim, keepdim=keepdim)
 
     def dist0(self, x: Tensor, *, keepdim: bool = False, dim: int = -1) -> Tensor:
+        """``‖x‖``."""
         self.validate_point(x, "x")
         return torch.linalg.vector_norm(x, dim=dim, keepdim=keepdim)
 
     def expmap(self, x: Tensor, u: Tensor, *, project: bool = True, dim: int = -1) -> Tensor:
+        """``x + u``."""
         self.validate_point(x, "x")
         self.validate_point(u, "u")
         return x + u
@@ -97,31 +107,38 @@ class Euclidean(ManifoldOps, geoopt.Manifold):
     retr = expmap
 
     def logmap(self, x: Tensor, y: Tensor, *, dim: int = -1) -> Tensor:
+        """``y - x``."""
         self.validate_point(x, "x")
         self.validate_point(y, "y")
         return y - x
 
     def expmap0(self, u: Tensor, *, project: bool = True, dim: int = -1) -> Tensor:
+        """``u`` (the origin is 0)."""
         self.validate_point(u, "u")
         return u
 
     def logmap0(self, x: Tensor, *, dim: int = -1) -> Tensor:
+        """``x``."""
         self.validate_point(x, "x")
         return x
 
     def transp(self, x: Tensor, y: Tensor, v: Tensor, *, dim: int = -1) -> Tensor:
+        """``v`` (parallel transport on ℝⁿ is the identity)."""
         self.validate_point(v, "v")
         return v
 
     def transp0(self, y: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
+        """``u`` (parallel transport on ℝⁿ is the identity)."""
         self.validate_point(u, "u")
         return u
 
     def transp0back(self, x: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
+        """``u`` (parallel transport on ℝⁿ is the identity)."""
         self.validate_point(u, "u")
         return u
 
     def origin(self, *size, dtype=None, device=None, seed: int = 42) -> geoopt.ManifoldTensor:
+        """The origin, zeros of shape ``size`` (a ``geoopt.ManifoldTensor``)."""
         return geoopt.ManifoldTensor(torch.zeros(*geoopt.utils.size2shape(*size), dtype=dtype, device=device),
                                      manifold=self)
 
@@ -135,21 +152,27 @@ class Euclidean(ManifoldOps, geoopt.Manifold):
 
     # tangent coordinates at the origin: the identity
     def expmap0_spatial(self, v: Tensor) -> Tensor:
+        """``v``: on ℝⁿ the tangent coordinates at the origin are the point."""
         self.validate_coords(v, "v")
         return v
 
     def logmap0_spatial(self, x: Tensor) -> Tensor:
+        """``x``: on ℝⁿ the point is its tangent coordinates at the origin."""
         self.validate_point(x, "x")
         return x
 
     def expmap_logdet(self, r: Tensor, n: int) -> Tensor:
+        """``0``: ``exp_o`` is the identity on ℝⁿ (the ``(n-1)·ℓ(r)`` term of Hⁿ vanishes)."""
         return torch.zeros_like(r)
 
     def translate(self, mu: Tensor, p: Tensor, *, inverse: bool = False) -> Tensor:
+        """``p + μ`` (``inverse``: ``p - μ``), the ℝⁿ analogue of the Lorentz boost."""
         return p - mu if inverse else p + mu
 
     def to_poincare(self, x: Tensor) -> Tensor:
+        """The identity (ℝⁿ has no ball model)."""
         return x
 
     def from_poincare(self, p: Tensor) -> Tensor:
+        """The identity (ℝⁿ has no ball model)."""
         return p

@@ -138,6 +138,7 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
 
     @property
     def learnable(self) -> bool:
+        """Whether the curvature parameter ``k`` is trained (``Lorentz(k, learnable=True)``)."""
         return self.k_raw.requires_grad
 
     @property
@@ -198,9 +199,11 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
 
     # -- sizes ---------------------------------------------------------------------------------------------
     def ambient_dim(self, n: int) -> int:
+        """``n + 1``: the ambient coordinates of a point of Hⁿ."""
         return n + 1
 
     def intrinsic_dim(self, x: Tensor) -> int:
+        """``n`` for points ``x`` with ``n + 1`` ambient coordinates."""
         return x.size(-1) - 1
 
     # -- checks (geoopt interface) -------------------------------------------------------------------------
@@ -248,26 +251,33 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
         return lm.norm(u, keepdim=keepdim, dim=dim)
 
     def projx(self, x: Tensor, *, dim: int = -1) -> Tensor:
+        """Project ``x`` onto the hyperboloid ``⟨x, x⟩_L = -k`` by recomputing its time coordinate ``x₀ = sqrt(k +
+        ‖x_s‖²)``."""
         self._check_size(x.movedim(dim, -1), "x")
         return lm.projx(x, self.k, dim=dim)
 
     def proju(self, x: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
+        """Project ``u`` onto the tangent space at ``x``: ``u + ⟨x, u⟩_L x / k``."""
         return lm.proju(x, u, self.k, dim=dim)
 
     def egrad2rgrad(self, x: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
+        """Riemannian gradient from a Euclidean one: flip the time coordinate's sign, then :meth:`proju`."""
         return lm.egrad2rgrad(x, u, self.k, dim=dim)
 
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False, dim: int = -1) -> Tensor:
+        """Geodesic distance ``d(x, y) = sqrt(k)·arcosh(-⟨x, y⟩_L / k)`` (accurate far from the origin)."""
         self._check_same_size(x, y, dim)
         self.validate_point(x.movedim(dim, -1), "x")
         self.validate_point(y.movedim(dim, -1), "y")
         return lm.dist(x, y, self.k, keepdim=keepdim, dim=dim)
 
     def dist0(self, x: Tensor, *, keepdim: bool = False, dim: int = -1) -> Tensor:
+        """Geodesic distance from the origin ``o = (sqrt(k), 0, …)``: ``sqrt(k)·arcosh(x₀ / sqrt(k))``."""
         self.validate_point(x.movedim(dim, -1), "x")
         return lm.dist0(x, self.k, keepdim=keepdim, dim=dim)
 
     def expmap(self, x: Tensor, u: Tensor, *, project: bool = True, dim: int = -1) -> Tensor:
+        """Exponential map ``exp_x(u) = cosh(‖u‖_L/√k) x + √k sinh(‖u‖_L/√k) u/‖u‖_L`` (``project``: re-project)."""
         self.validate_point(x.movedim(dim, -1), "x")
         self.validate_tangent(x.movedim(dim, -1), u.movedim(dim, -1), "u")
         return lm.expmap(x, u, self.k, dim=dim)
@@ -275,22 +285,29 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
     retr = expmap
 
     def logmap(self, x: Tensor, y: Tensor, *, dim: int = -1) -> Tensor:
+        """Logarithmic map ``log_x(y)``: the tangent vector at ``x`` of the geodesic to ``y``, of length ``d(x, y)``."""
         self._check_same_size(x, y, dim)
         self.validate_point(x.movedim(dim, -1), "x")
         self.validate_point(y.movedim(dim, -1), "y")
         return lm.logmap(x, y, self.k, dim=dim)
 
     def expmap0(self, u: Tensor, *, project: bool = True, dim: int = -1) -> Tensor:
+        """Exponential map at the origin for a tangent vector ``u`` at ``o`` (ambient coordinates, ``u₀ = 0``); see
+        :meth:`expmap0_spatial` for the ``n`` spatial coordinates."""
         self._check_size(u.movedim(dim, -1), "u")
         if self.validate:
             self._check_finite(u, "u")
         return lm.expmap0(u, self.k, dim=dim)
 
     def logmap0(self, x: Tensor, *, dim: int = -1) -> Tensor:
+        """Logarithmic map at the origin: the tangent vector at ``o`` (ambient coordinates) pointing to ``x``; see
+        :meth:`logmap0_spatial`."""
         self.validate_point(x.movedim(dim, -1), "x")
         return lm.logmap0(x, self.k, dim=dim)
 
     def transp(self, x: Tensor, y: Tensor, v: Tensor, *, dim: int = -1) -> Tensor:
+        """Parallel transport of ``v`` from ``T_x`` to ``T_y`` along the geodesic: ``v + ⟨y, v⟩_L/(k - ⟨x, y⟩_L)·(x +
+        y)``."""
         self._check_same_size(x, y, dim)
         self.validate_point(x.movedim(dim, -1), "x")
         self.validate_point(y.movedim(dim, -1), "y")
@@ -298,10 +315,12 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
         return lm.transp(x, y, v, self.k, dim=dim)
 
     def transp0(self, y: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
+        """Parallel transport of ``u`` from the origin's tangent space to ``T_y``."""
         self.validate_point(y.movedim(dim, -1), "y")
         return lm.transp0(y, u, self.k, dim=dim)
 
     def transp0back(self, x: Tensor, u: Tensor, *, dim: int = -1) -> Tensor:
+        """Parallel transport of ``u`` from ``T_x`` back to the origin's tangent space."""
         self.validate_point(x.movedim(dim, -1), "x")
         self.validate_tangent(x.movedim(dim, -1), u.movedim(dim, -1), "u")
         return lm.transp0back(x, u, self.k, dim=dim)
@@ -331,7 +350,8 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
         return lm.inner0(v, self.k, keepdim=keepdim, dim=dim)
 
     def logmap0back(self, x: Tensor, *, dim: int = -1) -> Tensor:
-        """``log_x(o)``, the tangent vector at ``x`` towards the origin (:func:`~manifolds.lorentz_math.logmap0back`)."""
+        """``log_x(o)``, the tangent vector at ``x`` towards the origin (:func:`~manifolds.lorentz_math.logmap0back`).
+        ``log_x(o)``, the tangent vector at ``x`` towards the origin (:func:`~manifolds.lorentz_math.logmap0back`)."""
         self.validate_point(x.movedim(dim, -1), "x")
         return lm.logmap0back(x, self.k, dim=dim)
 

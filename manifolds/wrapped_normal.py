@@ -114,9 +114,11 @@ class WrappedNormal(Distribution):
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def support(self) -> constraints.Constraint:
+        """Points of the manifold (:class:`OnManifold`)."""
         return OnManifold(self.manifold)
 
     def expand(self, batch_shape, _instance=None) -> "WrappedNormal":
+        """The same wrapped normal with ``loc`` and ``scale`` expanded to ``batch_shape`` (no copy)."""
         batch_shape = torch.Size(batch_shape)
         out = WrappedNormal(
             self.loc.expand(*batch_shape, self.loc.size(-1)),
@@ -226,9 +228,12 @@ class WrappedNormal(Distribution):
 
     # -- Distribution API ----------------------------------------------------------------------------------
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        """Reparameterised samples ``z = L_μ(exp_o(ṽ))``, ``ṽ ~ N(0, diag σ²)``, of shape ``sample_shape +
+        batch_shape + (n+1,)``."""
         return self.rsample_and_log_prob(sample_shape)[0]
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        """Samples as :meth:`rsample`, without gradients."""
         with torch.no_grad():
             return self.rsample(sample_shape)
 
@@ -238,6 +243,8 @@ class WrappedNormal(Distribution):
         return self._push(v), log_p
 
     def log_prob(self, value: Tensor) -> Tensor:
+        """``log p(z) = log N(ṽ; 0, diag σ²) - (n-1)·ℓ(‖ṽ‖)`` with ``ṽ`` the tangent coordinates of ``log_o(L_μ⁻¹
+        z)`` (``MATH.md`` §3)."""
         if self._validate_args:
             self._validate_sample(value)
         return self._log_prob_coords(self.coords(value))
@@ -248,5 +255,7 @@ class WrappedNormal(Distribution):
         return self.loc
 
     def entropy(self) -> Tensor:  # pragma: no cover - no closed form on Hⁿ
+        """Not available: the wrapped normal's entropy has no closed form on Hⁿ (estimate it by Monte Carlo,
+        ``-log_prob(sample)``)."""
         raise NotImplementedError("the wrapped normal's entropy has no closed form on the hyperboloid; "
                                   "estimate it with -log_prob(rsample()).mean()")

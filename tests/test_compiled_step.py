@@ -59,7 +59,7 @@ def test_graph_vae_step_compiles_whole_and_equals_eager(kind, flow, scale):
         t = model.loss(x, graph, pos)  # negatives drawn inside the step, on the device
         # the flow's log-det as a term of its own, so that its value is compared too
         q0 = model.encode(x, graph)
-        _, _, _, ladj = model._latents(q0, graph, sample=True)
+        ladj = model._latents(q0, graph, sample=True).ladj
         return torch.stack([t.total, t.recon, t.kl, ladj.sum()])
 
     params = [p for p in model.parameters() if p.requires_grad]

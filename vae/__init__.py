@@ -23,10 +23,22 @@ from .curvature import CurvatureSchedule
 from .likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
 from .model import VAE, ELBOTerms, bound_tangent
 from .objectives import elbo, evaluate_log_likelihood, iwae_bound
-from .graph import (EdgeSplit, FermiDiracDecoder, GraphVAE, InnerProductDecoder, MessageGraph, NonEdgeSampler,
+from .graph import (EdgeDecoder, EdgeSplit, FermiDiracDecoder, GraphVAE, InnerProductDecoder, MessageGraph, NonEdgeSampler,
                     prepare_edge_index, split_edges)
-from .generation import DistanceDecoder, FlowPrior, GraphAutoEncoder, GraphGenerator
-from .graph_metrics import generation_metrics, is_lobster, is_tree
+
+# the graph generator and its metrics need networkx (the [graph] extra): imported on first use, so that
+# `import vae` works with the core requirements
+_LAZY = {"DistanceDecoder": "generation", "FlowPrior": "generation", "GraphAutoEncoder": "generation",
+         "GraphGenerator": "generation", "generation_metrics": "graph_metrics", "is_lobster": "graph_metrics",
+         "is_tree": "graph_metrics"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "VAE",
@@ -46,6 +58,7 @@ __all__ = [
     "EdgeSplit",
     "split_edges",
     "prepare_edge_index",
+    "EdgeDecoder",
     "InnerProductDecoder",
     "FermiDiracDecoder",
     "GraphAutoEncoder",

@@ -31,17 +31,20 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-import networkx as nx
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flows.distribution import FlowDistribution
+from flows.extras import require
 from manifolds import WrappedNormal
 
 from .constants import (DEGREE_FEATURE_CAP, FLOW_LAYERS, GAT_HEADS, GENERATOR_HIDDEN, MAX_TANGENT_NORM,
                         MIN_TEMPERATURE, NODE_INPUTS, RANDOM_WALK_STEPS, SAMPLERS)
 from .model import bound_tangent
+
+nx = require("networkx", "vae.generation (the graph generator)")
 
 Tensor = torch.Tensor
 
@@ -240,6 +243,8 @@ class GraphAutoEncoder(nn.Module):
         return self.out.weight.device
 
     def encode(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """Node latents (points of the manifold) from node inputs ``x`` and the graph: two GAT layers, a bounded
+        tangent read-out, ``exp_o``."""
         h = F.elu(self.conv1(x, edge_index))
         h = F.elu(self.conv2(h, edge_index))
         return self.manifold.expmap0_spatial(bound_tangent(self.out(h), self.max_tangent_norm))
@@ -309,6 +314,7 @@ class FlowPrior(nn.Module):
         self._ref = nn.Parameter(torch.zeros(()), requires_grad=False)  # carries dtype and device
 
     def base(self) -> WrappedNormal:
+        """``q₀ = WrappedNormal(o, I)`` per node (the model's dtype and device)."""
         return WrappedNormal.at_origin(self._ref.new_ones(self.latent_dim), self.manifold)
 
     def log_prob(self, z: Tensor, sizes: Sequence[int]) -> Tensor:
@@ -317,14 +323,13 @@ class FlowPrior(nn.Module):
 
     def log_prob_on(self, z: Tensor, context: Tensor) -> Tensor:
         """:meth:`log_prob` given the complete graphs' ``edge_index`` (``complete_edge_index(sizes)``), in tangent
-        coordinates at the origin (:meth:`flows.Transform.inverse_tangent`)."""
-        w, ladj = self.transform.inverse_tangent(self.manifold.logmap0_spatial(z), context)
-        return self.base().log_prob_logmap0(w) + ladj
+        coordinates at the origin where the flow acts in them (:class:`flows.FlowDistribution`)."""
+        return FlowDistribution(self.base(), self.transform, context).log_prob(z)
 
     def sample(self, sizes: Sequence[int]) -> Tensor:
         """Latents for graphs of the given sizes (concatenated), ``z = f(z₀)`` on the complete graphs."""
-        z0 = self.base().sample(torch.Size([sum(sizes)]))
-        return self.transform(z0, complete_edge_index(sizes, z0.device))[0]
+        n = sum(sizes)
+        return FlowDistribution(self.base(), self.transform, complete_edge_index(sizes, self._ref.device)).rsample((n,))
 
 
 # ----------------------------------------------------------------------------------------------------------

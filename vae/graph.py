@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flows.distribution import FlowDistribution, Latent
+from flows.extras import require
 from manifolds import WrappedNormal
 from manifolds.validation import validation_enabled
 
@@ -28,6 +30,8 @@ from .constants import (FLOW_HIDDEN, FLOW_LAYERS, GAT_HEADS, GRAPH_HIDDEN, MAX_T
 from .model import bound_tangent, check_flow_manifold
 
 Tensor = torch.Tensor
+#: a ``torch_geometric.data.Data`` (node features ``x``, possibly ``None``, and ``edge_index``)
+GraphData = object
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -45,7 +49,8 @@ def prepare_edge_index(edge_index: Tensor, num_nodes: int) -> Tensor:
         tensor([[0, 0, 1, 2],
                 [1, 2, 0, 0]])
     """
-    from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
+    pyg_utils = require("torch_geometric.utils", "prepare_edge_index / split_edges")
+    coalesce, remove_self_loops, to_undirected = pyg_utils.coalesce, pyg_utils.remove_self_loops, pyg_utils.to_undirected
 
     if not torch.is_tensor(edge_index) or edge_index.dim() != 2 or edge_index.size(0) != 2:
         shape = tuple(edge_index.shape) if torch.is_tensor(edge_index) else type(edge_index).__name__
@@ -103,6 +108,7 @@ class EdgeSplit:
     test_neg: Tensor
 
     def to(self, device: torch.device | str) -> "EdgeSplit":
+        """The split with every pair tensor moved to ``device``."""
         return EdgeSplit(self.num_nodes, *(getattr(self, f).to(device) for f in
                                            ("train_edge_index", "train_pos", "val_pos", "val_neg", "test_pos",
                                             "test_neg")))
@@ -232,9 +238,33 @@ class MessageGraph:
 # decoders
 # ----------------------------------------------------------------------------------------------------------
 
-class InnerProductDecoder(nn.Module):
+class EdgeDecoder(nn.Module):
+    r"""The edge-decoder contract of :class:`GraphVAE`: ``forward(z, pairs, manifold) -> logits`` for latent points
+    ``z`` (``(N, n+1)``) and node pairs ``pairs`` (``(2, P)``).
+
+    A decoder that reads the latents' tangent coordinates ``w = log_o(z)`` at the origin says so with
+    :attr:`reads_tangent` and implements :meth:`forward_tangent`; the model then hands it the tangent coordinates
+    it already holds and never forms the points (no ``exp_o`` / ``log_o`` pair). A subclass inherits the
+    declaration: one that replaces ``forward`` on points sets ``reads_tangent = False`` (or overrides
+    :meth:`forward_tangent` as well).
+    """
+
+    #: whether :meth:`forward_tangent` is the decoder's map (the model then passes tangent coordinates)
+    reads_tangent: bool = False
+
+    def forward(self, z: Tensor, pairs: Tensor, manifold: nn.Module) -> Tensor:  # pragma: no cover - abstract
+        """Edge logits of ``pairs`` for latent points ``z``."""
+        raise NotImplementedError
+
+    def forward_tangent(self, w: Tensor, pairs: Tensor, manifold: nn.Module) -> Tensor:
+        """Edge logits of ``pairs`` for latents given by their tangent coordinates ``w`` at the origin (default:
+        :meth:`forward` on the points ``exp_o(w)``)."""
+        return self(manifold.expmap0_spatial(w), pairs, manifold)
+
+
+class InnerProductDecoder(EdgeDecoder):
     r"""``logit p(A_uv = 1) = ⟨w_u, w_v⟩`` with tangent vectors ``w = log_o(z)`` (the paper's reconstruction
-    decoder; MATH.md §5).
+    decoder; MATH.md §5). It reads tangent coordinates (:attr:`EdgeDecoder.reads_tangent`).
 
     Example:
         >>> from manifolds import Lorentz
@@ -244,13 +274,18 @@ class InnerProductDecoder(nn.Module):
         tensor([2.])
     """
 
+    reads_tangent = True
+
     def forward(self, z: Tensor, pairs: Tensor, manifold: nn.Module, tangent: Tensor | None = None) -> Tensor:
-        """``tangent = log_o(z)`` if the caller has it (:class:`GraphVAE` passes it), saving the ``log_o``."""
-        w = manifold.logmap0_spatial(z) if tangent is None else tangent
+        """Logits for points ``z``; ``tangent = log_o(z)`` if the caller has it, saving the ``log_o``."""
+        return self.forward_tangent(manifold.logmap0_spatial(z) if tangent is None else tangent, pairs, manifold)
+
+    def forward_tangent(self, w: Tensor, pairs: Tensor, manifold: nn.Module | None = None) -> Tensor:
+        """``⟨w_u, w_v⟩`` for the tangent coordinates ``w`` of the latents."""
         return (w[pairs[0]] * w[pairs[1]]).sum(-1)
 
 
-class FermiDiracDecoder(nn.Module):
+class FermiDiracDecoder(EdgeDecoder):
     r"""Fermi–Dirac decoder ``p(A_uv = 1) = 1 / (exp((d(z_u, z_v) - r)/τ) + 1)``; returns the logit
     ``(r - d)/τ``. ``r`` is learnable; ``τ = softplus(·) + MIN_TEMPERATURE > 0``.
 
@@ -272,9 +307,11 @@ class FermiDiracDecoder(nn.Module):
 
     @property
     def temperature(self) -> Tensor:
+        """``τ = softplus(raw) + MIN_TEMPERATURE > 0``."""
         return F.softplus(self.raw_temperature) + MIN_TEMPERATURE
 
     def forward(self, z: Tensor, pairs: Tensor, manifold: nn.Module) -> Tensor:
+        """``(r - d(z_u, z_v))/τ`` for the node pairs ``pairs``."""
         d = manifold.dist(z[pairs[0]], z[pairs[1]])
         return (self.radius.to(d.dtype) - d) / self.temperature.to(d.dtype)
 
@@ -293,7 +330,8 @@ def make_edge_decoder(name: str) -> nn.Module:
 # ----------------------------------------------------------------------------------------------------------
 
 def _conv(kind: str, a: int, b: int, heads: int = GAT_HEADS) -> nn.Module:
-    from torch_geometric.nn import GATConv, GCNConv
+    pyg_nn = require("torch_geometric.nn", "GraphVAE's graph encoder")
+    GATConv, GCNConv = pyg_nn.GATConv, pyg_nn.GCNConv
 
     if kind == "gcn":  # normalised once per graph by GraphEncoder (the same D^{-1/2}(A + I)D^{-1/2} GCNConv forms)
         return GCNConv(a, b, normalize=False)
@@ -469,9 +507,13 @@ class GraphVAE(nn.Module):
             return graph
         return self._graph_cache.get(graph, (n, next(self.parameters()).dtype), lambda: self.prepare_graph(graph, n))
 
-    def encode(self, x: Tensor | None, edge_index: Tensor | MessageGraph) -> WrappedNormal:
+    def encode(self, x: Tensor | None | GraphData, edge_index: Tensor | MessageGraph | None = None) -> WrappedNormal:
         """Per-node base posteriors ``q₀`` (batch shape ``(N,)``); ``edge_index`` is the message-passing graph (or a
-        :class:`MessageGraph`)."""
+        :class:`MessageGraph`). ``x`` may be a ``torch_geometric.data.Data`` (then no ``edge_index``).
+
+        Differs from PyG's ``VGAE.encode``, which returns a sample ``z``: this returns the distribution (draw with
+        ``.rsample()``, or use :meth:`embed` / ``model(data)`` for the flow's latents)."""
+        x, edge_index = _unpack(x, edge_index)
         graph = self._graph(x, edge_index)
         mean, raw = self.encoder(x, graph.conv_index, graph.conv_weight)
         if self.max_tangent_norm is not None:
@@ -490,58 +532,75 @@ class GraphVAE(nn.Module):
             return graph.edge_index
         return graph
 
-    def _latents(self, q0: WrappedNormal, edge_index: Tensor | MessageGraph,
-                 sample: bool) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
-        """``(z_K, w_K, log q₀(z₀), log|det ∂f/∂z₀|)`` of a posterior sample (``sample``) or of the posterior means,
-        with ``log q₀`` only for samples. Exactly one of the points ``z_K`` and their tangent coordinates
-        ``w_K = log_o(z_K)`` is given, the other is ``None`` (points are formed only where a caller needs them).
-
-        Without a flow, or with a flow that acts in tangent coordinates (:attr:`flows.Transform.acts_in_tangent`:
-        NC, TC, WHC and every lifted Euclidean flow), the latents stay in tangent coordinates at the origin from the
-        posterior draw (:meth:`~manifolds.WrappedNormal.rsample_logmap0_and_log_prob`) through the flow
-        (:meth:`~flows.Transform.forward_tangent`) to the decoder and the prior, so no ``exp_o`` / ``log_o`` pair is
-        evaluated between them (the same model: ``log_o ∘ exp_o`` is the identity). Any other flow maps points."""
-        if self.flow is not None and not self.flow.acts_in_tangent:
-            z0, log_q0 = q0.rsample_and_log_prob() if sample else (q0.loc, None)
-            zk, ladj = self._push(z0, edge_index)
-            return zk, None, log_q0, ladj
-        w0, log_q0 = q0.rsample_logmap0_and_log_prob() if sample else (self.manifold.logmap0_spatial(q0.loc), None)
-        if self.flow is None:
-            return None, w0, log_q0, w0.new_zeros(w0.shape[:-1])
-        wk, ladj = self.flow.forward_tangent(w0, self._context(edge_index))
-        return None, wk, log_q0, ladj
-
-    def _push(self, z0: Tensor, edge_index: Tensor | MessageGraph) -> tuple[Tensor, Tensor]:
-        if self.flow is None:
-            return z0, z0.new_zeros(z0.shape[:-1])
-        return self.flow(z0, self._context(edge_index))
+    def _latents(self, q0: WrappedNormal, edge_index: Tensor | MessageGraph, sample: bool) -> Latent:
+        """A posterior sample (``sample``) or the flow image of the posterior means, through the flow with this
+        graph's context: :meth:`flows.FlowDistribution.rsample_latent` / :meth:`~flows.FlowDistribution.mean_latent`
+        (the library's one latent path: tangent coordinates at the origin from the draw through the flow to the
+        decoder and prior wherever the flow acts in them)."""
+        q = FlowDistribution(q0, self.flow, self._context(edge_index))
+        return q.rsample_latent() if sample else q.mean_latent()
 
     def prior(self, like: Tensor) -> WrappedNormal:
         """``WrappedNormal(o, I)`` per node, declared at the origin (:meth:`~manifolds.WrappedNormal.at_origin`)."""
         return WrappedNormal.at_origin(like.new_ones(self.latent_dim), self.manifold)
 
-    def embed(self, x: Tensor | None, edge_index: Tensor | MessageGraph, sample: bool | None = None) -> Tensor:
-        """Node latents ``z_K``: a posterior sample (``sample=True``, default in training mode) or the flow
-        image of the posterior means (default in eval mode)."""
+    def embed(self, x: Tensor | None | GraphData, edge_index: Tensor | MessageGraph | None = None,
+              sample: bool | None = None) -> Tensor:
+        """Node latents ``z_K`` (points, ``(N, n+1)`` on Lorentz): a posterior sample (``sample=True``, default in
+        training mode) or the flow image of the posterior means (default in eval mode). ``x`` may be a ``Data``."""
+        x, edge_index = _unpack(x, edge_index)
         q0 = self.encode(x, edge_index)
-        z, w, _, _ = self._latents(q0, edge_index, self.training if sample is None else sample)
-        return z if z is not None else self.manifold.expmap0_spatial(w)
+        return self._latents(q0, edge_index, self.training if sample is None else sample).points()
+
+    def forward(self, x: Tensor | None | GraphData, edge_index: Tensor | MessageGraph | None = None) -> Tensor:
+        """``model(data)`` or ``model(x, edge_index)``: the node embeddings, :meth:`embed` (posterior means through
+        the flow in eval mode, a sample in training mode).
+
+        Example:
+            >>> from manifolds import Lorentz
+            >>> model = GraphVAE(Lorentz(), in_features=3, latent_dim=2).eval()
+            >>> model(torch.randn(3, 3), torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])).shape
+            torch.Size([3, 3])
+        """
+        return self.embed(x, edge_index)
+
+    def _logits(self, latent: Latent, pairs: Tensor) -> Tensor:
+        """Edge logits for latents held either way: tangent coordinates go to a decoder that reads them
+        (:attr:`EdgeDecoder.reads_tangent`), points to any other."""
+        if isinstance(self.decoder, EdgeDecoder) and self.decoder.reads_tangent:
+            return self.decoder.forward_tangent(latent.tangents(), pairs, self.manifold)
+        return self.decoder(latent.points(), pairs, self.manifold)
 
     def pair_logits(self, z: Tensor | None, pairs: Tensor, tangent: Tensor | None = None) -> Tensor:
         """Edge logits of the node pairs ``pairs`` (``(2, P)``) for latents ``z``; ``tangent = log_o(z)`` if known
-        (the inner-product decoder reads it, saving the ``log_o``; ``z`` may then be ``None``)."""
-        if tangent is not None and type(self.decoder).forward is InnerProductDecoder.forward:
-            return self.decoder(z, pairs, self.manifold, tangent=tangent)
-        return self.decoder(self.manifold.expmap0_spatial(tangent) if z is None else z, pairs, self.manifold)
+        (a decoder that reads tangent coordinates gets it, saving the ``log_o``; ``z`` may then be ``None``)."""
+        return self._logits(Latent(self.manifold, z if tangent is None else None, tangent, None, pairs.new_zeros(())),
+                            pairs)
 
-    def loss(self, x: Tensor | None, edge_index: Tensor | MessageGraph, pos_pairs: Tensor,
-             neg_pairs: Tensor | None = None) -> GraphLoss:
-        """Loss on ``pos_pairs`` (training edges) and ``neg_pairs`` (default: as many fresh uniformly random
-        non-edges of the message-passing graph, :class:`NonEdgeSampler`).
+    def decode(self, z: Tensor, edge_index: Tensor, sigmoid: bool = True) -> Tensor:
+        """Edge probabilities ``p(A_uv = 1)`` of the pairs ``edge_index`` (``(2, P)``) for latents ``z``, as PyG's
+        ``VGAE.decode``; ``sigmoid=False`` gives the logits."""
+        logits = self.pair_logits(z, edge_index)
+        return torch.sigmoid(logits) if sigmoid else logits
+
+    def _kl(self, latent: Latent, num_nodes: int) -> Tensor:
+        """``(1/N)·mean_v KL̂_v`` with ``KL̂_v = log q₀(z₀ᵥ) - log|det ∂f/∂z₀|_v - log p(z_Kᵥ)`` (one sample)."""
+        prior = self.prior(latent.ladj.new_empty(()))
+        log_prior = prior.log_prob(latent.point) if latent.tangent is None else prior.log_prob_logmap0(latent.tangent)
+        return (latent.log_q0 - latent.ladj - log_prior).mean() / num_nodes
+
+    def loss(self, x: Tensor | None | GraphData, edge_index: Tensor | MessageGraph | None = None,
+             pos_pairs: Tensor | None = None, neg_pairs: Tensor | None = None) -> GraphLoss:
+        """Loss on ``pos_pairs`` (training edges; default: the message-passing edges as given, PyG's convention)
+        and ``neg_pairs`` (default: as many fresh uniformly random non-edges of the message-passing graph,
+        :class:`NonEdgeSampler`). ``x`` may be a ``torch_geometric.data.Data`` (``model.loss(data)``).
 
         With a :class:`MessageGraph` (:meth:`prepare_graph`) the step reads no value on the host and has static
         shapes, so it can be compiled whole (``torch.compile(..., fullgraph=True)``) and captured in a CUDA graph."""
+        x, edge_index = _unpack(x, edge_index)
         graph = self._graph(x, edge_index)
+        if pos_pairs is None:
+            pos_pairs = graph.edge_index
         if pos_pairs.numel() == 0:
             raise ValueError("pos_pairs is empty: the loss needs at least one positive edge")
         if validation_enabled():  # host reads: opt-in (manifolds.validation)
@@ -550,40 +609,87 @@ class GraphVAE(nn.Module):
                 check_pairs(neg_pairs, graph.num_nodes, "neg_pairs")
         if neg_pairs is None:
             neg_pairs = graph.negatives(pos_pairs.size(1))
-        q0 = self.encode(x, graph)
-        zk, wk, log_q0, ladj = self._latents(q0, graph, sample=True)
+        latent = self._latents(self.encode(x, graph), graph, sample=True)
         # both pair sets in one decoder call (one gather of the latents)
-        pos, neg = self.pair_logits(zk, torch.cat([pos_pairs, neg_pairs], 1), wk).split(
+        pos, neg = self._logits(latent, torch.cat([pos_pairs, neg_pairs], 1)).split(
             [pos_pairs.size(1), neg_pairs.size(1)])
-        recon = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + \
-            F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
-        prior = self.prior(wk if zk is None else zk)
-        log_prior = prior.log_prob(zk) if wk is None else prior.log_prob_logmap0(wk)
-        kl_nodes = log_q0 - ladj - log_prior
-        return GraphLoss(recon, kl_nodes.mean() / graph.num_nodes, self.kl_weight)
+        return GraphLoss(_bce(pos, neg), self._kl(latent, graph.num_nodes), self.kl_weight)
+
+    def recon_loss(self, z: Tensor, pos_edge_index: Tensor, neg_edge_index: Tensor | None = None) -> Tensor:
+        """PyG's ``VGAE.recon_loss``: mean binary cross-entropy of the positive pairs plus that of the negative pairs
+        (default: as many uniformly random non-edges of ``pos_edge_index``) for latent points ``z``."""
+        if neg_edge_index is None:
+            neg_edge_index = NonEdgeSampler(pos_edge_index, z.size(0))(pos_edge_index.size(1))
+        return _bce(self.pair_logits(z, pos_edge_index), self.pair_logits(z, neg_edge_index))
+
+    def kl_loss(self, x: Tensor | None | GraphData, edge_index: Tensor | MessageGraph | None = None) -> Tensor:
+        """The loss's KL term ``(1/N)·mean_v KL̂_v`` of one posterior sample through the flow (unweighted by β).
+
+        Differs from PyG's ``VGAE.kl_loss(mu, logstd)``, the closed-form Gaussian KL of the last :meth:`encode`: with a
+        flow (or on Hⁿ) there is no closed form, so this draws a sample and takes the inputs, not cached state."""
+        x, edge_index = _unpack(x, edge_index)
+        graph = self._graph(x, edge_index)
+        return self._kl(self._latents(self.encode(x, graph), graph, sample=True), graph.num_nodes)
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor | None, edge_index: Tensor | MessageGraph, pos_pairs: Tensor,
-                 neg_pairs: Tensor) -> dict[str, float]:
+    def test(self, z: Tensor, pos_edge_index: Tensor, neg_edge_index: Tensor) -> tuple[float, float]:
+        """PyG's ``VGAE.test``: ``(ROC-AUC, average precision)`` of the decoder's scores for latent points ``z`` on
+        ``pos_edge_index`` vs ``neg_edge_index`` (scikit-learn)."""
+        scores = self.pair_logits(z, torch.cat([pos_edge_index, neg_edge_index], 1))
+        m = _auc_ap(scores, pos_edge_index.size(1), neg_edge_index.size(1))
+        return m["auc"], m["ap"]
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor | None | GraphData, edge_index: Tensor | MessageGraph | None = None,
+                 pos_pairs: Tensor | None = None, neg_pairs: Tensor | None = None) -> dict[str, float]:
         """ROC-AUC and average precision (scikit-learn) of the decoder on ``pos_pairs`` vs ``neg_pairs``,
         using the posterior means (eval mode). One host read (the scores); a non-finite score (training diverged,
-        or a latent beyond the dtype's range with validation off) is a ``FloatingPointError`` here."""
-        from sklearn.metrics import average_precision_score, roc_auc_score
-
+        or a latent beyond the dtype's range with validation off) is a ``FloatingPointError`` here. ``x`` may be a
+        ``Data`` (``model.evaluate(data, pos_pairs=..., neg_pairs=...)``)."""
+        x, edge_index = _unpack(x, edge_index)
+        if pos_pairs is None or neg_pairs is None:
+            raise ValueError("evaluate needs pos_pairs and neg_pairs (e.g. split.test_pos and split.test_neg)")
         was = self.training
         self.eval()
         try:
             q0 = self.encode(x, edge_index)
             for pairs, what in ((pos_pairs, "pos_pairs"), (neg_pairs, "neg_pairs")):
                 check_pairs(pairs, q0.batch_shape[0], what)
-            z, w, _, _ = self._latents(q0, edge_index, sample=False)
-            scores = self.pair_logits(z, torch.cat([pos_pairs, neg_pairs], 1), w).cpu().numpy()
+            latent = self._latents(q0, edge_index, sample=False)
+            scores = self._logits(latent, torch.cat([pos_pairs, neg_pairs], 1))
         finally:
             self.train(was)
-        if not np.isfinite(scores).all():
-            raise FloatingPointError(
-                f"{int((~np.isfinite(scores)).sum())} of {scores.size} edge scores are NaN or inf: the model diverged "
-                "or a latent overflowed its dtype. Rerun with RF_VALIDATE=1 (manifolds.validation) to stop where it "
-                "happens, or lower the learning rate")
-        labels = np.concatenate([np.ones(pos_pairs.size(1)), np.zeros(neg_pairs.size(1))])
-        return {"auc": float(roc_auc_score(labels, scores)), "ap": float(average_precision_score(labels, scores))}
+        return _auc_ap(scores, pos_pairs.size(1), neg_pairs.size(1))
+
+
+def _unpack(x: Tensor | None | GraphData, edge_index: Tensor | MessageGraph | None) -> tuple[Tensor | None,
+                                                                                            Tensor | MessageGraph]:
+    """``(x, edge_index)`` from a ``torch_geometric.data.Data`` (``data.x`` may be ``None``: identity features), or
+    the pair as given."""
+    if x is None or torch.is_tensor(x):
+        if edge_index is None:
+            raise ValueError("no graph given: pass a torch_geometric Data object, or node features and edge_index")
+        return x, edge_index
+    if edge_index is not None:
+        raise ValueError("got a Data object and an edge_index: pass either the Data object or (x, edge_index); give "
+                         "training pairs as pos_pairs=...")
+    return getattr(x, "x", None), x.edge_index
+
+
+def _bce(pos: Tensor, neg: Tensor) -> Tensor:
+    """``BCE_mean(pos logits, 1) + BCE_mean(neg logits, 0)``."""
+    return F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + \
+        F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
+
+
+def _auc_ap(scores: Tensor, num_pos: int, num_neg: int) -> dict[str, float]:
+    """ROC-AUC and AP of edge scores (positives first); a non-finite score is a ``FloatingPointError``."""
+    metrics = require("sklearn.metrics", "GraphVAE.evaluate / GraphVAE.test")
+    scores = scores.cpu().numpy()
+    if not np.isfinite(scores).all():
+        raise FloatingPointError(
+            f"{int((~np.isfinite(scores)).sum())} of {scores.size} edge scores are NaN or inf: the model diverged "
+            "or a latent overflowed its dtype. Rerun with RF_VALIDATE=1 (manifolds.validation) to stop where it "
+            "happens, or lower the learning rate")
+    labels = np.concatenate([np.ones(num_pos), np.zeros(num_neg)])
+    return {"auc": float(metrics.roc_auc_score(labels, scores)), "ap": float(metrics.average_precision_score(labels, scores))}

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import networkx as nx
 import numpy as np
+
+from flows.extras import require
 
 from .constants import (CLUSTERING_BINS, HISTOGRAM_EPS, MMD_SIGMA_CLUSTERING, MMD_SIGMA_DEGREE, MMD_SIGMA_SPECTRAL,
                         SPECTRAL_BINS)
+
+nx = require("networkx", "vae.graph_metrics")
 
 
 def is_tree(g: nx.Graph) -> bool:

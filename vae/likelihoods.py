@@ -17,6 +17,7 @@ class Likelihood(nn.Module):
     """Base class: ``distribution(params)`` is ``p(x|z)`` with one event dimension (the data features)."""
 
     def distribution(self, params: Tensor) -> Distribution:  # pragma: no cover - overridden
+        """``p(x | z)`` from the decoder's output ``params`` (logits, or means for the Gaussian)."""
         raise NotImplementedError
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
@@ -62,6 +63,7 @@ class GaussianLikelihood(Likelihood):
 
     @property
     def scale(self) -> Tensor:
+        """The standard deviation per feature, ``exp(log_scale) + MIN_GAUSSIAN_SCALE`` (learnable) or ``exp(log_scale)``."""
         s = self.log_scale.exp()
         return s + MIN_GAUSSIAN_SCALE if self.learnable else s
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from flows.distribution import FlowDistribution
 from manifolds import WrappedNormal
 
 from .constants import FLOW_HIDDEN, FLOW_LAYERS, MAX_TANGENT_NORM, MIN_SCALE
@@ -132,7 +133,7 @@ class VAE(nn.Module):
         self.decoder = decoder if decoder is not None else mlp([latent_dim, hidden, data_dim])
         self.likelihood = make_likelihood(likelihood, data_dim) if isinstance(likelihood, str) else likelihood
         if isinstance(flow, str):
-            import flows  # imported lazily: vae depends on flows only when a flow is requested
+            import flows
 
             flow = flows.build(flow, manifold, latent_dim, layers=flow_layers, hidden=flow_hidden,
                                share_manifold=True)
@@ -186,16 +187,8 @@ class VAE(nn.Module):
         rsample_logmap0_and_log_prob`) and the flow (:meth:`~flows.Transform.forward_tangent`) work in them, so no
         ``exp_o`` / ``log_o`` pair is evaluated in between (flows that do not act in tangent coordinates map
         points)."""
-        shape = torch.Size(sample_shape)
-        if self.flow is not None and not self.flow.acts_in_tangent:
-            z0, log_q0 = q0.rsample_and_log_prob(shape)
-            zk, ladj = self.flow(z0.reshape(-1, z0.size(-1)))
-            return self.manifold.logmap0_spatial(zk).reshape(*z0.shape[:-1], -1), log_q0, ladj.reshape(log_q0.shape)
-        w0, log_q0 = q0.rsample_logmap0_and_log_prob(shape)
-        if self.flow is None:
-            return w0, log_q0, torch.zeros_like(log_q0)
-        wk, ladj = self.flow.forward_tangent(w0.reshape(-1, w0.size(-1)))
-        return wk.reshape(w0.shape), log_q0, ladj.reshape(log_q0.shape)
+        latent = FlowDistribution(q0, self.flow).rsample_latent(sample_shape)
+        return latent.tangents(), latent.log_q0, latent.ladj
 
     def sample_posterior(self, q0: WrappedNormal, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor,
                                                                                                      Tensor]:

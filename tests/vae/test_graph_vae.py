@@ -131,8 +131,8 @@ def test_graph_conditioned_flow_uses_the_edges():
         for p in model.flow.parameters():
             p.normal_(0, 0.5)
     z0 = model.encode(x, ei).loc
-    a = model._push(z0, ei)[0]
-    b = model._push(z0, ei[:, :4])[0]
+    a = model.flow(z0, model._context(ei))[0]
+    b = model.flow(z0, model._context(ei[:, :4]))[0]
     assert not torch.allclose(a, b), "changing the graph must change a graph-conditioned flow's output"
 
 
@@ -158,7 +158,7 @@ def _explicit_loss(model: GraphVAE, x, edge_index, pos, neg):
 
     q0 = model.encode(x, edge_index)
     z0, log_q0 = q0.rsample_and_log_prob()
-    zk, ladj = model._push(z0, edge_index)
+    zk, ladj = (z0, z0.new_zeros(z0.shape[:-1])) if model.flow is None else model.flow(z0, model._context(edge_index))
     w = model.manifold.logmap0_spatial(zk)
     pos_l, neg_l = (w[pos[0]] * w[pos[1]]).sum(-1), (w[neg[0]] * w[neg[1]]).sum(-1)
     recon = F.binary_cross_entropy_with_logits(pos_l, torch.ones_like(pos_l)) + \
@@ -229,19 +229,34 @@ def test_gcn_normalisation_is_recomputed_for_another_graph_and_survives_pickling
         assert torch.allclose(clone.encoder(x, ei)[0], a)
 
 
-def test_a_custom_decoder_keeps_its_own_forward():
-    """A subclass of the inner-product decoder with its own ``forward(z, pairs, manifold)`` is called as before."""
+@pytest.mark.parametrize("path", ["points", "tangent"])
+def test_a_custom_decoder_is_called_on_the_path_it_declares(path):
+    """A subclass of the inner-product decoder is called through the map its ``reads_tangent`` declares: its own
+    ``forward`` on points (``reads_tangent = False``) or its own ``forward_tangent``; either way the model's logits
+    are its logits (twice the inner product here), not the parent's."""
     from vae import InnerProductDecoder
 
-    class Scaled(InnerProductDecoder):
+    class OnPoints(InnerProductDecoder):
+        reads_tangent = False
+
         def forward(self, z, pairs, manifold):
             return 2 * super().forward(z, pairs, manifold)
 
+    class OnTangent(InnerProductDecoder):
+        def forward_tangent(self, w, pairs, manifold=None):
+            return 2 * super().forward_tangent(w, pairs, manifold)
+
     x, ei = _tree_with_features(30)
     split = split_edges(ei, 30, seed=0)
-    model = GraphVAE(Lorentz(), in_features=16, latent_dim=2, decoder=Scaled(), flow="whc", flow_hidden=8)
-    assert torch.isfinite(model.loss(x, split.train_edge_index, split.train_pos).total)
-    assert 0 <= model.evaluate(x, split.train_edge_index, split.test_pos, split.test_neg)["auc"] <= 1
+    model = GraphVAE(Lorentz(), in_features=16, latent_dim=2, decoder=(OnPoints if path == "points" else OnTangent)(),
+                     flow="whc", flow_hidden=8).double().eval()
+    z = model(x.double(), split.train_edge_index)
+    w = Lorentz().logmap0_spatial(z)
+    expected = 2 * (w[split.test_pos[0]] * w[split.test_pos[1]]).sum(-1)
+    torch.testing.assert_close(model.decode(z, split.test_pos, sigmoid=False), expected)
+    torch.testing.assert_close(model.pair_logits(None, split.test_pos, tangent=w), expected)
+    assert torch.isfinite(model.loss(x.double(), split.train_edge_index, split.train_pos).total)
+    assert 0 <= model.evaluate(x.double(), split.train_edge_index, split.test_pos, split.test_neg)["auc"] <= 1
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -454,3 +469,79 @@ def test_a_state_dict_of_another_flow_is_refused(pair):
     holder_a, holder_b = torch.nn.ModuleDict({"flow": a}), torch.nn.ModuleDict({"flow": b})
     with pytest.raises(ValueError, match="flow."):
         holder_b.load_state_dict(holder_a.state_dict())
+
+
+# --------------------------------------------------------------------------------------------------------
+# PyG conventions: a Data object wherever (x, edge_index) is taken; VGAE's method names
+# --------------------------------------------------------------------------------------------------------
+
+def _data_and_model(flow="whc"):
+    from torch_geometric.data import Data
+
+    x, ei = _tree_with_features(30)
+    torch.manual_seed(0)
+    model = GraphVAE(Lorentz(), in_features=16, latent_dim=2, flow=flow, flow_hidden=8).double()
+    return Data(x=x.double(), edge_index=ei), model
+
+
+@pytest.mark.parametrize("flow", [None, "whc"])
+def test_a_data_object_is_the_same_as_its_tensors(flow):
+    data, model = _data_and_model(flow)
+    model.eval()
+    torch.testing.assert_close(model(data), model(data.x, data.edge_index))
+    torch.testing.assert_close(model.embed(data, sample=False), model.embed(data.x, data.edge_index, sample=False))
+    q_data, q_pair = model.encode(data), model.encode(data.x, data.edge_index)
+    torch.testing.assert_close(q_data.loc, q_pair.loc)
+    pos, neg = data.edge_index[:, :6], torch.tensor([[0, 1, 2], [20, 21, 22]])
+    torch.manual_seed(1)
+    a = model.loss(data, pos_pairs=pos, neg_pairs=neg).total
+    torch.manual_seed(1)
+    b = model.loss(data.x, data.edge_index, pos, neg).total
+    torch.testing.assert_close(a, b)
+    assert model.evaluate(data, pos_pairs=pos, neg_pairs=neg) == model.evaluate(data.x, data.edge_index, pos, neg)
+
+
+def test_forward_returns_the_embeddings_points_on_the_manifold():
+    data, model = _data_and_model()
+    z = model.eval()(data)
+    assert z.shape == (30, 3) and bool(model.manifold.check_point_on_manifold(z.detach()))
+    torch.testing.assert_close(z, model.embed(data.x, data.edge_index, sample=False))
+
+
+def test_loss_of_a_data_object_defaults_to_its_edges_as_positives():
+    data, model = _data_and_model()
+    neg = torch.tensor([[0, 1, 2], [20, 21, 22]])
+    torch.manual_seed(2)
+    a = model.loss(data, neg_pairs=neg).total
+    torch.manual_seed(2)
+    b = model.loss(data.x, data.edge_index, data.edge_index, neg).total
+    torch.testing.assert_close(a, b)
+
+
+def test_vgae_method_names_have_pyg_meanings():
+    """``decode`` = sigmoid of the decoder's logits, ``recon_loss`` = BCE of positives + negatives, ``test`` = (AUC,
+    AP) and the same numbers as ``evaluate``, ``kl_loss`` = the loss's KL term."""
+    data, model = _data_and_model()
+    z = model.eval()(data)
+    pairs = data.edge_index[:, :5]
+    torch.testing.assert_close(model.decode(z, pairs), torch.sigmoid(model.pair_logits(z, pairs)))
+    neg = torch.tensor([[0, 1, 2], [20, 21, 22]])
+    pos_l, neg_l = model.pair_logits(z, pairs), model.pair_logits(z, neg)
+    expected = -torch.log(torch.sigmoid(pos_l)).mean() - torch.log(1 - torch.sigmoid(neg_l)).mean()
+    torch.testing.assert_close(model.recon_loss(z, pairs, neg), expected)
+    model.train()
+    torch.manual_seed(3)
+    kl = model.kl_loss(data)
+    torch.manual_seed(3)
+    assert torch.allclose(kl, model.loss(data, neg_pairs=neg).kl)
+    auc, ap = model.test(z, pairs, neg)
+    m = model.evaluate(data, pos_pairs=pairs, neg_pairs=neg)
+    assert (auc, ap) == (m["auc"], m["ap"])
+
+
+def test_a_data_object_and_an_edge_index_together_is_an_error():
+    data, model = _data_and_model()
+    with pytest.raises(ValueError, match="either the Data object or"):
+        model.loss(data, data.edge_index)
+    with pytest.raises(ValueError, match="no graph given"):
+        model.encode(data.x)
