@@ -252,24 +252,31 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
 FLOW_NAME_KEY = "flow_name"
 
 
+class _NameCheck:
+    """``load_state_dict`` pre-hook of a flow made by :func:`build`: refuse a state dict of another flow (a class,
+    not a closure, so that the flow pickles: ``torch.save(flow)``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, module, state_dict, prefix, *args) -> None:
+        key = prefix + FLOW_NAME_KEY
+        if key not in state_dict:
+            state_dict[key] = getattr(module, FLOW_NAME_KEY).clone()
+            return
+        stored = bytes(torch.as_tensor(state_dict[key]).tolist()).decode(errors="replace")
+        if stored != self.name:
+            raise ValueError(f"this state dict is of the flow {stored!r}, not {self.name!r} ({prefix or 'the model'}); "
+                             f"build the same flow (flows.build({stored!r}, ...)) to load it")
+
+
 def _named(flow: Transform, name: str) -> Transform:
     """Give ``flow`` its registered name as a buffer (so ``state_dict()`` carries it) and refuse, on
     ``load_state_dict``, a state dict of another flow: ``iaf`` and ``maf`` (or ``iaf-rqs`` and ``maf-rqs``) have
     parameters of the same names and shapes and would load into each other. A state dict without the entry (saved
     before it existed) loads as before."""
     flow.register_buffer(FLOW_NAME_KEY, torch.tensor(list(name.encode()), dtype=torch.uint8))
-
-    def check(module, state_dict, prefix, *args) -> None:
-        key = prefix + FLOW_NAME_KEY
-        if key not in state_dict:
-            state_dict[key] = getattr(module, FLOW_NAME_KEY).clone()
-            return
-        stored = bytes(torch.as_tensor(state_dict[key]).tolist()).decode(errors="replace")
-        if stored != name:
-            raise ValueError(f"this state dict is of the flow {stored!r}, not {name!r} ({prefix or 'the model'}); "
-                             f"build the same flow (flows.build({stored!r}, ...)) to load it")
-
-    flow.register_load_state_dict_pre_hook(check)
+    flow.register_load_state_dict_pre_hook(_NameCheck(name))
     return flow
 
 

@@ -289,7 +289,7 @@ def test_registry_decides_from_what_the_manifold_declares(fh):
 @pytest.mark.parametrize("name", ["sphere-spline", *TORUS_FLOWS])
 def test_build_refuses_other_manifolds_with_a_message(fh, name):
     for M in (Euclidean(), Lorentz()):
-        with pytest.raises(ValueError, match=f"{name}.*does not apply.*{M.name}"):
+        with pytest.raises(ValueError, match=f"{name}.*cannot act on the {M.name}"):
             flows.build(name, M, 2)
     other, where = (Sphere(2), "torus") if name in TORUS_FLOWS else (Torus(2), "sphere")
     with pytest.raises(ValueError, match=f"acts on the {where}"):
