@@ -194,7 +194,8 @@ class ManifoldOps:
         if self.dim is not None and x.size(-1) != self.ambient_dim(self.dim):
             raise ValueError(
                 f"{what} has {x.size(-1)} coordinates in its last dimension, but this {self.name} manifold has "
-                f"dimension {self.dim} and uses {self.ambient_dim(self.dim)} ambient coordinates"
+                f"dimension {self.dim} and uses {self.ambient_dim(self.dim)} ambient coordinates; pass points of that "
+                f"size, or build the manifold with the dimension of your data"
             )
 
     def _check_same_size(self, x: Tensor, y: Tensor, dim: int = -1) -> None:
@@ -245,7 +246,8 @@ class ManifoldOps:
             raise ValueError(f"{what} must have tangent coordinates in its last dimension; got shape {tuple(v.shape)}")
         if self.dim is not None and v.size(-1) != self.dim:
             raise ValueError(
-                f"{what} has {v.size(-1)} tangent coordinates, but this {self.name} manifold has dimension {self.dim}"
+                f"{what} has {v.size(-1)} tangent coordinates, but this {self.name} manifold has dimension {self.dim}; "
+                f"pass {self.dim} numbers (ambient points go to logmap0_spatial, not here)"
             )
         if self.validate:
             self._check_finite(v, what)

@@ -239,14 +239,15 @@ class Product(ManifoldOps, geoopt.Manifold):
         """The factors' points (or tangent vectors) of ``x`` (ambient coordinates along ``dim``)."""
         if x.size(dim) != sum(self.sizes):
             raise ValueError(f"x has {x.size(dim)} coordinates in dimension {dim}, but {self!r} points have "
-                             f"{sum(self.sizes)} ({' + '.join(map(str, self.sizes))})")
+                             f"{sum(self.sizes)} ({' + '.join(map(str, self.sizes))}); concatenate one point of "
+                             f"each factor, in the factors' order")
         return list(x.split(self.sizes, dim=dim))
 
     def split_coords(self, v: Tensor) -> list[Tensor]:
         """The factors' tangent coordinates at the origin (``n_i`` each) of ``v`` (last dimension)."""
         if v.size(-1) != self.dim:
             raise ValueError(f"v has {v.size(-1)} tangent coordinates, but {self!r} has dimension {self.dim} "
-                             f"({' + '.join(map(str, self.dims))})")
+                             f"({' + '.join(map(str, self.dims))}); concatenate each factor's n_i coordinates")
         return list(v.split(self.dims, dim=-1))
 
     @staticmethod
