@@ -349,8 +349,8 @@ class BenchFlowsConfig(StepBenchConfig):
     maf: bool = option(False, "also run the MAF benchmark (issue 6: MAF training step vs zuko and nflows MAF, MAF/IAF "
                        "sampling) in the same run; `python -m experiments.bench.maf` runs it alone")
     rfm: bool = option(False, "also run the rfm benchmark (issue 23: one flow-matching training step, Adam step "
-                       "included, on S² vs H² at --rfm-batch, field width --hidden) in the same run; `python -m "
-                       "experiments.bench.rfm` runs it alone")
+                       "included, on S² vs H² at --rfm-batch, field width --hidden) in the same run (the flows table "
+                       "runs too: --no-manifold --peers keeps it short)")
     rfm_batch: int = option(512, "batch of the rfm benchmark's step (--rfm)", type=int)
     out: Optional[Path] = common("out", None, help="also write the results (.json) or the table (.md)")
 

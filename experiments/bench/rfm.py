@@ -9,22 +9,17 @@ generic :class:`~flows.rfm.TangentVectorField` (an MLP of the 3 ambient coordina
 both ``layers`` hidden layers of ``hidden`` units. Data: a wrapped normal (``σ = 0.5``) away from the origin on
 S² (uniform base), ``exp_o(N(0, I))`` on H² (standard wrapped normal base). Timing as
 :func:`experiments.run.timing.time_cases` (warm-up, round-robin repeats, medians). Run with
-``python -m experiments.bench flows --rfm`` (with the flows table) or ``python -m experiments.bench.rfm``.
+``python -m experiments.bench flows --rfm`` (``--rfm-batch``, ``--hidden``, ``--repeats``, ``--device``, ``--dtype``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import statistics
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
 
-from experiments.run.options import add_config_arguments, common, config_from_args, option
 from experiments.run.timing import Case, device_name, quartiles, time_cases
 from flows import build
 from flows.constants import DEFAULT_HIDDEN_LAYERS
@@ -101,34 +96,3 @@ def render(res: dict) -> str:
     lines += ["", f"- {c['what']}: {c['ratio']:.2f}x, paired per-repeat {c['paired_ratio']:.2f}x "
                   f"{'PASS' if c['pass'] else 'MISS'} (target <= {c['target']:.1f}x)"]
     return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class BenchRfmConfig:
-    """The settings of ``python -m experiments.bench.rfm`` (its flags)."""
-
-    batch: int = option(512, "examples per flow-matching step", type=int)
-    hidden: int = option(128, "width of the field's hidden layers (both manifolds)", type=int)
-    layers: int = option(DEFAULT_HIDDEN_LAYERS, "hidden layers of the field", type=int)
-    repeats: int = option(15, "timed steps per manifold (median; >= 15 recommended)", type=int)
-    warmup: int = option(3, "untimed steps per manifold first", type=int)
-    dtype: str = option("float32", "floating-point type", choices=["float32", "float64"])
-    device: str = common("device", "cpu")
-    threads: Optional[int] = common("threads", None, help="torch intra-op threads (default: torch's)")
-    out: Optional[Path] = common("out", None, help="also write the results as JSON here")
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench.rfm", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(p, BenchRfmConfig)
-    a = config_from_args(BenchRfmConfig, p.parse_args(argv))
-    res = run_rfm_benchmark(a.batch, a.hidden, a.layers, a.repeats, a.warmup, a.device, a.dtype, a.threads)
-    print(render(res))
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(res, indent=2))
-
-
-if __name__ == "__main__":
-    main()
