@@ -86,7 +86,8 @@ def run_rfm_benchmark(batch: int = 512, hidden: int = 128, layers: int = DEFAULT
 def render(res: dict) -> str:
     lines = ["# rfm flow-matching step: S² vs H² (issue 23)", "",
              f"torch {res['torch']}, python {res['python']}, device {res['device']} ({res['device_name']}), threads "
-             f"{res['threads']}, dtype {res['dtype']}; batch {res['batch']}, field MLP {res['layers']}x{res['hidden']}; "
+             f"{res['threads']}, dtype {res['dtype']}; batch {res['batch']}, "
+             f"field MLP {res['layers']}x{res['hidden']}; "
              f"median of {res['repeats']} round-robin repeats after {res['warmup']} warm-up steps ({res['clock']} "
              "clock)", "step: opt.zero_grad(); flow_matching_loss(f, x, base).backward(); opt.step()  (all timed)", "",
              "| manifold | median ms | IQR ms |", "|---|---:|---:|"]

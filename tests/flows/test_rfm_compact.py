@@ -35,7 +35,8 @@ def _points(M, n, count=6, seed=0, scale=1.0):
     """Points ``exp_o(v)``, ``|v|`` from near 0 to ``2.5·scale`` (inside the injectivity radius of S² and T²)."""
     g = torch.Generator().manual_seed(seed)
     v = torch.randn(count, n, generator=g, dtype=F64)
-    v = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True) * torch.linspace(1e-3, 2.5 * scale, count, dtype=F64)[:, None]
+    norms = torch.linspace(1e-3, 2.5 * scale, count, dtype=F64)[:, None]
+    v = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True) * norms
     return M.expmap0_spatial(v)
 
 

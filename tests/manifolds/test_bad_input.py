@@ -48,7 +48,8 @@ def test_a_torus_angle_outside_its_chart(M, x, pattern):
     (lambda: parse_product("s2,e1").expmap0_spatial(torch.zeros(4)), r"v has 4 tangent coordinates.* dimension 3 "
                                                                       r"\(2 \+ 1\); concatenate"),
     (lambda: flows.build("rfm", Sphere(2), 3), r"dim=3\): the manifold is a Sphere of dimension 2; pass dim=2"),
-    (lambda: flows.build("rfm", Torus(2), 2)(torch.zeros(5, 3)), r"expects 2 ambient coordinates .* got shape \(5, 3\)"),
+    (lambda: flows.build("rfm", Torus(2), 2)(torch.zeros(5, 3)),
+     r"expects 2 ambient coordinates .* got shape \(5, 3\)"),
 ])
 def test_a_dimension_mismatch(call, pattern):
     _one_line(call, pattern)
