@@ -230,6 +230,9 @@ def build(name: str, manifold: ManifoldOps, dim: int, layers: int = 2, hidden: i
         raise ValueError(f"layers must be a positive integer; got {layers}")
     if int(dim) != dim or dim < 1:
         raise ValueError(f"dim must be a positive integer (the intrinsic dimension n); got {dim}")
+    if manifold.dim is not None and dim != manifold.dim:
+        raise ValueError(f"build({name!r}, …, dim={dim}): the manifold is a {manifold.name} of dimension "
+                         f"{manifold.dim}; pass dim={manifold.dim}, or build the manifold with dimension {dim}")
     if int(hidden) != hidden or hidden < 1:
         raise ValueError(f"hidden (the conditioners' width) must be a positive integer; got {hidden}")
     if share_manifold is None:

@@ -104,3 +104,32 @@ def test_construction_errors():
     with pytest.raises(ValueError, match=r"angle 4 at index \(0,\) is outside the chart .* Torus\.projx"):
         M.logmap0_spatial(torch.tensor([1.0, 0.0, 0.0, 4.0]))
     M.logmap0_spatial(M.projx(torch.tensor([1.0, 0.0, 0.0, 4.0])))  # the fix works
+
+
+def test_curvature_parameter_is_the_learnable_factors():
+    """A product's ``curvature_parameter`` / ``set_k`` are its one learnable factor's (what a curvature schedule and
+    an optimiser reach through the interface); none without one; an error naming the factors with several."""
+    H = Lorentz(k=2.0, learnable=True, dim=2)
+    M = Product(Sphere(2), H)
+    assert M.learnable_curvature and M.curvature_parameter is H.curvature_parameter
+    M.set_k(3.0)
+    assert math.isclose(float(H.k.detach()), 3.0, rel_tol=1e-6)
+    fixed = Product(Sphere(2), Lorentz(dim=2))
+    assert fixed.curvature_parameter is None
+    with pytest.raises(ValueError, match="no factor with a learnable curvature"):
+        fixed.set_k(2.0)
+    two = Product(Lorentz(learnable=True, dim=2), Lorentz(learnable=True, dim=1))
+    with pytest.raises(ValueError, match=r"2 factors with a learnable curvature \(\[0, 1\]\).*M\.factors\[i\]"):
+        two.curvature_parameter
+
+
+def test_features_concatenate_the_factors():
+    """``features`` is each factor's encoding side by side (the torus's ``cos θ, sin θ``), ``feature_dim`` its length."""
+    M = Product(Sphere(2), Torus(1), Euclidean(dim=2))
+    x = M.random(4, 6, dtype=torch.float64)
+    f = M.features(x)
+    assert f.shape == (4, M.feature_dim(5)) and M.feature_dim(5) == 3 + 2 + 2
+    torch.testing.assert_close(f[:, 3:5], torch.cat([torch.cos(x[:, 3:4]), torch.sin(x[:, 3:4])], -1))
+    torch.testing.assert_close(f[:, :3], x[:, :3])
+    with pytest.raises(ValueError, match="has dimension 5"):
+        M.feature_dim(4)

@@ -83,3 +83,15 @@ def test_validation_names_the_angle_and_the_fix():
     with pytest.raises(ValueError, match="positive integer"):
         Torus(0)
     T.logmap0_spatial(T.projx(torch.tensor([[0.0, 3.5]])))  # the fix works
+
+
+def test_features_are_continuous_across_the_chart_edge():
+    """The neural fields' input ``(cos θ, sin θ)`` (``2n`` numbers) takes the same value at ``-π`` and just below
+    ``π`` (the same point), while the raw angles jump by ``2π``; and it tells points apart."""
+    T = Torus(2)
+    eps = 1e-9
+    a = torch.tensor([[math.pi - eps, 0.3]], dtype=torch.float64)
+    b = torch.tensor([[-math.pi, 0.3]], dtype=torch.float64)
+    assert T.feature_dim(2) == 4 and T.features(a).shape == (1, 4)
+    assert float((T.features(a) - T.features(b)).abs().max()) < 2 * eps
+    assert float((T.features(a) - T.features(torch.tensor([[0.0, 0.3]], dtype=torch.float64))).abs().max()) > 1
