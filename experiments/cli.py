@@ -308,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"time: run it again to finish ({cfg.out} holds the models finished before)", file=sys.stderr)
             return 130
     if not isinstance(cfg, RunConfig):
-        return RUNNERS[type(cfg)](cfg)
+        try:
+            return RUNNERS[type(cfg)](cfg)
+        except (ds.MissingDataError, ds.DataFileError, RunError) as err:  # a damaged or unwritable file: one line
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     return _run(cfg)
 
 

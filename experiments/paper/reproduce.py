@@ -42,8 +42,8 @@ from experiments.models import BY_PAPER_NAME
 from experiments.models import paper_name
 from experiments.paper import numbers as paper
 from experiments.run.config import RunConfig
-from experiments.run.errors import Interrupted
-from experiments.run.files import atomic_write_text
+from experiments.run.errors import Interrupted, RunError
+from experiments.run.files import atomic_write_text, read_json
 from experiments.run.options import common, option
 from experiments.run.result import RunResult
 from experiments.tasks import runner  # runner.run_command, looked up per call (tests replace it)
@@ -83,6 +83,10 @@ LATENT_WEIGHT_DECAYS: tuple[float, ...] = (0.0, 0.1, 1.0)
 WD_GRIDS: dict[str, tuple[float, ...]] = {"table3": WEIGHT_DECAYS, "latent": LATENT_WEIGHT_DECAYS}
 #: marks a reported (β, λ) whose λ was never selected (runs at λ = 0 only, made before λ joined the selection)
 UNSELECTED_MARK = "†"
+#: what to do about a damaged selection.json (the message of its one-line error)
+SELECTION_FIX = "delete it and run `reproduce` again (it redoes the selection from the runs on disk)"
+#: what to do about a damaged file of one run
+RERUN_FIX = "delete its run folder and run `reproduce` again (it retrains that configuration)"
 #: seeds of every β that the selection reads (mean final validation AUC over seeds 0..SELECT_SEEDS-1); the
 #: selected β is then run to the table's seed count, and its first SELECT_SEEDS seeds are reused
 SELECT_SEEDS: int = 2
@@ -280,9 +284,7 @@ def _mean_val_auc(path: Path, what: str) -> float:
 
 
 def _write_selection(folder: Path, selection: dict[str, Any]) -> None:
-    tmp = folder / "selection.json.tmp"
-    tmp.write_text(json.dumps(selection, indent=2))
-    tmp.replace(folder / "selection.json")
+    atomic_write_text(json.dumps(selection, indent=2), folder / "selection.json")
 
 
 def select_kl_weight(folder: Path, grid: tuple[float, ...] = KL_WEIGHTS) -> float:
@@ -313,7 +315,7 @@ def select_weight_decay(folder: Path, beta: float, grid: tuple[float, ...] = WEI
             been made at ``beta``.
     """
     path = folder / "selection.json"
-    selection = json.loads(path.read_text()) if path.exists() else {}
+    selection = read_json(path, keys=("kl_weight",), fix=SELECTION_FIX) if path.exists() else {}
     if selection.get("kl_weight") != beta:
         raise FileNotFoundError(f"{path}: no β selection at β = {beta:g}; select β first (select_kl_weight)")
     if len(grid) == 1:
@@ -329,8 +331,12 @@ def _selected(folder: Path) -> tuple[float, float] | None:
     path = folder / "selection.json"
     if not path.exists():
         return None
-    selection = json.loads(path.read_text())
-    return float(selection["kl_weight"]), float(selection.get("weight_decay", 0.0))
+    selection = read_json(path, keys=("kl_weight",), fix=SELECTION_FIX)
+    try:
+        return float(selection["kl_weight"]), float(selection.get("weight_decay", 0.0))
+    except (TypeError, ValueError):
+        raise RunError(f"{path} is damaged: kl_weight {selection['kl_weight']!r} / weight_decay "
+                       f"{selection.get('weight_decay')!r} are not numbers; {SELECTION_FIX}") from None
 
 
 def _setting_text(out: Path, table: str, name: str, res: RunResult | None) -> str:
@@ -339,7 +345,7 @@ def _setting_text(out: Path, table: str, name: str, res: RunResult | None) -> st
     if res is None or table not in SELECTS_BETA:
         return ""
     path = out / table / name / "selection.json"
-    chose_wd = path.exists() and "weight_decay" in json.loads(path.read_text())
+    chose_wd = path.exists() and "weight_decay" in read_json(path, keys=("kl_weight",), fix=SELECTION_FIX)
     return (f", β={res.config.kl_weight:g}, λ={res.config.weight_decay:g}"
             f"{'' if chose_wd else UNSELECTED_MARK}")
 
@@ -759,7 +765,7 @@ def _generation_rows(out: Path, table: str, explain: bool = True) -> list[str]:
         rows.append("| " + " | ".join(cells) + " |")
         path = out / table / name / "baselines.json"
         if path.exists():
-            baselines = {**json.loads(path.read_text()), **baselines}  # the first file with a row gives it
+            baselines = {**read_json(path, keys=(), fix=RERUN_FIX), **baselines}  # the first file with a row gives it
     for key, label in (("erdos_renyi", ER_ROW), ("training", FLOOR_ROW), ("random_tree", TREE_ROW)):
         row = baselines.get(key)
         if key == "erdos_renyi" and row is not None and "edge_density" in row:

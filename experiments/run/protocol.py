@@ -34,10 +34,9 @@ from tqdm.auto import tqdm
 from experiments.plots import training_curves
 from experiments.run import distributed as D
 from experiments.run.checkpoints import load_checkpoint, previous_checkpoint, save_checkpoint
-from experiments.run.config import RUN_DEFINING, RunConfig
 from experiments.run.config import RunConfig
 from experiments.run.errors import Interrupted, RunError, StopRequested  # noqa: F401  (RunError: re-exported)
-from experiments.run.files import atomic_write_text
+from experiments.run.files import atomic_write_text, check_writable, file_errors, read_json
 from experiments.run.locks import run_lock
 from experiments.run.result import RESULTS_FILE, RunResult, append_csv, jsonable, mean_std, versions
 from experiments.run.resume import CONFIG_FILE, check_same_run, clear_previous_run, finished_result
@@ -123,19 +122,53 @@ def read_records(records: list[dict]) -> None:
         r[key] = v
 
 
+def diverged(records: list[dict]) -> dict | None:
+    """The first of ``records`` (values already read to the host) whose loss is not finite, or ``None``.
+
+    Example:
+        >>> diverged([{"loss": 1.0, "epoch": 0}, {"loss": float("nan"), "epoch": 1}])
+        {'loss': nan, 'epoch': 1}
+    """
+    return next((r for r in records if isinstance(r.get("loss"), float) and not math.isfinite(r["loss"])), None)
+
+
+#: the settings that make a run diverge most often, with the value under which they are ordinary
+DIVERGENCE_SUSPECTS = ("lr", "weight_decay", "kl_weight", "final_radius", "flow_layers")
+
+
+def suspects(config: RunConfig) -> str:
+    """The settings of ``config`` most likely to make a loss non-finite: those of :data:`DIVERGENCE_SUSPECTS` that
+    differ from the command's defaults, as flags (``--weight-decay 1e+04``); else the learning rate.
+
+    Example:
+        >>> suspects(RunConfig.for_command("graph-recon", weight_decay=1e4))
+        '--weight-decay 1e+04'
+    """
+    base = RunConfig.defaults(config.command)
+    odd = [f for f in DIVERGENCE_SUSPECTS if getattr(config, f) != base.get(f)] or ["lr"]
+    return ", ".join(f"--{f.replace('_', '-')} {getattr(config, f):g}" for f in odd)
+
+
 def train_seed(job: Job, folder: Path, *, resume: bool, checkpoint_every: int, stop_after: int | None,
-               desc: str, progress: bool = True) -> tuple[dict[str, float], list[dict], float]:
+               desc: str, progress: bool = True, flow: str | None = None,
+               blame: str = "the learning rate") -> tuple[dict[str, float], list[dict], float]:
     """Train ``job`` to its last epoch (resuming from ``folder/checkpoint.pt`` if asked) and evaluate it.
 
+    ``flow`` (the registered flow's name) is recorded in each checkpoint and a checkpoint of another is refused;
+    ``blame`` names the settings a non-finite loss is reported with.
     Returns ``(metrics, history, wall_s)`` where ``wall_s`` counts the training and evaluation time of this
     seed over all its invocations (a resumed run adds to the time saved in its checkpoint).
+
+    Raises:
+        RunError: the loss turned non-finite (the run stops at the next host read of the losses, before any
+            checkpoint of a non-finite state: the last checkpoint is finite and kept).
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    with file_errors(folder, "create", "make --out writable or give another --out"):
+        folder.mkdir(parents=True, exist_ok=True)
     ckpt = folder / "checkpoint.pt"
     start, history, elapsed = 0, [], 0.0
-    state = load_checkpoint(ckpt) if resume else None
+    state = load_checkpoint(ckpt, job.load_state_dict, flow) if resume else None
     if state is not None:
-        job.load_state_dict(state["job"])
         start, history, elapsed = state["epoch"], state["history"], state["wall_s"]
         set_rng_state(state["rng"][D.rank()] if D.world_size() == len(state["rng"]) else state["rng"][0])
     t0 = time.perf_counter()
@@ -143,7 +176,8 @@ def train_seed(job: Job, folder: Path, *, resume: bool, checkpoint_every: int, s
                disable=not (progress and D.is_main()), dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
     pending: list[dict] = []  # records whose values are still tensors on the device
     with deferred_interrupt() as interrupt:
-        _train_epochs(job, bar, history, pending, ckpt, checkpoint_every, stop_after, interrupt, elapsed, t0)
+        _train_epochs(job, bar, history, pending, ckpt, checkpoint_every, stop_after, interrupt, elapsed, t0,
+                      flow, blame)
     bar.close()
     metrics = job.evaluate()
     wall = elapsed + time.perf_counter() - t0
@@ -151,9 +185,11 @@ def train_seed(job: Job, folder: Path, *, resume: bool, checkpoint_every: int, s
 
 
 def _train_epochs(job: Job, bar, history: list[dict], pending: list[dict], ckpt: Path, checkpoint_every: int,
-                  stop_after: int | None, interrupt: dict[str, bool], elapsed: float, t0: float) -> None:
-    """The epoch loop of :func:`train_seed` (appends to ``history``): train, read the losses in batches,
-    checkpoint; stop (with a checkpoint) after ``--stop-after`` or a Ctrl-C."""
+                  stop_after: int | None, interrupt: dict[str, bool], elapsed: float, t0: float,
+                  flow: str | None = None, blame: str = "the learning rate") -> None:
+    """The epoch loop of :func:`train_seed` (appends to ``history``): train, read the losses in batches (the
+    only host syncs; a non-finite loss is caught there), checkpoint; stop (with a checkpoint) after
+    ``--stop-after`` or a Ctrl-C."""
     for epoch in bar:
         rec = job.train_epoch(epoch)
         rec["epoch"] = epoch
@@ -165,6 +201,12 @@ def _train_epochs(job: Job, bar, history: list[dict], pending: list[dict], ckpt:
         checkpoint = done % checkpoint_every == 0 or stop
         if checkpoint or done == job.epochs or len(pending) >= READ_EVERY:
             read_records(pending)  # one host read for the whole batch of epochs
+            bad = diverged(pending)
+            if bad is not None:  # checked before this epoch's checkpoint: the one on disk is the last finite state
+                bar.close()
+                raise RunError(f"the training loss turned {bad['loss']} at epoch {bad['epoch'] + 1}: the run "
+                               f"diverged, most likely from {blame}; lower it and run again with --overwrite (the "
+                               f"last finite checkpoint, {ckpt}, is kept)")
             pending.clear()
             post = {"loss": f"{rec['loss']:.4g}"}
             live = job.live_metric
@@ -176,7 +218,7 @@ def _train_epochs(job: Job, bar, history: list[dict], pending: list[dict], ckpt:
         if checkpoint:
             rngs = D.all_gather_object(rng_state())
             if D.is_main():
-                save_checkpoint({"job": job.state_dict(), "epoch": done, "history": history, "rng": rngs,
+                save_checkpoint({"job": job.state_dict(), "flow": flow, "epoch": done, "history": history, "rng": rngs,
                                  "wall_s": elapsed + time.perf_counter() - t0}, ckpt)
             D.barrier()
         if interrupted:
@@ -198,6 +240,8 @@ def run(command: str, config: RunConfig, make_job: Callable[[int], Job], *,
     out = Path(config.out)
     resume = config.resume
     seeds = [config.seed + i for i in range(config.seeds)]
+    if D.is_main():  # before any training: a run must not train to the end and then lose its results
+        check_writable(out, Path(config.csv or out.parent / "results.csv"))
     if resume:
         check_same_run(out, config)
         finished = finished_result(out, seeds)
@@ -238,20 +282,22 @@ def _run_seed(command: str, config: RunConfig, make_job: Callable[[int], Job], f
     metrics...}``. What the job adds to ``results.json`` goes to ``extras[str(seed)]``."""
     done_file = folder / "metrics.json"
     if config.resume and done_file.exists():
-        return json.loads(done_file.read_text())
+        return read_json(done_file, keys=("seed",), fix=f"delete {folder} and run with --resume to train this seed "
+                         "again")
     seed_everything(seed)
     job = make_job(seed)
     every = config.checkpoint_every or max(1, job.epochs // 20)
     metrics, history, wall = train_seed(job, folder, resume=config.resume, checkpoint_every=every,
                                         stop_after=config.stop_after, desc=f"{describe} seed {seed}",
-                                        progress=progress)
+                                        progress=progress, flow=None if config.flow == "none" else config.flow,
+                                        blame=suspects(config))
     record = {"seed": seed, "wall_s": wall, **metrics}
-    if D.is_main():
+    if D.is_main():  # the seed's results first: a plot or extra that fails afterwards cannot lose them
+        atomic_write_text(json.dumps(jsonable(history)), folder / "history.json")
+        atomic_write_text(json.dumps(jsonable(record), indent=2), done_file)
         extra = job.artifacts(folder, history)
         if extra:
             extras[str(seed)] = extra
-        atomic_write_text(json.dumps(jsonable(history)), folder / "history.json")
-        atomic_write_text(json.dumps(jsonable(record), indent=2), done_file)
         (folder / "checkpoint.pt").unlink(missing_ok=True)
         previous_checkpoint(folder / "checkpoint.pt").unlink(missing_ok=True)
         shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in SUMMARY_METRICS[command] if k in metrics)
