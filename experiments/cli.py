@@ -92,6 +92,7 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str, d: dict[str, Any]
     p.add_argument("--flow-layers", type=positive(), default=d["flow_layers"], help="coupling layers of the flow")
     p.add_argument("--flow-hidden", type=positive(), default=d["flow_hidden"], help="width of the coupling networks")
     add_argument(p, "data_root", d["data_root"], COMMON["data_root"])
+    add_argument(p, "no_verify_data", d["no_verify_data"], COMMON["no_verify_data"])
     add_argument(p, "device", d["device"], COMMON["device"])
     p.add_argument("--compile", action="store_true",
                    help="compile the training step with torch.compile (the first steps take longer while it "

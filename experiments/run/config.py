@@ -86,6 +86,7 @@ class RunConfig:
     overwrite: bool = False
     checkpoint_every: Optional[int] = None  # None: 1/20 of the epochs
     no_progress: bool = False
+    no_verify_data: bool = False  # load shared data files whose sha256 differs (a user's own modified copies)
     stop_after: Optional[int] = None  # tests: stop as if killed after this many epochs
 
     run_defining: ClassVar[tuple[str, ...]] = RUN_DEFINING
