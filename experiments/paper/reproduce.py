@@ -41,7 +41,7 @@ from typing import Any, Optional
 from experiments.models import BY_PAPER_NAME
 from experiments.models import paper_name
 from experiments.paper import numbers as paper
-from experiments.run.config import RunConfig
+from experiments.run.config import RUN_DEFINING, RunConfig
 from experiments.run.errors import Interrupted, RunError
 from experiments.run.files import atomic_write_text, read_json
 from experiments.run.options import common, option
@@ -165,6 +165,8 @@ class ReproduceConfig:
                                               metavar="HH:MM")
     results_md: Path = option(Path("RESULTS.md"), "where to write the report", type=Path)
     report_only: bool = option(False, "only rewrite RESULTS.md from the runs on disk")
+    skip_stale: bool = option(False, "list the runs on disk made at other settings than their table's (e.g. a "
+                              "quick --epochs 2 run) and leave them out of the report, instead of refusing")
     no_progress: bool = common("no_progress", False)
 
     def __post_init__(self) -> None:
@@ -201,6 +203,13 @@ def run_reproduce(args: ReproduceConfig) -> int:
     deadline = _deadline(args.stop_launching_at)
     command = "python -m experiments reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if sys.argv[1:2] == ["reproduce"] else "python -m experiments reproduce"
+    stale = stale_runs(args.out, tuple(tables))
+    if stale and not args.skip_stale:
+        raise RunError(f"{len(stale)} run(s) under {args.out} were made at other settings than their table's: "
+                       f"{' | '.join(stale)}. Move them away (or give another --out), or pass --skip-stale to "
+                       "leave them out of the report")
+    for line in stale:
+        print(f"reproduce: skipped (other settings than the table's): {line}", file=sys.stderr)
     if not args.report_only:
         try:
             _run_tables(args, tables, only, passes, deadline, command)
@@ -355,17 +364,49 @@ def _finished_seeds(folder: Path) -> int:
 
 
 def _load(out: Path, table: str, name: str) -> RunResult | None:
-    """The ``results.json`` of a configuration (Table 3: of its selected β), or None if not run."""
+    """The ``results.json`` of a configuration (Table 3: of its selected β), or None if not run or made at other
+    settings than the table's (:func:`stale_runs` lists those; nothing in the report comes from them)."""
+    res, stale = _load_checked(out, table, name)
+    return None if stale else res
+
+
+def _load_checked(out: Path, table: str, name: str) -> tuple[RunResult | None, list[str]]:
+    """The ``results.json`` of a configuration and the settings (``"epochs 2 there, 3000 in the table"``) in which
+    its stored config differs from the table's (:func:`configs`, at the selected β and λ)."""
     folder = out / table / name
+    expected = dict(configs(table)).get(name)
     if table in SELECTS_BETA:
         selected = _selected(folder)
         if selected is None:
-            return None
+            return None, []
         folder = folder / _setting_folder(*selected)
+        if expected is not None:
+            expected = expected.replace(kl_weight=selected[0], weight_decay=selected[1])
     path = folder / "results.json"
     if not path.exists():
-        return None
-    return RunResult.load(path)
+        return None, []
+    res = RunResult.load(path)
+    if expected is None:
+        return res, []
+    if res.config is None:
+        return res, ["no stored config"]
+    want, got = expected.defining(), res.config.defining()
+    return res, [f"{f} {got[f]!r} there, {want[f]!r} in the table" for f in RUN_DEFINING
+                 if want[f] is not None and got[f] != want[f]]
+
+
+def stale_runs(out: Path, tables: tuple[str, ...] = TABLE_ORDER) -> list[str]:
+    """One line per run under ``out`` whose stored config differs from its table's settings (e.g. a quick
+    ``--epochs 2`` run in a Table 3 folder): ``"table3/dis-ii-WHC/kl1 (runs/…/results.json): epochs 2 there, 3000
+    in the table"``. The report never uses such a run; ``reproduce`` refuses to go on while there is one, unless
+    ``--skip-stale``."""
+    lines = []
+    for table in tables:
+        for name, _ in configs(table):
+            res, stale = _load_checked(out, table, name)
+            if stale:
+                lines.append(f"{table}/{name} ({res.out}): {'; '.join(stale)}")
+    return lines
 
 
 def _threads_note(out: Path) -> str:
@@ -578,7 +619,8 @@ def _wall_time_note(out: Path, res: RunResult) -> str:
     threads = int(res.config.threads or 1)
     mean = sum(walls) / len(walls)
     folder = _setting_folder(res.config.kl_weight, res.config.weight_decay)
-    return (f"Wall time of a Dis-II WHC run (3000 epochs, one seed, training + evaluation, {threads} torch "
+    return (f"Wall time of a Dis-II WHC run ({res.config.epochs} epochs, one seed, training + evaluation, "
+            f"{threads} torch "
             f"thread{'s' if threads > 1 else ''}): {', '.join(f'{w:.0f} s' for w in walls)} (mean "
             f"{mean:.0f} s; the aim: < {WALL_AIM_S:.0f} s, {'met' if mean < WALL_AIM_S else 'not met'} on "
             f"average, by {sum(w < WALL_AIM_S for w in walls)} of {len(walls)} seeds). Recorded per seed as "
