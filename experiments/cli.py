@@ -146,6 +146,10 @@ def _add_graph_recon_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> Non
     p.add_argument("--decoder", default=d["decoder"], choices=("inner", "distance"),
                    help="edge decoder: inner product of tangent vectors (the paper's Table 3) or the "
                         "Fermi–Dirac distance decoder (the reference's flow scripts)")
+    p.add_argument("--hierarchy-sources", type=positive(), default=d["hierarchy_sources"], metavar="S",
+                   help="source nodes of the final hierarchy metrics (MAP, distortion; a BFS from each, memory "
+                        "linear in nodes + edges): default every node up to vae.constants.HIERARCHY_EXACT_MAX_NODES "
+                        "nodes (exact), else that many sampled, seeded, with standard errors (map_se, distortion_se)")
     p.add_argument("--flow-conditioner", default=d["flow_conditioner"], choices=("mlp", "gcn", "gat"),
                    help="coupling networks: per-node MLPs (the reference code's 'Linear' layers) or graph networks")
 

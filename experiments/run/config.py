@@ -65,6 +65,7 @@ class RunConfig:
     weight_decay: float = 0.0  # graph-recon: λ of Adam's decoupled weight decay (AdamW; 0: plain Adam, the paper's)
     decoder: str = "inner"  # graph-recon: edge decoder "inner" (the paper's Table 3) | "distance" (Fermi–Dirac)
     final_radius: float = 2.0  # graph-recon: curvature radius R after the warm-up R = 11 → R (k = R²; 2: the paper's)
+    hierarchy_sources: Optional[int] = None  # graph-recon: source nodes of the hierarchy metrics (None: vae's rule)
     batch_size: Optional[int] = None  # density (None: the dataset's default), graph-gen
     iwae_samples: int = 500  # density
     eval_batch: int = 100  # density

@@ -96,6 +96,11 @@ class Job:
     def evaluate(self) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def optional_metrics(self) -> dict[str, float]:
+        """Metrics computed after the seed's results are on disk (costly ones a run must not be lost to, e.g. the
+        graph's hierarchy metrics): a failure is reported in one line and the run keeps :meth:`evaluate`'s."""
+        return {}
+
     def artifacts(self, folder: Path, history: list[dict]) -> dict[str, Any]:
         """Plots and other files of this seed; returns extra JSON-able data for ``results.json``."""
         return {}
@@ -292,18 +297,36 @@ def _run_seed(command: str, config: RunConfig, make_job: Callable[[int], Job], f
                                         progress=progress, flow=None if config.flow == "none" else config.flow,
                                         blame=suspects(config))
     record = {"seed": seed, "wall_s": wall, **metrics}
-    if D.is_main():  # the seed's results first: a plot or extra that fails afterwards cannot lose them
+    if D.is_main():  # the seed's results first: an optional metric or plot that fails afterwards cannot lose them
         atomic_write_text(json.dumps(jsonable(history)), folder / "history.json")
         atomic_write_text(json.dumps(jsonable(record), indent=2), done_file)
+        (folder / "checkpoint.pt").unlink(missing_ok=True)
+        previous_checkpoint(folder / "checkpoint.pt").unlink(missing_ok=True)
+        record.update(_optional_metrics(job, done_file))
+        metrics = record
         extra = job.artifacts(folder, history)
         if extra:
             extras[str(seed)] = extra
-        (folder / "checkpoint.pt").unlink(missing_ok=True)
-        previous_checkpoint(folder / "checkpoint.pt").unlink(missing_ok=True)
         shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in SUMMARY_METRICS[command] if k in metrics)
         print(f"[{describe}] seed {seed}: {shown} ({wall:.1f} s)", file=sys.stderr, flush=True)
     D.barrier()
     return record
+
+
+def _optional_metrics(job: Job, done_file: Path) -> dict[str, float]:
+    """``job.optional_metrics()``, added to ``done_file`` (already holding the seed's metrics); ``{}`` with a
+    one-line warning if it fails (the seed's results stay as written)."""
+    try:
+        extra = job.optional_metrics()
+    except Exception as err:  # any failure of an optional metric (memory, a degenerate graph): the run is kept
+        print(f"warning: the optional metrics of {done_file.parent} failed ({type(err).__name__}: "
+              f"{str(err).splitlines()[0] if str(err) else ''}); its results in {done_file} are kept without them",
+              file=sys.stderr, flush=True)
+        return {}
+    if extra:
+        record = read_json(done_file, keys=("seed",))
+        atomic_write_text(json.dumps(jsonable({**record, **extra}), indent=2), done_file)
+    return extra
 
 
 def _write_run_files(result: RunResult, out: Path, seeds: list[int], describe: str) -> None:
