@@ -154,6 +154,13 @@ def suspects(config: RunConfig) -> str:
     return ", ".join(f"--{f.replace('_', '-')} {getattr(config, f):g}" for f in odd)
 
 
+def _diverged(what: str, epoch: int, blame: str, ckpt: Path) -> RunError:
+    """The one-line error of a run that diverged at (0-based) ``epoch``."""
+    kept = f"the last finite checkpoint, {ckpt}, is kept" if ckpt.exists() else "no checkpoint was written before"
+    return RunError(f"the run diverged at epoch {epoch + 1}: {what}; most likely from {blame}: lower it and run "
+                    f"again with --overwrite ({kept})")
+
+
 def train_seed(job: Job, folder: Path, *, resume: bool, checkpoint_every: int, stop_after: int | None,
                desc: str, progress: bool = True, flow: str | None = None,
                blame: str = "the learning rate") -> tuple[dict[str, float], list[dict], float]:
@@ -184,7 +191,10 @@ def train_seed(job: Job, folder: Path, *, resume: bool, checkpoint_every: int, s
         _train_epochs(job, bar, history, pending, ckpt, checkpoint_every, stop_after, interrupt, elapsed, t0,
                       flow, blame)
     bar.close()
-    metrics = job.evaluate()
+    try:
+        metrics = job.evaluate()
+    except FloatingPointError as err:  # the final evaluation's host read found non-finite scores
+        raise _diverged(f"non-finite ({str(err).split(':')[0]})", job.epochs - 1, blame, ckpt) from None
     wall = elapsed + time.perf_counter() - t0
     return metrics, history, wall
 
@@ -196,7 +206,11 @@ def _train_epochs(job: Job, bar, history: list[dict], pending: list[dict], ckpt:
     only host syncs; a non-finite loss is caught there), checkpoint; stop (with a checkpoint) after
     ``--stop-after`` or a Ctrl-C."""
     for epoch in bar:
-        rec = job.train_epoch(epoch)
+        try:
+            rec = job.train_epoch(epoch)
+        except FloatingPointError as err:  # a host read of the epoch (an evaluation) found non-finite values
+            bar.close()
+            raise _diverged(f"non-finite ({str(err).split(':')[0]})", epoch, blame, ckpt) from None
         rec["epoch"] = epoch
         history.append(rec)
         pending.append(rec)
@@ -209,9 +223,7 @@ def _train_epochs(job: Job, bar, history: list[dict], pending: list[dict], ckpt:
             bad = diverged(pending)
             if bad is not None:  # checked before this epoch's checkpoint: the one on disk is the last finite state
                 bar.close()
-                raise RunError(f"the training loss turned {bad['loss']} at epoch {bad['epoch'] + 1}: the run "
-                               f"diverged, most likely from {blame}; lower it and run again with --overwrite (the "
-                               f"last finite checkpoint, {ckpt}, is kept)")
+                raise _diverged(f"the training loss {bad['loss']}", bad["epoch"], blame, ckpt)
             pending.clear()
             post = {"loss": f"{rec['loss']:.4g}"}
             live = job.live_metric

@@ -25,11 +25,12 @@ def saved_config(out: Path) -> dict[str, Any] | None:
     Raises:
         RunError: the file is not JSON, or not a JSON object (one line naming it and what to do).
     """
-    for name in ("results.json", CONFIG_FILE):
+    for name in (RESULTS_FILE, CONFIG_FILE):
         path = out / name
         if path.exists():
-            data = read_json(path, fix="move it away (or use another --out) and run again")
-            stored = data.get("config", data) if name == "results.json" else data
+            data = read_json(path, keys=("config", "metrics") if name == RESULTS_FILE else (),
+                             fix="move it away (or use another --out) and run again")
+            stored = data["config"] if name == RESULTS_FILE else data
             if not isinstance(stored, dict):
                 raise RunError(f"{path}: 'config' is {type(stored).__name__}, not an object of settings; move it "
                                "away (or use another --out) and run again")
