@@ -175,7 +175,7 @@ def check_sha256(path: Path, rel: str) -> None:
     Example:
         >>> import tempfile
         >>> p = Path(tempfile.mkdtemp()) / "phylo_tree.edges"
-        >>> _ = p.write_text("0 1\n")
+        >>> _ = p.write_text("0 1")
         >>> check_sha256(p, "hyperbolics_edges/phylo_tree.edges")
         Traceback (most recent call last):
         ...

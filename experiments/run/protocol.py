@@ -151,7 +151,7 @@ def suspects(config: RunConfig) -> str:
     """
     base = RunConfig.defaults(config.command)
     odd = [f for f in DIVERGENCE_SUSPECTS if getattr(config, f) != base.get(f)] or ["lr"]
-    return ", ".join(f"--{f.replace('_', '-')} {getattr(config, f):g}" for f in odd)
+    return ", ".join(f"--{f.replace('_', '-')} {getattr(config, f):.3g}" for f in odd)
 
 
 def _diverged(what: str, epoch: int, blame: str, ckpt: Path) -> RunError:
