@@ -137,7 +137,7 @@ def diverged(records: list[dict]) -> dict | None:
     return next((r for r in records if isinstance(r.get("loss"), float) and not math.isfinite(r["loss"])), None)
 
 
-#: the settings that make a run diverge most often, with the value under which they are ordinary
+#: the settings that make a run diverge most often (named in its error where they differ from the defaults)
 DIVERGENCE_SUSPECTS = ("lr", "weight_decay", "kl_weight", "final_radius", "flow_layers")
 
 
@@ -152,6 +152,33 @@ def suspects(config: RunConfig) -> str:
     base = RunConfig.defaults(config.command)
     odd = [f for f in DIVERGENCE_SUSPECTS if getattr(config, f) != base.get(f)] or ["lr"]
     return ", ".join(f"--{f.replace('_', '-')} {getattr(config, f):.3g}" for f in odd)
+
+
+def finite_state(state: Any) -> bool:
+    """Whether every floating tensor in ``state`` (nested dicts and lists, e.g. a job's ``state_dict``) is finite.
+    Called only where a checkpoint is about to be written (which copies every tensor to the host anyway), so that a
+    gradient that turned non-finite while the loss was still finite never reaches a checkpoint.
+
+    Example:
+        >>> finite_state({"model": {"w": torch.ones(2)}, "opt": [torch.tensor(float("inf"))]})
+        False
+    """
+    flags: dict[torch.device, list[torch.Tensor]] = {}
+    for t in _floating_tensors(state):
+        flags.setdefault(t.device, []).append(torch.isfinite(t).all())
+    return all(bool(torch.stack(f).all()) for f in flags.values())  # one read per device
+
+
+def _floating_tensors(state: Any) -> Iterator[torch.Tensor]:
+    if torch.is_tensor(state):
+        if state.is_floating_point():
+            yield state.detach()
+    elif isinstance(state, dict):
+        for v in state.values():
+            yield from _floating_tensors(v)
+    elif isinstance(state, (list, tuple)):
+        for v in state:
+            yield from _floating_tensors(v)
 
 
 def _diverged(what: str, epoch: int, blame: str, ckpt: Path) -> RunError:
@@ -235,7 +262,12 @@ def _train_epochs(job: Job, bar, history: list[dict], pending: list[dict], ckpt:
         if checkpoint:
             rngs = D.all_gather_object(rng_state())
             if D.is_main():
-                save_checkpoint({"job": job.state_dict(), "flow": flow, "epoch": done, "history": history, "rng": rngs,
+                state = job.state_dict()
+                if not finite_state(state):  # a gradient turned non-finite while the loss was still finite
+                    bar.close()
+                    raise _diverged("non-finite parameters or optimiser state (a non-finite gradient)", epoch, blame,
+                                    ckpt)
+                save_checkpoint({"job": state, "flow": flow, "epoch": done, "history": history, "rng": rngs,
                                  "wall_s": elapsed + time.perf_counter() - t0}, ckpt)
             D.barrier()
         if interrupted:

@@ -217,6 +217,23 @@ def test_a_non_finite_loss_stops_the_run_naming_the_epoch_and_keeps_the_last_fin
     assert state["epoch"] == 4 and torch.isfinite(state["job"]["w"]) and state["job"]["w"] == 4.0
 
 
+class GradientDiverging(Diverging):
+    """A finite loss throughout, but the parameters turn non-finite at ``bad`` (a non-finite gradient)."""
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.w = torch.tensor(float(epoch + 1)) if epoch < self.bad else torch.tensor(math.inf)
+        return {"loss": torch.tensor(1.0 / (epoch + 1))}
+
+
+def test_a_non_finite_gradient_under_a_finite_loss_never_reaches_a_checkpoint(tmp_path):
+    with pytest.raises(RunError) as err:
+        train_seed(GradientDiverging(epochs=20, bad=5), tmp_path, resume=False, checkpoint_every=4,
+                   stop_after=None, desc="t", progress=False, blame="--lr 10")
+    assert "at epoch 8" in str(err.value) and "gradient" in str(err.value) and "--lr 10" in str(err.value)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 4 and state["job"]["w"] == 4.0
+
+
 def test_a_diverging_setting_is_one_line_naming_it_not_a_traceback(tmp_path, capsys):
     assert run_cli("graph-recon", "--dataset", "tree", "--flow", "none", "--epochs", "6", "--kl-weight", "1e39",
                    "--out", tmp_path / "run") == 2
