@@ -92,6 +92,7 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str, d: dict[str, Any]
     p.add_argument("--flow-layers", type=positive(), default=d["flow_layers"], help="coupling layers of the flow")
     p.add_argument("--flow-hidden", type=positive(), default=d["flow_hidden"], help="width of the coupling networks")
     add_argument(p, "data_root", d["data_root"], COMMON["data_root"])
+    add_argument(p, "no_verify_data", d["no_verify_data"], COMMON["no_verify_data"])
     add_argument(p, "device", d["device"], COMMON["device"])
     p.add_argument("--compile", action="store_true",
                    help="compile the training step with torch.compile (the first steps take longer while it "
@@ -145,6 +146,10 @@ def _add_graph_recon_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> Non
     p.add_argument("--decoder", default=d["decoder"], choices=("inner", "distance"),
                    help="edge decoder: inner product of tangent vectors (the paper's Table 3) or the "
                         "Fermi–Dirac distance decoder (the reference's flow scripts)")
+    p.add_argument("--hierarchy-sources", type=positive(), default=d["hierarchy_sources"], metavar="S",
+                   help="source nodes of the final hierarchy metrics (MAP, distortion; a BFS from each, memory "
+                        "linear in nodes + edges): default every node up to vae.constants.HIERARCHY_EXACT_MAX_NODES "
+                        "nodes (exact), else that many sampled, seeded, with standard errors (map_se, distortion_se)")
     p.add_argument("--flow-conditioner", default=d["flow_conditioner"], choices=("mlp", "gcn", "gat"),
                    help="coupling networks: per-node MLPs (the reference code's 'Linear' layers) or graph networks")
 
@@ -308,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"time: run it again to finish ({cfg.out} holds the models finished before)", file=sys.stderr)
             return 130
     if not isinstance(cfg, RunConfig):
-        return RUNNERS[type(cfg)](cfg)
+        try:
+            return RUNNERS[type(cfg)](cfg)
+        except (ds.MissingDataError, ds.DataFileError, RunError) as err:  # a damaged or unwritable file: one line
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     return _run(cfg)
 
 

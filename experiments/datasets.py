@@ -17,9 +17,12 @@ written under ``root``: Planetoid is copied to a temporary folder first, because
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
 import functools
 import gzip
+import hashlib
 import os
 import pickle
 import random
@@ -32,6 +35,8 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from experiments.constants import DATA_SHA256
 
 Tensor = torch.Tensor
 
@@ -140,6 +145,52 @@ def default_data_root() -> Path:
     return beside if beside.is_dir() else Path("data")
 
 
+#: whether the loaders check each shared file's sha256 (:func:`verified`; off under ``--no-verify-data``)
+_VERIFY: contextvars.ContextVar[bool] = contextvars.ContextVar("verify_data", default=True)
+
+
+@contextlib.contextmanager
+def verified(on: bool):
+    """Within the block the loaders check (``on``) or skip the sha256 of each shared data file."""
+    token = _VERIFY.set(on)
+    try:
+        yield
+    finally:
+        _VERIFY.reset(token)
+
+
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of the file ``path``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_sha256(path: Path, rel: str) -> None:
+    """Raise a one-line :class:`DataFileError` if ``path`` (the shared file ``rel``) differs from the sha256 of
+    :data:`~experiments.constants.DATA_SHA256` (a file not in the table, or with checks off, passes).
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "phylo_tree.edges"
+        >>> _ = p.write_text("0 1")
+        >>> check_sha256(p, "hyperbolics_edges/phylo_tree.edges")
+        Traceback (most recent call last):
+        ...
+        experiments.datasets.DataFileError: .../phylo_tree.edges is not the shared file hyperbolics_edges/phylo_tree.edges: ...
+    """
+    want = DATA_SHA256.get(rel)
+    if want is None or not _VERIFY.get():
+        return
+    got = sha256_of(path)
+    if got != want:
+        raise DataFileError(f"{path} is not the shared file {rel}: sha256 {got[:12]}… instead of {want[:12]}… "
+                            "(damaged or edited); restore it from shared/data, or pass --no-verify-data to load "
+                            "your own modified copy")
+
+
 def _need(root: Path | None, rel: str, dataset: str) -> Path:
     if root is None:
         root = default_data_root()
@@ -151,6 +202,7 @@ def _need(root: Path | None, rel: str, dataset: str) -> Path:
             f"Get it from {_SOURCES.get(folder, 'the source named in shared/data/README.md')} and put it there, "
             f"or pass --data-root DIR (or set ${DATA_ROOT_ENV}) pointing at a copy of shared/data."
         )
+    check_sha256(path, rel)
     return path
 
 
@@ -304,6 +356,8 @@ def _planetoid(root, name: str) -> GraphData:
     tmp = Path(tempfile.mkdtemp(prefix="rf-planetoid-"))
     try:
         if src.is_dir():
+            for f in src.iterdir():
+                check_sha256(f, f"planetoid/{pyg_name}/raw/{f.name}")
             shutil.copytree(src, tmp / pyg_name / "raw")  # PyG writes processed/ beside raw/: never into root
         try:
             ds = Planetoid(root=str(tmp), name=pyg_name)
@@ -319,10 +373,16 @@ def _planetoid(root, name: str) -> GraphData:
     return GraphData(name, data.edge_index, data.num_nodes, data.x.float(), data.y.numpy(), "class", 16)
 
 
-def load_graph(name: str, root: Path | str | None = None) -> GraphData:
-    """A graph-reconstruction dataset by name (see :data:`GRAPH_DATASETS`). An offline graph is checked against
-    :data:`GRAPH_SHAPES`; a file that cannot be read or gives another graph is a :class:`DataFileError` naming it."""
-    root = Path(root) if root is not None else None
+def load_graph(name: str, root: Path | str | None = None, *, verify: bool = True) -> GraphData:
+    """A graph-reconstruction dataset by name (see :data:`GRAPH_DATASETS`). An offline graph's files are checked
+    against their sha256 (:data:`~experiments.constants.DATA_SHA256`; ``verify=False`` skips that, for a user's own
+    modified copy) and the graph against :data:`GRAPH_SHAPES`; a file that cannot be read, differs or gives another
+    graph is a :class:`DataFileError` naming it."""
+    with verified(verify):
+        return _load_graph(name, Path(root) if root is not None else None)
+
+
+def _load_graph(name: str, root: Path | None) -> GraphData:
     if name == "tree":
         return hierarchical_graph()
     if name == "taxonomy":
@@ -425,10 +485,15 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def load_density(name: str, root: Path | str | None = None) -> DensityData:
+def load_density(name: str, root: Path | str | None = None, *, verify: bool = True) -> DensityData:
     """A density-estimation dataset by name (see :data:`DENSITY_DATASETS`). Splits are fixed (seed 0) so
-    every model and every run seed sees the same train and test sets."""
-    root = Path(root) if root is not None else None
+    every model and every run seed sees the same train and test sets. A shared file is checked against its sha256
+    unless ``verify`` is off (see :func:`load_graph`)."""
+    with verified(verify):
+        return _load_density(name, Path(root) if root is not None else None)
+
+
+def _load_density(name: str, root: Path | None) -> DensityData:
     if name == "bdp":
         x, depth = branching_diffusion()
         tr, te = _split(len(x), 0.7, 0)

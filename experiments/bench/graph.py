@@ -45,7 +45,8 @@ from experiments import datasets as ds
 from experiments.run.allocator import keep_freed_memory
 from experiments.run.config import RunConfig
 from experiments.run.options import common, option, positive
-from experiments.run.profiling import HostReadCounter, count_cuda_syncs, count_kernel_launches, peak_memory
+from experiments.run.profiling import (HostReadCounter, count_cuda_syncs, count_kernel_launches, high_water_growth,
+                                       peak_memory)
 from experiments.run.seeding import seed_everything
 from experiments.run.timing import Case, device_name, quartiles, time_cases
 from experiments.tasks.graph_recon import GraphReconJob
@@ -64,6 +65,8 @@ MAX_HOST_READS = 0
 LARGE_GRAPH_NODES = 1_000_000
 LARGE_WHC_MAX_MS_CUDA = 100.0
 LARGE_WHC_MAX_PEAK_BYTES_CUDA = 6 * 2**30
+#: graph-recon's final evaluation (AUC/AP and the hierarchy metrics) above the training peak, on the CPU (issue 25)
+EVAL_MAX_ABOVE_TRAINING_BYTES_CPU = 2 * 2**30
 #: a Dis-II WHC run of this many epochs must take at most these seconds (per device type)
 DIS_II_RUN_EPOCHS = 3000
 DIS_II_WHC_RUN_MAX_S = {"cuda": 5.0, "cpu": 60.0}
@@ -140,6 +143,11 @@ class BenchGraphConfig:
     data_root: Optional[Path] = common("data_root", None)
     threads: int = common("threads", 1, help="torch intra-op threads on CPU (1, as the graph-recon command's default)")
     json: Optional[Path] = option(None, "also write the results to this JSON file", type=Path)
+    eval_memory: bool = option(False, "also run graph-recon's final evaluation (test/validation AUC and AP, then "
+                               "the hierarchy metrics) after each model's epochs and measure its time and how far "
+                               "it raises the process's peak memory above the training peak (CPU)")
+    hierarchy_sources: Optional[int] = option(None, "graph-recon's --hierarchy-sources for --eval-memory (default: "
+                                              "the command's)", type=positive())
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -222,6 +230,9 @@ def targets(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
             limit_ms = DIS_II_WHC_RUN_MAX_S[device] * 1e3 / DIS_II_RUN_EPOCHS
             checks["ms"] = _check(row["ms"], limit_ms, f"<= {limit_ms:.3g} ({DIS_II_RUN_EPOCHS} epochs <= "
                                                        f"{DIS_II_WHC_RUN_MAX_S[device]:g} s)")
+    if "eval_above_peak_bytes" in row and device == "cpu":
+        checks["eval_above_peak_bytes"] = _check(row["eval_above_peak_bytes"], EVAL_MAX_ABOVE_TRAINING_BYTES_CPU,
+                                                 f"<= {EVAL_MAX_ABOVE_TRAINING_BYTES_CPU / 2**30:g} GiB")
     if row["nodes"] == LARGE_GRAPH_NODES and row["flow"] == "whc" and device == "cuda":
         checks["ms"] = _check(row["ms"], LARGE_WHC_MAX_MS_CUDA, f"<= {LARGE_WHC_MAX_MS_CUDA:g}")
         checks["peak_bytes"] = _check(row["peak_bytes"], LARGE_WHC_MAX_PEAK_BYTES_CUDA,
@@ -240,6 +251,27 @@ def _measure_alone(case: Case, device: torch.device) -> dict[str, Any]:
     return {"launches": launches, "peak": peak, "reads": reads, "syncs": syncs, "sync_sites": sync_sites}
 
 
+def _measure_evaluation(job: GraphReconJob, device: torch.device) -> dict[str, Any]:
+    """graph-recon's final evaluation of ``job`` (:meth:`GraphReconJob.evaluate`, then its optional hierarchy
+    metrics), after its training epochs: seconds, and the growth of the process's peak memory above the training
+    peak (:func:`~experiments.run.profiling.high_water_growth`; CPU: resident size; CUDA: allocator peak)."""
+    out: dict[str, Any] = {}
+
+    def evaluate() -> None:
+        t0 = time.perf_counter()
+        metrics = {**job.evaluate(), **job.optional_metrics()}
+        out["eval_s"] = time.perf_counter() - t0
+        out["eval_sources"] = metrics.get("hierarchy_sources", float(job.data.num_nodes))
+
+    if device.type == "cuda":
+        train_peak = torch.cuda.max_memory_allocated(device)
+        evaluate()
+        out["eval_above_peak_bytes"] = max(0, torch.cuda.max_memory_allocated(device) - train_peak)
+    else:
+        out["eval_above_peak_bytes"] = high_water_growth(evaluate)
+    return out
+
+
 def _row(case: Case, data: ds.GraphData, device: torch.device, setup_s: float, m: dict[str, Any]) -> dict[str, Any]:
     """One result row: the timings in ``case`` and the measurements of :func:`_measure_alone`."""
     launches, peak, reads, syncs, sync_sites = m["launches"], m["peak"], m["reads"], m["syncs"], m["sync_sites"]
@@ -251,6 +283,7 @@ def _row(case: Case, data: ds.GraphData, device: torch.device, setup_s: float, m
         "peak_bytes": peak, "bytes_per_node": peak / data.num_nodes, "launches": launches,
         "host_reads": reads.count, "host_read_sites": dict(reads.where.most_common()), "cuda_syncs": syncs,
         "cuda_sync_sites": sync_sites,
+        **{k: m[k] for k in ("eval_s", "eval_above_peak_bytes", "eval_sources") if k in m},
     }
     row["targets"] = targets(row)
     return row
@@ -282,14 +315,16 @@ def bench_graph(args: BenchGraphConfig) -> dict[str, Any]:
         def make_case(flow: str) -> Case:
             cfg = job_config(args.device, flow, data.latent_dim, 2 * args.warmup + args.epochs + 10, args.threads,
                              args.compile, args.cuda_graph)
-            cfg = cfg.replace(dataset=data.name)
+            cfg = cfg.replace(dataset=data.name, hierarchy_sources=args.hierarchy_sources)
             results["cuda_graph"] = cfg.uses_cuda_graph
             seed_everything(0)
             t0 = time.perf_counter()
             job = GraphReconJob(cfg, data, seed=0, split=split)
             setup[flow] = split_s + time.perf_counter() - t0
             job.eval_every = NO_EVALUATION
-            return Case(flow, "graph", _epoch_step(job))
+            case = Case(flow, "graph", _epoch_step(job))
+            case.job = job  # for --eval-memory
+            return case
 
         # memory, launches, reads and syncs of each model alone in the process (the others not built yet)
         measured = {}
@@ -298,6 +333,8 @@ def bench_graph(args: BenchGraphConfig) -> dict[str, Any]:
             for _ in range(args.warmup):
                 case.step()
             measured[flow] = _measure_alone(case, device)
+            if args.eval_memory:
+                measured[flow].update(_measure_evaluation(case.job, device))
             del case
             _release(device)
         # times: every model of the graph alive, timed round-robin
@@ -389,6 +426,14 @@ def render(results: dict[str, Any]) -> str:
         syncs = _cell(r, "cuda_syncs", str(r["cuda_syncs"])) if r.get("cuda_syncs") is not None else "n/a"
         lines.append(f"| {r['graph']} | {r['nodes']:,} | {r['edges']:,} | {r['flow']} | {r['device']} | {ms} | "
                      f"{peak} | {r['bytes_per_node']:.0f} | {launches} | {reads} | {syncs} | {overall} |")
+    evaluated = [r for r in results["rows"] if "eval_s" in r]
+    if evaluated:
+        lines += ["", "graph-recon's final evaluation (AUC/AP, then the hierarchy metrics) after the epochs above:"]
+        for r in evaluated:
+            above = _cell(r, "eval_above_peak_bytes", f"{r['eval_above_peak_bytes'] / 2**20:.0f} MiB")
+            lines.append(f"- {r['graph']}/{r['flow']} ({r['nodes']:,} nodes, {r['edges']:,} edges): "
+                         f"{r['eval_s']:.1f} s over {r['eval_sources']:.0f} source nodes; peak memory above the "
+                         f"training peak {above}")
     return "\n".join(lines)
 
 

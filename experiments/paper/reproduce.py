@@ -41,9 +41,9 @@ from typing import Any, Optional
 from experiments.models import BY_PAPER_NAME
 from experiments.models import paper_name
 from experiments.paper import numbers as paper
-from experiments.run.config import RunConfig
-from experiments.run.errors import Interrupted
-from experiments.run.files import atomic_write_text
+from experiments.run.config import RUN_DEFINING, RunConfig
+from experiments.run.errors import Interrupted, RunError
+from experiments.run.files import atomic_write_text, read_json
 from experiments.run.options import common, option
 from experiments.run.result import RunResult
 from experiments.tasks import runner  # runner.run_command, looked up per call (tests replace it)
@@ -83,6 +83,10 @@ LATENT_WEIGHT_DECAYS: tuple[float, ...] = (0.0, 0.1, 1.0)
 WD_GRIDS: dict[str, tuple[float, ...]] = {"table3": WEIGHT_DECAYS, "latent": LATENT_WEIGHT_DECAYS}
 #: marks a reported (β, λ) whose λ was never selected (runs at λ = 0 only, made before λ joined the selection)
 UNSELECTED_MARK = "†"
+#: what to do about a damaged selection.json (the message of its one-line error)
+SELECTION_FIX = "delete it and run `reproduce` again (it redoes the selection from the runs on disk)"
+#: what to do about a damaged file of one run
+RERUN_FIX = "delete its run folder and run `reproduce` again (it retrains that configuration)"
 #: seeds of every β that the selection reads (mean final validation AUC over seeds 0..SELECT_SEEDS-1); the
 #: selected β is then run to the table's seed count, and its first SELECT_SEEDS seeds are reused
 SELECT_SEEDS: int = 2
@@ -161,6 +165,8 @@ class ReproduceConfig:
                                               metavar="HH:MM")
     results_md: Path = option(Path("RESULTS.md"), "where to write the report", type=Path)
     report_only: bool = option(False, "only rewrite RESULTS.md from the runs on disk")
+    skip_stale: bool = option(False, "list the runs on disk made at other settings than their table's (e.g. a "
+                              "quick --epochs 2 run) and leave them out of the report, instead of refusing")
     no_progress: bool = common("no_progress", False)
 
     def __post_init__(self) -> None:
@@ -197,6 +203,13 @@ def run_reproduce(args: ReproduceConfig) -> int:
     deadline = _deadline(args.stop_launching_at)
     command = "python -m experiments reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if sys.argv[1:2] == ["reproduce"] else "python -m experiments reproduce"
+    stale = stale_runs(args.out, tuple(tables))
+    if stale and not args.skip_stale:
+        raise RunError(f"{len(stale)} run(s) under {args.out} were made at other settings than their table's: "
+                       f"{' | '.join(stale)}. Move them away (or give another --out), or pass --skip-stale to "
+                       "leave them out of the report")
+    for line in stale:
+        print(f"reproduce: skipped (other settings than the table's): {line}", file=sys.stderr)
     if not args.report_only:
         try:
             _run_tables(args, tables, only, passes, deadline, command)
@@ -280,9 +293,7 @@ def _mean_val_auc(path: Path, what: str) -> float:
 
 
 def _write_selection(folder: Path, selection: dict[str, Any]) -> None:
-    tmp = folder / "selection.json.tmp"
-    tmp.write_text(json.dumps(selection, indent=2))
-    tmp.replace(folder / "selection.json")
+    atomic_write_text(json.dumps(selection, indent=2), folder / "selection.json")
 
 
 def select_kl_weight(folder: Path, grid: tuple[float, ...] = KL_WEIGHTS) -> float:
@@ -313,7 +324,7 @@ def select_weight_decay(folder: Path, beta: float, grid: tuple[float, ...] = WEI
             been made at ``beta``.
     """
     path = folder / "selection.json"
-    selection = json.loads(path.read_text()) if path.exists() else {}
+    selection = read_json(path, keys=("kl_weight",), fix=SELECTION_FIX) if path.exists() else {}
     if selection.get("kl_weight") != beta:
         raise FileNotFoundError(f"{path}: no β selection at β = {beta:g}; select β first (select_kl_weight)")
     if len(grid) == 1:
@@ -329,8 +340,12 @@ def _selected(folder: Path) -> tuple[float, float] | None:
     path = folder / "selection.json"
     if not path.exists():
         return None
-    selection = json.loads(path.read_text())
-    return float(selection["kl_weight"]), float(selection.get("weight_decay", 0.0))
+    selection = read_json(path, keys=("kl_weight",), fix=SELECTION_FIX)
+    try:
+        return float(selection["kl_weight"]), float(selection.get("weight_decay", 0.0))
+    except (TypeError, ValueError):
+        raise RunError(f"{path} is damaged: kl_weight {selection['kl_weight']!r} / weight_decay "
+                       f"{selection.get('weight_decay')!r} are not numbers; {SELECTION_FIX}") from None
 
 
 def _setting_text(out: Path, table: str, name: str, res: RunResult | None) -> str:
@@ -339,7 +354,7 @@ def _setting_text(out: Path, table: str, name: str, res: RunResult | None) -> st
     if res is None or table not in SELECTS_BETA:
         return ""
     path = out / table / name / "selection.json"
-    chose_wd = path.exists() and "weight_decay" in json.loads(path.read_text())
+    chose_wd = path.exists() and "weight_decay" in read_json(path, keys=("kl_weight",), fix=SELECTION_FIX)
     return (f", β={res.config.kl_weight:g}, λ={res.config.weight_decay:g}"
             f"{'' if chose_wd else UNSELECTED_MARK}")
 
@@ -349,17 +364,49 @@ def _finished_seeds(folder: Path) -> int:
 
 
 def _load(out: Path, table: str, name: str) -> RunResult | None:
-    """The ``results.json`` of a configuration (Table 3: of its selected β), or None if not run."""
+    """The ``results.json`` of a configuration (Table 3: of its selected β), or None if not run or made at other
+    settings than the table's (:func:`stale_runs` lists those; nothing in the report comes from them)."""
+    res, stale = _load_checked(out, table, name)
+    return None if stale else res
+
+
+def _load_checked(out: Path, table: str, name: str) -> tuple[RunResult | None, list[str]]:
+    """The ``results.json`` of a configuration and the settings (``"epochs 2 there, 3000 in the table"``) in which
+    its stored config differs from the table's (:func:`configs`, at the selected β and λ)."""
     folder = out / table / name
+    expected = dict(configs(table)).get(name)
     if table in SELECTS_BETA:
         selected = _selected(folder)
         if selected is None:
-            return None
+            return None, []
         folder = folder / _setting_folder(*selected)
+        if expected is not None:
+            expected = expected.replace(kl_weight=selected[0], weight_decay=selected[1])
     path = folder / "results.json"
     if not path.exists():
-        return None
-    return RunResult.load(path)
+        return None, []
+    res = RunResult.load(path)
+    if expected is None:
+        return res, []
+    if res.config is None:
+        return res, ["no stored config"]
+    want, got = expected.defining(), res.config.defining()
+    return res, [f"{f} {got[f]!r} there, {want[f]!r} in the table" for f in RUN_DEFINING
+                 if want[f] is not None and got[f] != want[f]]
+
+
+def stale_runs(out: Path, tables: tuple[str, ...] = TABLE_ORDER) -> list[str]:
+    """One line per run under ``out`` whose stored config differs from its table's settings (e.g. a quick
+    ``--epochs 2`` run in a Table 3 folder): ``"table3/dis-ii-WHC/kl1 (runs/…/results.json): epochs 2 there, 3000
+    in the table"``. The report never uses such a run; ``reproduce`` refuses to go on while there is one, unless
+    ``--skip-stale``."""
+    lines = []
+    for table in tables:
+        for name, _ in configs(table):
+            res, stale = _load_checked(out, table, name)
+            if stale:
+                lines.append(f"{table}/{name} ({res.out}): {'; '.join(stale)}")
+    return lines
 
 
 def _threads_note(out: Path) -> str:
@@ -572,7 +619,8 @@ def _wall_time_note(out: Path, res: RunResult) -> str:
     threads = int(res.config.threads or 1)
     mean = sum(walls) / len(walls)
     folder = _setting_folder(res.config.kl_weight, res.config.weight_decay)
-    return (f"Wall time of a Dis-II WHC run (3000 epochs, one seed, training + evaluation, {threads} torch "
+    return (f"Wall time of a Dis-II WHC run ({res.config.epochs} epochs, one seed, training + evaluation, "
+            f"{threads} torch "
             f"thread{'s' if threads > 1 else ''}): {', '.join(f'{w:.0f} s' for w in walls)} (mean "
             f"{mean:.0f} s; the aim: < {WALL_AIM_S:.0f} s, {'met' if mean < WALL_AIM_S else 'not met'} on "
             f"average, by {sum(w < WALL_AIM_S for w in walls)} of {len(walls)} seeds). Recorded per seed as "
@@ -759,7 +807,7 @@ def _generation_rows(out: Path, table: str, explain: bool = True) -> list[str]:
         rows.append("| " + " | ".join(cells) + " |")
         path = out / table / name / "baselines.json"
         if path.exists():
-            baselines = {**json.loads(path.read_text()), **baselines}  # the first file with a row gives it
+            baselines = {**read_json(path, keys=(), fix=RERUN_FIX), **baselines}  # the first file with a row gives it
     for key, label in (("erdos_renyi", ER_ROW), ("training", FLOOR_ROW), ("random_tree", TREE_ROW)):
         row = baselines.get(key)
         if key == "erdos_renyi" and row is not None and "edge_density" in row:

@@ -65,6 +65,7 @@ class RunConfig:
     weight_decay: float = 0.0  # graph-recon: λ of Adam's decoupled weight decay (AdamW; 0: plain Adam, the paper's)
     decoder: str = "inner"  # graph-recon: edge decoder "inner" (the paper's Table 3) | "distance" (Fermi–Dirac)
     final_radius: float = 2.0  # graph-recon: curvature radius R after the warm-up R = 11 → R (k = R²; 2: the paper's)
+    hierarchy_sources: Optional[int] = None  # graph-recon: source nodes of the hierarchy metrics (None: vae's rule)
     batch_size: Optional[int] = None  # density (None: the dataset's default), graph-gen
     iwae_samples: int = 500  # density
     eval_batch: int = 100  # density
@@ -86,6 +87,7 @@ class RunConfig:
     overwrite: bool = False
     checkpoint_every: Optional[int] = None  # None: 1/20 of the epochs
     no_progress: bool = False
+    no_verify_data: bool = False  # load shared data files whose sha256 differs (a user's own modified copies)
     stop_after: Optional[int] = None  # tests: stop as if killed after this many epochs
 
     run_defining: ClassVar[tuple[str, ...]] = RUN_DEFINING

@@ -70,6 +70,8 @@ COMMON: dict[str, dict[str, Any]] = {
     "data_root": {"type": Path, "help": "folder with the datasets in the layout of shared/data (default: "
                                         "$RF_DATA_ROOT, else ../shared/data beside the repository, else ./data)"},
     "no_progress": {"help": "no progress bar"},
+    "no_verify_data": {"help": "load shared data files whose sha256 differs from the table in "
+                               "experiments/constants.py (your own modified copies); by default such a file is refused"},
     "seed": {"type": int, "help": "first seed"},
 }
 

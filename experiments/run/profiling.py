@@ -238,6 +238,20 @@ def peak_memory(fn: Callable[[], Any], device: torch.device | str) -> int:
     return max(0, _max_rss_bytes() - before)
 
 
+def high_water_growth(fn: Callable[[], Any]) -> int:
+    """How far ``fn()`` raises the process's high-water resident size above the one before it, in bytes (CPU):
+    the memory a step needs **above the process's peak so far** (e.g. a final evaluation above the training peak);
+    0 when it stays within that peak.
+
+    Example:
+        >>> high_water_growth(lambda: None) >= 0
+        True
+    """
+    before = _max_rss_bytes()
+    fn()
+    return max(0, _max_rss_bytes() - before)
+
+
 def count_cuda_syncs(fn: Callable[[], Any], messages: list[str] | None = None) -> int | None:
     """Device synchronisations that ``fn()`` makes, as CUDA reports them (``torch.cuda.set_sync_debug_mode("warn")``
     warns at every synchronising call, including those :class:`HostReadCounter` cannot see: ``nonzero``, boolean

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from experiments.run.config import RunConfig
-from experiments.run.files import append_csv_row, atomic_write_text
+from experiments.run.errors import RunError
+from experiments.run.files import append_csv_row, atomic_write_text, read_json
 
 RESULTS_FILE = "results.json"
 #: the headline metrics of a run's CSV row (mean and std each), and the row's columns
@@ -137,7 +138,12 @@ class RunResult:
         path = Path(path)
         if path.is_dir():
             path = path / RESULTS_FILE
-        return cls.from_json(json.loads(path.read_text()))
+        data = read_json(path, keys=("metrics",), fix="move the run folder away (or rerun it with --overwrite)")
+        try:
+            return cls.from_json(data)
+        except (TypeError, ValueError, AttributeError, KeyError) as err:  # fields of the wrong kind or value
+            raise RunError(f"{path} is damaged: {type(err).__name__}: {err}; move the run folder away (or rerun "
+                           "it with --overwrite)") from None
 
     def save(self, path: Path) -> None:
         """Write to ``path`` (a ``results.json``) atomically: a temporary file, then a rename."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from experiments.run.config import RUN_DEFINING, RunConfig
 from experiments.run.errors import RunError
+from experiments.run.files import read_json
 from experiments.run.result import RESULTS_FILE, RunResult, jsonable
 
 
@@ -19,22 +20,29 @@ CONFIG_FILE = "config.json"
 
 
 def saved_config(out: Path) -> dict[str, Any] | None:
-    """The settings recorded in ``out`` (``results.json`` of a finished run, else ``config.json``), or ``None``."""
-    for name in ("results.json", CONFIG_FILE):
+    """The settings recorded in ``out`` (``results.json`` of a finished run, else ``config.json``), or ``None``.
+
+    Raises:
+        RunError: the file is not JSON, or not a JSON object (one line naming it and what to do).
+    """
+    for name in (RESULTS_FILE, CONFIG_FILE):
         path = out / name
         if path.exists():
-            try:
-                data = json.loads(path.read_text())
-            except ValueError as err:
-                raise RunError(f"{path} is not readable JSON ({err}); move it away to resume without the check, "
-                               "or use another --out") from None
-            return data.get("config", data) if name == "results.json" else data
+            data = read_json(path, keys=("config", "metrics") if name == RESULTS_FILE else (),
+                             fix="move it away (or use another --out) and run again")
+            stored = data["config"] if name == RESULTS_FILE else data
+            if not isinstance(stored, dict):
+                raise RunError(f"{path}: 'config' is {type(stored).__name__}, not an object of settings; move it "
+                               "away (or use another --out) and run again")
+            return stored
     return None
 
 
 def check_same_run(out: Path, config: RunConfig) -> None:
     """Raise :class:`RunError` naming every field of :data:`RUN_DEFINING` whose value differs from the one recorded
-    in ``out``.
+    in ``out``. A field the stored config lacks (a file written before the field existed, or damaged) is unknown:
+    it passes only if its value now is the default that runs had before the field existed
+    (:meth:`RunConfig.defaults`), since that is what such a run trained with.
 
     Example:
         >>> import tempfile
@@ -49,11 +57,13 @@ def check_same_run(out: Path, config: RunConfig) -> None:
     if saved is None:
         return
     now = jsonable(config.defining())
-    diff = [f"{f} {saved[f]!r} there, {now[f]!r} now" for f in RUN_DEFINING
-            if f in now and f in saved and now[f] != saved[f]]
-    if diff:
-        raise RunError(f"--resume: the run in {out} was made with other settings: {'; '.join(diff)}. Resume with "
-                       "its settings, or give another --out for a new run")
+    before = jsonable({**RunConfig.defaults(config.command), "command": config.command})
+    diff = [f"{f} {saved[f]!r} there, {now[f]!r} now" for f in RUN_DEFINING if f in saved and now[f] != saved[f]]
+    unknown = [f"{f} {now[f]!r} now (not recorded there; runs made before it was recorded used {before.get(f)!r})"
+               for f in RUN_DEFINING if f not in saved and now[f] != before.get(f)]
+    if diff or unknown:
+        raise RunError(f"--resume: the run in {out} was made with other settings: {'; '.join(diff + unknown)}. "
+                       "Resume with its settings, or give another --out for a new run")
 
 
 #: what a run writes in ``--out`` besides its ``seed<k>/`` folders: all that ``--overwrite`` may delete

@@ -31,12 +31,12 @@ class Prepared(NamedTuple):
 
 
 def _density(cfg: RunConfig) -> Prepared:
-    data = ds.load_density(cfg.dataset, cfg.data_root)
+    data = ds.load_density(cfg.dataset, cfg.data_root, verify=not cfg.no_verify_data)
     return Prepared(cfg, lambda c, seed: DensityJob(c, data, seed), data.note)
 
 
 def _graph_recon(cfg: RunConfig) -> Prepared:
-    data = ds.load_graph(cfg.dataset, cfg.data_root)
+    data = ds.load_graph(cfg.dataset, cfg.data_root, verify=not cfg.no_verify_data)
     cfg = cfg.replace(latent_dim=cfg.latent_dim or data.latent_dim)
     return Prepared(cfg, lambda c, seed: GraphReconJob(c, data, seed), data.summary())
 

@@ -111,6 +111,18 @@ def test_bench_graph_command_prints_a_table(tmp_path: Path, capsys: pytest.Captu
         assert "host_reads" in r["targets"]
 
 
+def test_bench_graph_eval_memory_measures_the_final_evaluation_above_the_training_peak(tmp_path: Path,
+                                                                                      capsys) -> None:
+    out = tmp_path / "graph.json"
+    bench_main(["graph", "--graphs", "6000", "--flows", "none", "--epochs", "2", "--warmup", "1", "--eval-memory",
+                "--hierarchy-sources", "8", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert "final evaluation" in text and "over 8 source nodes" in text and "above the training peak" in text
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["eval_s"] > 0 and row["eval_sources"] == 8 and row["eval_above_peak_bytes"] >= 0
+    assert row["targets"]["eval_above_peak_bytes"]["pass"] == (row["eval_above_peak_bytes"] <= 2 * 2**30)
+
+
 def test_bench_graph_rejects_unknown_graphs_and_flows() -> None:
     with pytest.raises(SystemExit):
         bench_main(["graph", "--graphs", "nosuchgraph"])

@@ -91,10 +91,13 @@ def test_damaged_offline_files_are_clear_errors_naming_the_file(data_root: Path,
     feats = root / "hgcn/disease_lp/disease_lp.feats.npz"
     feats.write_bytes(feats.read_bytes()[:200])
     for name, path in (("dis-i", edges), ("airport", pickled), ("dis-ii", feats)):
-        with pytest.raises(ds.DataFileError) as info:
+        with pytest.raises(ds.DataFileError) as info:  # the sha256 check names the file first
             ds.load_graph(name, root)
+        assert str(path) in str(info.value) and "sha256" in str(info.value)
+        with pytest.raises(ds.DataFileError) as info:  # without it, the shape and parse checks still do
+            ds.load_graph(name, root, verify=False)
         assert str(path) in str(info.value) and "fresh copy" in str(info.value)
     assert main(["graph-recon", "--dataset", "dis-i", "--data-root", str(root), "--out", str(tmp_path / "o"),
-                 "--no-progress"]) == 2
+                 "--no-progress", "--no-verify-data"]) == 2
     err = capsys.readouterr().err
     assert "516 and 1188" in err and "Traceback" not in err
