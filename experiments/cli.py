@@ -308,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(cfg, MainConfig):
         try:
             return run_main(cfg)
+        except (ds.MissingDataError, ds.DataFileError, RunError) as err:  # a damaged or unwritable file: one line
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         except Interrupted as err:  # Ctrl-C: the main job replaces its output on every run, so nothing resumes
             print(f"main job: interrupted (Ctrl-C) after epoch {err.epoch} of {err.epochs}; it starts afresh each "
                   f"time: run it again to finish ({cfg.out} holds the models finished before)", file=sys.stderr)
@@ -342,5 +345,11 @@ def _run(cfg: RunConfig) -> int:
 
 
 def bench_main(argv: list[str] | None = None) -> None:
-    """``python -m experiments.bench``: parse and run one benchmark."""
-    RUNNERS[type(cfg := parse(argv, build_bench_parser()))](cfg)
+    """``python -m experiments.bench``: parse and run one benchmark (an unwritable output or damaged data file: one
+    line, exit 2)."""
+    cfg = parse(argv, build_bench_parser())
+    try:
+        RUNNERS[type(cfg)](cfg)
+    except (ds.MissingDataError, ds.DataFileError, RunError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -37,6 +37,7 @@ from experiments.bench.maf import render as render_maf
 from experiments.bench.maf import StepBenchConfig, run_maf_benchmark
 from experiments.bench.rfm import render as render_rfm
 from experiments.bench.rfm import run_rfm_benchmark
+from experiments.run.files import atomic_write_text, check_output
 from experiments.run.options import common, option
 from experiments.run.profiling import count_kernel_launches
 from experiments.run.steps import compile_loss
@@ -364,6 +365,8 @@ def run(args: BenchFlowsConfig) -> dict:
     ``--out``."""
     if args.repeats < 15:
         print(f"warning: --repeats {args.repeats} < 15; the issue asks for the median of at least 15 runs")
+    if args.out is not None:
+        check_output(args.out, "--out")
     results = bench_flows(args)
     text = render(results)
     print(text)
@@ -382,11 +385,7 @@ def run(args: BenchFlowsConfig) -> dict:
         print("\n" + rfm_text)
         text += "\n\n" + rfm_text
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        if args.out.suffix == ".json":
-            args.out.write_text(json.dumps(results, indent=2))
-        else:
-            args.out.write_text(text + "\n")
+        atomic_write_text(json.dumps(results, indent=2) if args.out.suffix == ".json" else text + "\n", args.out)
     return results
 
 

@@ -44,6 +44,7 @@ import flows
 from experiments import datasets as ds
 from experiments.run.allocator import keep_freed_memory
 from experiments.run.config import RunConfig
+from experiments.run.files import atomic_write_text, check_output
 from experiments.run.options import common, option, positive
 from experiments.run.profiling import (HostReadCounter, count_cuda_syncs, count_kernel_launches, high_water_growth,
                                        peak_memory)
@@ -443,13 +444,14 @@ def run(args: BenchGraphConfig) -> dict[str, Any]:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but torch.cuda.is_available() is False")
     keep_freed_memory()  # the conditions of the graph-recon command (see experiments.run.allocator)
+    if args.json is not None:
+        check_output(args.json, "--json")
     try:
         results = bench_graph(args)
     except ds.MissingDataError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+        atomic_write_text(json.dumps(results, indent=2), args.json)
     print(render(results))
     return results

@@ -26,6 +26,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from experiments.run.files import atomic_write_text, check_output
 from experiments.run.options import add_config_arguments, common, config_from_args, option
 from experiments.run.timing import Case, time_cases
 from flows import Flow, build
@@ -202,11 +203,12 @@ def main(argv: Optional[list[str]] = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(p, BenchMafConfig)
     a = config_from_args(BenchMafConfig, p.parse_args(argv))
+    if a.out:
+        check_output(a.out, "--out")
     rows = run_maf_benchmark(a.batch, tuple(a.dims), a.layers, a.hidden, a.repeats, a.device, a.warmup, a.threads)
     print(render(rows))
     if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(rows, indent=2))
+        atomic_write_text(json.dumps(rows, indent=2), a.out)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,17 @@ def check_writable(folder: Path, *files: Path) -> None:
             raise RunError(f"cannot write {target}: permission denied; make it writable or give another {flag}")
 
 
+def check_output(path: Path, flag: str) -> None:
+    """Raise a one-line :class:`RunError` unless the file ``path`` (given by ``flag``, e.g. ``--out``) can be
+    written: its folder is made if missing. Asked before the work, so that a command never computes to lose it."""
+    path = Path(path)
+    with file_errors(path.parent, "create", f"choose a folder you can write ({flag})"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK):
+        raise RunError(f"cannot write {target}: permission denied; make it writable or give another {flag}")
+
+
 def save_synced(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path``, flushed to the disk."""
     with open(path, "wb") as f:

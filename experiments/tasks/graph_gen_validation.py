@@ -25,6 +25,7 @@ import torch
 from experiments import datasets as ds
 from experiments.constants import SCHEDULES
 from experiments.run.config import RunConfig
+from experiments.run.files import atomic_write_text, check_output
 from experiments.run.options import add_config_arguments, common, config_from_args, option
 from experiments.tasks.graph_gen import GraphGenJob
 from vae.constants import NODE_INPUTS
@@ -77,11 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(p, GraphGenValidationConfig)
     args = config_from_args(GraphGenValidationConfig, p.parse_args(argv))
     torch.set_num_threads(args.threads)
+    if args.json:
+        check_output(args.json, "--json")
     settings = [(n, s) for n in args.node_inputs.split(",") for s in args.schedules.split(",")]
     rows = compare(args.dataset, settings, seed=args.seed, val=args.val, epochs=args.epochs)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+        atomic_write_text(json.dumps(rows, indent=2), args.json)
     return 0
 
 

@@ -35,6 +35,7 @@ from tqdm import trange
 
 import flows
 from experiments.plots import pyplot
+from experiments.run.files import atomic_write_text, check_output
 from experiments.run.options import common, option
 from experiments.run.profiling import peak_memory
 from flows.constants import FM_COUPLINGS
@@ -400,6 +401,8 @@ def run_hdensity(args: HDensityConfig) -> int:
         print(f"error: unknown target or model {', '.join(bad)}; targets: {', '.join(TARGETS)}; models: "
               f"{', '.join(MODELS)}")
         return 2
+    for name in ("hdensity.json", "hdensity.md", "densities_h2.png"):
+        check_output(args.out / name, "--out")
     M = Lorentz(k=1.0)
     results: dict[str, Any] = {"device": "cpu", "threads": args.threads, "quick": args.quick, "trace": args.trace,
                                "coupling": args.coupling, "speed_fractions": list(SPEED_FRACTIONS),
@@ -431,9 +434,9 @@ def run_hdensity(args: HDensityConfig) -> int:
         if target.dim == 2:
             panels.append((name, disk_density_grid(target.log_prob, M), learned))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "hdensity.json").write_text(json.dumps(results, indent=2))
+    atomic_write_text(json.dumps(results, indent=2), args.out / "hdensity.json")
     text = report(results)
-    (args.out / "hdensity.md").write_text(text)
+    atomic_write_text(text, args.out / "hdensity.md")
     if panels:
         plot_h2(panels, args.out / "densities_h2.png")
     print(text)

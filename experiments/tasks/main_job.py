@@ -35,6 +35,7 @@ from experiments import datasets as ds
 from experiments import plots
 from experiments.models import paper_name
 from experiments.run.config import RunConfig
+from experiments.run.files import atomic_write_text, check_output
 from experiments.run.options import common, option, positive
 from experiments.run.result import RunResult
 from experiments.tasks import runner  # runner.run_command, looked up per call (tests replace it)
@@ -77,6 +78,8 @@ class MainConfig:
 def run_main(cfg: MainConfig) -> int:
     """Train the three models, print the table, draw the latents and write ``<out>/main.json``."""
     t0 = time.perf_counter()
+    for name in ("main.json", "latents_poincare.png"):
+        check_output(cfg.out / name, "--out")
     data = ds.load_graph(MAIN_DATASET)
     print(f"main job: graph reconstruction of the embedded is-a hierarchy ({data.summary()}), "
           f"{cfg.epochs} epochs, lr {cfg.lr}, {cfg.seeds} seed(s) per model", flush=True)
@@ -93,9 +96,7 @@ def run_main(cfg: MainConfig) -> int:
     print(_table(rows, ceiling, cfg.out, wall), flush=True)
     summary = {"graph": data.summary(), "settings": MAIN_SETTINGS, "epochs": cfg.epochs, "lr": cfg.lr,
                "seeds": cfg.seeds, "depth_spearman_ceiling": ceiling, "rows": rows, "wall_s": wall}
-    tmp = cfg.out / "main.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(cfg.out / "main.json")
+    atomic_write_text(json.dumps(summary, indent=2), cfg.out / "main.json")
     return 0
 
 

@@ -297,3 +297,28 @@ def test_reproduce_refuses_or_skips_runs_made_at_other_settings(tmp_path, capsys
     assert main(["reproduce", "--report-only", "--tables", "table3", "--out", str(runs),
                  "--results-md", str(md)]) == 0
     assert "Wall time of a Dis-II WHC run (3000 epochs" in md.read_text()
+
+
+@pytest.mark.parametrize("argv", [
+    ["hdensity", "--quick", "--targets", "wn-mixture", "--models", "tc", "--out", "{blocked}/sub"],
+    ["main", "--epochs", "1", "--seeds", "1", "--out", "{blocked}/sub"],
+])
+def test_commands_that_write_reports_refuse_an_unwritable_out_before_any_work(tmp_path, capsys, argv):
+    """hdensity and the main job check their report files before training (a path under a file cannot be made,
+    even by root): one line naming it and the flag, exit 2, nothing trained."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    rc = main([a.format(blocked=blocked) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "--out" in err and str(blocked) in err
+
+
+def test_a_benchmark_refuses_an_unwritable_out_before_timing(tmp_path, capsys):
+    from experiments.cli import bench_main
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_:
+        bench_main(["flows", "--dims", "2", "--repeats", "1", "--out", str(blocked / "bench.json")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and "--out" in err and str(blocked) in err
