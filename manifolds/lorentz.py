@@ -17,11 +17,12 @@ Tensor = torch.Tensor
 
 def _inner_bounds(k_range: tuple[float, float], dtype: torch.dtype) -> tuple[float, float]:
     """The smallest and largest values of ``dtype`` strictly inside the open interval ``k_range``."""
-    lo, hi = (torch.tensor(b, dtype=torch.float64).to(dtype) for b in k_range)
+    # on the CPU explicitly: a model built under ``with torch.device("meta")`` still gets numbers here
+    lo, hi = (torch.tensor(b, dtype=torch.float64, device="cpu").to(dtype) for b in k_range)
     if float(lo) <= k_range[0]:
-        lo = torch.nextafter(lo, torch.tensor(math.inf, dtype=dtype))
+        lo = torch.nextafter(lo, torch.tensor(math.inf, dtype=dtype, device="cpu"))
     if float(hi) >= k_range[1]:
-        hi = torch.nextafter(hi, torch.tensor(-math.inf, dtype=dtype))
+        hi = torch.nextafter(hi, torch.tensor(-math.inf, dtype=dtype, device="cpu"))
     return float(lo), float(hi)
 
 
