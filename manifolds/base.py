@@ -111,21 +111,45 @@ class ManifoldOps:
         """Length of :meth:`features` for intrinsic dimension ``n`` (``ambient_dim(n)`` by default)."""
         return self.ambient_dim(n)
 
+    def embedding_terms(self, x: Tensor, probe: Tensor | None = None
+                        ) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None, Tensor | None]:
+        r"""What :meth:`divergence` needs from an embedding of the manifold in a flat (pseudo-)Euclidean ``(ℝᵐ, G)``
+        (:func:`embedded_divergence`): ``(normals, ε, Gε)`` at the points ``x`` (detached, ambient coordinates last).
+        ``normals`` are the pairs ``(ε_j Gν_j, ν_j)`` of the unit normals (``[]`` on a flat chart: ℝⁿ, Tⁿ;
+        ``[(x/r², x)]`` on Sⁿ_r; ``[(-Gx/k, x)]`` on Hⁿ_k); with a standard normal ``probe`` shaped like ``x``, ``ε`` is
+        a tangent probe with ``E[ε ε^♭] = id`` on ``T_xM`` and ``Gε`` its dual (``None, None`` without a probe).
+        A product concatenates its factors' (normals padded with zeros). A manifold whose metric is not induced by
+        a flat ambient one (the Poincaré ball) does not answer it: flows reach it through :meth:`isometric_model`."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement divergence(v, x) (nor embedding_terms); "
+                                  "continuous flows (flows.rfm) need it: see ManifoldOps.divergence, or give the "
+                                  "manifold an isometric_model that has it")
+
     def divergence(self, v: Tensor, x: Tensor, *, probe: Tensor | None = None,
-                   create_graph: bool = False) -> Tensor:  # pragma: no cover - overridden
+                   create_graph: bool = False) -> Tensor:
         r"""Riemannian divergence ``div_g V(x)`` of a tangent field ``v = V(x)`` given in ambient coordinates
         (``x`` must be part of ``v``'s autograd graph; rows of ``v`` depend on the same rows of ``x`` only), shape
         ``x.shape[:-1]``.
 
         ``probe=None``: exact. Otherwise ``probe`` is a standard normal tensor shaped like ``x``, which the
         manifold turns into a tangent probe ``ε ∈ T_xM`` with ``E[ε ε^♭] = id`` on ``T_xM`` and returns
-        Hutchinson's unbiased estimate ``⟨ε, Jε⟩_g`` (one vector-Jacobian product). Most manifolds implement it
-        with :func:`embedded_divergence`, giving their unit normals: ``tr J`` on a flat chart (ℝⁿ, Tⁿ),
-        ``tr J - x̂ᵀJx̂`` on Sⁿ_r (``x̂ = x/r``), ``tr J + ⟨x, Jx⟩_L/k`` on Hⁿ_k; a product adds its factors'.
-        ``create_graph=True`` keeps the result differentiable (training through the ODE solver).
+        Hutchinson's unbiased estimate ``⟨ε, Jε⟩_g`` (one vector-Jacobian product). It is :func:`embedded_divergence`
+        with the manifold's :meth:`embedding_terms`: ``tr J`` on a flat chart (ℝⁿ, Tⁿ), ``tr J - x̂ᵀJx̂`` on Sⁿ_r
+        (``x̂ = x/r``), ``tr J + ⟨x, Jx⟩_L/k`` on Hⁿ_k; a product adds its factors' (the trace of ``J`` over all
+        coordinates is the sum of its diagonal blocks' traces, and independent factor probes make the cross
+        terms vanish in expectation). ``create_graph=True`` keeps the result differentiable (training through the
+        ODE solver).
+
+        Example:
+            >>> from manifolds import Sphere
+            >>> x = torch.tensor([[0.6, 0.0, 0.8]], requires_grad=True)
+            >>> a = torch.tensor([1.0, 0.0, 0.0])
+            >>> v = a - (x @ a)[:, None] * x  # P_x(a), the gradient of ⟨a, x⟩ on S²: its divergence is -2⟨a, x⟩
+            >>> Sphere(2).divergence(v, x)
+            tensor([-1.2000])
         """
-        raise NotImplementedError(f"{type(self).__name__} does not implement divergence(v, x); continuous flows "
-                                  "(flows.rfm) need it: see ManifoldOps.divergence")
+        normals, eps, dual = self.embedding_terms(x.detach(), probe)
+        return embedded_divergence(v, x, normals if probe is None else (), probe=eps, probe_dual=dual,
+                                   create_graph=create_graph)
 
     def isometric_model(self):
         """``(model, to_model, from_model)`` through which flows of ``model`` act on this manifold, or ``None``."""
@@ -138,12 +162,6 @@ class ManifoldOps:
         ``exp`` where it is not (:class:`~manifolds.SphereWrappedNormal`, :class:`~manifolds.TorusWrappedNormal`), or
         a product of factors (:class:`~manifolds.ProductDistribution`). Added for issue 23 (new interface member)."""
         return None
-
-    def expmap0_logdet(self, v: Tensor) -> Tensor:
-        """``log|det d exp_o(v)|`` at tangent coordinates ``v`` (last dimension ``n``): :meth:`expmap_logdet` of
-        ``|v|`` where the volume change depends on the norm only; a product adds its factors'. Added for issue 23
-        (new interface member), so code that has the coordinates works on products too."""
-        return self.expmap_logdet(torch.linalg.vector_norm(v, dim=-1), v.size(-1))
 
     def uniform(self, *, dtype: torch.dtype | None = None, device: torch.device | None = None):
         """The uniform distribution on a compact manifold (``log p = -log vol M``)."""

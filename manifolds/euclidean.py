@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import geoopt
 import torch
 
-from .base import ManifoldOps, embedded_divergence
+from .base import ManifoldOps
 
 Tensor = torch.Tensor
 
@@ -44,10 +44,10 @@ class Euclidean(ManifoldOps, geoopt.Manifold):
         """``0``: ℝⁿ is flat."""
         return torch.zeros(())
 
-    def divergence(self, v: Tensor, x: Tensor, *, probe: Optional[Tensor] = None,
-                   create_graph: bool = False) -> Tensor:
-        """``tr ∂v/∂x`` (exact), or Hutchinson's ``εᵀJε`` with ``ε = probe`` (:meth:`ManifoldOps.divergence`)."""
-        return embedded_divergence(v, x, probe=probe, probe_dual=probe, create_graph=create_graph)
+    def embedding_terms(self, x: Tensor, probe: Optional[Tensor] = None):
+        """No normals (``div = tr ∂v/∂x``) and the probe itself (Hutchinson's ``εᵀJε``, ``ε = probe``):
+        :meth:`ManifoldOps.embedding_terms`. The torus inherits it (a flat chart)."""
+        return [], probe, probe
 
     def ambient_dim(self, n: int) -> int:
         return n

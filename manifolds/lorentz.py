@@ -9,7 +9,7 @@ import geoopt
 import torch
 
 from . import lorentz_math as lm
-from .base import ManifoldOps, embedded_divergence
+from .base import ManifoldOps
 from .constants import K_RANGE, MANIFOLD_CHECK_RTOL
 
 Tensor = torch.Tensor
@@ -149,19 +149,17 @@ class Lorentz(ManifoldOps, geoopt.Manifold):
         """Sectional curvature ``-1/k``."""
         return -1.0 / self.k
 
-    def divergence(self, v: Tensor, x: Tensor, *, probe: Optional[Tensor] = None,
-                   create_graph: bool = False) -> Tensor:
-        r"""``div_g V = tr J + ⟨x, Jx⟩_L / k`` (exact, ``n + 2`` vector-Jacobian products), or Hutchinson's
-        ``⟨ε, Jε⟩_L`` with ``ε = PT_{o→x}(0, probe[..., 1:])`` (:meth:`ManifoldOps.divergence`,
-        :func:`~manifolds.base.embedded_divergence`; derivation in :mod:`flows.rfm`)."""
+    def embedding_terms(self, x: Tensor, probe: Optional[Tensor] = None):
+        r"""The normal ``ν = x/√k`` (``⟨ν, ν⟩_L = -1``): the pair ``(-Gx/k, x)``, so ``div_g V = tr J + ⟨x, Jx⟩_L / k``
+        (``n + 2`` vector-Jacobian products); the probe ``ε = PT_{o→x}(0, probe[..., 1:])`` and its dual ``Gε``
+        (:meth:`ManifoldOps.embedding_terms`, :func:`~manifolds.base.embedded_divergence`; derivation in
+        :mod:`flows.rfm`)."""
         k = self.k.to(x.dtype)
-        xd = x.detach()
-        dual = torch.cat([-xd[..., :1], xd[..., 1:]], dim=-1)  # G x
+        dual = torch.cat([-x[..., :1], x[..., 1:]], dim=-1)  # G x
         if probe is None:
-            return embedded_divergence(v, x, [(-dual / k, xd)], create_graph=create_graph)
-        eps = lm.transp0(xd, torch.cat([torch.zeros_like(probe[..., :1]), probe[..., 1:]], dim=-1), k)
-        return embedded_divergence(v, x, probe=eps, probe_dual=torch.cat([-eps[..., :1], eps[..., 1:]], dim=-1),
-                                   create_graph=create_graph)
+            return [(-dual / k, x)], None, None
+        eps = lm.transp0(x, torch.cat([torch.zeros_like(probe[..., :1]), probe[..., 1:]], dim=-1), k)
+        return [(-dual / k, x)], eps, torch.cat([-eps[..., :1], eps[..., 1:]], dim=-1)
 
     def set_k(self, value: float) -> None:
         """Set ``k`` in place (e.g. from a curvature schedule); ``value`` must lie in ``k_range``."""

@@ -149,6 +149,56 @@ class Product(ManifoldOps, geoopt.Manifold):
         return self is other or (type(self) is type(other) and len(self.factors) == len(other.factors)
                                  and all(a.same_as(b) and a.dim == b.dim for a, b in zip(self.factors, other.factors)))
 
+    @property
+    def curvature_parameter(self) -> torch.nn.Parameter | None:
+        """The learnable factor's curvature parameter (``None`` when no factor's curvature is learnable); a
+        ``ValueError`` when several are (address the factor: ``M.factors[i].curvature_parameter``)."""
+        factor = self._learnable_factor()
+        return None if factor is None else factor.curvature_parameter
+
+    def set_k(self, value: float) -> None:
+        """``set_k`` of the one learnable factor (:class:`vae.CurvatureSchedule`)."""
+        factor = self._learnable_factor()
+        if factor is None:
+            raise ValueError(f"{self!r} has no factor with a learnable curvature: there is no k to set")
+        factor.set_k(value)
+
+    def _learnable_factor(self) -> ManifoldOps | None:
+        learnable = [i for i, m in enumerate(self.factors) if m.learnable_curvature]
+        if len(learnable) > 1:
+            raise ValueError(f"{self!r} has {len(learnable)} factors with a learnable curvature ({learnable}): the "
+                             f"product has no single k; use M.factors[i].curvature_parameter / set_k")
+        return self.factors[learnable[0]] if learnable else None
+
+    def embedding_terms(self, x: Tensor, probe: Optional[Tensor] = None):
+        """The factors' :meth:`~ManifoldOps.embedding_terms` on their slices, concatenated: each factor's normal
+        pairs padded with zeros outside its slice (so ``tr J`` over all coordinates minus them is the sum of the
+        factors' divergences: the off-diagonal blocks of ``J`` never enter), and the probes side by side
+        (independent, so the cross terms ``ε_iᵀ J_ij ε_j`` average to 0)."""
+        parts = self.split(x)
+        zeros = [torch.zeros_like(p) for p in parts]
+        probes = [None] * len(parts) if probe is None else self.split(probe)
+        normals, eps, duals = [], [], []
+        for i, (m, p, z) in enumerate(zip(self.factors, parts, probes)):
+            ns, e, d = m.embedding_terms(p, z)
+            pad = lambda t: self._cat(zeros[:i] + [t] + zeros[i + 1:])  # noqa: E731
+            normals += [(pad(a), pad(b)) for a, b in ns]
+            eps.append(e)
+            duals.append(d)
+        if probe is None:
+            return normals, None, None
+        return normals, self._cat(eps), self._cat(duals)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The factors' :meth:`~ManifoldOps.features`, concatenated (``(cos θ, sin θ)`` on a torus factor)."""
+        return self._cat([m.features(p) for m, p in zip(self.factors, self.split(x))])
+
+    def feature_dim(self, n: int) -> int:
+        """``Σ_i feature_dim_i(n_i)`` (``n`` is the product's dimension)."""
+        if n != self.dim:
+            raise ValueError(f"{self!r} has dimension {self.dim} ({' + '.join(map(str, self.dims))}); got n = {n}")
+        return sum(m.feature_dim(d) for m, d in zip(self.factors, self.dims))
+
     def ambient_dim(self, n: int) -> int:
         return sum(self.sizes) + n - self.dim
 

@@ -210,6 +210,16 @@ class Sphere(ManifoldOps, geoopt.Manifold):
     def same_as(self, other: object) -> bool:
         return self is other or (type(self) is type(other) and self.radius == other.radius)
 
+    def embedding_terms(self, x: Tensor, probe: Optional[Tensor] = None):
+        r"""The unit normal ``x/r``: the pair ``(x/r², x)``, so ``div_g V = tr J - x̂ᵀJx̂`` (MATH.md §8; ``n + 2``
+        vector-Jacobian products); the probe ``ε = proju(x, probe)`` (``E[εεᵀ] = P_x``) is its own dual
+        (:meth:`ManifoldOps.embedding_terms`)."""
+        normals = [(x / self.radius**2, x)]
+        if probe is None:
+            return normals, None, None
+        eps = sphere_proju(x, probe, self.radius)
+        return normals, eps, eps
+
     def ambient_dim(self, n: int) -> int:
         return n + 1
 

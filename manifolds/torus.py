@@ -39,7 +39,8 @@ class Torus(Euclidean):
     ``transp`` are identities, ``retr = expmap``). It shares ℝⁿ's metric, so it subclasses
     :class:`~manifolds.Euclidean` for the operations that do not wrap (inner product, transport, origin). The origin is ``0``; tangent coordinates at the origin are
     tangent vectors themselves, and ``expmap0_spatial`` wraps them (so ``coords_are_points`` is false: a flow on
-    ℝⁿ is not a flow on Tⁿ). ``translate(μ, p) = wrap(p + μ)``.
+    ℝⁿ is not a flow on Tⁿ). ``translate(μ, p) = wrap(p + μ)``. Continuous flows see the angles through
+    :meth:`features` (``cos θ, sin θ``) and take ℝⁿ's divergence (``tr J``: the chart is flat).
 
     Args:
         n: the number of angles; ``None`` leaves it free (sizes unchecked).
@@ -74,6 +75,15 @@ class Torus(Euclidean):
 
     def same_as(self, other: object) -> bool:
         return self is other or type(self) is type(other)
+
+    def features(self, x: Tensor) -> Tensor:
+        """``(cos θ, sin θ)`` of every angle (``2n`` numbers): continuous across the chart's edge ``±π``, where the
+        angles jump, and injective on the torus (:meth:`ManifoldOps.features`)."""
+        return torch.cat([torch.cos(x), torch.sin(x)], dim=-1)
+
+    def feature_dim(self, n: int) -> int:
+        """``2n``."""
+        return 2 * n
 
     def log_volume(self, n: int | None = None) -> float:
         """``n·log 2π``."""

@@ -14,6 +14,8 @@ step's kernel launches on CUDA, and its top-level ATen calls on the CPU (a compi
 
 Run ``python -m experiments.bench flows --help`` for options.
 
+``--rfm`` adds one Riemannian flow-matching step on S² against H² (issue 23; :mod:`experiments.bench.rfm`).
+
 ``python -m experiments.bench graph`` times the graph VAE's training epochs on Dis-II and random graphs up to 1M
 nodes (issue 12: epoch time, peak memory, kernel launches and host syncs per epoch); see
 :mod:`experiments.bench.graph`.
@@ -33,6 +35,8 @@ from torch import nn
 
 from experiments.bench.maf import render as render_maf
 from experiments.bench.maf import StepBenchConfig, run_maf_benchmark
+from experiments.bench.rfm import render as render_rfm
+from experiments.bench.rfm import run_rfm_benchmark
 from experiments.run.options import common, option
 from experiments.run.profiling import count_kernel_launches
 from experiments.run.steps import compile_loss
@@ -344,6 +348,10 @@ class BenchFlowsConfig(StepBenchConfig):
                            "timed")
     maf: bool = option(False, "also run the MAF benchmark (issue 6: MAF training step vs zuko and nflows MAF, MAF/IAF "
                        "sampling) in the same run; `python -m experiments.bench.maf` runs it alone")
+    rfm: bool = option(False, "also run the rfm benchmark (issue 23: one flow-matching training step, Adam step "
+                       "included, on S² vs H² at --rfm-batch, field width --hidden) in the same run; `python -m "
+                       "experiments.bench.rfm` runs it alone")
+    rfm_batch: int = option(512, "batch of the rfm benchmark's step (--rfm)", type=int)
     out: Optional[Path] = common("out", None, help="also write the results (.json) or the table (.md)")
 
     def __post_init__(self) -> None:
@@ -366,6 +374,13 @@ def run(args: BenchFlowsConfig) -> dict:
         maf_text = render_maf(rows)
         print("\n" + maf_text)
         text += "\n\n" + maf_text
+    if args.rfm:
+        results["rfm"] = run_rfm_benchmark(args.rfm_batch, args.hidden, repeats=args.repeats, warmup=args.warmup,
+                                           device=args.device, dtype=args.dtype, threads=args.threads,
+                                           clock=args.clock)
+        rfm_text = render_rfm(results["rfm"])
+        print("\n" + rfm_text)
+        text += "\n\n" + rfm_text
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         if args.out.suffix == ".json":

@@ -53,3 +53,16 @@ def test_a_loss_with_a_graph_break_falls_back_and_says_so(monkeypatch: pytest.Mo
     c = bench._Compiled(loss)
     torch.testing.assert_close(c(), loss())
     assert c.note.startswith("graph breaks: compiled with fullgraph=False")
+
+
+def test_rfm_flag_times_the_sphere_against_the_hyperboloid(tmp_path: Path) -> None:
+    """``--rfm`` adds the issue-23 rows (one flow-matching step, Adam included, on S² and on H²) and their ratio to the
+    same run's results; the flows table is still there."""
+    res = _run(tmp_path, "--no-manifold", "--rfm", "--rfm-batch", "64")
+    rfm = res["rfm"]
+    assert rfm["batch"] == 64 and rfm["hidden"] == 8
+    assert [r["group"] for r in rfm["rows"].values()] == ["sphere", "hyperboloid"]
+    assert all(r["median_ms"] > 0 for r in rfm["rows"].values())
+    s, h = (r["median_ms"] for r in rfm["rows"].values())
+    assert rfm["check"]["ratio"] == pytest.approx(s / h) and rfm["check"]["target"] == 1.5
+    assert "4" in res["dims"]

@@ -144,17 +144,16 @@ def riemannian_logdet(M, fn: Callable[[Tensor], Tensor], w: Tensor) -> Tensor:
 
     All rows of ``w`` together form the point (a graph's node latents, or a single ``(1, n)`` row): the
     full ``(N·n)×(N·n)`` autograd Jacobian ``J`` of ``w ↦ log_o(fn(exp_o(w)))`` is taken, and
-    ``log|det J| + Σ_rows (n-1)ℓ(‖log_o fn(exp_o w)‖) - (n-1)ℓ(‖w‖)`` returned (MATH.md §4).
+    ``log|det J| + Σ_rows ℓ(log_o fn(exp_o w)) - ℓ(w)`` returned, ``ℓ = M.expmap0_logdet`` (``(n-1)ℓ(‖w‖)`` on isotropic
+    manifolds, MATH.md §4; the factors' sum on a product).
     """
     g = tangent_map(M, fn)
     w = w.detach()
     J = torch.autograd.functional.jacobian(g, w)
     J = J.reshape(w.numel(), w.numel())
     y = g(w).detach()
-    n = w.size(-1)
     _, logabs = torch.linalg.slogdet(J)
-    norm = lambda v: torch.linalg.vector_norm(v, dim=-1)  # noqa: E731
-    return logabs + (M.expmap_logdet(norm(y), n) - M.expmap_logdet(norm(w), n)).sum()
+    return logabs + (M.expmap0_logdet(y) - M.expmap0_logdet(w)).sum()  # a product: the factors' terms
 
 
 def batched_riemannian_logdet(M, fn: Callable[[Tensor], Tensor], w: Tensor) -> Tensor:
