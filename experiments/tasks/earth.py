@@ -40,11 +40,19 @@ from experiments.run.result import mean_std
 from manifolds import Sphere
 
 MODELS = ("sphere-spline", "rfm")
-#: per dataset: training steps and batch (0: full batch, all training events every step); ``--steps`` overrides the
-#: steps. Sized for the CPU budget of the benchmark (sphere-spline, 8 layers: ~0.08 s per step of 512 events on one
-#: thread); volcano trains on its 662 training events at once
-SCHEDULE: dict[str, tuple[int, int]] = {"volcano": (1500, 0), "earthquake": (1500, 512), "flood": (1500, 512),
-                                        "fire": (1500, 512)}
+#: per model and dataset: training steps and batch (0: full batch, all training events every step); ``--steps`` and
+#: ``--batch`` override them. Sized for the CPU budget of the benchmark (one thread: sphere-spline with 8 layers
+#: ~0.08 s per step of 512 events, 0.14 s on volcano's 662; rfm ~0.04 s per flow-matching step of 512, and a
+#: validation NLL is an ODE solve, ~1.6 s per 1 000 events at initialisation). Volcano trains full batch
+SCHEDULE: dict[str, dict[str, tuple[int, int]]] = {
+    "sphere-spline": {"volcano": (600, 0), "earthquake": (600, 512), "flood": (600, 512), "fire": (600, 512)},
+    "rfm": {"volcano": (1000, 0), "earthquake": (1000, 512), "flood": (1000, 512), "fire": (1000, 512)},
+}
+#: per model: Adam's learning rate (cosine-annealed to 0) and the steps between validation NLLs, unless given
+#: (sphere-spline on volcano, seed 0, full batch: 2e-3 peaked at step 200 (val -0.95) and got worse, 5e-3 never
+#: improved on the uniform start, 1e-3 reached val -3.10 at step 600, still improving)
+LR = {"sphere-spline": 1e-3, "rfm": 5e-3}
+EVAL_EVERY = {"sphere-spline": 50, "rfm": 250}
 #: ``--quick``: this many steps (a smoke run)
 QUICK_STEPS = 20
 #: rfm's vector field (flows.build's ``hidden`` and ``layers``) and its ODE tolerance for the log-likelihood
@@ -52,7 +60,7 @@ RFM_HIDDEN, RFM_LAYERS, RFM_TOL = 256, 3, 1e-5
 #: events per forward pass when scoring (validation and test)
 EVAL_BATCH = 4096
 #: the map of the picture: latitude rows, longitude columns
-MAP_SHAPE = (90, 180)
+MAP_SHAPE = (72, 144)
 #: ``log(4π)``: the NLL of the uniform distribution on the unit sphere (the baseline every model starts from)
 UNIFORM_NLL = math.log(4 * math.pi)
 #: published test NLL (nats; mean, std over 5 runs) per method and dataset, as listed in the README of
@@ -79,15 +87,17 @@ class EarthConfig:
     """The settings of ``python -m experiments earth`` (its flags)."""
 
     datasets: str = option(",".join(ds.EARTH_DATASETS), f"comma-separated, of {', '.join(ds.EARTH_DATASETS)}")
-    models: str = option("sphere-spline", f"comma-separated, of {', '.join(MODELS)} (rfm needs Sphere.divergence)")
+    models: str = option(",".join(MODELS), f"comma-separated, of {', '.join(MODELS)} (rfm needs Sphere.divergence)")
     seeds: int = option(5, "seeded splits and runs per dataset and model (seeds --seed, --seed+1, ...)", type=int)
-    steps: int = option(0, "training steps (0: per dataset, see SCHEDULE in experiments/tasks/earth.py)", type=int)
-    batch: int = option(-1, "events per step (0: full batch; -1: per dataset, see SCHEDULE)", type=int)
-    lr: float = option(2e-3, "Adam learning rate (cosine-annealed to 0)", type=float)
+    steps: int = option(0, "training steps (0: per model and dataset, SCHEDULE in experiments/tasks/earth.py)",
+                        type=int)
+    batch: int = option(-1, "events per step (0: full batch; -1: per model and dataset, SCHEDULE)", type=int)
+    lr: float = option(0.0, "Adam learning rate, cosine-annealed to 0 (0: per model, LR)", type=float)
     layers: int = option(8, "sphere-spline coupling layers", type=int)
     bins: int = option(16, "sphere-spline bins per spline", type=int)
     hidden: int = option(128, "width of the sphere-spline conditioners", type=int)
-    eval_every: int = option(50, "steps between validation NLLs (model selection and early stopping)", type=int)
+    eval_every: int = option(0, "steps between validation NLLs, for model selection and early stopping (0: per "
+                             "model, EVAL_EVERY)", type=int)
     patience: int = option(8, "stop after this many validation NLLs without improvement (0: never)", type=int)
     quick: bool = option(False, f"{QUICK_STEPS} steps per run (a smoke run)")
     no_verify_data: bool = option(False, "skip the sha256 and event-count check of the catalogues (for a copy you "
@@ -100,14 +110,14 @@ class EarthConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
-        for name in ("seeds", "layers", "bins", "hidden", "eval_every"):
+        for name in ("seeds", "layers", "bins", "hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("steps", "batch", "patience"):
+        for name in ("steps", "batch", "patience", "eval_every"):
             if getattr(self, name) < (-1 if name == "batch" else 0):
                 raise ValueError(f"--{name} is negative ({getattr(self, name)})")
-        if not self.lr > 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if not self.lr >= 0:
+            raise ValueError(f"--lr must be positive (or 0: per model), got {self.lr}")
 
 
 def make_model(name: str, M: Sphere, args: EarthConfig) -> flows.Flow:
@@ -128,11 +138,13 @@ def nll(q: flows.Flow, x: torch.Tensor) -> float:
     return float(-lp.mean())
 
 
-def schedule(dataset: str, args: EarthConfig) -> tuple[int, int]:
-    """``(steps, batch)`` of a run on ``dataset`` (batch 0: full batch)."""
-    steps, batch = SCHEDULE[dataset]
+def schedule(model: str, dataset: str, args: EarthConfig) -> tuple[int, int, float, int]:
+    """``(steps, batch, lr, eval_every)`` of a run of ``model`` on ``dataset`` (batch 0: full batch): the flags,
+    else :data:`SCHEDULE`, :data:`LR` and :data:`EVAL_EVERY`."""
+    steps, batch = SCHEDULE[model][dataset]
     steps = QUICK_STEPS if args.quick else (args.steps or steps)
-    return steps, (batch if args.batch < 0 else args.batch)
+    return (steps, batch if args.batch < 0 else args.batch, args.lr or LR[model],
+            min(steps, args.eval_every or EVAL_EVERY[model]))
 
 
 def train(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: EarthConfig, M: Sphere
@@ -144,17 +156,17 @@ def train(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: Earth
     g = torch.Generator().manual_seed(seed + 1)
     q = make_model(model, M, args)
     train_x, val_x, test_x = (t.float() for t in (split.train, split.val, split.test))
-    steps, batch = schedule(dataset, args)
+    steps, batch, lr, eval_every = schedule(model, dataset, args)
     batch = len(train_x) if batch == 0 or batch > len(train_x) else batch
-    opt = torch.optim.Adam(q.transform.parameters(), lr=args.lr)
+    opt = torch.optim.Adam(q.transform.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     best = (nll(q, val_x), 0, copy.deepcopy(q.transform.state_dict()))
-    since, train_s, ran = 0, 0.0, 0
+    since, train_s, ran, curve = 0, 0.0, 0, [(0, best[0])]
     bar = trange(steps, desc=f"{dataset} {model} seed {seed}", leave=False, disable=args.no_progress)
     for i in bar:
         t0 = time.perf_counter()
         x = train_x if batch == len(train_x) else train_x[torch.randint(len(train_x), (batch,), generator=g)]
-        loss = (flows.flow_matching_loss(q.transform, x, q.base_dist, coupling="ot") if model == "rfm"
+        loss = (flows.flow_matching_loss(q.transform, x, q.base, coupling="ot") if model == "rfm"
                 else -q.log_prob(x).mean())
         opt.zero_grad()
         loss.backward()
@@ -162,8 +174,9 @@ def train(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: Earth
         sched.step()
         train_s += time.perf_counter() - t0
         ran = i + 1
-        if ran % args.eval_every == 0 or ran == steps:
+        if ran % eval_every == 0 or ran == steps:
             v = nll(q, val_x)
+            curve.append((ran, v))
             if v < best[0]:  # NaN never improves
                 best, since = (v, ran, copy.deepcopy(q.transform.state_dict())), 0
             else:
@@ -175,8 +188,8 @@ def train(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: Earth
     t0 = time.perf_counter()
     test = nll(q, test_x)
     return {"seed": seed, "test_nll": test, "val_nll": best[0], "best_step": best[1], "steps_run": ran,
-            "steps": steps, "batch": batch, "train_s": train_s, "eval_s": time.perf_counter() - t0,
-            "params": sum(p.numel() for p in q.transform.parameters())}, q
+            "steps": steps, "batch": batch, "lr": lr, "train_s": train_s, "eval_s": time.perf_counter() - t0,
+            "params": sum(p.numel() for p in q.transform.parameters()), "val_curve": curve}, q
 
 
 def density_map(q: flows.Flow, shape: tuple[int, int] = MAP_SHAPE) -> np.ndarray:

@@ -129,15 +129,17 @@ def test_earth_runs_end_to_end_and_writes_its_outputs(tmp_path, capsys):
     _write_volcano(tmp_path / "data", ["Latitude,Longitude"] + _events(120))
     out = tmp_path / "out"
     argv = ["earth", "--quick", "--datasets", "volcano", "--seeds", "2", "--data-root", str(tmp_path / "data"),
-            "--out", str(out), "--no-progress", "--layers", "2", "--bins", "4", "--hidden", "16", "--eval-every", "5"]
+            "--out", str(out), "--no-progress", "--layers", "2", "--bins", "4", "--hidden", "16", "--eval-every", "5",
+            "--models", "sphere-spline,rfm"]
     assert main(argv + ["--no-verify-data"]) == 0
     res = json.loads((out / "earth.json").read_text())
     runs = res["datasets"][0]["runs"]
-    assert [r["seed"] for r in runs] == [0, 1] and all(r["steps_run"] == earth.QUICK_STEPS for r in runs)
-    assert res["datasets"][0]["summary"]["sphere-spline"]["n"] == 2
+    assert [(r["model"], r["seed"]) for r in runs] == [(m, s) for m in earth.MODELS for s in (0, 1)]
+    assert all(r["steps_run"] == earth.QUICK_STEPS for r in runs)
+    assert all(res["datasets"][0]["summary"][m]["n"] == 2 for m in earth.MODELS)
     assert all(math.isfinite(r["test_nll"]) for r in runs)
     md = (out / "earth.md").read_text()
-    assert "ours: sphere-spline" in md and "Riemannian score-based" in md and "not verified" in md
+    assert "ours: sphere-spline" in md and "ours: rfm" in md and "Riemannian score-based" in md and "not verified" in md
     assert (out / "earth.png").stat().st_size > 10_000
     capsys.readouterr()
     # the staged file's checksum guards the default; bad names fail in one line before any training
