@@ -134,7 +134,7 @@ def test_earth_runs_end_to_end_and_writes_its_outputs(tmp_path, capsys):
     assert main(argv + ["--no-verify-data"]) == 0
     res = json.loads((out / "earth.json").read_text())
     runs = res["datasets"][0]["runs"]
-    assert [(r["model"], r["seed"]) for r in runs] == [(m, s) for m in earth.MODELS for s in (0, 1)]
+    assert [(r["model"], r["seed"]) for r in runs] == [(m, s) for s in (0, 1) for m in earth.MODELS]
     assert all(r["steps_run"] == earth.QUICK_STEPS for r in runs)
     assert all(res["datasets"][0]["summary"][m]["n"] == 2 for m in earth.MODELS)
     assert all(math.isfinite(r["test_nll"]) for r in runs)
