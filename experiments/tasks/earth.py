@@ -250,6 +250,19 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"| {method} | " + " | ".join(_pm(*row[n]) for n in names) + " |")
     lines.append("| Chen & Lipman 2024, RFM (recalled, not verified) | "
                  + " | ".join(_pm(*CHEN_LIPMAN_RECALLED[n]) for n in names) + " |")
+    lines += ["", "Where we stand (difference of means in nats, negative = ours lower/better):", "",
+              "| dataset | best published | " + " | ".join(f"{m} − best | {m} − Chen & Lipman (recalled)"
+                                                   for m in results["models"]) + " |",
+              "|---|---|" + "---|---|" * len(results["models"])]
+    for d in results["datasets"]:
+        best = min(v[d["name"]][0] for v in PUBLISHED.values())
+        method = " = ".join(k.split(" (")[0] for k, v in PUBLISHED.items() if v[d["name"]][0] == best)
+        cells = []
+        for m in results["models"]:
+            s = d["summary"].get(m)
+            cells += ([f"{s['mean'] - best:+.2f}", f"{s['mean'] - CHEN_LIPMAN_RECALLED[d['name']][0]:+.2f}"]
+                      if s else ["—", "—"])
+        lines.append(f"| {d['name']} | {best:.2f} ({method}) | " + " | ".join(cells) + " |")
     lines += ["", "| dataset | model | steps × batch (run / scheduled) | best step (mean) | train s / seed | params |",
               "|---|---|---|---|---|---|"]
     for d in results["datasets"]:

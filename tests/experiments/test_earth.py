@@ -139,7 +139,7 @@ def test_earth_runs_end_to_end_and_writes_its_outputs(tmp_path, capsys):
     assert all(res["datasets"][0]["summary"][m]["n"] == 2 for m in earth.MODELS)
     assert all(math.isfinite(r["test_nll"]) for r in runs)
     md = (out / "earth.md").read_text()
-    assert "ours: sphere-spline" in md and "ours: rfm" in md and "Riemannian score-based" in md and "not verified" in md
+    assert "ours: sphere-spline" in md and "ours: rfm" in md and "Where we stand" in md and "Riemannian score-based" in md and "not verified" in md
     assert (out / "earth.png").stat().st_size > 10_000
     capsys.readouterr()
     # the staged file's checksum guards the default; bad names fail in one line before any training
