@@ -237,8 +237,8 @@ def report(results: dict[str, Any]) -> str:
                 for m in results["models"]), default=0)
     lines = [f"Earth benchmark on S² ({results['date']}, cpu, {results['threads']} thread(s)): test NLL in nats "
              f"w.r.t. the area measure of the unit sphere (uniform: log 4π = {UNIFORM_NLL:.3f}), mean ± sample std "
-             f"over {done} of {results['seeds']} seeds (80/10/10 random split per seed; the model of the best validation NLL "
-             "scored once on the test split). Lower is better.", "",
+             f"over {done} of {results['seeds']} seeds (80/10/10 random split per seed; the model of the best "
+             "validation NLL scored once on the test split). Lower is better.", "",
              "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for m in results["models"]:
         cells = []

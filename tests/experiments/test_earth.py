@@ -100,7 +100,8 @@ def test_loader_refuses_a_damaged_or_missing_file(tmp_path):
 def test_split_is_80_10_10_disjoint_covering_and_seeded(n):
     x = torch.arange(n, dtype=torch.float64)[:, None].expand(n, 3)
     s = ds.split_earth(x, seed=3)
-    assert (len(s.train), len(s.val)) == (round(0.8 * n), round(0.1 * n)) and len(s.test) == n - len(s.train) - len(s.val)
+    assert (len(s.train), len(s.val)) == (round(0.8 * n), round(0.1 * n))
+    assert len(s.test) == n - len(s.train) - len(s.val)
     ids = [set(t[:, 0].long().tolist()) for t in (s.train, s.val, s.test)]
     assert sum(map(len, ids)) == n and set.union(*ids) == set(range(n))  # disjoint and covering
     assert torch.equal(ds.split_earth(x, seed=3).test, s.test)
@@ -139,7 +140,8 @@ def test_earth_runs_end_to_end_and_writes_its_outputs(tmp_path, capsys):
     assert all(res["datasets"][0]["summary"][m]["n"] == 2 for m in earth.MODELS)
     assert all(math.isfinite(r["test_nll"]) for r in runs)
     md = (out / "earth.md").read_text()
-    assert "ours: sphere-spline" in md and "ours: rfm" in md and "Where we stand" in md and "Riemannian score-based" in md and "not verified" in md
+    assert all(t in md for t in ("ours: sphere-spline", "ours: rfm", "Where we stand", "Riemannian score-based",
+                                 "not verified"))
     assert (out / "earth.png").stat().st_size > 10_000
     capsys.readouterr()
     # the staged file's checksum guards the default; bad names fail in one line before any training
