@@ -545,8 +545,8 @@ def latlon_to_xyz(latlon: Tensor) -> Tensor:
     (``z`` = north).
 
     Example:
-        >>> latlon_to_xyz(torch.tensor([[90.0, 0.0]])).round(decimals=6)
-        tensor([[0., 0., 1.]])
+        >>> latlon_to_xyz(torch.tensor([[0.0, 0.0]]))
+        tensor([[1., 0., 0.]])
     """
     lat, lon = torch.deg2rad(latlon[..., 0]), torch.deg2rad(latlon[..., 1])
     return torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], -1)
@@ -580,7 +580,7 @@ def load_earth(name: str, root: Path | str | None = None, *, verify: bool = True
 
     Example:
         >>> x = load_earth("volcano")  # doctest: +SKIP
-        >>> x.shape
+        >>> x.shape  # doctest: +SKIP
         torch.Size([827, 3])
     """
     if name not in EARTH_FILES:
