@@ -576,3 +576,123 @@ def _graph_set(name: str, num: int, seed: int) -> tuple[tuple[nx.Graph, ...], tu
         raise ValueError(f"unknown graph-generation dataset {name!r}; choose one of {', '.join(GENERATION_DATASETS)}")
     cut = int(0.8 * num)
     return tuple(graphs[:cut]), tuple(graphs[cut:]), kind
+
+
+# ----------------------------------------------------------------------------------------------------------
+# earth events on the sphere S²
+# ----------------------------------------------------------------------------------------------------------
+
+EARTH_DATASETS = ("volcano", "earthquake", "flood", "fire")
+#: dataset -> (file under ``<data-root>/earth``, number of events, sha256 of the staged file; shared/data/README.md)
+EARTH_FILES: dict[str, tuple[str, int, str]] = {
+    "volcano": ("volerup.csv", 827, "f7bbaf32a412f5fe82350f48e0c55100be260803969c16557343f687fd0593fc"),
+    "earthquake": ("quakes_all.csv", 6120, "3e5e1a10fb2faf1899106264289334037d039f00f5265d13dad388a93d8ff2f7"),
+    "flood": ("flood.csv", 4875, "ffb1e3182c3053afcdeceec4727c262a29da10255d20747c08144da5b0963486"),
+    "fire": ("fire.csv", 12809, "c5c6c9490b1d8c58ba9eb78d9e2f82d1c1e62694ca5cff917c54600d3d83f459"),
+}
+_SOURCES["earth"] = "https://github.com/oxcsml/riemannian-score-sde (folder data/, commit b35b739)"
+#: train / validation / test fractions of the earth catalogues' random splits (the published protocol)
+EARTH_SPLIT = (0.8, 0.1, 0.1)
+
+
+def sha256(path: Path) -> str:
+    """The hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def latlon_to_xyz(latlon: Tensor) -> Tensor:
+    """Degrees ``(latitude θ, longitude λ)`` -> the unit sphere S² ⊂ ℝ³, ``(cos θ cos λ, cos θ sin λ, sin θ)``
+    (``z`` = north).
+
+    Example:
+        >>> latlon_to_xyz(torch.tensor([[0.0, 0.0]]))
+        tensor([[1., 0., 0.]])
+    """
+    lat, lon = torch.deg2rad(latlon[..., 0]), torch.deg2rad(latlon[..., 1])
+    return torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], -1)
+
+
+def xyz_to_latlon(x: Tensor) -> Tensor:
+    """Inverse of :func:`latlon_to_xyz`: ``θ = atan2(z, |(x, y)|)``, ``λ = atan2(y, x)`` in degrees (λ ∈ (-180, 180]).
+
+    Example:
+        >>> xyz_to_latlon(torch.tensor([[0.0, 1.0, 0.0]]))
+        tensor([[ 0., 90.]])
+    """
+    lat = torch.atan2(x[..., 2], x[..., :2].norm(dim=-1))
+    lon = torch.atan2(x[..., 1], x[..., 0])
+    return torch.rad2deg(torch.stack([lat, lon], -1))
+
+
+def _earth_damaged(path: Path, found: str, verify: bool) -> DataFileError:
+    tail = " (or pass --no-verify-data for a copy you changed on purpose)" if verify else ""
+    return DataFileError(f"{path}: {found}; the file is damaged or not the staged one. Replace it with a fresh copy "
+                         f"from {_SOURCES['earth']}{tail}")
+
+
+def load_earth(name: str, root: Path | str | None = None, *, verify: bool = True) -> Tensor:
+    """The events of earth catalogue ``name`` (:data:`EARTH_DATASETS`) as float64 unit vectors ``(N, 3)``.
+
+    ``root``: the data root (``<root>/earth/<file>``; default :func:`default_data_root`). ``verify``: check the
+    file's sha256 and event count against :data:`EARTH_FILES` (turn it off for a copy you changed on purpose).
+    Lines starting with ``#`` and a header line before the first event are skipped; any other line that is not
+    ``latitude,longitude`` in range raises :class:`DataFileError` naming the line.
+
+    Example:
+        >>> x = load_earth("volcano")  # doctest: +SKIP
+        >>> x.shape  # doctest: +SKIP
+        torch.Size([827, 3])
+    """
+    if name not in EARTH_FILES:
+        raise ValueError(f"unknown earth dataset {name!r}; choose from {', '.join(EARTH_DATASETS)}")
+    file, count, digest = EARTH_FILES[name]
+    path = _need(None if root is None else Path(root), f"earth/{file}", name)
+    if verify and (got := sha256(path)) != digest:
+        raise _earth_damaged(path, f"sha256 {got[:12]}… differs from the staged file's {digest[:12]}…", verify)
+    rows: list[tuple[float, float]] = []
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as err:
+        raise _earth_damaged(path, f"not text ({err.reason} at byte {err.start})", verify) from None
+    for i, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            lat, lon = float(parts[0]), float(parts[1])
+        except ValueError:
+            if not rows and not any(c.isdigit() for c in line):  # the header line
+                continue
+            raise _earth_damaged(path, f"line {i} is {line[:60]!r}, not 'latitude,longitude'", verify) from None
+        if not (-90 <= lat <= 90 and -180 <= lon <= 360):
+            raise _earth_damaged(path, f"line {i}: latitude {lat} / longitude {lon} out of range "
+                                 "([-90, 90] / [-180, 360] degrees)", verify)
+        rows.append((lat, lon))
+    if not rows or (verify and len(rows) != count):
+        raise _earth_damaged(path, f"{len(rows)} events instead of {count}", verify)
+    return latlon_to_xyz(torch.tensor(rows, dtype=torch.float64))
+
+
+@dataclass(frozen=True)
+class EarthSplit:
+    """Train, validation and test events (unit vectors) of one seeded split."""
+
+    train: Tensor
+    val: Tensor
+    test: Tensor
+
+
+def split_earth(x: Tensor, seed: int) -> EarthSplit:
+    """A random :data:`EARTH_SPLIT` (80/10/10) split of the events by a permutation seeded with ``seed``: train
+    ``round(0.8 N)``, validation ``round(0.1 N)``, test the rest; disjoint and covering."""
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n_tr = int(round(EARTH_SPLIT[0] * len(x)))
+    n_va = int(round(EARTH_SPLIT[1] * len(x)))
+    return EarthSplit(x[perm[:n_tr]], x[perm[n_tr:n_tr + n_va]], x[perm[n_tr + n_va:]])
