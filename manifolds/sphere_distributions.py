@@ -166,6 +166,11 @@ class VonMisesFisher(Distribution):
         """The ambient mean ``E[x] = A_p(κ)·μ`` (inside the ball; its direction is ``μ``)."""
         return self.mean_resultant_length.unsqueeze(-1) * self.loc
 
+    @property
+    def mode(self) -> Tensor:
+        """The mean direction ``μ``, the point of highest density (on the sphere, unlike :attr:`mean`)."""
+        return self.loc
+
     def log_prob(self, value: Tensor) -> Tensor:
         r = self.manifold.radius
         diff = (value - self.loc) / r
