@@ -183,7 +183,7 @@ class VAE(nn.Module):
         if out.size(-1) != self.head.size:
             raise ValueError(
                 f"the encoder returned {out.size(-1)} outputs per input; on {self.manifold!r} it must return "
-                f"{self.head.loc_size} locations then {self.head.scale_size} pre-softplus spreads ({self.head.size})"
+                f"{self.head.layout}"
             )
         return self.head.split(out)
 

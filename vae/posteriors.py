@@ -17,9 +17,6 @@ otherwise, and the product of the factors' priors on a product. ``KL(q ‖ p)`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution
@@ -33,10 +30,10 @@ from .constants import MIN_CONCENTRATION, MIN_SCALE
 Tensor = torch.Tensor
 
 
-@dataclass
 class PosteriorHead:
     """How an encoder's outputs become the posterior on a manifold: the encoder gives ``loc_size`` location numbers
     and ``scale_size`` spread numbers per input (location first), and :meth:`__call__` builds the distribution.
+    Built by :func:`posterior_head` (plain attributes: a model holding one pickles).
 
     Example:
         >>> from manifolds import Sphere
@@ -50,20 +47,77 @@ class PosteriorHead:
 
     loc_size: int
     scale_size: int
-    build: Callable[[Tensor, Tensor], Distribution]
+    #: what the encoder must return, for error messages
+    layout: str
+
+    def __init__(self, manifold, latent_dim: int) -> None:
+        self.manifold = manifold
+        self.latent_dim = latent_dim
 
     @property
     def size(self) -> int:
         """Encoder outputs per input: ``loc_size + scale_size``."""
         return self.loc_size + self.scale_size
 
-    def __call__(self, loc: Tensor, raw_scale: Tensor) -> Distribution:
+    def __call__(self, loc: Tensor, raw_scale: Tensor) -> Distribution:  # pragma: no cover - overridden
         """The posterior for location outputs ``loc`` (``loc_size``) and spread outputs ``raw_scale`` (``scale_size``)."""
-        return self.build(loc, raw_scale)
+        raise NotImplementedError
 
     def split(self, out: Tensor) -> Distribution:
         """The posterior for one encoder output of ``size`` numbers (location first)."""
         return self(out[..., :self.loc_size], out[..., self.loc_size:])
+
+
+class WrappedNormalHead(PosteriorHead):
+    """``WrappedNormal(exp_o(μ̃), softplus(s) + MIN_SCALE)`` from ``n`` tangent means (bounded by
+    :func:`~vae.model.bound_tangent` when ``max_tangent_norm`` is set) and ``n`` pre-softplus scales."""
+
+    def __init__(self, manifold, latent_dim: int, max_tangent_norm: float | None) -> None:
+        super().__init__(manifold, latent_dim)
+        self.loc_size = self.scale_size = latent_dim
+        self.max_tangent_norm = max_tangent_norm
+        self.layout = f"2·latent_dim = {2 * latent_dim} (tangent means, then pre-softplus scales)"
+
+    def __call__(self, mean: Tensor, raw: Tensor) -> Distribution:
+        from .model import bound_tangent  # here: model imports this module
+
+        if self.max_tangent_norm is not None:
+            mean = bound_tangent(mean, self.max_tangent_norm)
+        return WrappedNormal(self.manifold.expmap0_spatial(mean), F.softplus(raw) + MIN_SCALE, self.manifold)
+
+
+class VonMisesFisherHead(PosteriorHead):
+    """``vMF(r·m/|m|, softplus(s) + MIN_CONCENTRATION)`` from ``n + 1`` ambient numbers ``m`` and one
+    pre-softplus concentration ``s`` (Davidson et al. 2018)."""
+
+    def __init__(self, manifold, latent_dim: int) -> None:
+        _check_fixed_dim(manifold, latent_dim)
+        super().__init__(manifold, latent_dim)
+        self.loc_size, self.scale_size = manifold.ambient_dim(latent_dim), 1
+        self.layout = (f"latent_dim + 2 = {self.size} ({self.loc_size} ambient numbers of the mean direction, then "
+                       f"a pre-softplus concentration)")
+
+    def __call__(self, loc: Tensor, raw: Tensor) -> Distribution:
+        kappa = F.softplus(raw.squeeze(-1)) + MIN_CONCENTRATION
+        return VonMisesFisher(self.manifold.projx(loc), kappa, self.manifold)
+
+
+class ProductHead(PosteriorHead):
+    """The factors' heads side by side: locations ``[loc_1, …, loc_m]`` then spreads ``[s_1, …, s_m]``;
+    the posterior is the :class:`~manifolds.ProductDistribution` of the factors'."""
+
+    def __init__(self, manifold, latent_dim: int, max_tangent_norm: float | None) -> None:
+        _check_fixed_dim(manifold, latent_dim)
+        super().__init__(manifold, latent_dim)
+        self.heads = [posterior_head(m, m.dim, max_tangent_norm) for m in manifold.factors]
+        self.loc_size = sum(h.loc_size for h in self.heads)
+        self.scale_size = sum(h.scale_size for h in self.heads)
+        self.layout = f"{self.size} (the factors' locations, then their pre-softplus spreads)"
+
+    def __call__(self, loc: Tensor, raw: Tensor) -> Distribution:
+        locs = loc.split([h.loc_size for h in self.heads], -1)
+        raws = raw.split([h.scale_size for h in self.heads], -1)
+        return ProductDistribution(self.manifold, [h(a, b) for h, a, b in zip(self.heads, locs, raws)])
 
 
 def posterior_head(manifold, latent_dim: int, max_tangent_norm: float | None = None) -> PosteriorHead:
@@ -72,45 +126,13 @@ def posterior_head(manifold, latent_dim: int, max_tangent_norm: float | None = N
     (:func:`~vae.model.bound_tangent`; ``None``: unbounded)."""
     family = manifold.posterior_family
     if family is None:
-        return _wrapped_normal_head(manifold, latent_dim, max_tangent_norm)
+        return WrappedNormalHead(manifold, latent_dim, max_tangent_norm)
     if family is VonMisesFisher:
-        return _vmf_head(manifold, latent_dim)
+        return VonMisesFisherHead(manifold, latent_dim)
     if family is ProductDistribution:
-        return _product_head(manifold, latent_dim, max_tangent_norm)
+        return ProductHead(manifold, latent_dim, max_tangent_norm)
     raise ValueError(f"{manifold!r} declares the posterior family {family.__name__}, which the VAEs do not know how to "
                      f"parameterise; declare None (the wrapped normal), VonMisesFisher or ProductDistribution")
-
-
-def _wrapped_normal_head(manifold, n: int, max_tangent_norm: float | None) -> PosteriorHead:
-    from .model import bound_tangent  # here: model imports this module
-
-    def build(mean: Tensor, raw: Tensor) -> Distribution:
-        if max_tangent_norm is not None:
-            mean = bound_tangent(mean, max_tangent_norm)
-        return WrappedNormal(manifold.expmap0_spatial(mean), F.softplus(raw) + MIN_SCALE, manifold)
-
-    return PosteriorHead(n, n, build)
-
-
-def _vmf_head(manifold, n: int) -> PosteriorHead:
-    _check_fixed_dim(manifold, n)
-
-    def build(loc: Tensor, raw: Tensor) -> Distribution:
-        return VonMisesFisher(manifold.projx(loc), F.softplus(raw.squeeze(-1)) + MIN_CONCENTRATION, manifold)
-
-    return PosteriorHead(manifold.ambient_dim(n), 1, build)
-
-
-def _product_head(manifold, n: int, max_tangent_norm: float | None) -> PosteriorHead:
-    _check_fixed_dim(manifold, n)
-    heads = [posterior_head(m, m.dim, max_tangent_norm) for m in manifold.factors]
-
-    def build(loc: Tensor, raw: Tensor) -> Distribution:
-        locs = loc.split([h.loc_size for h in heads], -1)
-        raws = raw.split([h.scale_size for h in heads], -1)
-        return ProductDistribution(manifold, [h(a, b) for h, a, b in zip(heads, locs, raws)])
-
-    return PosteriorHead(sum(h.loc_size for h in heads), sum(h.scale_size for h in heads), build)
 
 
 def _check_fixed_dim(manifold, n: int) -> None:
