@@ -576,7 +576,11 @@ class GraphVAE(nn.Module):
         """Edge logits for latents held either way: tangent coordinates go to a decoder that reads them
         (:attr:`EdgeDecoder.reads_tangent`), points to any other."""
         if isinstance(self.decoder, EdgeDecoder) and self.decoder.reads_tangent:
-            return self.decoder.forward_tangent(latent.tangents(), pairs, self.manifold)
+            # log_o is a global chart only where exp_o is a diffeomorphism (ℝⁿ, Hⁿ, the ball); elsewhere it jumps at
+            # the cut locus, with an unbounded derivative on Sⁿ (NaN in training): there the decoder reads the
+            # points' features (on Sⁿ the ambient coordinates: ⟨z_u, z_v⟩, the S-VGAE decoder of Davidson et al.)
+            w = latent.tangents() if self.manifold.exp0_is_diffeomorphism else self.manifold.features(latent.points())
+            return self.decoder.forward_tangent(w, pairs, self.manifold)
         return self.decoder(latent.points(), pairs, self.manifold)
 
     def pair_logits(self, z: Tensor | None, pairs: Tensor, tangent: Tensor | None = None) -> Tensor:

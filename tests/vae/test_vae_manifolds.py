@@ -144,3 +144,15 @@ def test_vmf_draws_at_the_ends_of_the_uniform_keep_finite_gradients(monkeypatch,
     (x.sum() + log_p.sum()).backward()
     assert torch.isfinite(loc.grad).all() and torch.isfinite(kappa.grad).all()
     assert torch.allclose(x.norm(dim=-1), torch.ones(4, 1))
+
+
+def test_graph_decoder_reads_points_where_log_o_is_not_a_global_chart() -> None:
+    """On S² the inner-product decoder scores ⟨z_u, z_v⟩ of the points (S-VGAE): ``log_o`` has an unbounded
+    derivative near the antipode of ``o``, where the uniform prior puts latents (NaN in a 3000-epoch Cora run)."""
+    model = GraphVAE(Sphere(2), in_features=3, latent_dim=2, hidden=8)
+    z = Sphere(2).random_uniform(6, 3)
+    pairs = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    assert torch.allclose(model.pair_logits(z, pairs), (z[pairs[0]] * z[pairs[1]]).sum(-1))
+    near_antipode = torch.tensor([[-1.0, 1e-7, 0.0], [1.0, 0.0, 0.0]], requires_grad=True)
+    model.pair_logits(near_antipode, torch.tensor([[0], [1]])).sum().backward()
+    assert torch.isfinite(near_antipode.grad).all() and near_antipode.grad.abs().max() <= 1.0
