@@ -31,7 +31,7 @@ from experiments.bench.graph import BenchGraphConfig
 from experiments.bench.graph import __doc__ as BENCH_GRAPH_DOC
 from experiments.bench.graph import run as run_bench_graph
 from experiments.constants import SCHEDULES
-from experiments.models import MODELS, make_manifold
+from experiments.models import MODELS, check_model, make_manifold, model_latent_dim
 from experiments.paper.reproduce import ReproduceConfig, run_reproduce
 from experiments.run import distributed as D
 from experiments.run.allocator import keep_freed_memory
@@ -74,13 +74,18 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str, d: dict[str, Any]
     names = DATASETS[command]
     p.add_argument("--dataset", default=d["dataset"], choices=names, metavar="NAME",
                    help="dataset: " + "; ".join(f"{n}: {ds.DESCRIPTIONS[n]}" for n in names))
-    p.add_argument("--model", default=d["model"], choices=MODELS,
+    p.add_argument("--model", default=d["model"], type=_model_type, metavar="{" + ",".join(MODELS) + ",product:SPEC}",
                    help="latent space: euclidean (R^n, wrapped normal = Gaussian) or hyperbolic (Lorentz model "
-                        "H^n with the paper's curvature warm-up R = 11 -> 2)")
+                        "H^n with the paper's curvature warm-up R = 11 -> 2); poincare (the Poincare ball, the same "
+                        "warm-up); spherical (S^n, von Mises-Fisher posterior, uniform prior); product:SPEC (e.g. "
+                        "product:h2,s2: a product of the factors' posteriors and priors; --latent-dim is its "
+                        "dimension)")
     p.add_argument("--flow", default=d["flow"], help=_flow_help())
-    p.add_argument("--latent-dim", type=positive(), default=d["latent_dim"],
-                   help="intrinsic latent dimension n" + (" (default: per dataset, e.g. 6 for dis-i, 2 for "
-                                                          "dis-ii)" if d["latent_dim"] is None else ""))
+    # default None here, filled in by validate: a product spec (--model product:h2,s2) fixes its own dimension
+    p.add_argument("--latent-dim", type=positive(), default=None,
+                   help="intrinsic latent dimension n (default: " + (
+                       "per dataset, e.g. 6 for dis-i, 2 for dis-ii" if d["latent_dim"] is None
+                       else str(d["latent_dim"])) + "; a product's own with --model product:SPEC)")
     p.add_argument("--epochs", type=positive(), default=d["epochs"],
                    help="training epochs" + (" per stage (auto-encoder, then flow prior)" if command == "graph-gen"
                                              else ""))
@@ -106,6 +111,14 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str, d: dict[str, Any]
                        help="on CUDA, capture the whole training step (loss, backward, Adam) in a CUDA graph and "
                             "replay it every epoch (the same kernels as eager: same numerics, one launch); auto: on "
                             "for a CUDA device")
+
+
+def _model_type(value: str) -> str:
+    """``--model``'s type: a name of :data:`~experiments.models.MODELS` or ``product:<spec>`` (one-line error)."""
+    try:
+        return check_model(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _add_run_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
@@ -263,8 +276,14 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunCo
     """Check option combinations and turn them into the run's :class:`~experiments.run.config.RunConfig`."""
 
     command = args.command
+    fixed_dim = model_latent_dim(args.model)
+    if args.latent_dim is None:  # a product spec fixes the dimension; else the command's default
+        args.latent_dim = fixed_dim if fixed_dim is not None else RunConfig.defaults(command)["latent_dim"]
+    try:
+        manifold = make_manifold(args.model, dim=args.latent_dim)
+    except ValueError as err:
+        parser.error(f"argument --model: {err}")
     if args.flow != "none":
-        manifold = make_manifold(args.model)
         if args.flow not in flows.available():
             parser.error(f"argument --flow: unknown flow {args.flow!r}; choose 'none' or one of "
                          f"{', '.join(flows.available())}")

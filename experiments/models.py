@@ -3,11 +3,14 @@ manifold, and :func:`paper_model` (one of them as a :class:`vae.VAE`)."""
 
 from __future__ import annotations
 
-from manifolds import Euclidean, Lorentz
+from manifolds import Euclidean, Lorentz, PoincareBall, Sphere, parse_product
 from vae import VAE, Likelihood
 from vae.constants import FLOW_HIDDEN, FLOW_LAYERS, WARMUP_START_RADIUS
 
-MODELS = ("euclidean", "hyperbolic")
+#: the ``--model`` names; besides them ``product:<spec>`` (a :func:`manifolds.parse_product` spec, e.g.
+#: ``product:h2,s2``): :func:`check_model` accepts both
+MODELS = ("euclidean", "hyperbolic", "spherical", "poincare")
+PRODUCT_PREFIX = "product:"
 
 #: (model, flow) -> the paper's name
 PAPER_NAMES = {("euclidean", "none"): "N-VAE", ("hyperbolic", "none"): "H-VAE", ("euclidean", "nc"): "NC",
@@ -23,22 +26,67 @@ def paper_name(model: str, flow: str) -> str:
 
 def curvature_record(manifold) -> dict[str, float]:
     """What a run records of its latent manifold's curvature: ``k`` (curvature ``-1/k``) on a hyperbolic manifold,
-    nothing on a flat one, ``curvature`` otherwise (read on the host: evaluation time only)."""
+    nothing on a flat one, ``curvature`` on a curved one, ``curvature_<i>`` per factor on a product of mixed signs
+    (read on the host: evaluation time only)."""
     sign = manifold.curvature_sign
     if sign == 0:
         return {}
-    c = float(manifold.curvature().detach())
-    return {"k": -1.0 / c} if sign == -1 else {"curvature": c}
+    c = manifold.curvature().detach().reshape(-1)
+    if c.numel() > 1:  # a product: one curvature per factor
+        return {f"curvature_{i}": float(ci) for i, ci in enumerate(c)}
+    return {"k": -1.0 / float(c)} if sign == -1 else {"curvature": float(c)}
 
 
-def make_manifold(model: str, *, k: float | None = None):
-    """ℝⁿ for ``euclidean``; the hyperboloid for ``hyperbolic``, starting at the warm-up radius ``R = 11``
-    (``k = R²``) unless ``k`` is given."""
+def check_model(model: str) -> str:
+    """``model`` if it names a latent space (:data:`MODELS`, or ``product:<spec>`` with a spec that
+    :func:`manifolds.parse_product` reads), else a one-line ``ValueError`` saying what to write.
+
+    Example:
+        >>> check_model("product:h2,s2")
+        'product:h2,s2'
+        >>> check_model("product:h2;s2")
+        Traceback (most recent call last):
+        ...
+        ValueError: --model product:h2;s2: cannot parse the product spec 'h2;s2' at 'h2;s2': write comma-separated factors such as 'h2,s2,e2' or 'lorentz:2,sphere:2' (names: ball, e, euclidean, h, hyperboloid, lorentz, p, poincare, r, s, sphere, t, torus)
+    """
+    if model in MODELS:
+        return model
+    if model.startswith(PRODUCT_PREFIX):
+        try:
+            parse_product(model[len(PRODUCT_PREFIX):])
+        except ValueError as err:
+            raise ValueError(f"--model {model}: {err}") from None
+        return model
+    raise ValueError(f"--model must be one of {', '.join(MODELS)} or product:<spec> (e.g. product:h2,s2); "
+                     f"got {model!r}")
+
+
+def model_latent_dim(model: str) -> int | None:
+    """The latent dimension a model fixes (a product's: the sum of its factors'), or ``None`` where any works."""
+    if model.startswith(PRODUCT_PREFIX):
+        return parse_product(model[len(PRODUCT_PREFIX):]).dim
+    return None
+
+
+def make_manifold(model: str, *, k: float | None = None, dim: int | None = None):
+    """ℝⁿ for ``euclidean``; the hyperboloid for ``hyperbolic`` and the Poincaré ball for ``poincare``, starting at
+    the warm-up radius ``R = 11`` (``k = R²``) unless ``k`` is given; the unit sphere Sⁿ for ``spherical``
+    (``n = dim``); the product of ``product:<spec>`` (:func:`manifolds.parse_product`; its factors keep their
+    default curvatures), whose dimension must be ``dim`` where ``dim`` is given."""
+    check_model(model)
     if model == "euclidean":
         return Euclidean()
     if model == "hyperbolic":
         return Lorentz(k=WARMUP_START_RADIUS ** 2 if k is None else k)
-    raise ValueError(f"--model must be one of {MODELS}; got {model!r}")
+    if model == "poincare":
+        return PoincareBall(k=WARMUP_START_RADIUS ** 2 if k is None else k)
+    if model == "spherical":
+        return Sphere(dim)
+    product = parse_product(model[len(PRODUCT_PREFIX):])
+    if dim is not None and dim != product.dim:
+        raise ValueError(f"--model {model} has dimension {product.dim} ({' + '.join(map(str, product.dims))}) but "
+                         f"--latent-dim is {dim}: pass --latent-dim {product.dim} or leave it out")
+    return product
 
 
 def paper_model(name: str, data_dim: int, latent_dim: int, *, k: float = 1.0, learnable_curvature: bool = False,

@@ -49,13 +49,16 @@ def training_curves(histories: Sequence[Sequence[dict]], path: Path, title: str 
 
 
 def disk_coordinates(manifold, z) -> tuple[np.ndarray, bool]:
-    """2-D latents as plot coordinates: the unit Poincaré disk for a Lorentz manifold (``to_poincare / sqrt(k)``),
-    the plane itself for ℝ². Returns ``(points, in_disk)``."""
+    """2-D latents as plot coordinates: the unit Poincaré disk for a hyperbolic manifold (``to_poincare / sqrt(k)``),
+    the plane itself for ℝ², the tangent coordinates ``log_o(z)`` at the origin otherwise (S², a product: not a
+    disk). Returns ``(points, in_disk)``."""
 
     with torch.no_grad():
-        p = manifold.to_poincare(z.detach())
-        if manifold.curvature_sign == -1:  # the ball of radius sqrt(k), k = -1/curvature, scaled to the unit disk
+        z = z.detach()
+        if manifold.curvature_sign == -1 and manifold.curvature().numel() == 1:  # the ball of radius sqrt(k), k = -1/curvature, scaled to the unit disk
+            p = manifold.to_poincare(z)
             return (p * (-manifold.curvature().detach()).sqrt()).cpu().double().numpy(), True
+        p = z if manifold.coords_are_points else manifold.logmap0_spatial(z)
         return p.cpu().double().numpy(), False
 
 

@@ -164,7 +164,7 @@ class FlowDistribution(Distribution):
         return Latent(getattr(base, "manifold", None), zk, None, log_q0, ladj)
 
     def mean_latent(self) -> Latent:
-        """The image ``f(μ)`` of the base's location (a wrapped normal's ``loc``, else its ``mean``): what a model
+        """The image ``f(μ)`` of the base's location (a wrapped normal's ``loc``, else its mode, else its ``mean``): what a model
         reports as the embedding of a posterior. ``log_q0`` is ``None``."""
         base, f = self.base, self.transform
         if self._in_tangent():
@@ -173,7 +173,7 @@ class FlowDistribution(Distribution):
                 return Latent(base.manifold, None, w0, None, w0.new_zeros(w0.shape[:-1]))
             wk, ladj = _flat_call(f.forward_tangent, w0, self.context)
             return Latent(base.manifold, None, wk, None, ladj)
-        z0 = base.loc if isinstance(base, WrappedNormal) else base.mean
+        z0 = base.loc if isinstance(base, WrappedNormal) else _location(base)
         zk, ladj = (z0, z0.new_zeros(z0.shape[:-1])) if f is None else _flat_call(f, z0, self.context)
         return Latent(getattr(base, "manifold", None), zk, None, None, ladj)
 
@@ -211,6 +211,15 @@ class FlowDistribution(Distribution):
             return base.log_prob(value)
         x, ladj = _flat_call(f.inverse, value, self.context)
         return base.log_prob(x) + ladj
+
+
+def _location(base: Distribution) -> Tensor:
+    """The point a base is summarised by: its mode where it declares one (a vMF's ``μ``, which its ambient ``mean``
+    is not: that lies inside the ball), else its mean."""
+    try:
+        return base.mode
+    except NotImplementedError:
+        return base.mean
 
 
 def _shape_text(context: Context) -> str:

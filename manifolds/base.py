@@ -45,6 +45,9 @@ class ManifoldOps:
         on a compact manifold) and :meth:`expmap0_logdet` (the log-Jacobian of ``exp_o`` from the coordinates
         themselves, which a product needs).
 
+    **Variational family**: :attr:`posterior_family` (what a VAE's posterior is on this manifold: ``None`` for the
+        wrapped normal, the von Mises–Fisher on spheres, a product of the factors' on products).
+
     **Isometric model**: :meth:`isometric_model` returns ``(model, to_model, from_model)`` when flows written for
         another manifold (e.g. the hyperboloid) should be carried through an isometry (e.g. the Poincaré ball),
         else ``None``. Isometries keep densities with respect to the Riemannian volume, so log-dets are unchanged.
@@ -166,6 +169,16 @@ class ManifoldOps:
         ``exp_o`` is injective on the whole tangent space: ℝⁿ, Hⁿ, the ball), a class that sums the preimages of
         ``exp`` where it is not (:class:`~manifolds.SphereWrappedNormal`, :class:`~manifolds.TorusWrappedNormal`), or
         a product of factors (:class:`~manifolds.ProductDistribution`). Added for issue 23 (new interface member)."""
+        return None
+
+    @property
+    def posterior_family(self) -> type | None:
+        """The family of the variational posterior a VAE puts on this manifold (``vae.posterior_head`` turns an
+        encoder's outputs into one): ``None`` for the wrapped normal (``WrappedNormal(loc, scale, self)``, which
+        builds :attr:`wrapped_normal_class`), :class:`~manifolds.VonMisesFisher` on spheres (Davidson et al. 2018),
+        :class:`~manifolds.ProductDistribution` on products (each factor's own family). The prior follows the
+        declared properties: the uniform law where :attr:`is_compact`, else ``WrappedNormal(o, I)``; a product
+        takes its factors'. Added for issue 23 (item 5: VAEs on any manifold)."""
         return None
 
     def uniform(self, *, dtype: torch.dtype | None = None, device: torch.device | None = None):

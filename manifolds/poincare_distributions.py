@@ -68,3 +68,8 @@ class PoincareWrappedNormal(Distribution):
     def mean(self) -> Tensor:
         """The Fréchet mean ``μ``."""
         return self.loc
+
+    @property
+    def mode(self) -> Tensor:
+        """The point of highest density, ``μ`` (what a model reports as a posterior's embedding)."""
+        return self.loc

@@ -81,3 +81,8 @@ class PreimageWrappedNormal(LogmapCoordinates, Distribution):
     def mean(self) -> Tensor:
         """The centre ``μ`` (a Fréchet mean when ``σ`` is small enough for one to be unique)."""
         return self.loc
+
+    @property
+    def mode(self) -> Tensor:
+        """The point of highest density, ``μ`` (what a model reports as a posterior's embedding)."""
+        return self.loc

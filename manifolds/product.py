@@ -221,6 +221,13 @@ class Product(ManifoldOps, geoopt.Manifold):
 
         return ProductWrappedNormal
 
+    @property
+    def posterior_family(self) -> type:
+        """:class:`~manifolds.ProductDistribution`: one posterior per factor, each of the factor's own family."""
+        from .product_distributions import ProductDistribution  # here: that module imports this one
+
+        return ProductDistribution
+
     def isometric_model(self):
         """Factor-wise: where a factor has an isometric model (the ball), the product of the models and the
         factor-wise maps; ``None`` when no factor has one."""

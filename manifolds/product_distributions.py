@@ -71,6 +71,11 @@ class ProductDistribution(LogmapCoordinates, Distribution):
     def entropy(self) -> Tensor:
         return sum(d.entropy() for d in self.factors)
 
+    @property
+    def mode(self) -> Tensor:
+        """The factors' modes, concatenated (the point of highest density of the product)."""
+        return self.manifold._cat([d.mode for d in self.factors])
+
 
 class ProductWrappedNormal(ProductDistribution):
     r"""The wrapped normal on a product: one ``WrappedNormal(loc_i, scale_i, M_i)`` per factor (what

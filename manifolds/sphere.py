@@ -380,3 +380,10 @@ class Sphere(ManifoldOps, geoopt.Manifold):
 
 
         return SphereWrappedNormal
+
+    @property
+    def posterior_family(self) -> type:
+        """:class:`~manifolds.VonMisesFisher`: the hyperspherical VAE's posterior (Davidson et al. 2018)."""
+        from .sphere_distributions import VonMisesFisher  # here: that module imports this one
+
+        return VonMisesFisher

@@ -166,6 +166,11 @@ class VonMisesFisher(Distribution):
         """The ambient mean ``E[x] = A_p(κ)·μ`` (inside the ball; its direction is ``μ``)."""
         return self.mean_resultant_length.unsqueeze(-1) * self.loc
 
+    @property
+    def mode(self) -> Tensor:
+        """The mean direction ``μ``, the point of highest density (on the sphere, unlike :attr:`mean`)."""
+        return self.loc
+
     def log_prob(self, value: Tensor) -> Tensor:
         r = self.manifold.radius
         diff = (value - self.loc) / r
@@ -176,12 +181,18 @@ class VonMisesFisher(Distribution):
         return -self.concentration * (self.mean_resultant_length - 1) - self._log_norm
 
     def _sample_t(self, shape: torch.Size) -> Tensor:
-        """``t = 1 - μ̂ᵀx̂`` for ``shape`` draws (batch last): inverse CDF on S², Wood's rejection otherwise."""
+        """``t = 1 - μ̂ᵀx̂`` for ``shape`` draws (batch last), in float64: inverse CDF on S², Wood's rejection
+        otherwise.
+
+        On S², ``t = -log(1 - q(1 - e^{-2κ}))/κ`` with ``q`` uniform strictly inside ``(0, 1)`` in float64: ``q = 0``
+        (``t = 0``) or ``q = 1`` (``t = 2``) would put the draw exactly at ``±μ``, where ``sqrt(t(2 - t))`` has an
+        infinite derivative, and a float32 ``q`` hits ``0`` once in ~1.7e7 draws (NaN gradients in a long run)."""
         kappa = self.concentration.expand(shape)
         if self.p == 3:
-            u = 1 - torch.rand(shape, dtype=kappa.dtype, device=kappa.device)  # in (0, 1]
-            return -torch.log(u + (1 - u) * torch.exp(-2 * kappa)) / kappa
-        return self._wood(kappa.detach().double()).to(kappa.dtype)
+            q = torch.rand(shape, dtype=torch.float64, device=kappa.device) * (1 - 2.0 ** -52) + 2.0 ** -53
+            k = kappa.double()
+            return -torch.log1p(q * torch.expm1(-2 * k)) / k
+        return self._wood(kappa.detach().double())
 
     def _wood(self, kappa: Tensor) -> Tensor:
         """Wood's (1994) rejection sampler of ``t = 1 - w`` in float64 (``b``, ``x₀`` and ``t`` in their stable forms)."""
@@ -210,10 +221,11 @@ class VonMisesFisher(Distribution):
         if self.p != 3 and self.concentration.requires_grad and torch.is_grad_enabled():
             raise ValueError(f"VonMisesFisher.rsample: the gradient in κ has a closed form on S² only (p = 3; here "
                              f"p = {self.p}); detach κ, use sample(), or a score-function estimator")
-        t = self._sample_t(shape).unsqueeze(-1)
-        xi = torch.randn(shape + (self.p - 1,), dtype=self.loc.dtype, device=self.loc.device)
+        t64 = self._sample_t(shape).unsqueeze(-1)  # float64 up to the point at e₀ (t near 0 keeps its digits)
+        xi = torch.randn(shape + (self.p - 1,), dtype=torch.float64, device=self.loc.device)
         xi = xi / torch.linalg.vector_norm(xi, dim=-1, keepdim=True)
-        x_e0 = torch.cat([1 - t, torch.sqrt(t * (2 - t)) * xi], dim=-1)  # (w, sqrt(1 - w²)·ξ)
+        x_e0 = torch.cat([1 - t64, torch.sqrt(t64 * (2 - t64)) * xi], dim=-1).to(self.loc.dtype)  # (w, sqrt(1-w²)·ξ)
+        t = t64.to(self.loc.dtype)
         r = self.manifold.radius
         mu = sphere_projx(self.loc, 1.0).expand(shape + (self.p,))
         x = r * _householder(mu, x_e0)

@@ -254,6 +254,11 @@ class WrappedNormal(Distribution):
         """The Fréchet mean ``μ`` (the wrapped normal is symmetric about it)."""
         return self.loc
 
+    @property
+    def mode(self) -> Tensor:
+        """The point of highest density, ``μ`` (what a model reports as a posterior's embedding)."""
+        return self.loc
+
     def entropy(self) -> Tensor:  # pragma: no cover - no closed form on Hⁿ
         """Not available: the wrapped normal's entropy has no closed form on Hⁿ (estimate it by Monte Carlo,
         ``-log_prob(sample)``)."""

@@ -21,6 +21,11 @@ MAX_TANGENT_NORM: float = 8.0
 #: Posterior scales are ``softplus(s) + MIN_SCALE``: a floor that keeps ``log σ`` and ``1/σ`` finite.
 MIN_SCALE: float = 1e-4
 
+#: von Mises–Fisher posteriors (spheres) have concentration ``κ = softplus(s) + MIN_CONCENTRATION``: the
+#: hyperspherical VAE's floor (Davidson et al. 2018 add 1), which keeps the posterior from collapsing to the uniform
+#: law, where the KL's gradient in ``μ`` vanishes.
+MIN_CONCENTRATION: float = 1.0
+
 #: Likewise for the learnable standard deviation of the Gaussian likelihood.
 MIN_GAUSSIAN_SCALE: float = 1e-3
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributions import Distribution
 
 from flows.distribution import FlowDistribution, Latent
 from flows.extras import require
@@ -27,7 +28,8 @@ from manifolds.validation import validation_enabled
 
 from .constants import (FLOW_HIDDEN, FLOW_LAYERS, GAT_HEADS, GRAPH_HIDDEN, MAX_TANGENT_NORM, MIN_SCALE,
                         MIN_TEMPERATURE, TEST_FRACTION, VAL_FRACTION)
-from .model import bound_tangent, check_flow_manifold
+from .model import check_flow_manifold
+from .posteriors import closed_form_kl, posterior_head, prior_log_prob, standard_prior
 
 Tensor = torch.Tensor
 #: a ``torch_geometric.data.Data`` (node features ``x``, possibly ``None``, and ``edge_index``)
@@ -342,7 +344,8 @@ def _conv(kind: str, a: int, b: int, heads: int = GAT_HEADS) -> nn.Module:
 
 class GraphEncoder(nn.Module):
     r"""Two message-passing layers: ``h = relu(conv₁(x))``, then ``conv_μ(h)`` (tangent means, ``n``) and
-    ``conv_σ(h)`` (pre-softplus scales, ``n``) per node, as in the VGAE. ``in_features=None`` means identity
+    ``conv_σ(h)`` (pre-softplus scales, ``n``) per node, as in the VGAE (``out_sizes``: other sizes, e.g. a vMF's
+    ``n + 1`` locations and one concentration, :class:`vae.posteriors.PosteriorHead`). ``in_features=None`` means identity
     (one-hot) node features, implemented as a learnable ``(num_nodes, hidden)`` table followed by the stack
     (the same function class as a first layer on the identity, without an ``N × N`` input).
 
@@ -352,7 +355,8 @@ class GraphEncoder(nn.Module):
     """
 
     def __init__(self, in_features: int | None, latent_dim: int, hidden: int = GRAPH_HIDDEN, kind: str = "gcn",
-                 num_nodes: int | None = None, heads: int = GAT_HEADS) -> None:
+                 num_nodes: int | None = None, heads: int = GAT_HEADS,
+                 out_sizes: tuple[int, int] | None = None) -> None:
         super().__init__()
         if in_features is None:
             if num_nodes is None:
@@ -363,8 +367,9 @@ class GraphEncoder(nn.Module):
             self.embedding = None
         self.in_features = in_features
         self.conv1 = _conv(kind, in_features, hidden, heads)
-        self.conv_mu = _conv(kind, hidden, latent_dim, heads)
-        self.conv_scale = _conv(kind, hidden, latent_dim, heads)
+        loc_size, scale_size = out_sizes if out_sizes is not None else (latent_dim, latent_dim)
+        self.conv_mu = _conv(kind, hidden, loc_size, heads)
+        self.conv_scale = _conv(kind, hidden, scale_size, heads)
         self.kind = kind
         from flows.conditioners import GCNNormCache
 
@@ -412,10 +417,13 @@ class GraphVAE(nn.Module):
     r"""Variational graph autoencoder with per-node posteriors on ``manifold`` and an optional flow.
 
     * Encoder (:class:`GraphEncoder`, GCN by default, GAT optional) gives each node ``q₀(z₀ᵥ) =
-      WrappedNormal(exp_o(μ̃ᵥ), σᵥ)``; an optional flow ``f`` (``flows.build(flow, manifold, n,
+      WrappedNormal(exp_o(μ̃ᵥ), σᵥ)`` (on a sphere ``vMF(μᵥ, κᵥ)``, on a product the factors' side by side:
+      :func:`vae.posteriors.posterior_head`); an optional flow ``f`` (``flows.build(flow, manifold, n,
       conditioner=flow_conditioner)``) maps all node latents together, with ``context=edge_index`` when its
       conditioner is a graph network (``"gcn"`` / ``"gat"``), so a node's coupling sees its neighbours.
-    * Prior ``WrappedNormal(o, I)`` per node; decoder :class:`InnerProductDecoder` (default) or
+    * Prior ``WrappedNormal(o, I)`` per node (uniform on a compact manifold, the factors' on a product:
+      :func:`vae.posteriors.standard_prior`; without a flow the KL is in closed form where one is registered);
+      decoder :class:`InnerProductDecoder` (default) or
       :class:`FermiDiracDecoder`.
     * Loss (per epoch O(E), MATH.md §5):
       ``BCE_mean(positive train edges) + BCE_mean(as many sampled non-edges) + β·(1/N)·mean_v KL̂_v`` with the
@@ -446,7 +454,9 @@ class GraphVAE(nn.Module):
         self.latent_dim = int(latent_dim)
         self.num_nodes = num_nodes
         self.max_tangent_norm = max_tangent_norm
-        self.encoder = GraphEncoder(in_features, latent_dim, hidden, encoder, num_nodes, heads)
+        self.head = posterior_head(manifold, self.latent_dim, max_tangent_norm)
+        self.encoder = GraphEncoder(in_features, latent_dim, hidden, encoder, num_nodes, heads,
+                                    out_sizes=(self.head.loc_size, self.head.scale_size))
         self.decoder = make_edge_decoder(decoder) if isinstance(decoder, str) else decoder
         if isinstance(flow, str):
             import flows
@@ -507,7 +517,7 @@ class GraphVAE(nn.Module):
             return graph
         return self._graph_cache.get(graph, (n, next(self.parameters()).dtype), lambda: self.prepare_graph(graph, n))
 
-    def encode(self, x: Tensor | None | GraphData, edge_index: Tensor | MessageGraph | None = None) -> WrappedNormal:
+    def encode(self, x: Tensor | None | GraphData, edge_index: Tensor | MessageGraph | None = None) -> Distribution:
         """Per-node base posteriors ``q₀`` (batch shape ``(N,)``); ``edge_index`` is the message-passing graph (or a
         :class:`MessageGraph`). ``x`` may be a ``torch_geometric.data.Data`` (then no ``edge_index``).
 
@@ -515,10 +525,7 @@ class GraphVAE(nn.Module):
         ``.rsample()``, or use :meth:`embed` / ``model(data)`` for the flow's latents)."""
         x, edge_index = _unpack(x, edge_index)
         graph = self._graph(x, edge_index)
-        mean, raw = self.encoder(x, graph.conv_index, graph.conv_weight)
-        if self.max_tangent_norm is not None:
-            mean = bound_tangent(mean, self.max_tangent_norm)
-        return WrappedNormal(self.manifold.expmap0_spatial(mean), F.softplus(raw) + MIN_SCALE, self.manifold)
+        return self.head(*self.encoder(x, graph.conv_index, graph.conv_weight))
 
     def _context(self, graph: Tensor | MessageGraph) -> Tensor | tuple[Tensor, Tensor] | None:
         """The flow's context: ``None`` for MLP conditioners; for GCN conditioners on a prepared graph with a GCN
@@ -540,9 +547,10 @@ class GraphVAE(nn.Module):
         q = FlowDistribution(q0, self.flow, self._context(edge_index))
         return q.rsample_latent() if sample else q.mean_latent()
 
-    def prior(self, like: Tensor) -> WrappedNormal:
-        """``WrappedNormal(o, I)`` per node, declared at the origin (:meth:`~manifolds.WrappedNormal.at_origin`)."""
-        return WrappedNormal.at_origin(like.new_ones(self.latent_dim), self.manifold)
+    def prior(self, like: Tensor) -> Distribution:
+        """The prior per node (:func:`vae.posteriors.standard_prior`): ``WrappedNormal(o, I)`` declared at the origin
+        (:meth:`~manifolds.WrappedNormal.at_origin`), uniform on a compact manifold, the factors' on a product."""
+        return standard_prior(self.manifold, self.latent_dim, like)
 
     def embed(self, x: Tensor | None | GraphData, edge_index: Tensor | MessageGraph | None = None,
               sample: bool | None = None) -> Tensor:
@@ -568,7 +576,11 @@ class GraphVAE(nn.Module):
         """Edge logits for latents held either way: tangent coordinates go to a decoder that reads them
         (:attr:`EdgeDecoder.reads_tangent`), points to any other."""
         if isinstance(self.decoder, EdgeDecoder) and self.decoder.reads_tangent:
-            return self.decoder.forward_tangent(latent.tangents(), pairs, self.manifold)
+            # log_o is a global chart only where exp_o is a diffeomorphism (ℝⁿ, Hⁿ, the ball); elsewhere it jumps at
+            # the cut locus, with an unbounded derivative on Sⁿ (NaN in training): there the decoder reads the
+            # points' features (on Sⁿ the ambient coordinates: ⟨z_u, z_v⟩, the S-VGAE decoder of Davidson et al.)
+            w = latent.tangents() if self.manifold.exp0_is_diffeomorphism else self.manifold.features(latent.points())
+            return self.decoder.forward_tangent(w, pairs, self.manifold)
         return self.decoder(latent.points(), pairs, self.manifold)
 
     def pair_logits(self, z: Tensor | None, pairs: Tensor, tangent: Tensor | None = None) -> Tensor:
@@ -583,11 +595,13 @@ class GraphVAE(nn.Module):
         logits = self.pair_logits(z, edge_index)
         return torch.sigmoid(logits) if sigmoid else logits
 
-    def _kl(self, latent: Latent, num_nodes: int) -> Tensor:
-        """``(1/N)·mean_v KL̂_v`` with ``KL̂_v = log q₀(z₀ᵥ) - log|det ∂f/∂z₀|_v - log p(z_Kᵥ)`` (one sample)."""
+    def _kl(self, latent: Latent, num_nodes: int, q0: Distribution | None = None) -> Tensor:
+        """``(1/N)·mean_v KL̂_v`` with ``KL̂_v = log q₀(z₀ᵥ) - log|det ∂f/∂z₀|_v - log p(z_Kᵥ)`` (one sample), or
+        the closed-form ``KL(q₀ᵥ ‖ p)`` where there is no flow, ``q0`` is given and one is registered."""
         prior = self.prior(latent.ladj.new_empty(()))
-        log_prior = prior.log_prob(latent.point) if latent.tangent is None else prior.log_prob_logmap0(latent.tangent)
-        return (latent.log_q0 - latent.ladj - log_prior).mean() / num_nodes
+        exact = closed_form_kl(q0, prior) if q0 is not None and self.flow is None else None
+        kl = exact if exact is not None else latent.log_q0 - latent.ladj - prior_log_prob(prior, latent)
+        return kl.mean() / num_nodes
 
     def loss(self, x: Tensor | None | GraphData, edge_index: Tensor | MessageGraph | None = None,
              pos_pairs: Tensor | None = None, neg_pairs: Tensor | None = None) -> GraphLoss:
@@ -609,11 +623,12 @@ class GraphVAE(nn.Module):
                 check_pairs(neg_pairs, graph.num_nodes, "neg_pairs")
         if neg_pairs is None:
             neg_pairs = graph.negatives(pos_pairs.size(1))
-        latent = self._latents(self.encode(x, graph), graph, sample=True)
+        q0 = self.encode(x, graph)
+        latent = self._latents(q0, graph, sample=True)
         # both pair sets in one decoder call (one gather of the latents)
         pos, neg = self._logits(latent, torch.cat([pos_pairs, neg_pairs], 1)).split(
             [pos_pairs.size(1), neg_pairs.size(1)])
-        return GraphLoss(_bce(pos, neg), self._kl(latent, graph.num_nodes), self.kl_weight)
+        return GraphLoss(_bce(pos, neg), self._kl(latent, graph.num_nodes, q0), self.kl_weight)
 
     def recon_loss(self, z: Tensor, pos_edge_index: Tensor, neg_edge_index: Tensor | None = None) -> Tensor:
         """PyG's ``VGAE.recon_loss``: mean binary cross-entropy of the positive pairs plus that of the negative pairs
@@ -629,7 +644,8 @@ class GraphVAE(nn.Module):
         flow (or on Hⁿ) there is no closed form, so this draws a sample and takes the inputs, not cached state."""
         x, edge_index = _unpack(x, edge_index)
         graph = self._graph(x, edge_index)
-        return self._kl(self._latents(self.encode(x, graph), graph, sample=True), graph.num_nodes)
+        q0 = self.encode(x, graph)
+        return self._kl(self._latents(q0, graph, sample=True), graph.num_nodes, q0)
 
     @torch.no_grad()
     def test(self, z: Tensor, pos_edge_index: Tensor, neg_edge_index: Tensor) -> tuple[float, float]:

@@ -7,11 +7,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from flows.distribution import FlowDistribution
+from torch.distributions import Distribution
+
+from flows.distribution import FlowDistribution, Latent
 from manifolds import WrappedNormal
 
-from .constants import FLOW_HIDDEN, FLOW_LAYERS, MAX_TANGENT_NORM, MIN_SCALE
+from .constants import FLOW_HIDDEN, FLOW_LAYERS, MAX_TANGENT_NORM
 from .likelihoods import Likelihood, make_likelihood
+from .posteriors import closed_form_kl, posterior_head, prior_log_prob, standard_prior
 
 Tensor = torch.Tensor
 
@@ -57,32 +60,41 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequentia
 class ELBOTerms:
     r"""The pieces of the single-sample ELBO (MATH.md §5), each of shape ``batch``.
 
-    ``elbo = log_px_z + log_pz - log_q0 + ladj``; ``kl = log_q0 - ladj - log_pz`` is its single-sample KL
-    estimate ``log q(z_K|x) - log p(z_K)``, so ``elbo = log_px_z - kl``.
+    ``kl`` is ``KL(q(z|x) ‖ p(z))`` in closed form where it has one and no flow is used (``kl_exact``: vMF against
+    the uniform prior on a sphere), else its single-sample estimate ``log q₀ - ladj - log p(z_K)``;
+    ``elbo = log_px_z - kl`` (without ``kl_exact``: ``log_px_z + log_pz - log_q0 + ladj``).
     """
 
     log_px_z: Tensor
     log_pz: Tensor
     log_q0: Tensor
     ladj: Tensor
+    kl_exact: Tensor | None = None
 
     @property
     def kl(self) -> Tensor:
-        return self.log_q0 - self.ladj - self.log_pz
+        return self.kl_exact if self.kl_exact is not None else self.log_q0 - self.ladj - self.log_pz
 
     @property
     def elbo(self) -> Tensor:
-        return self.log_px_z + self.log_pz - self.log_q0 + self.ladj
+        return self.log_px_z - self.kl
 
 
 class VAE(nn.Module):
-    r"""Variational autoencoder whose latent space is ``manifold`` (``Euclidean`` or ``Lorentz``).
+    r"""Variational autoencoder whose latent space is any manifold of the interface (ℝⁿ, Hⁿ, the Poincaré ball, Sⁿ,
+    Tⁿ, products), the posterior family and prior chosen from what it declares (:mod:`vae.posteriors`).
 
     * Posterior: ``q₀(z₀|x) = WrappedNormal(μ(x), σ(x))`` with ``μ = exp_o(μ̃(x))`` (tangent coordinates ``μ̃``,
-      smoothly bounded by :func:`bound_tangent`) and ``σ = softplus(·) + MIN_SCALE``; optionally
+      smoothly bounded by :func:`bound_tangent`) and ``σ = softplus(·) + MIN_SCALE``; on a sphere
+      ``vMF(μ(x), κ(x))`` with ``μ`` the encoder's ``n + 1`` numbers normalised and ``κ = softplus(·) +
+      MIN_CONCENTRATION`` (Davidson et al. 2018); on a product, the factors' side by side. Optionally
       ``z_K = f(z₀)`` with a flow ``f`` (``log q(z_K|x) = log q₀(z₀|x) - log|det ∂f/∂z₀|``).
-    * Prior: ``p(z) = WrappedNormal(o, I)`` (the standard normal on ℝⁿ).
-    * Decoder: ``p(x | z) = likelihood(decoder(log_o(z_K)))``.
+    * Prior: ``p(z) = WrappedNormal(o, I)`` (the standard normal on ℝⁿ); the uniform law on a compact manifold;
+      the product of the factors' on a product. ``KL(q ‖ p)`` in closed form where one is registered and there is
+      no flow (vMF ‖ uniform), else by Monte Carlo.
+    * Decoder: ``p(x | z) = likelihood(decoder(log_o(z_K)))`` where ``exp_o`` is a global chart
+      (:attr:`~manifolds.ManifoldOps.exp0_is_diffeomorphism`), else ``likelihood(decoder(features(z_K)))`` (the
+      ambient coordinates on Sⁿ: ``log_o`` jumps at the cut locus).
 
     Args:
         manifold: the latent manifold; its curvature (``Lorentz.k_raw``) becomes a parameter of the model.
@@ -93,8 +105,10 @@ class VAE(nn.Module):
             ``flows.Transform`` mapping ``q₀``'s samples (ambient coordinates) to ``z_K``.
         flow_layers, flow_hidden: passed to :func:`flows.build` when ``flow`` is a name.
         likelihood: ``"bernoulli"``, ``"gaussian"`` or a :class:`~vae.likelihoods.Likelihood`.
-        encoder: optional module ``x ↦ (…, 2n)`` (means, then pre-softplus scales); replaces the default MLP.
-        decoder: optional module ``(…, n) ↦ likelihood parameters``; replaces the default MLP.
+        encoder: optional module ``x ↦ (…, m)`` (locations, then pre-softplus spreads: ``m = 2n`` for a wrapped
+            normal, ``n + 2`` for a vMF; ``posterior_head(manifold, n).size``); replaces the default MLP.
+        decoder: optional module ``(…, d) ↦ likelihood parameters`` (``d = n``, or ``manifold.feature_dim(n)``
+            where ``exp_o`` is not a global chart); replaces the default MLP.
         max_tangent_norm: the bound ``B`` of the posterior mean's tangent norm (``None``: unbounded).
 
     Example:
@@ -105,6 +119,10 @@ class VAE(nn.Module):
         torch.Size([4])
         >>> bool(model.iwae(x, num_samples=10).le(0).all())
         True
+        >>> from manifolds import Sphere
+        >>> s_vae = VAE(Sphere(2), data_dim=6, latent_dim=2, hidden=8)  # vMF posterior, uniform prior
+        >>> type(s_vae.encode(x)).__name__, s_vae.elbo(x).kl_exact.shape
+        ('VonMisesFisher', torch.Size([4]))
     """
 
     def __init__(
@@ -129,8 +147,11 @@ class VAE(nn.Module):
         self.data_dim = int(data_dim)
         self.latent_dim = int(latent_dim)
         self.max_tangent_norm = max_tangent_norm
-        self.encoder = encoder if encoder is not None else mlp([data_dim, hidden, 2 * latent_dim])
-        self.decoder = decoder if decoder is not None else mlp([latent_dim, hidden, data_dim])
+        self.head = posterior_head(manifold, self.latent_dim, max_tangent_norm)
+        self.tangent_decoder = manifold.exp0_is_diffeomorphism
+        decoder_in = latent_dim if self.tangent_decoder else manifold.feature_dim(latent_dim)
+        self.encoder = encoder if encoder is not None else mlp([data_dim, hidden, self.head.size])
+        self.decoder = decoder if decoder is not None else mlp([decoder_in, hidden, data_dim])
         self.likelihood = make_likelihood(likelihood, data_dim) if isinstance(likelihood, str) else likelihood
         if isinstance(flow, str):
             import flows
@@ -141,12 +162,12 @@ class VAE(nn.Module):
         self.flow = flow
 
     # -- the three distributions -------------------------------------------------------------------------
-    def prior(self) -> WrappedNormal:
-        """``WrappedNormal(o, I)`` on the latent manifold (dtype and device of the model), declared at the origin
-        (:meth:`~manifolds.WrappedNormal.at_origin`; the origin ``exp_o(0)`` stays differentiable in a learnable
-        curvature)."""
-        ref = next(self.parameters())
-        return WrappedNormal.at_origin(torch.ones(self.latent_dim, dtype=ref.dtype, device=ref.device), self.manifold)
+    def prior(self) -> Distribution:
+        """The prior on the latent manifold (dtype and device of the model), :func:`vae.posteriors.standard_prior`:
+        ``WrappedNormal(o, I)`` declared at the origin (:meth:`~manifolds.WrappedNormal.at_origin`; the origin
+        ``exp_o(0)`` stays differentiable in a learnable curvature), the uniform law on a compact manifold, the
+        factors' on a product."""
+        return standard_prior(self.manifold, self.latent_dim, next(self.parameters()))
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() < 1 or x.size(-1) != self.data_dim:
@@ -155,31 +176,36 @@ class VAE(nn.Module):
                 f"{tuple(x.shape)}), but this VAE was built with data_dim={self.data_dim}"
             )
 
-    def encode(self, x: Tensor) -> WrappedNormal:
-        """The base posterior ``q₀(z₀ | x)``."""
+    def encode(self, x: Tensor) -> Distribution:
+        """The base posterior ``q₀(z₀ | x)`` (a wrapped normal, a vMF on a sphere, a product on a product)."""
         self._check_input(x)
         out = self.encoder(x)
-        n = self.latent_dim
-        if out.size(-1) != 2 * n:
+        if out.size(-1) != self.head.size:
             raise ValueError(
-                f"the encoder returned {out.size(-1)} outputs per input; it must return 2·latent_dim = {2 * n} "
-                "(tangent means, then pre-softplus scales)"
+                f"the encoder returned {out.size(-1)} outputs per input; on {self.manifold!r} it must return "
+                f"{self.head.layout}"
             )
-        mean, raw_scale = out[..., :n], out[..., n:]
-        if self.max_tangent_norm is not None:
-            mean = bound_tangent(mean, self.max_tangent_norm)
-        scale = nn.functional.softplus(raw_scale) + MIN_SCALE
-        return WrappedNormal(self.manifold.expmap0_spatial(mean), scale, self.manifold)
+        return self.head.split(out)
 
     def decode(self, z: Tensor) -> torch.distributions.Distribution:
-        """``p(x | z)`` for latent points ``z`` (ambient coordinates); the decoder sees ``log_o(z)``."""
-        return self.decode_tangent(self.manifold.logmap0_spatial(z))
+        """``p(x | z)`` for latent points ``z`` (ambient coordinates); the decoder sees ``log_o(z)`` (or
+        ``features(z)`` where ``exp_o`` is not a global chart)."""
+        return self._decode(Latent(self.manifold, z, None, None, z.new_zeros(())))
 
     def decode_tangent(self, w: Tensor) -> torch.distributions.Distribution:
         """``p(x | z)`` for latents given by their tangent coordinates ``w = log_o(z)`` at the origin."""
+        return self._decode(Latent(self.manifold, None, w, None, w.new_zeros(())))
+
+    def _decode(self, latent: Latent) -> torch.distributions.Distribution:
+        w = latent.tangents() if self.tangent_decoder else self.manifold.features(latent.points())
         return self.likelihood.distribution(self.decoder(w))
 
     # -- posterior sampling --------------------------------------------------------------------------------
+    def sample_posterior_latent(self, q0: Distribution, sample_shape: torch.Size = torch.Size()) -> Latent:
+        """Reparameterised ``z_K = f(z₀)``, ``z₀ ~ q₀``, as a :class:`~flows.distribution.Latent` (tangent
+        coordinates or points, whichever the path produced)."""
+        return FlowDistribution(q0, self.flow).rsample_latent(sample_shape)
+
     def sample_posterior_tangent(self, q0: WrappedNormal, sample_shape: torch.Size = torch.Size()
                                  ) -> tuple[Tensor, Tensor, Tensor]:
         """``(w_K, log q₀(z₀|x), log|det ∂f/∂z₀|)`` for reparameterised ``z₀ ~ q₀``, ``z_K = f(z₀)``, with the latents
@@ -187,7 +213,7 @@ class VAE(nn.Module):
         rsample_logmap0_and_log_prob`) and the flow (:meth:`~flows.Transform.forward_tangent`) work in them, so no
         ``exp_o`` / ``log_o`` pair is evaluated in between (flows that do not act in tangent coordinates map
         points)."""
-        latent = FlowDistribution(q0, self.flow).rsample_latent(sample_shape)
+        latent = self.sample_posterior_latent(q0, sample_shape)
         return latent.tangents(), latent.log_q0, latent.ladj
 
     def sample_posterior(self, q0: WrappedNormal, sample_shape: torch.Size = torch.Size()) -> tuple[Tensor, Tensor,
@@ -199,9 +225,14 @@ class VAE(nn.Module):
     # -- objectives ----------------------------------------------------------------------------------------
     def elbo(self, x: Tensor) -> ELBOTerms:
         r"""Single-sample ELBO terms (MATH.md §5), nothing added:
-        ``ELBO = log p(x|z_K) + log p(z_K) - log q₀(z₀|x) + log|det ∂f/∂z₀|`` (computed in tangent coordinates)."""
-        wk, log_q0, ladj = self.sample_posterior_tangent(self.encode(x))
-        return ELBOTerms(self.decode_tangent(wk).log_prob(x), self.prior().log_prob_logmap0(wk), log_q0, ladj)
+        ``ELBO = log p(x|z_K) + log p(z_K) - log q₀(z₀|x) + log|det ∂f/∂z₀|`` (in tangent coordinates where the
+        path allows), or ``log p(x|z) - KL(q ‖ p)`` where the KL has a closed form and there is no flow."""
+        q0 = self.encode(x)
+        latent = self.sample_posterior_latent(q0)
+        prior = self.prior()
+        kl_exact = closed_form_kl(q0, prior) if self.flow is None else None
+        return ELBOTerms(self._decode(latent).log_prob(x), prior_log_prob(prior, latent), latent.log_q0, latent.ladj,
+                         kl_exact)
 
     def loss(self, x: Tensor) -> Tensor:
         """``-mean ELBO`` over the batch, for minimisation."""
@@ -209,9 +240,8 @@ class VAE(nn.Module):
 
     def log_weights(self, x: Tensor, num_samples: int) -> Tensor:
         r"""Importance log-weights ``log p(x|z_K) + log p(z_K) - log q(z_K|x)``, shape ``(num_samples, batch)``."""
-        q0 = self.encode(x)
-        wk, log_q0, ladj = self.sample_posterior_tangent(q0, torch.Size([num_samples]))
-        return self.decode_tangent(wk).log_prob(x) + self.prior().log_prob_logmap0(wk) - log_q0 + ladj
+        latent = self.sample_posterior_latent(self.encode(x), torch.Size([num_samples]))
+        return self._decode(latent).log_prob(x) + prior_log_prob(self.prior(), latent) - latent.log_prob
 
     def iwae(self, x: Tensor, num_samples: int = 500, chunk_size: int | None = None) -> Tensor:
         r"""IWAE bound per input, ``log (1/K) Σ_k w_k`` with ``K = num_samples`` (``logsumexp``), in chunks.

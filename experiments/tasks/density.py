@@ -29,7 +29,7 @@ class DensityJob(Job):
         self.cfg = cfg
         self.data = data
         self.device = D.local_device(cfg.device)
-        self.manifold = make_manifold(cfg.model)
+        self.manifold = make_manifold(cfg.model, dim=cfg.latent_dim)
         dim = data.train.size(1)
         lik = GaussianLikelihood(dim, scale=1.0, learnable=False) if data.likelihood == "gaussian-unit" \
             else data.likelihood

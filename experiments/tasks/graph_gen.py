@@ -66,7 +66,7 @@ class GraphGenJob(Job):
         self.device = D.local_device(cfg.device)
         ae_epochs, ae_lr, flow_epochs, flow_lr, k = stage_schedule(cfg.schedule, cfg.epochs, cfg.lr)
         # fixed curvature (the generator's latents are not warmed up): k = 1, or R² = 4 with --schedule reference
-        self.manifold = make_manifold(cfg.model, k=k)
+        self.manifold = make_manifold(cfg.model, k=k, dim=cfg.latent_dim)
         # the adjacency rows are padded to the data set's largest graph (its node count, not its edges)
         max_nodes = max(g.number_of_nodes() for g in [*train, *test])
         self.gen = GraphGenerator(self.manifold, cfg.latent_dim, cfg.flow, hidden=cfg.hidden,

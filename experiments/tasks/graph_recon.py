@@ -37,7 +37,7 @@ class GraphReconJob(Job):
         split = split if split is not None else split_edges(data.edge_index, data.num_nodes, seed=seed)
         self.split = split.to(self.device)
         self.x = data.x.to(self.device) if data.x is not None else None
-        self.manifold = make_manifold(cfg.model)
+        self.manifold = make_manifold(cfg.model, dim=cfg.latent_dim)
         self.model = GraphVAE(self.manifold, None if data.x is None else data.x.size(1), cfg.latent_dim,
                               num_nodes=data.num_nodes, hidden=cfg.hidden,
                               flow=None if cfg.flow == "none" else cfg.flow, flow_layers=cfg.flow_layers,

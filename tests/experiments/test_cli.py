@@ -101,7 +101,7 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path: Path, args, s
     (["density", "--flow", "realnvp3000"], "unknown flow 'realnvp3000'"),
     (["density", "--epochs", "0"], "expected a positive int"),
     (["graph-gen", "--flow", "none"], "graph-gen needs a flow prior"),
-    (["graph-recon", "--model", "spherical"], "invalid choice: 'spherical'"),
+    (["graph-recon", "--model", "cubical"], "--model must be one of euclidean, hyperbolic, spherical, poincare"),
     (["graph-recon", "--epoch", "3"], "unrecognized arguments: --epoch"),  # no prefixes of options
     (["density", "--lr", "inf"], "expected a positive finite float"),
     (["graph-recon", "--latent-dim", "1", "--flow", "whc"], "needs dimension n >= 2"),
