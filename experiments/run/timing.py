@@ -24,7 +24,14 @@ class Case:
 
 
 def quartiles(ts: list[float]) -> tuple[float, float, float]:
-    """``(first quartile, median, third quartile)`` of ``ts``."""
+    """``(first quartile, median, third quartile)`` of ``ts`` (one time: that time three times, e.g. ``--epochs 1``).
+
+    Example:
+        >>> quartiles([2.0])
+        (2.0, 2.0, 2.0)
+    """
+    if len(ts) == 1:
+        return ts[0], ts[0], ts[0]
     q = statistics.quantiles(ts, n=4, method="inclusive")
     return q[0], statistics.median(ts), q[2]
 
