@@ -595,15 +595,6 @@ _SOURCES["earth"] = "https://github.com/oxcsml/riemannian-score-sde (folder data
 EARTH_SPLIT = (0.8, 0.1, 0.1)
 
 
-def sha256(path: Path) -> str:
-    """The hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def latlon_to_xyz(latlon: Tensor) -> Tensor:
     """Degrees ``(latitude θ, longitude λ)`` -> the unit sphere S² ⊂ ℝ³, ``(cos θ cos λ, cos θ sin λ, sin θ)``
     (``z`` = north).
@@ -651,7 +642,7 @@ def load_earth(name: str, root: Path | str | None = None, *, verify: bool = True
         raise ValueError(f"unknown earth dataset {name!r}; choose from {', '.join(EARTH_DATASETS)}")
     file, count, digest = EARTH_FILES[name]
     path = _need(None if root is None else Path(root), f"earth/{file}", name)
-    if verify and (got := sha256(path)) != digest:
+    if verify and (got := sha256_of(path)) != digest:
         raise _earth_damaged(path, f"sha256 {got[:12]}… differs from the staged file's {digest[:12]}…", verify)
     rows: list[tuple[float, float]] = []
     try:
