@@ -161,8 +161,9 @@ class MobiusHalf(CouplingHalf):
 
 
 class AngleConditioner(nn.Module):
-    r"""A conditioner of angles: ``θ ↦ net([cos θ, sin θ], context)``, so its output is ``2π``-periodic in each
-    angle (continuous across ``±π``).
+    r"""A conditioner of angles: ``θ ↦ net([cos kθ, sin kθ]_{k=1…H}, context)``, so its output is ``2π``-periodic in
+    each angle (continuous across ``±π``). ``H = harmonics`` (default 1: ``[cos θ, sin θ]``); more harmonics let a
+    small network resolve narrow features in the angle (Fourier features), the net then takes ``2H`` inputs per angle.
 
     Example:
         >>> from flows.conditioners import MLPConditioner
@@ -171,14 +172,23 @@ class AngleConditioner(nn.Module):
         >>> out = net(t)
         >>> torch.allclose(out[0], out[1], atol=1e-6)
         True
+        >>> AngleConditioner(MLPConditioner(8, 3), harmonics=4)(t).shape
+        torch.Size([2, 3])
     """
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, harmonics: int = 1) -> None:
         super().__init__()
+        if int(harmonics) != harmonics or harmonics < 1:
+            raise ValueError(f"harmonics must be a positive integer; got {harmonics}")
         self.net = net
+        self.harmonics = int(harmonics)
 
     def forward(self, theta: Tensor, context: Optional[Tensor] = None) -> Tensor:
-        return self.net(torch.cat([torch.cos(theta), torch.sin(theta)], dim=-1), context)
+        if self.harmonics == 1:
+            return self.net(torch.cat([torch.cos(theta), torch.sin(theta)], dim=-1), context)
+        k = torch.arange(1, self.harmonics + 1, dtype=theta.dtype, device=theta.device)
+        kt = (theta.unsqueeze(-1) * k).flatten(-2)
+        return self.net(torch.cat([torch.cos(kt), torch.sin(kt)], dim=-1), context)
 
 
 class CircleTransform(Transform):

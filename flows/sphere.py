@@ -48,7 +48,7 @@ from .transform import Compose, Transform
 
 Tensor = torch.Tensor
 
-__all__ = ["SphereSplineCoupling", "cylindrical", "from_cylindrical", "on_sphere", "random_rotation",
+__all__ = ["HeightConditioner", "SphereSplineCoupling", "cylindrical", "from_cylindrical", "on_sphere", "random_rotation",
            "rotation_matrix"]
 
 
@@ -96,6 +96,33 @@ def on_sphere(manifold: ManifoldOps) -> Optional[str]:
     return "it acts on the sphere S² (a compact manifold of positive curvature, points in ℝ³, e.g. Sphere(2))"
 
 
+class HeightConditioner(nn.Module):
+    r"""A conditioner of the height ``z ∈ [-1, 1]``: ``z ↦ net([T_1(z), …, T_H(z)], context)`` with ``T_k`` the
+    Chebyshev polynomials (``T_k(cos ϑ) = cos kϑ``: the harmonics of the polar angle ``ϑ``, as
+    :class:`~flows.circular.AngleConditioner`'s are of the azimuth, and polynomials, so smooth at the poles).
+    ``H = 1`` feeds ``z`` itself.
+
+    Example:
+        >>> from flows.conditioners import MLPConditioner
+        >>> net = HeightConditioner(MLPConditioner(3, 2), harmonics=3)
+        >>> net(torch.tensor([[0.5], [-1.0]])).shape
+        torch.Size([2, 2])
+    """
+
+    def __init__(self, net: nn.Module, harmonics: int = 1) -> None:
+        super().__init__()
+        if int(harmonics) != harmonics or harmonics < 1:
+            raise ValueError(f"harmonics must be a positive integer; got {harmonics}")
+        self.net = net
+        self.harmonics = int(harmonics)
+
+    def forward(self, z: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        t = [torch.ones_like(z), z]  # T_0, T_1; T_{k+1} = 2 z T_k - T_{k-1}
+        for _ in range(self.harmonics - 1):
+            t.append(2 * z * t[-1] - t[-2])
+        return self.net(torch.cat(t[1:], dim=-1), context)
+
+
 class SphereSplineCoupling(Transform):
     r"""One cylindrical coupling layer on S² (module docstring): with ``(z, φ)`` the cylindrical coordinates of
     ``R x``,
@@ -114,6 +141,9 @@ class SphereSplineCoupling(Transform):
         parity: 0 or 1 (above).
         conditioner, hidden, context_features: the conditioner ``b`` (:func:`~flows.conditioners.make_conditioner`).
         bins: ``K`` of both splines.
+        harmonics: ``H``: the conditioner sees ``cos kφ, sin kφ`` (:class:`~flows.circular.AngleConditioner`) or
+            the Chebyshev ``T_k(z)`` (:class:`HeightConditioner`), ``k = 1 … H``; 1 (default): ``cos φ, sin φ`` or
+            ``z``. More harmonics resolve narrower features with the same network.
         rotation: the rotation vector of ``R`` (:func:`rotation_matrix`), a buffer saved with the state dict; zero
             (``R = I``) by default.
 
@@ -128,7 +158,7 @@ class SphereSplineCoupling(Transform):
 
     def __init__(self, manifold: ManifoldOps, parity: int = 0, conditioner: str = "mlp",
                  hidden: int = DEFAULT_HIDDEN, context_features: int = 0, bins: int = SPLINE_BINS,
-                 rotation: Optional[Tensor] = None) -> None:
+                 rotation: Optional[Tensor] = None, harmonics: int = 1) -> None:
         require(on_sphere, manifold, type(self).__name__, "On Tⁿ use 'circular-spline' or 'mobius'")
         super().__init__(manifold)
         if parity not in (0, 1):
@@ -138,8 +168,9 @@ class SphereSplineCoupling(Transform):
         self.angle = CircularSplineHalf(bins)
         free, conditioned = (self.height, self.angle) if parity == 0 else (self.angle, self.height)
         self.free = nn.Parameter(torch.randn(free.n_params) * OUTPUT_INIT_SCALE)
-        net = make_conditioner(conditioner, 1 if parity == 0 else 2, conditioned.n_params, hidden, context_features)
-        self.net = net if parity == 0 else AngleConditioner(net)
+        net = make_conditioner(conditioner, harmonics if parity == 0 else 2 * harmonics, conditioned.n_params, hidden,
+                               context_features)
+        self.net = HeightConditioner(net, harmonics) if parity == 0 else AngleConditioner(net, harmonics)
         if rotation is None:
             rotation = torch.zeros(3)
         if rotation.shape != (3,):

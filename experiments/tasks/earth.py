@@ -96,6 +96,8 @@ class EarthConfig:
     layers: int = option(8, "sphere-spline coupling layers", type=int)
     bins: int = option(16, "sphere-spline bins per spline", type=int)
     hidden: int = option(128, "width of the sphere-spline conditioners", type=int)
+    harmonics: int = option(1, "sphere-spline conditioners see the harmonics 1..H of each coordinate (cos kφ, sin kφ; "
+                            "Chebyshev T_k(z)); 1: cos φ, sin φ or z", type=int)
     eval_every: int = option(0, "steps between validation NLLs, for model selection and early stopping (0: per "
                              "model, EVAL_EVERY)", type=int)
     patience: int = option(8, "stop after this many validation NLLs without improvement (0: never)", type=int)
@@ -110,7 +112,7 @@ class EarthConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
-        for name in ("seeds", "layers", "bins", "hidden"):
+        for name in ("seeds", "layers", "bins", "hidden", "harmonics"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("steps", "batch", "patience", "eval_every"):
@@ -123,7 +125,8 @@ class EarthConfig:
 def make_model(name: str, M: Sphere, args: EarthConfig) -> flows.Flow:
     """The flow ``name`` on ``M`` from the uniform distribution (``forward`` = base -> data)."""
     if name == "sphere-spline":
-        f = flows.build("sphere-spline", M, 2, layers=args.layers, bins=args.bins, hidden=args.hidden)
+        f = flows.build("sphere-spline", M, 2, layers=args.layers, bins=args.bins, hidden=args.hidden,
+                        harmonics=args.harmonics)
     elif name == "rfm":
         f = flows.build("rfm", M, 2, hidden=RFM_HIDDEN, layers=RFM_LAYERS, rtol=RFM_TOL, atol=RFM_TOL)
     else:
