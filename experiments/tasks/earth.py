@@ -53,6 +53,11 @@ SCHEDULE: dict[str, dict[str, tuple[int, int]]] = {
 #: improved on the uniform start, 1e-3 reached val -3.10 at step 600, still improving)
 LR = {"sphere-spline": 1e-3, "rfm": 5e-3}
 EVAL_EVERY = {"sphere-spline": 50, "rfm": 200}
+#: per model: the dtype of parameters and events. sphere-spline trains in float64: its cylindrical chart resolves
+#: heights near a layer's poles to float32's 6e-8 (an angle of 3.5e-4 rad), and a sharp fit (volcano, 8 harmonics,
+#: seed 0, step 135) put a training event there: the height rounded past 1 and the gradient of ``√(1 - z²)`` was NaN.
+#: In float64 that radius is 1.5e-8 rad, and a step costs about the same on the CPU (0.1 s full batch on volcano).
+DTYPE = {"sphere-spline": torch.float64, "rfm": torch.float32}
 #: ``--quick``: this many steps (a smoke run)
 QUICK_STEPS = 20
 #: rfm's vector field (flows.build's ``hidden`` and ``layers``) and its ODE tolerance for the log-likelihood
@@ -157,14 +162,14 @@ def train(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: Earth
     model."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1)
-    q = make_model(model, M, args)
-    train_x, val_x, test_x = (t.float() for t in (split.train, split.val, split.test))
+    q = make_model(model, M, args).to(DTYPE[model])
+    train_x, val_x, test_x = (t.to(DTYPE[model]) for t in (split.train, split.val, split.test))
     steps, batch, lr, eval_every = schedule(model, dataset, args)
     batch = len(train_x) if batch == 0 or batch > len(train_x) else batch
     opt = torch.optim.Adam(q.transform.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     best = (nll(q, val_x), 0, copy.deepcopy(q.transform.state_dict()))
-    since, train_s, ran, curve = 0, 0.0, 0, [(0, best[0])]
+    since, train_s, ran, curve, stopped = 0, 0.0, 0, [(0, best[0])], None
     bar = trange(steps, desc=f"{dataset} {model} seed {seed}", leave=False, disable=args.no_progress)
     for i in bar:
         t0 = time.perf_counter()
@@ -185,6 +190,10 @@ def train(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: Earth
             else:
                 since += 1
             bar.set_postfix(val=f"{v:.3f}", best=f"{best[0]:.3f}")
+            if not math.isfinite(v):  # the parameters are no longer usable: keep the best and say so
+                stopped = f"non-finite validation NLL at step {ran}; the best parameters (step {best[1]}) are kept"
+                print(f"earth: {dataset} {model} seed {seed}: {stopped}", file=sys.stderr, flush=True)
+                break
             if args.patience and since >= args.patience:
                 break
     q.transform.load_state_dict(best[2])
@@ -192,7 +201,7 @@ def train(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: Earth
     test = nll(q, test_x)
     return {"seed": seed, "test_nll": test, "val_nll": best[0], "best_step": best[1], "steps_run": ran,
             "steps": steps, "batch": batch, "lr": lr, "train_s": train_s, "eval_s": time.perf_counter() - t0,
-            "params": sum(p.numel() for p in q.transform.parameters()), "val_curve": curve}, q
+            "params": sum(p.numel() for p in q.transform.parameters()), "stopped": stopped, "val_curve": curve}, q
 
 
 def density_map(q: flows.Flow, shape: tuple[int, int] = MAP_SHAPE) -> np.ndarray:
@@ -202,7 +211,8 @@ def density_map(q: flows.Flow, shape: tuple[int, int] = MAP_SHAPE) -> np.ndarray
     lon = -180 + (torch.arange(cols) + 0.5) * 360 / cols
     grid = torch.cartesian_prod(lat, lon)
     with torch.no_grad():
-        return q.log_prob(ds.latlon_to_xyz(grid).float()).reshape(rows, cols).double().numpy()
+        dtype = next(q.transform.parameters()).dtype
+        return q.log_prob(ds.latlon_to_xyz(grid).to(dtype)).reshape(rows, cols).double().numpy()
 
 
 def plot_maps(panels: list[tuple[str, str, np.ndarray, torch.Tensor]], path: Path) -> None:

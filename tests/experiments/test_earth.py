@@ -116,12 +116,32 @@ def test_kept_model_is_the_best_on_validation_and_normalised():
     split = ds.split_earth(x, 0)
     args = earth.EarthConfig(steps=60, eval_every=10, layers=2, bins=4, hidden=16, lr=1e-2, no_progress=True)
     rec, q = earth.train("sphere-spline", "volcano", split, 0, args, Sphere(2))
-    assert abs(earth.nll(q, split.val.float()) - rec["val_nll"]) < 1e-9
+    assert abs(earth.nll(q, split.val.to(earth.DTYPE["sphere-spline"])) - rec["val_nll"]) < 1e-9
     assert rec["val_nll"] < earth.UNIFORM_NLL and rec["best_step"] > 0 and math.isfinite(rec["test_nll"])
     logq = earth.density_map(q, (360, 720))
     lat = np.deg2rad(90 - (np.arange(360) + 0.5) * 0.5)
     cell = np.deg2rad(0.5) ** 2 * np.cos(lat)[:, None]  # area of a 0.5° cell
     assert abs(float((np.exp(logq) * cell).sum()) - 1) < 2e-3
+
+
+def test_a_non_finite_validation_stops_the_run_and_keeps_the_best(monkeypatch, capsys):
+    """Parameters that score NaN are not trained on: the run stops at that evaluation, says so, and the kept
+    model is the last finite best."""
+    x = ds.latlon_to_xyz(torch.tensor([[float(a), float(b)] for a, b in
+                                       (s.split(",") for s in _events(200))], dtype=torch.float64))
+    split = ds.split_earth(x, 0)
+    calls, real = [], earth.nll
+
+    def nll(q, pts):  # the third validation (step 20) is NaN
+        calls.append(1)
+        return math.nan if len(calls) == 3 else real(q, pts)
+
+    monkeypatch.setattr(earth, "nll", nll)
+    args = earth.EarthConfig(steps=60, eval_every=10, layers=2, bins=4, hidden=16, lr=1e-2, no_progress=True)
+    rec, q = earth.train("sphere-spline", "volcano", split, 0, args, Sphere(2))
+    assert rec["steps_run"] == 20 and rec["best_step"] == 10 and math.isfinite(rec["test_nll"])
+    assert "non-finite validation NLL at step 20" in rec["stopped"]
+    assert "non-finite" in capsys.readouterr().err
 
 
 def test_earth_runs_end_to_end_and_writes_its_outputs(tmp_path, capsys):
