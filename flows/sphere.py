@@ -14,9 +14,12 @@ each layer ``i ≥ 1`` by a fixed rotation (``f_i = Rᵢᵀ ∘ C_i ∘ Rᵢ``, 
 ordinary points of the others. Registered as ``"sphere-spline"`` for every manifold that declares itself compact
 with positive curvature (:func:`on_sphere`), in dimension 2 (Sⁿ for ``n > 2`` is refused).
 
-Points within ``~1e-8`` (float64) of a layer's poles lose accuracy: ``z`` there is ``1`` to working precision, so
-the spline of the height sees no difference between them (the map stays a bijection of the representable points
-away from the poles, and the poles map to themselves).
+Points within ``~1e-8`` rad (float64) or ``~3.5e-4`` rad (float32) of a layer's poles lose accuracy: ``z`` there is
+``1`` to working precision, so the spline of the height sees no difference between them (the map stays a bijection
+of the representable points away from the poles, and the poles map to themselves), and the gradient of
+``√(1 - z²)`` with respect to the parameters is not finite there. A sharp density fitted in float32 can put training
+points inside that radius (it happened on the volcano catalogue); train such models in float64 (``.double()``),
+which costs about the same on a CPU.
 
 Example:
     >>> import torch
