@@ -100,3 +100,14 @@ DATA_SHA256: dict[str, str] = {
     "mnist_t10k/t10k-labels-idx1-ubyte.gz":
         "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
+
+#: ``graph-recon --model embedding`` (Nickel & Kiela's ranking loss, geoopt's RiemannianAdam, full batch): the
+#: learning rate, and a burn-in of ``EMBEDDING_BURN_IN_EPOCHS`` epochs at ``lr · EMBEDDING_BURN_IN_LR_FACTOR``
+#: (Nickel & Kiela 2017, §3: 10 epochs at lr/10, for a better angular layout before the points move outwards).
+#: Chosen on the validation edges of seed 0 of ``taxonomy-3`` (the main job's graph), 1000 epochs, Poincaré ball
+#: R = 1, K = 10: PROBE_RESULTS
+EMBEDDING_LR: float = 3e-2
+#: The embedding's curvature radius (``k = R²``, fixed): Nickel & Kiela's unit ball.
+EMBEDDING_RADIUS: float = 1.0
+EMBEDDING_BURN_IN_EPOCHS: int = 10
+EMBEDDING_BURN_IN_LR_FACTOR: float = 0.1
