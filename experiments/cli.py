@@ -99,9 +99,10 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str, d: dict[str, Any]
     p.add_argument("--seeds", type=positive(), default=d["seeds"],
                    help="number of seeded runs (seeds --seed, --seed+1, ...)")
     add_argument(p, "seed", d["seed"], COMMON["seed"])
+    embedding = RunConfig.defaults(command, EMBEDDING)  # --model embedding's own defaults (graph-recon)
     p.add_argument("--lr", type=positive(float), default=None,
                    help=f"learning rate of Adam (default: {d['lr']}" + (
-                       f"; of RiemannianAdam with --model embedding, default {RunConfig.defaults(command, EMBEDDING)['lr']}"
+                       f"; of RiemannianAdam with --model embedding, default {embedding['lr']}"
                        if command == "graph-recon" else "") + ")")
     p.add_argument("--hidden", type=positive(), default=d["hidden"],
                    help="encoder/decoder width (default: 200 for bdp and digits, 600 for mnist; GCN 16 for "
@@ -167,9 +168,10 @@ def _add_graph_recon_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> Non
                         "the selected β, from {0, 0.1, 1, 3} for Table 3 and {0, 0.1, 1} for the latent table")
     p.add_argument("--final-radius", type=positive(float), default=None, metavar="R",
                    help="curvature radius after the warm-up R = 11 → R (k = R², curvature -1/R²; default "
-                        f"{d['final_radius']:g}, the paper's); a smaller R gives the hyperbolic latents more room for a "
-                        "deep hierarchy. --model embedding: its fixed radius (no warm-up; default "
-                        f"{RunConfig.defaults('graph-recon', EMBEDDING)['final_radius']:g}, Nickel & Kiela's unit ball)")
+                        f"{d['final_radius']:g}, the paper's); a smaller R gives the hyperbolic latents more room "
+                        "for a deep hierarchy. --model embedding: its fixed radius (no warm-up; default "
+                        f"{RunConfig.defaults('graph-recon', EMBEDDING)['final_radius']:g}, Nickel & Kiela's unit "
+                        "ball)")
     p.add_argument("--decoder", default=d["decoder"], choices=("inner", "distance"),
                    help="edge decoder: inner product of tangent vectors (the paper's Table 3) or the "
                         "Fermi–Dirac distance decoder (the reference's flow scripts)")

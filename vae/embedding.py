@@ -2,8 +2,8 @@ r"""Hyperbolic embeddings of a graph's nodes trained by a ranking loss (Nickel &
 for learning hierarchical representations"; 2018, the Lorentz model): the classic baseline of the graph VAEs.
 
 One point ``z_u`` per node on a hyperbolic manifold (any :class:`~manifolds.base.ManifoldOps` with ``dist``: the
-Poincaré ball or the hyperboloid), a ``geoopt.ManifoldParameter`` trained with ``geoopt.optim.RiemannianAdam``. For each
-training edge ``(u, v)``, in both directions, and ``K`` negatives ``v'_1..v'_K`` drawn uniformly among the nodes
+Poincaré ball or the hyperboloid), a ``geoopt.ManifoldParameter`` trained with ``geoopt.optim.RiemannianAdam``. For
+each training edge ``(u, v)``, in both directions, and ``K`` negatives ``v'_1..v'_K`` drawn uniformly among the nodes
 other than ``u`` (Nickel & Kiela 2017, eq. 6):
 
 .. math::

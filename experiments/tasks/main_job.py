@@ -125,10 +125,10 @@ def _table(rows: list[dict[str, Any]], ceiling: float, out: Path, wall: float) -
                  "distortion: mean relative error of latent vs graph distances after the best scaling (0 = "
                  "isometric); Spearman: rank correlation of a node's depth and its latent's distance from the origin "
                  f"(ceiling {ceiling:.3f}: radii sorted exactly by depth; depths tie, 2/3 of the nodes are leaves).")
-    lines.append(f"{paper_name(EMBEDDING, 'none')}: the classic baseline, Nickel & Kiela's Poincaré embedding (a free point "
-                 "per node, ranking loss over the training edges and sampled non-edges): no encoder, so its test AUC/AP "
-                 "say how well the training edges alone place a held-out edge's two ends; its Spearman, how well the "
-                 "ranking loss alone orders depth by radius.")
+    lines.append(f"{paper_name(EMBEDDING, 'none')}: the classic baseline, Nickel & Kiela's Poincaré embedding (a free "
+                 "point per node, ranking loss over the training edges and sampled non-edges): no encoder, so its test "
+                 "AUC/AP say how well the training edges alone place a held-out edge's two ends; its Spearman, how "
+                 "well the ranking loss alone orders depth by radius.")
     lines.append(f"Poincaré-disk plot: {out / 'latents_poincare.png'}; results: {out}/*/results.json; "
                  f"total {wall:.0f} s")
     return "\n".join(lines)
