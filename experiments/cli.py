@@ -4,7 +4,8 @@ Commands:
   density      VAE density estimation (Tables 1-2): test log-likelihood by IWAE
   graph-recon  graph VAE link prediction (Table 3): test ROC-AUC and average precision
   graph-gen    two-stage graph generation (Table 4, Figure 5): validity accuracy, triangles, clustering, MMDs
-  main         the README's main job: graph-recon on the embedded hierarchical graph, N-VAE vs H-VAE vs WHC
+  main         the README's main job: graph-recon on the embedded hierarchical graph, N-VAE vs H-VAE vs WHC vs
+               the classic Poincaré embedding
   reproduce    the paper's tables at the paper's settings, 5 seeds each; writes RESULTS.md
   hdensity     density estimation on H^n against exact targets: flow matching (RFM), CNF, WHC, TC
   earth        density estimation on S^2 on earth events (volcano, earthquake, flood, fire): test NLL, maps
@@ -31,7 +32,8 @@ from experiments.bench.graph import BenchGraphConfig
 from experiments.bench.graph import __doc__ as BENCH_GRAPH_DOC
 from experiments.bench.graph import run as run_bench_graph
 from experiments.constants import SCHEDULES
-from experiments.models import MODELS, check_model, make_manifold, model_latent_dim
+from experiments.models import (EMBEDDING, EMBEDDING_MANIFOLDS, MODELS, check_model, make_manifold,
+                                model_latent_dim)
 from experiments.paper.reproduce import ReproduceConfig, run_reproduce
 from experiments.run import distributed as D
 from experiments.run.allocator import keep_freed_memory
@@ -79,8 +81,13 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str, d: dict[str, Any]
                         "H^n with the paper's curvature warm-up R = 11 -> 2); poincare (the Poincare ball, the same "
                         "warm-up); spherical (S^n, von Mises-Fisher posterior, uniform prior); product:SPEC (e.g. "
                         "product:h2,s2: a product of the factors' posteriors and priors; --latent-dim is its "
-                        "dimension)")
-    p.add_argument("--flow", default=d["flow"], help=_flow_help())
+                        "dimension)" + ("; embedding (graph-recon only: no VAE, one point per node on "
+                                        "--embedding-manifold trained by Nickel & Kiela's ranking loss with "
+                                        "RiemannianAdam, the classic baseline)" if command == "graph-recon" else ""))
+    # default None here, filled in by validate: --model embedding has its own (RunConfig.defaults(command, model))
+    p.add_argument("--flow", default=None, help=_flow_help() + f" (default: {d['flow']}" + (
+        f"; {RunConfig.defaults(command, EMBEDDING)['flow']} with --model embedding)" if command == "graph-recon"
+        else ")"))
     # default None here, filled in by validate: a product spec (--model product:h2,s2) fixes its own dimension
     p.add_argument("--latent-dim", type=positive(), default=None,
                    help="intrinsic latent dimension n (default: " + (
@@ -92,7 +99,11 @@ def _add_model_flags(p: argparse.ArgumentParser, command: str, d: dict[str, Any]
     p.add_argument("--seeds", type=positive(), default=d["seeds"],
                    help="number of seeded runs (seeds --seed, --seed+1, ...)")
     add_argument(p, "seed", d["seed"], COMMON["seed"])
-    p.add_argument("--lr", type=positive(float), default=d["lr"], help="Adam learning rate")
+    embedding = RunConfig.defaults(command, EMBEDDING)  # --model embedding's own defaults (graph-recon)
+    p.add_argument("--lr", type=positive(float), default=None,
+                   help=f"learning rate of Adam (default: {d['lr']}" + (
+                       f"; of RiemannianAdam with --model embedding, default {embedding['lr']}"
+                       if command == "graph-recon" else "") + ")")
     p.add_argument("--hidden", type=positive(), default=d["hidden"],
                    help="encoder/decoder width (default: 200 for bdp and digits, 600 for mnist; GCN 16 for "
                         "graph-recon; GAT 32 for graph-gen)")
@@ -155,9 +166,12 @@ def _add_graph_recon_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> Non
                    help="λ of Adam's decoupled weight decay (AdamW: every step θ ← θ - lr·λ·θ besides the Adam "
                         "update); default 0, plain Adam, the paper's. reproduce selects it on the validation edges at "
                         "the selected β, from {0, 0.1, 1, 3} for Table 3 and {0, 0.1, 1} for the latent table")
-    p.add_argument("--final-radius", type=positive(float), default=d["final_radius"], metavar="R",
-                   help="curvature radius after the warm-up R = 11 → R (k = R², curvature -1/R²; default 2, the "
-                        "paper's); a smaller R gives the hyperbolic latents more room for a deep hierarchy")
+    p.add_argument("--final-radius", type=positive(float), default=None, metavar="R",
+                   help="curvature radius after the warm-up R = 11 → R (k = R², curvature -1/R²; default "
+                        f"{d['final_radius']:g}, the paper's); a smaller R gives the hyperbolic latents more room "
+                        "for a deep hierarchy. --model embedding: its fixed radius (no warm-up; default "
+                        f"{RunConfig.defaults('graph-recon', EMBEDDING)['final_radius']:g}, Nickel & Kiela's unit "
+                        "ball)")
     p.add_argument("--decoder", default=d["decoder"], choices=("inner", "distance"),
                    help="edge decoder: inner product of tangent vectors (the paper's Table 3) or the "
                         "Fermi–Dirac distance decoder (the reference's flow scripts)")
@@ -167,6 +181,12 @@ def _add_graph_recon_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> Non
                         "nodes (exact), else that many sampled, seeded, with standard errors (map_se, distortion_se)")
     p.add_argument("--flow-conditioner", default=d["flow_conditioner"], choices=("mlp", "gcn", "gat"),
                    help="coupling networks: per-node MLPs (the reference code's 'Linear' layers) or graph networks")
+    p.add_argument("--embedding-manifold", default=d["embedding_manifold"], choices=tuple(EMBEDDING_MANIFOLDS),
+                   help="--model embedding: the points' manifold, the Poincaré ball (Nickel & Kiela 2017) or the "
+                        "hyperboloid (2018), at curvature radius --final-radius (fixed, no warm-up)")
+    p.add_argument("--negatives", type=positive(), default=d["negatives"], metavar="K",
+                   help="--model embedding: negatives per training edge in the ranking loss, drawn uniformly among "
+                        "the other nodes on the device (a drawn neighbour is kept)")
 
 
 def _add_graph_gen_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
@@ -276,9 +296,18 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunCo
     """Check option combinations and turn them into the run's :class:`~experiments.run.config.RunConfig`."""
 
     command = args.command
+    defaults = RunConfig.defaults(command, args.model)
+    for name in ("flow", "lr", "final_radius"):  # left out: the command's default, or the model's (embedding)
+        if getattr(args, name, "") is None:
+            setattr(args, name, defaults[name])
     fixed_dim = model_latent_dim(args.model)
     if args.latent_dim is None:  # a product spec fixes the dimension; else the command's default
-        args.latent_dim = fixed_dim if fixed_dim is not None else RunConfig.defaults(command)["latent_dim"]
+        args.latent_dim = fixed_dim if fixed_dim is not None else defaults["latent_dim"]
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"argument --device: {args.device} asked for, but torch sees no CUDA device (torch "
+                     f"{torch.__version__}); use --device cpu")
+    if args.model == EMBEDDING:  # no VAE: RunConfig refuses, in one line, the settings that do not apply
+        return _config(args, parser)
     try:
         manifold = make_manifold(args.model, dim=args.latent_dim)
     except ValueError as err:
@@ -293,11 +322,6 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunCo
     elif command == "graph-gen":
         parser.error("argument --flow: graph-gen needs a flow prior (nc with --model euclidean, tc or whc with "
                      "--model hyperbolic)")
-    if str(args.device).startswith("cuda"):
-
-        if not torch.cuda.is_available():
-            parser.error(f"argument --device: {args.device} asked for, but torch sees no CUDA device (torch "
-                         f"{torch.__version__}); use --device cpu")
     if args.flow != "none" and args.latent_dim is not None:
         try:  # a flow that cannot exist in this dimension (a coupling on a 1-D latent) is a usage error
             flows.build(args.flow, manifold, args.latent_dim, layers=args.flow_layers, hidden=args.flow_hidden)
@@ -312,7 +336,15 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunCo
     on_cuda = str(args.device).startswith("cuda")
     if getattr(args, "cuda_graph", "auto") == "on" and not on_cuda:
         parser.error("argument --cuda-graph: on needs --device cuda (a CUDA graph is captured on a GPU)")
-    return RunConfig.from_args(args)
+    return _config(args, parser)
+
+
+def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunConfig:
+    """The :class:`RunConfig` of checked arguments; a combination it refuses is a usage error (one line)."""
+    try:
+        return RunConfig.from_args(args)
+    except ValueError as err:
+        parser.error(str(err))
 
 
 def print_summary(result: RunResult) -> None:

@@ -1,5 +1,7 @@
 """The paper's five models: their names from the command-line options ``--model`` and ``--flow``, the latent
-manifold, and :func:`paper_model` (one of them as a :class:`vae.VAE`)."""
+manifold, and :func:`paper_model` (one of them as a :class:`vae.VAE`); and ``--model embedding``, the classic
+baseline of graph-recon (:class:`vae.embedding.HyperbolicEmbedding`, on the manifold :func:`embedding_manifold`
+makes)."""
 
 from __future__ import annotations
 
@@ -9,12 +11,17 @@ from vae.constants import FLOW_HIDDEN, FLOW_LAYERS, WARMUP_START_RADIUS
 
 #: the ``--model`` names; besides them ``product:<spec>`` (a :func:`manifolds.parse_product` spec, e.g.
 #: ``product:h2,s2``): :func:`check_model` accepts both
-MODELS = ("euclidean", "hyperbolic", "spherical", "poincare")
+MODELS = ("euclidean", "hyperbolic", "spherical", "poincare", "embedding")
 PRODUCT_PREFIX = "product:"
+#: ``--model embedding``: no VAE, one point per node trained by a ranking loss (graph-recon only)
+EMBEDDING = "embedding"
+#: ``--embedding-manifold`` -> the ``--model`` name of that latent space (the Poincaré ball; the hyperboloid)
+EMBEDDING_MANIFOLDS: dict[str, str] = {"poincare": "poincare", "lorentz": "hyperbolic"}
 
 #: (model, flow) -> the paper's name
 PAPER_NAMES = {("euclidean", "none"): "N-VAE", ("hyperbolic", "none"): "H-VAE", ("euclidean", "nc"): "NC",
-               ("hyperbolic", "tc"): "TC", ("hyperbolic", "whc"): "WHC"}
+               ("hyperbolic", "tc"): "TC", ("hyperbolic", "whc"): "WHC",
+               (EMBEDDING, "none"): "Embed"}
 
 #: the paper's name -> (model, flow)
 BY_PAPER_NAME = {v: k for k, v in PAPER_NAMES.items()}
@@ -74,6 +81,9 @@ def make_manifold(model: str, *, k: float | None = None, dim: int | None = None)
     (``n = dim``); the product of ``product:<spec>`` (:func:`manifolds.parse_product`; its factors keep their
     default curvatures), whose dimension must be ``dim`` where ``dim`` is given."""
     check_model(model)
+    if model == EMBEDDING:
+        raise ValueError("--model embedding has no single latent space: its manifold is --embedding-manifold "
+                         "(experiments.models.embedding_manifold)")
     if model == "euclidean":
         return Euclidean()
     if model == "hyperbolic":
@@ -87,6 +97,19 @@ def make_manifold(model: str, *, k: float | None = None, dim: int | None = None)
         raise ValueError(f"--model {model} has dimension {product.dim} ({' + '.join(map(str, product.dims))}) but "
                          f"--latent-dim is {dim}: pass --latent-dim {product.dim} or leave it out")
     return product
+
+
+def embedding_manifold(name: str, radius: float):
+    """The manifold of ``--model embedding --embedding-manifold name`` at curvature radius ``radius`` (``k = R²``,
+    fixed: an embedding's points live on one manifold from the first step to the last, so there is no warm-up).
+
+    Example:
+        >>> embedding_manifold("lorentz", 1.0)
+        Lorentz(k=1, learnable=False) manifold
+    """
+    if name not in EMBEDDING_MANIFOLDS:
+        raise ValueError(f"--embedding-manifold must be one of {', '.join(EMBEDDING_MANIFOLDS)}; got {name!r}")
+    return make_manifold(EMBEDDING_MANIFOLDS[name], k=radius * radius)
 
 
 def paper_model(name: str, data_dim: int, latent_dim: int, *, k: float = 1.0, learnable_curvature: bool = False,

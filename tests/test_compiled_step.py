@@ -97,15 +97,28 @@ def test_train_step_reads_nothing_on_the_host_and_compiled_training_matches_eage
     no host read; ten compiled steps give the parameters of ten eager ones."""
     ei, pos = _graph()
     x = torch.randn(40, 6, dtype=F64)
-    finals = []
-    for compiled in (False, True):
+
+    def build():
         model = _graph_model("lorentz", flow)
         graph = model.prepare_graph(ei, 40)
         # fused: torch's loop Adam reads its step count with .item()
         opt = adam(model.parameters(), lr=1e-2, weight_decay=weight_decay)
+        return model, opt, lambda: model.loss(x, graph, pos)
+
+    _check_steps_compile_without_host_reads(build, host_reads)
+
+
+def _check_steps_compile_without_host_reads(build, host_reads) -> None:
+    """``build() -> (model, opt, loss)`` (``loss()`` a :class:`vae.graph.GraphLoss`), built twice: trained eagerly and
+    with the loss compiled whole, a step after the first (which compiles) reads nothing on the host, and ten compiled
+    steps give the parameters of ten eager ones."""
+    torch._dynamo.reset()  # every caller compiles the one `loss` below: a fresh cache, not a recompile per caller
+    finals = []
+    for compiled in (False, True):
+        model, opt, graph_loss = build()
 
         def loss():
-            t = model.loss(x, graph, pos)
+            t = graph_loss()
             return torch.stack([t.total, t.recon, t.kl])
 
         step = TrainStep(opt, loss, compile=compiled, backend="aot_eager")
@@ -204,3 +217,25 @@ def test_graph_generator_losses_compile_and_equal_eager():
         ctx = complete_edge_index(sizes)
         log_prob = torch.compile(prior.log_prob_on, dynamic=True, backend="aot_eager")
         torch.testing.assert_close(log_prob(z, ctx), prior.log_prob(z, sizes), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["poincare", "lorentz"])
+def test_embedding_step_reads_nothing_on_the_host_and_compiled_training_matches_eager(kind, host_reads):
+    """``graph-recon --model embedding``: the ranking loss (negatives drawn on the device), its backward and a
+    RiemannianAdam step make no host read; the loss compiles whole, and ten compiled steps give the points of ten eager
+    ones."""
+    import geoopt
+
+    from manifolds import PoincareBall
+    from vae.embedding import HyperbolicEmbedding
+
+    ei, _ = _graph()
+
+    def build():
+        torch.manual_seed(0)
+        manifold = PoincareBall(1.0) if kind == "poincare" else Lorentz(1.0)
+        model = HyperbolicEmbedding(manifold, 40, latent_dim=3).double()
+        graph = model.prepare_graph(ei, 40)
+        return model, geoopt.optim.RiemannianAdam(model.parameters(), lr=1e-2), lambda: model.loss(None, graph)
+
+    _check_steps_compile_without_host_reads(build, host_reads)

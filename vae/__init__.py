@@ -5,6 +5,8 @@
   :func:`evaluate_log_likelihood` are the objectives of MATH.md §5; :class:`CurvatureSchedule` is the fixed /
   learnable / warm-up curvature.
 * :mod:`vae.graph` — graph VAE for link prediction (paper §4.2).
+* :mod:`vae.embedding` — :class:`HyperbolicEmbedding`, the classic baseline: a point per node on the Poincaré ball
+  or the hyperboloid trained by Nickel & Kiela's ranking loss (geoopt's RiemannianAdam).
 * :mod:`vae.generation` and :mod:`vae.graph_metrics` — two-stage graph generator and its metrics (§4.3).
 
 Example:
@@ -25,6 +27,7 @@ from .model import VAE, ELBOTerms, bound_tangent
 from .objectives import elbo, evaluate_log_likelihood, iwae_bound
 from .graph import (EdgeDecoder, EdgeSplit, FermiDiracDecoder, GraphVAE, InnerProductDecoder, MessageGraph, NonEdgeSampler,
                     prepare_edge_index, split_edges)
+from .embedding import HyperbolicEmbedding
 
 # the graph generator and its metrics need networkx (the [graph] extra): imported on first use, so that
 # `import vae` works with the core requirements
@@ -55,6 +58,7 @@ __all__ = [
     "GaussianLikelihood",
     "constants",
     "GraphVAE",
+    "HyperbolicEmbedding",
     "EdgeSplit",
     "split_edges",
     "prepare_edge_index",

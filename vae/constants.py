@@ -88,3 +88,10 @@ HIERARCHY_EXACT_MAX_NODES: int = 5_000
 HIERARCHY_SOURCES: int = 64
 #: Node pairs per call of ``manifold.dist`` (its float64 temporaries: ~90 MB at 16 latent dimensions).
 HIERARCHY_DIST_CHUNK: int = 65_536
+
+# -- hyperbolic embeddings (vae/embedding.py; Nickel & Kiela 2017) ------------------------------------------------
+#: Negatives per directed training edge in the ranking loss (Nickel & Kiela 2017 use 10 in their experiments).
+EMBEDDING_NEGATIVES: int = 10
+#: Initial tangent coordinates at the origin uniform in ``[-s, s]`` (Nickel & Kiela 2017, §3: "uniformly from the
+#: interval (-0.001, 0.001)"): every node starts near the origin, so early steps only separate them.
+EMBEDDING_INIT_SCALE: float = 1e-3

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from experiments.constants import SCHEDULES
-from vae.constants import NODE_INPUTS, SAMPLERS
+from experiments.constants import EMBEDDING_LR, EMBEDDING_RADIUS, SCHEDULES
+from experiments.models import EMBEDDING, EMBEDDING_MANIFOLDS
+from vae.constants import EMBEDDING_NEGATIVES, NODE_INPUTS, SAMPLERS
 
 COMMANDS = ("density", "graph-recon", "graph-gen")
 
@@ -26,12 +27,28 @@ COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
     "graph-gen": {"dataset": "trees", "epochs": 100, "lr": 1e-2, "latent_dim": 2, "hidden": 32, "batch_size": 16},
 }
 
+#: per ``--model``, the graph-recon defaults that differ from the command's (applied where ``model`` is given:
+#: :meth:`RunConfig.for_command`, and the command line's ``--flow`` / ``--lr`` / ``--final-radius`` when left out)
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {EMBEDDING: {"flow": "none", "lr": EMBEDDING_LR,
+                                                         "final_radius": EMBEDDING_RADIUS}}
+
 #: the settings that define a run (model, data, training); ``--resume`` refuses to continue a run made with others.
 #: Not among them: ``seeds`` (a resumed run may add seeds), and what changes speed or output only (device,
 #: threads, compile, progress, checkpoint interval, paths).
 RUN_DEFINING = ("command", "dataset", "model", "flow", "latent_dim", "epochs", "lr", "hidden", "flow_layers",
                 "flow_hidden", "flow_conditioner", "kl_weight", "weight_decay", "decoder", "final_radius", "batch_size", "iwae_samples", "eval_batch",
-                "num_generate", "node_input", "schedule", "sampler", "seed")
+                "num_generate", "node_input", "schedule", "sampler", "embedding_manifold", "negatives", "seed")
+
+#: the settings of a graph VAE that ``--model embedding`` has no use for (it has no encoder, posterior, flow or
+#: decoder), with why; set to anything but their defaults they are refused
+VAE_ONLY: dict[str, str] = {
+    "flow": "an embedding has no posterior to transform (use --flow none)",
+    "hidden": "an embedding has no encoder", "flow_layers": "an embedding has no flow",
+    "flow_hidden": "an embedding has no flow", "flow_conditioner": "an embedding has no flow",
+    "kl_weight": "an embedding has no KL term", "decoder": "an embedding scores an edge by -distance",
+    "weight_decay": "RiemannianAdam's weight decay is Euclidean, meaningless on the manifold"}
+#: the settings of ``--model embedding`` only, refused with another model
+EMBEDDING_ONLY = ("embedding_manifold", "negatives")
 
 _PATHS = ("data_root", "out", "csv")
 
@@ -73,6 +90,8 @@ class RunConfig:
     node_input: str = "structural"  # graph-gen: encoder input "structural" | "adjacency" | "both" (vae.constants)
     schedule: str = "paper"  # graph-gen: "paper" (E + E epochs at lr, k = 1) | "reference" (E/2 at lr, E at lr/10, k = 4)
     sampler: str = "bernoulli"  # graph-gen: edges "bernoulli" (the paper's) | "spanning-tree" | "max-spanning-tree"
+    embedding_manifold: str = "poincare"  # graph-recon --model embedding: "poincare" | "lorentz" (its points' manifold)
+    negatives: int = EMBEDDING_NEGATIVES  # graph-recon --model embedding: K negatives per edge of the ranking loss
     seed: int = 0
     seeds: int = 1
     # how it runs (speed and output only)
@@ -101,26 +120,57 @@ class RunConfig:
                                  f"line: --{name.replace('_', '-')} {'|'.join(allowed)})")
         if self.cuda_graph not in ("auto", "on", "off"):
             raise ValueError(f"cuda_graph must be 'auto', 'on' or 'off'; got {self.cuda_graph!r}")
+        self._check_embedding()
         for name in _PATHS:  # accept str paths (JSON, callers) and store Path
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
 
+    def _check_embedding(self) -> None:
+        """Refuse, in one line, a setting that means nothing for the model: a VAE's with ``--model embedding``
+        (:data:`VAE_ONLY`), an embedding's with a VAE (:data:`EMBEDDING_ONLY`)."""
+        if self.embedding_manifold not in EMBEDDING_MANIFOLDS:
+            raise ValueError(f"embedding_manifold must be one of {', '.join(EMBEDDING_MANIFOLDS)}; got "
+                             f"{self.embedding_manifold!r} (command line: --embedding-manifold poincare|lorentz)")
+        if self.negatives < 1:
+            raise ValueError(f"negatives must be >= 1; got {self.negatives} (command line: --negatives K)")
+        defaults = RunConfig.defaults(self.command, self.model)
+        flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+        if self.model != EMBEDDING:
+            changed = [flag(n) for n in EMBEDDING_ONLY if getattr(self, n) != defaults[n]]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} only apply to --model embedding (got --model {self.model}); "
+                                 "leave them out")
+            return
+        if self.command != "graph-recon":
+            raise ValueError(f"--model embedding is a graph-recon model (node embeddings of one graph), not a "
+                             f"{self.command} model; use --model euclidean|hyperbolic|poincare|spherical")
+        for name, why in VAE_ONLY.items():
+            if getattr(self, name) != defaults[name]:
+                raise ValueError(f"{flag(name)} {getattr(self, name)} does not apply to --model embedding: {why}; "
+                                 "leave it out")
+        if self.cuda_graph == "on":
+            raise ValueError("--cuda-graph on does not apply to --model embedding: geoopt's RiemannianAdam counts "
+                             "its steps on the host, which a CUDA graph would freeze; leave it out")
+
     @classmethod
-    def defaults(cls, command: str) -> dict[str, Any]:
-        """Every setting's default for ``command`` (what the command line shows)."""
+    def defaults(cls, command: str, model: str | None = None) -> dict[str, Any]:
+        """Every setting's default for ``command`` (what the command line shows), and for ``model`` where given
+        (:data:`MODEL_DEFAULTS`)."""
         if command not in COMMANDS:
             raise ValueError(f"unknown command {command!r}; one of {', '.join(COMMANDS)}")
         base = {f.name: f.default for f in dataclasses.fields(cls)
                 if f.default is not dataclasses.MISSING}
-        return {**base, **COMMAND_DEFAULTS[command]}
+        return {**base, **COMMAND_DEFAULTS[command], **MODEL_DEFAULTS.get(model or "", {})}
 
     @classmethod
     def for_command(cls, command: str, **settings: Any) -> "RunConfig":
-        """The config of ``command`` with its defaults and ``settings`` (an unknown setting is a ``TypeError``)."""
+        """The config of ``command`` with its defaults (those of ``settings["model"]`` included:
+        :data:`MODEL_DEFAULTS`) and ``settings`` (an unknown setting is a ``TypeError``)."""
         if command not in COMMAND_DEFAULTS:
             raise ValueError(f"unknown command {command!r}; one of {', '.join(COMMANDS)}")
-        return cls(command=command, **{**COMMAND_DEFAULTS[command], **settings})
+        return cls(command=command, **{**COMMAND_DEFAULTS[command], **MODEL_DEFAULTS.get(settings.get("model", ""), {}),
+                                       **settings})
 
     @classmethod
     def from_args(cls, args: Any) -> "RunConfig":
@@ -130,8 +180,10 @@ class RunConfig:
 
     @property
     def uses_cuda_graph(self) -> bool:
-        """Whether the training step is captured in a CUDA graph (graph-recon on a CUDA device, unless ``off``)."""
-        return self.command == "graph-recon" and str(self.device).startswith("cuda") and self.cuda_graph != "off"
+        """Whether the training step is captured in a CUDA graph (graph-recon on a CUDA device, unless ``off`` or
+        ``--model embedding``, whose RiemannianAdam keeps its step count on the host)."""
+        return (self.command == "graph-recon" and str(self.device).startswith("cuda") and self.cuda_graph != "off"
+                and self.model != EMBEDDING)
 
     def defining(self) -> dict[str, Any]:
         """The :data:`RUN_DEFINING` settings, as stored."""

@@ -8,20 +8,39 @@ edges, as early stopping would do; the test edges are scored at those evaluation
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import geoopt
 import numpy as np
 import torch
 
 from experiments import plots
 from experiments.datasets import GraphData
-from experiments.models import curvature_record, make_manifold, paper_name
+from experiments.constants import EMBEDDING_BURN_IN_EPOCHS, EMBEDDING_BURN_IN_LR_FACTOR
+from experiments.models import EMBEDDING, curvature_record, embedding_manifold, make_manifold, paper_name
 from experiments.run.config import RunConfig
 from experiments.run.protocol import Job
 from experiments.run.steps import TrainStep
 from experiments.run.steps import adam
 from vae import CurvatureSchedule, EdgeSplit, GraphVAE, split_edges
+from vae.embedding import HyperbolicEmbedding
+from vae.graph import GraphLoss
 from vae.hierarchy import hierarchy_metrics
+
+
+class LinkModel(Protocol):
+    """What :class:`GraphReconJob` asks of its model (:class:`vae.GraphVAE` and
+    :class:`vae.embedding.HyperbolicEmbedding` answer it): the training graph prepared once, a training loss with its
+    fresh negatives drawn on the device, AUC/AP on node pairs, and the node latents."""
+
+    def prepare_graph(self, edge_index: torch.Tensor, num_nodes: int | None = None) -> Any: ...
+
+    def loss(self, x: torch.Tensor | None, graph: Any, pos_pairs: torch.Tensor) -> GraphLoss: ...
+
+    def evaluate(self, x: torch.Tensor | None, graph: Any, pos_pairs: torch.Tensor,
+                 neg_pairs: torch.Tensor) -> dict[str, float]: ...
+
+    def embed(self, x: torch.Tensor | None, graph: Any, sample: bool | None = None) -> torch.Tensor: ...
 
 
 class GraphReconJob(Job):
@@ -37,20 +56,30 @@ class GraphReconJob(Job):
         split = split if split is not None else split_edges(data.edge_index, data.num_nodes, seed=seed)
         self.split = split.to(self.device)
         self.x = data.x.to(self.device) if data.x is not None else None
-        self.manifold = make_manifold(cfg.model, dim=cfg.latent_dim)
-        self.model = GraphVAE(self.manifold, None if data.x is None else data.x.size(1), cfg.latent_dim,
-                              num_nodes=data.num_nodes, hidden=cfg.hidden,
-                              flow=None if cfg.flow == "none" else cfg.flow, flow_layers=cfg.flow_layers,
-                              flow_hidden=cfg.flow_hidden, flow_conditioner=cfg.flow_conditioner,
-                              decoder=cfg.decoder, kl_weight=cfg.kl_weight).to(self.device)
+        cuda_graph = cfg.uses_cuda_graph and self.device.type == "cuda"
+        self.model: LinkModel
+        if cfg.model == EMBEDDING:
+            # the classic baseline: points on a manifold of fixed curvature radius --final-radius, RiemannianAdam
+            self.manifold = embedding_manifold(cfg.embedding_manifold, cfg.final_radius)
+            self.model = HyperbolicEmbedding(self.manifold, data.num_nodes, cfg.latent_dim,
+                                             negatives=cfg.negatives).to(self.device)
+            self.opt = geoopt.optim.RiemannianAdam(self.model.parameters(), lr=cfg.lr)
+            self.schedule = CurvatureSchedule(self.manifold, "fixed")
+        else:
+            self.manifold = make_manifold(cfg.model, dim=cfg.latent_dim)
+            self.model = GraphVAE(self.manifold, None if data.x is None else data.x.size(1), cfg.latent_dim,
+                                  num_nodes=data.num_nodes, hidden=cfg.hidden,
+                                  flow=None if cfg.flow == "none" else cfg.flow, flow_layers=cfg.flow_layers,
+                                  flow_hidden=cfg.flow_hidden, flow_conditioner=cfg.flow_conditioner,
+                                  decoder=cfg.decoder, kl_weight=cfg.kl_weight).to(self.device)
+            self.opt = adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            capturable=cuda_graph)
+            # the paper's graph schedule: R = 11 -> 2 over 10 epochs, then fixed at R = 2 (--final-radius; k is never
+            # trained, so the step's autograd graph never changes and can be captured)
+            self.schedule = CurvatureSchedule(self.manifold, "warmup", after="fixed", final_radius=cfg.final_radius)
         # the graph is checked and prepared once (normalised adjacency, non-edge sampler on the device), so a
         # training step reads nothing on the host and has static shapes
         self.graph = self.model.prepare_graph(self.split.train_edge_index, data.num_nodes)
-        cuda_graph = cfg.uses_cuda_graph and self.device.type == "cuda"
-        self.opt = adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=cuda_graph)
-        # the paper's graph schedule: R = 11 -> 2 over 10 epochs, then fixed at R = 2 (--final-radius; k is never trained, so
-        # the step's autograd graph never changes and can be captured)
-        self.schedule = CurvatureSchedule(self.manifold, "warmup", after="fixed", final_radius=cfg.final_radius)
         self.step = TrainStep(self.opt, self._loss, compile=cfg.compile, cuda_graph=cuda_graph)
         self.epochs = cfg.epochs
         self.eval_every = max(1, self.epochs // 30)
@@ -64,8 +93,17 @@ class GraphReconJob(Job):
         terms = self.model.loss(self.x, self.graph, self.split.train_pos)
         return torch.stack([terms.total, terms.recon, terms.kl])
 
+    def _burn_in(self, epoch: int) -> None:
+        """The embedding's learning rate at ``epoch``: ``--lr`` times :data:`EMBEDDING_BURN_IN_LR_FACTOR` for the
+        first :data:`EMBEDDING_BURN_IN_EPOCHS` epochs (Nickel & Kiela's burn-in), then ``--lr`` (host floats only)."""
+        lr = self.cfg.lr * (EMBEDDING_BURN_IN_LR_FACTOR if epoch < EMBEDDING_BURN_IN_EPOCHS else 1.0)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         k = self.schedule.step(epoch)
+        if self.cfg.model == EMBEDDING:
+            self._burn_in(epoch)
         self.model.train()
         terms = self.step()
         rec: dict[str, Any] = {"loss": terms[0], "recon": terms[1], "kl": terms[2]}  # read later, in batches

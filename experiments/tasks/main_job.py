@@ -4,12 +4,15 @@ Graph reconstruction of the embedded is-a hierarchy (``--dataset taxonomy-3``: e
 tree of depth 5 linked to its ancestors up to 3 levels up, 364 nodes, identity features; nothing to download;
 not the full closure, whose root-to-all links pin every latent within the decoder's radius of the root and
 crowd the deep levels at one radius) with three models, N-VAE
-(ℝ²), H-VAE (H²) and WHC (H² + wrapped hyperboloid coupling), each trained by ``graph-recon``. For each it
+(ℝ²), H-VAE (H²) and WHC (H² + wrapped hyperboloid coupling), and the classic baseline, Embed (Nickel & Kiela's
+Poincaré embedding: a free point per node in the unit disk, trained by a ranking loss over the training edges and
+sampled non-edges with RiemannianAdam, ``graph-recon --model embedding``; no encoder, so a held-out edge is scored
+only by where the training edges put its two ends), each trained by ``graph-recon`` on the same splits. For each it
 reports the test AUC/AP of the held-out edges and how well the latents show the hierarchy
 (:mod:`vae.hierarchy`): the mean average precision of graph reconstruction by latent distance, the distortion
 of graph distances, and the Spearman correlation between a node's depth and its latent's distance from the
 origin (with its ceiling: the score of radii sorted exactly by depth, below 1 because depths tie). It draws the
-three latent spaces side by side (``<out>/latents_poincare.png``: the Poincaré disk for H², the plane for ℝ²,
+four latent spaces side by side (``<out>/latents_poincare.png``: the Poincaré disk for H², the plane for ℝ²,
 nodes coloured by depth, the root circled; below them each model's distance from the origin by depth, which the
 disk squeezes towards its rim) and writes ``<out>/main.json``.
 
@@ -18,7 +21,9 @@ on one seed's *validation* edges of the closure (``taxonomy``) and kept for ``ta
 epochs did no better on seed 0's validation edges): the Fermi–Dirac distance decoder (an inner product of tangent
 vectors ranks the root last: depth–radius Spearman −0.6), curvature radius R = 1 after the warm-up (with R = 2
 the deeper levels run out of room and share one radius), a GCN of width 64, β = 3, and coupling networks of
-width 32 for WHC (width 128 over-fits: validation AUC peaks at epoch ~200).
+width 32 for WHC (width 128 over-fits: validation AUC peaks at epoch ~200). The embedding keeps its own defaults
+(:data:`~experiments.run.config.MODEL_DEFAULTS`: RiemannianAdam at ``EMBEDDING_LR`` after a burn-in, unit radius;
+``--lr`` here is the VAEs' Adam learning rate) and the same epochs and seeds.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import numpy as np
 
 from experiments import datasets as ds
 from experiments import plots
-from experiments.models import paper_name
+from experiments.models import EMBEDDING, paper_name
 from experiments.run.config import RunConfig
 from experiments.run.files import atomic_write_text, check_output
 from experiments.run.options import common, option, positive
@@ -41,7 +46,7 @@ from experiments.run.result import RunResult
 from experiments.tasks import runner  # runner.run_command, looked up per call (tests replace it)
 from vae.hierarchy import depth_spearman_ceiling
 
-MAIN_MODELS = (("euclidean", "none"), ("hyperbolic", "none"), ("hyperbolic", "whc"))
+MAIN_MODELS = (("euclidean", "none"), ("hyperbolic", "none"), ("hyperbolic", "whc"), (EMBEDDING, "none"))
 #: what the main job reports per model, with the table's column titles
 MAIN_METRICS = {"auc": "test AUC", "ap": "test AP", "map": "MAP", "distortion": "distortion",
                 "depth_spearman": "Spearman"}
@@ -58,7 +63,8 @@ class MainConfig:
     :data:`MAIN_SETTINGS`)."""
 
     epochs: int = option(1000, "full-batch training epochs per model", type=positive())
-    lr: float = option(1e-2, "Adam learning rate", type=positive(float))
+    lr: float = option(1e-2, "Adam learning rate of the VAEs (the embedding keeps its own: graph-recon --model "
+                                   "embedding's default)", type=positive(float))
     seeds: int = option(1, "seeded runs per model", type=positive())
     out: Path = common("out", Path("runs/main"))
     no_progress: bool = common("no_progress", False)
@@ -67,29 +73,32 @@ class MainConfig:
         object.__setattr__(self, "out", Path(self.out))
 
     def model_config(self, model: str, flow: str) -> RunConfig:
-        """The graph-recon run of one model of the table."""
+        """The graph-recon run of one model of the table (the embedding with its own defaults: it has none of the
+        VAEs' settings, :data:`MAIN_SETTINGS`, and its own optimiser)."""
+        vae = {} if model == EMBEDDING else {"lr": self.lr, **MAIN_SETTINGS}
         return RunConfig.for_command("graph-recon", dataset=MAIN_DATASET, model=model, flow=flow, latent_dim=2,
-                                     epochs=self.epochs, seeds=self.seeds, lr=self.lr, **MAIN_SETTINGS,
+                                     epochs=self.epochs, seeds=self.seeds, **vae,
                                      out=self.out / paper_name(model, flow).lower(), csv=self.out / "results.csv",
                                      overwrite=True,  # the demo replaces its own previous output
                                      no_progress=self.no_progress)
 
 
 def run_main(cfg: MainConfig) -> int:
-    """Train the three models, print the table, draw the latents and write ``<out>/main.json``."""
+    """Train the four models, print the table, draw the latents and write ``<out>/main.json``."""
     t0 = time.perf_counter()
     for name in ("main.json", "latents_poincare.png"):
         check_output(cfg.out / name, "--out")
     data = ds.load_graph(MAIN_DATASET)
     print(f"main job: graph reconstruction of the embedded is-a hierarchy ({data.summary()}), "
-          f"{cfg.epochs} epochs, lr {cfg.lr}, {cfg.seeds} seed(s) per model", flush=True)
+          f"{cfg.epochs} epochs, lr {cfg.lr} (the embedding: {RunConfig.defaults('graph-recon', EMBEDDING)['lr']}), "
+          f"{cfg.seeds} seed(s) per model", flush=True)
     rows, panels = [], []
     for model, flow in MAIN_MODELS:
         run_cfg = cfg.model_config(model, flow)
         res = runner.run_command(run_cfg)
         rows.append(_row(paper_name(model, flow), res))
         lat = run_cfg.out / "seed0" / "latents_2d.npy"
-        panels.append((np.load(lat), model == "hyperbolic", data.labels, paper_name(model, flow)))
+        panels.append((np.load(lat), model != "euclidean", data.labels, paper_name(model, flow)))  # H²: the disk
     plots.latents(panels, cfg.out / "latents_poincare.png", "depth", marked=(0, "root"), depths=data.depths)
     wall = time.perf_counter() - t0
     ceiling = depth_spearman_ceiling(data.depths)
@@ -116,6 +125,10 @@ def _table(rows: list[dict[str, Any]], ceiling: float, out: Path, wall: float) -
                  "distortion: mean relative error of latent vs graph distances after the best scaling (0 = "
                  "isometric); Spearman: rank correlation of a node's depth and its latent's distance from the origin "
                  f"(ceiling {ceiling:.3f}: radii sorted exactly by depth; depths tie, 2/3 of the nodes are leaves).")
+    lines.append(f"{paper_name(EMBEDDING, 'none')}: the classic baseline, Nickel & Kiela's Poincaré embedding (a free "
+                 "point per node, ranking loss over the training edges and sampled non-edges): no encoder, so its test "
+                 "AUC/AP say how well the training edges alone place a held-out edge's two ends; its Spearman, how "
+                 "well the ranking loss alone orders depth by radius.")
     lines.append(f"Poincaré-disk plot: {out / 'latents_poincare.png'}; results: {out}/*/results.json; "
                  f"total {wall:.0f} s")
     return "\n".join(lines)

@@ -141,11 +141,12 @@ def test_help_explains_datasets_and_flows(capsys) -> None:
 def test_main_job_prints_the_table_and_draws_the_disk(tmp_path: Path, capsys) -> None:
     assert main(["main", "--epochs", "3", "--out", str(tmp_path / "main"), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    for name in ("N-VAE", "H-VAE", "WHC", "test AUC", "test AP", "MAP", "distortion", "Spearman", "ceiling"):
+    for name in ("N-VAE", "H-VAE", "WHC", "Embed", "Nickel & Kiela", "test AUC", "test AP", "MAP", "distortion",
+                 "Spearman", "ceiling"):
         assert name in out
     assert (tmp_path / "main" / "latents_poincare.png").stat().st_size > 0
     summary = json.loads((tmp_path / "main" / "main.json").read_text())
-    assert [r["model"] for r in summary["rows"]] == ["N-VAE", "H-VAE", "WHC"]
+    assert [r["model"] for r in summary["rows"]] == ["N-VAE", "H-VAE", "WHC", "Embed"]
     for row in summary["rows"]:  # every hierarchy metric, per model, as mean/std over the seeds
         for metric in ("auc", "ap", "map", "distortion", "depth_spearman"):
             assert row[metric]["n"] == 1 and math.isfinite(row[metric]["mean"])
