@@ -160,7 +160,25 @@ class MobiusHalf(CouplingHalf):
         return wrap(x), ladj
 
 
-class AngleConditioner(nn.Module):
+class HarmonicConditioner(nn.Module):
+    """A network of ``H`` harmonics of its input, ``x ↦ net(features(x), context)``; subclasses define
+    :meth:`features` (:class:`AngleConditioner`, :class:`~flows.sphere.HeightConditioner`)."""
+
+    def __init__(self, net: nn.Module, harmonics: int = 1) -> None:
+        super().__init__()
+        if int(harmonics) != harmonics or harmonics < 1:
+            raise ValueError(f"harmonics must be a positive integer; got {harmonics}")
+        self.net = net
+        self.harmonics = int(harmonics)
+
+    def features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        return self.net(self.features(x), context)
+
+
+class AngleConditioner(HarmonicConditioner):
     r"""A conditioner of angles: ``θ ↦ net([cos kθ, sin kθ]_{k=1…H}, context)``, so its output is ``2π``-periodic in
     each angle (continuous across ``±π``). ``H = harmonics`` (default 1: ``[cos θ, sin θ]``); more harmonics let a
     small network resolve narrow features in the angle (Fourier features), the net then takes ``2H`` inputs per angle.
@@ -176,19 +194,12 @@ class AngleConditioner(nn.Module):
         torch.Size([2, 3])
     """
 
-    def __init__(self, net: nn.Module, harmonics: int = 1) -> None:
-        super().__init__()
-        if int(harmonics) != harmonics or harmonics < 1:
-            raise ValueError(f"harmonics must be a positive integer; got {harmonics}")
-        self.net = net
-        self.harmonics = int(harmonics)
-
-    def forward(self, theta: Tensor, context: Optional[Tensor] = None) -> Tensor:
+    def features(self, theta: Tensor) -> Tensor:
         if self.harmonics == 1:
-            return self.net(torch.cat([torch.cos(theta), torch.sin(theta)], dim=-1), context)
+            return torch.cat([torch.cos(theta), torch.sin(theta)], dim=-1)
         k = torch.arange(1, self.harmonics + 1, dtype=theta.dtype, device=theta.device)
         kt = (theta.unsqueeze(-1) * k).flatten(-2)
-        return self.net(torch.cat([torch.cos(kt), torch.sin(kt)], dim=-1), context)
+        return torch.cat([torch.cos(kt), torch.sin(kt)], dim=-1)
 
 
 class CircleTransform(Transform):

@@ -42,7 +42,7 @@ from torch import nn
 
 from manifolds.base import ManifoldOps
 
-from .circular import AngleConditioner, CircularSplineHalf, check_coords, require
+from .circular import AngleConditioner, CircularSplineHalf, HarmonicConditioner, check_coords, require
 from .conditioners import make_conditioner
 from .constants import DEFAULT_HIDDEN, OUTPUT_INIT_SCALE, SPHERE_ROTATION_SEED, SPLINE_BINS
 from .registry import register
@@ -99,7 +99,7 @@ def on_sphere(manifold: ManifoldOps) -> Optional[str]:
     return "it acts on the sphere S² (a compact manifold of positive curvature, points in ℝ³, e.g. Sphere(2))"
 
 
-class HeightConditioner(nn.Module):
+class HeightConditioner(HarmonicConditioner):
     r"""A conditioner of the height ``z ∈ [-1, 1]``: ``z ↦ net([T_1(z), …, T_H(z)], context)`` with ``T_k`` the
     Chebyshev polynomials (``T_k(cos ϑ) = cos kϑ``: the harmonics of the polar angle ``ϑ``, as
     :class:`~flows.circular.AngleConditioner`'s are of the azimuth, and polynomials, so smooth at the poles).
@@ -112,18 +112,11 @@ class HeightConditioner(nn.Module):
         torch.Size([2, 2])
     """
 
-    def __init__(self, net: nn.Module, harmonics: int = 1) -> None:
-        super().__init__()
-        if int(harmonics) != harmonics or harmonics < 1:
-            raise ValueError(f"harmonics must be a positive integer; got {harmonics}")
-        self.net = net
-        self.harmonics = int(harmonics)
-
-    def forward(self, z: Tensor, context: Optional[Tensor] = None) -> Tensor:
+    def features(self, z: Tensor) -> Tensor:
         t = [torch.ones_like(z), z]  # T_0, T_1; T_{k+1} = 2 z T_k - T_{k-1}
         for _ in range(self.harmonics - 1):
             t.append(2 * z * t[-1] - t[-2])
-        return self.net(torch.cat(t[1:], dim=-1), context)
+        return torch.cat(t[1:], dim=-1)
 
 
 class SphereSplineCoupling(Transform):
