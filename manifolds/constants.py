@@ -88,3 +88,15 @@ TORUS_FOURIER_TERMS: int = 4
 #: resolution for ``σ <= 2.5r``; for larger ``σ`` the law is near uniform and the bound is the error.
 SPHERE_WINDINGS: int = 4
 
+
+#: Implicit reparameterisation of the vMF's ``t = 1 - μᵀx`` in ``κ`` (:class:`~manifolds.VonMisesFisher`, ``p != 3``):
+#: ``dt/dκ`` is an integral of ``(τ - a)·e^{∓κ(τ - t)}·(τ(2-τ)/(t(2-t)))^{(m-2)/2}`` done by Gauss–Jacobi (and, past
+#: the cut below, Gauss–Legendre) rules of ``VMF_IMPLICIT_NODES`` nodes. The smooth factor is at worst ``e^{-σ}`` over
+#: ``σ ∈ [0, VMF_IMPLICIT_CUT]`` or ``e^{κt(1-u)}`` with ``κt <= κ(1 - A_p(κ)) < m/2``; 64 nodes integrate both to
+#: below 1e-12 relative for ``m <= 49`` (measured against mpmath in ``tests/manifolds/test_vmf_implicit.py``).
+VMF_IMPLICIT_NODES: int = 64
+
+#: Where the upper form of the vMF's ``dt/dκ`` stops: ``σ = κ(τ - t) <= VMF_IMPLICIT_CUT`` (when ``κ(2 - t)`` is
+#: larger). The dropped tail is ``<= e^{-σ}(1 + σ/(κt))^{(m-2)/2}`` past the cut, with ``κt > κ(1 - A_p(κ))``:
+#: ``e^{-60}`` for ``m <= 2`` and ``~1e-11`` of the integral at ``m = 49``, ``κ ≈ 30`` (the worst case of that ``m``).
+VMF_IMPLICIT_CUT: float = 60.0
