@@ -92,8 +92,8 @@ SPHERE_WINDINGS: int = 4
 #: Implicit reparameterisation of the vMF's ``t = 1 - μᵀx`` in ``κ`` (:class:`~manifolds.VonMisesFisher`, ``p != 3``):
 #: ``dt/dκ`` is an integral of ``(τ - a)·e^{∓κ(τ - t)}·(τ(2-τ)/(t(2-t)))^{(m-2)/2}`` done by Gauss–Jacobi (and, past
 #: the cut below, Gauss–Legendre) rules of ``VMF_IMPLICIT_NODES`` nodes. The smooth factor is at worst ``e^{-σ}`` over
-#: ``σ ∈ [0, VMF_IMPLICIT_CUT]`` or ``e^{κt(1-u)}`` with ``κt <= κ(1 - A_p(κ)) < m/2``; 64 nodes integrate both to
-#: below 1e-12 relative for ``m <= 49`` (measured against mpmath in ``tests/manifolds/test_vmf_implicit.py``).
+#: ``σ ∈ [0, VMF_IMPLICIT_CUT]`` or ``e^{κt(1-u)}`` with ``κt <= κ(1 - A_p(κ)) < m/2``; with 64 nodes ``dt/dκ`` agrees
+#: with 40-digit mpmath quadrature to 6e-11 relative for ``m ∈ {1, 3, 4, 9, 49}``, ``κ ∈ [1e-3, 1e5]``.
 VMF_IMPLICIT_NODES: int = 64
 
 #: Where the upper form of the vMF's ``dt/dκ`` stops: ``σ = κ(τ - t) <= VMF_IMPLICIT_CUT`` (when ``κ(2 - t)`` is

@@ -138,9 +138,11 @@ def vmf_t_grad_kappa(t: Tensor, kappa: Tensor, a: Tensor, m: int) -> Tensor:
     the first form for ``t <= a`` (``τ = t·u``: ``e^{κt(1-u)}`` with ``κt <= κa < m/2``; Gauss–Jacobi in ``u^α``), the
     second for ``t > a`` (``τ = t + (2 - t)v``: Gauss–Jacobi in ``(1 - v)^α``; when ``κ(2 - t) > VMF_IMPLICIT_CUT``,
     ``σ = κ(τ - t)`` on ``[0, VMF_IMPLICIT_CUT]`` by Gauss–Legendre). Both integrands keep one sign, so the result
-    (always ``<= 0``) has no cancellation. Measured relative error against mpmath: below 1e-12 over
-    ``κ ∈ [1e-3, 1e5]``, ``m ∈ {1, 3, 4, 9, 49}`` and quantiles from 1e-9 to 1 - 1e-9; at large ``κ`` it tends to
-    ``-t/κ`` (``t ~ Gamma(m/2, κ)``).
+    (always ``<= 0``) has no cancellation. Measured relative error against 40-digit mpmath quadrature: below 6e-11
+    over ``κ ∈ [1e-3, 1e5]``, ``m ∈ {1, 3, 4, 9, 49}`` and ``t`` from ``1e-6·a`` to ``2 - 1e-6`` (the worst at
+    ``κ = 1e5``, from ``a = 1 - A_p`` in float64); against a finite difference of the quantile function (the tests):
+    below 1e-7. At large ``κ`` it tends to
+    ``-t/κ`` (``t ≈ Gamma(m/2, rate κ + (m - 2)/4)``: relative deviation ``|m - 2|/(4κ)``).
 
     Args:
         t: the draws ``t ∈ [0, 2]``, float64.
@@ -150,10 +152,10 @@ def vmf_t_grad_kappa(t: Tensor, kappa: Tensor, a: Tensor, m: int) -> Tensor:
 
     Example:
         >>> k = torch.tensor([1e4], dtype=torch.float64)
-        >>> a = 1 - bessel_ratio(1.5, k)  # S⁴ (m = 4): large κ, t ≈ Gamma(2, κ)
+        >>> a = 1 - bessel_ratio(1.5, k)  # S⁴ (m = 4): large κ, t ≈ Gamma(2, rate κ + (m - 2)/4)
         >>> t = torch.tensor([3e-4], dtype=torch.float64)
-        >>> float(vmf_t_grad_kappa(t, k, a, 4) / (-t / k))  # doctest: +ELLIPSIS
-        1.000...
+        >>> round(float(vmf_t_grad_kappa(t, k, a, 4) / (-t / (k + 0.5))), 6)
+        1.0
     """
     q = _t_quadrature(int(m), str(t.device))
     al = q.alpha
@@ -211,7 +213,7 @@ class VonMisesFisher(Distribution):
     so ``rsample`` is reparameterised in ``μ`` and ``κ`` and needs no host read. For other ``p``, ``w`` comes from
     Wood's rejection sampler (a loop until every draw is accepted: host reads), and its gradient in ``κ`` is the
     implicit reparameterisation gradient ``dt/dκ = -(∂F/∂κ)/p(t)`` at fixed quantile (Figurnov et al. 2018; exact up
-    to a quadrature error below 1e-12 relative, :func:`vmf_t_grad_kappa`), so ``rsample`` is reparameterised in ``μ``
+    to a quadrature error below 1e-10 relative, :func:`vmf_t_grad_kappa`), so ``rsample`` is reparameterised in ``μ``
     and ``κ`` on every sphere (the hyperspherical VAE of Davidson et al. 2018 on any Sⁿ).
 
     Args:
