@@ -35,6 +35,8 @@ from tqdm import trange
 import flows
 from experiments import datasets as ds
 from experiments.plots import pyplot
+from experiments.run.errors import RunError
+from experiments.run.files import atomic_write_text, check_output, read_json
 from experiments.run.options import common, option
 from experiments.run.result import mean_std
 from manifolds import Sphere
@@ -112,6 +114,8 @@ class EarthConfig:
                              "model, EVAL_EVERY)", type=int)
     patience: int = option(8, "stop after this many validation NLLs without improvement (0: never)", type=int)
     quick: bool = option(False, f"{QUICK_STEPS} steps per run (a smoke run)")
+    merge: str = option("", "comma-separated --out folders of earlier earth runs (e.g. datasets or models run in "
+                        "separate processes): write their combined earth.json and earth.md to --out, train nothing")
     no_verify_data: bool = option(False, "skip the sha256 and event-count check of the catalogues (for a copy you "
                                   "changed on purpose)")
     data_root: Path | None = common("data_root", None)
@@ -312,17 +316,66 @@ def _check_models(models: list[str], M: Sphere, args: EarthConfig) -> None:
                              f"--models") from None
 
 
+def merge_results(parts: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
+    """One results record from the ``earth.json`` records of several runs (``sources`` name them in errors): their
+    runs per dataset, the summaries recomputed over all of them, datasets and models in their canonical order. Two
+    records with a run of the same (dataset, model, seed) are refused (which one to keep is the user's choice)."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    events: dict[str, int] = {}
+    seen: dict[tuple[str, str, int], str] = {}
+    for part, source in zip(parts, sources):
+        for d in part["datasets"]:
+            events[d["name"]] = d["events"]
+            for r in d["runs"]:
+                key = (d["name"], r["model"], r["seed"])
+                if key in seen:
+                    raise RunError(f"{source} and {seen[key]} both have {key[0]} {key[1]} seed {key[2]}; merge runs "
+                                   "of different datasets, models or seeds (leave one folder out)")
+                seen[key] = source
+                runs.setdefault(d["name"], []).append(r)
+    models = [m for m in MODELS if any(r["model"] == m for rs in runs.values() for r in rs)]
+    datasets = []
+    for name in (n for n in ds.EARTH_DATASETS if n in runs):
+        rs = sorted(runs[name], key=lambda r: (MODELS.index(r["model"]), r["seed"]))
+        summary = {m: mean_std([r["test_nll"] for r in rs if r["model"] == m]) for m in models
+                   if any(r["model"] == m for r in rs)}
+        datasets.append({"name": name, "events": events[name], "runs": rs, "summary": summary})
+    return {"date": max(p["date"] for p in parts), "threads": max(p["threads"] for p in parts),
+            "seeds": max(max(p["seeds"] for p in parts), len({k[2] for k in seen})), "models": models, "quick": any(p["quick"] for p in parts),
+            "config": [p["config"] for p in parts], "merged_from": sources, "uniform_nll": UNIFORM_NLL,
+            "datasets": datasets}
+
+
+def _merge(args: EarthConfig) -> int:
+    """``--merge``: combine earlier runs' ``earth.json`` into ``<out>/earth.json`` and ``earth.md``."""
+    folders = [Path(f.strip()) for f in args.merge.split(",") if f.strip()]
+    parts = [read_json(f / "earth.json", keys=("datasets", "models", "seeds"),
+                       fix="give --merge the --out folders of finished earth runs") for f in folders]
+    merged = merge_results(parts, [str(f) for f in folders])
+    for name in ("earth.json", "earth.md"):
+        check_output(args.out / name, "--out")
+    atomic_write_text(json.dumps(merged, indent=2), args.out / "earth.json")
+    atomic_write_text(report(merged), args.out / "earth.md")
+    print(report(merged))
+    print(f"earth: merged {len(folders)} runs into {args.out / 'earth.json'} and {args.out / 'earth.md'}")
+    return 0
+
+
 def run_earth(args: EarthConfig) -> int:
     """Train and score every model on every dataset over the seeds; write ``earth.json``, ``earth.md`` and
     ``earth.png`` to ``args.out``. Returns 0, or 2 after a one-line error (bad names, missing or damaged data)."""
     torch.set_num_threads(args.threads)
     M = Sphere(2)
     try:
+        if args.merge:
+            return _merge(args)
+        for name in ("earth.json", "earth.md", "earth.png"):
+            check_output(args.out / name, "--out")
         datasets = _names(args.datasets, ds.EARTH_DATASETS, "dataset")
         models = _names(args.models, MODELS, "model")
         _check_models(models, M, args)
         data = {n: ds.load_earth(n, args.data_root, verify=not args.no_verify_data) for n in datasets}
-    except (ValueError, ds.MissingDataError) as err:
+    except (ValueError, ds.MissingDataError) as err:  # RunError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     results: dict[str, Any] = {"date": datetime.date.today().isoformat(), "threads": args.threads,
@@ -332,7 +385,6 @@ def run_earth(args: EarthConfig) -> int:
                                "datasets": [{"name": n, "events": len(data[n]), "runs": [], "summary": {}}
                                             for n in datasets]}
     panels = []
-    args.out.mkdir(parents=True, exist_ok=True)
     # seeds outermost, and the files rewritten after every run: a run cut short keeps whole seeds of every dataset
     for seed in range(args.seed, args.seed + args.seeds):
         for entry in results["datasets"]:
@@ -344,8 +396,8 @@ def run_earth(args: EarthConfig) -> int:
                 entry["summary"][m] = mean_std([r["test_nll"] for r in entry["runs"] if r["model"] == m])
                 print(f"earth: {name} {m} seed {seed}: test NLL {rec['test_nll']:.3f} (val {rec['val_nll']:.3f} at "
                       f"step {rec['best_step']} of {rec['steps_run']}), train {rec['train_s']:.1f} s", flush=True)
-                (args.out / "earth.json").write_text(json.dumps(results, indent=2))
-                (args.out / "earth.md").write_text(report(results))
+                atomic_write_text(json.dumps(results, indent=2), args.out / "earth.json")
+                atomic_write_text(report(results), args.out / "earth.md")
                 if seed == args.seed:
                     panels.append((name, m, density_map(q), split.test))
                     plot_maps(panels, args.out / "earth.png")

@@ -170,3 +170,33 @@ def test_earth_runs_end_to_end_and_writes_its_outputs(tmp_path, capsys):
         assert main(argv + extra) == 2
         err = capsys.readouterr().err
         assert match in err and err.count("\n") == 1
+
+
+def test_merge_combines_runs_of_separate_processes_and_refuses_overlaps(tmp_path, capsys):
+    """Seeds run in two processes merge into one table over both (n = 2); the same run twice, or a folder without
+    results, is refused in one line and writes nothing."""
+    from experiments.cli import main
+
+    _write_volcano(tmp_path / "data", ["Latitude,Longitude"] + _events(120))
+    base = ["earth", "--quick", "--datasets", "volcano", "--data-root", str(tmp_path / "data"), "--no-verify-data",
+            "--no-progress", "--layers", "2", "--bins", "4", "--hidden", "16", "--harmonics", "2",
+            "--models", "sphere-spline", "--seeds", "1"]
+    for seed in (0, 1):
+        assert main(base + ["--seed", str(seed), "--out", str(tmp_path / f"s{seed}")]) == 0
+    parts = [json.loads((tmp_path / f"s{seed}" / "earth.json").read_text()) for seed in (0, 1)]
+    out = tmp_path / "merged"
+    assert main(["earth", "--merge", f"{tmp_path / 's0'},{tmp_path / 's1'}", "--out", str(out)]) == 0
+    merged = json.loads((out / "earth.json").read_text())
+    runs = merged["datasets"][0]["runs"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    nll = [p["datasets"][0]["runs"][0]["test_nll"] for p in parts]
+    summary = merged["datasets"][0]["summary"]["sphere-spline"]
+    assert summary["n"] == 2 and abs(summary["mean"] - sum(nll) / 2) < 1e-12
+    assert "over 2 of 1 seeds" not in (out / "earth.md").read_text()
+    capsys.readouterr()
+    for folders, match in [(f"{tmp_path / 's0'},{tmp_path / 's0'}", "both have volcano sphere-spline seed 0"),
+                           (str(tmp_path / "nothing"), "earth.json")]:
+        assert main(["earth", "--merge", folders, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert match in err and err.count("\n") == 1
+    assert not (tmp_path / "bad" / "earth.json").exists()
