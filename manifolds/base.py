@@ -119,6 +119,17 @@ class ManifoldOps:
         """Length of :meth:`features` for intrinsic dimension ``n`` (``ambient_dim(n)`` by default)."""
         return self.ambient_dim(n)
 
+    def chart_features(self, x: Tensor) -> Tensor:
+        """What a decoder reads of latent points ``x``: the tangent coordinates ``log_o(x)`` where ``exp_o`` is a
+        global chart (:attr:`exp0_is_diffeomorphism`: unbounded, so an inner product of them can be any logit), else
+        :meth:`features` (``log_o`` jumps at the cut locus, and on Sⁿ its derivative is unbounded there); a product
+        decides per factor (the ball's ``log_o`` beside a torus's ``cos θ, sin θ``)."""
+        return self.logmap0_spatial(x) if self.exp0_is_diffeomorphism else self.features(x)
+
+    def chart_feature_dim(self, n: int) -> int:
+        """Length of :meth:`chart_features` for intrinsic dimension ``n``."""
+        return n if self.exp0_is_diffeomorphism else self.feature_dim(n)
+
     def embedding_terms(self, x: Tensor, probe: Tensor | None = None
                         ) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None, Tensor | None]:
         r"""What :meth:`divergence` needs from an embedding of the manifold in a flat (pseudo-)Euclidean ``(ℝᵐ, G)``

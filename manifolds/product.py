@@ -199,6 +199,17 @@ class Product(ManifoldOps, geoopt.Manifold):
             raise ValueError(f"{self!r} has dimension {self.dim} ({' + '.join(map(str, self.dims))}); got n = {n}")
         return sum(m.feature_dim(d) for m, d in zip(self.factors, self.dims))
 
+    def chart_features(self, x: Tensor) -> Tensor:
+        """The factors' :meth:`~ManifoldOps.chart_features`, concatenated: ``log_o`` on a factor whose ``exp_o`` is a
+        global chart, :meth:`~ManifoldOps.features` on the others."""
+        return self._cat([m.chart_features(p) for m, p in zip(self.factors, self.split(x))])
+
+    def chart_feature_dim(self, n: int) -> int:
+        """``Σ_i chart_feature_dim_i(n_i)`` (``n`` is the product's dimension)."""
+        if n != self.dim:
+            raise ValueError(f"{self!r} has dimension {self.dim} ({' + '.join(map(str, self.dims))}); got n = {n}")
+        return sum(m.chart_feature_dim(d) for m, d in zip(self.factors, self.dims))
+
     def ambient_dim(self, n: int) -> int:
         return sum(self.sizes) + n - self.dim
 

@@ -578,8 +578,10 @@ class GraphVAE(nn.Module):
         if isinstance(self.decoder, EdgeDecoder) and self.decoder.reads_tangent:
             # log_o is a global chart only where exp_o is a diffeomorphism (ℝⁿ, Hⁿ, the ball); elsewhere it jumps at
             # the cut locus, with an unbounded derivative on Sⁿ (NaN in training): there the decoder reads the
-            # points' features (on Sⁿ the ambient coordinates: ⟨z_u, z_v⟩, the S-VGAE decoder of Davidson et al.)
-            w = latent.tangents() if self.manifold.exp0_is_diffeomorphism else self.manifold.features(latent.points())
+            # points' chart features (on Sⁿ the ambient coordinates: ⟨z_u, z_v⟩, the S-VGAE decoder of Davidson et
+            # al.; on a product log_o of the factors where it is a chart, features of the others)
+            w = (latent.tangents() if self.manifold.exp0_is_diffeomorphism
+                 else self.manifold.chart_features(latent.points()))
             return self.decoder.forward_tangent(w, pairs, self.manifold)
         return self.decoder(latent.points(), pairs, self.manifold)
 

@@ -93,7 +93,7 @@ class VAE(nn.Module):
       the product of the factors' on a product. ``KL(q ‖ p)`` in closed form where one is registered and there is
       no flow (vMF ‖ uniform), else by Monte Carlo.
     * Decoder: ``p(x | z) = likelihood(decoder(log_o(z_K)))`` where ``exp_o`` is a global chart
-      (:attr:`~manifolds.ManifoldOps.exp0_is_diffeomorphism`), else ``likelihood(decoder(features(z_K)))`` (the
+      (:attr:`~manifolds.ManifoldOps.exp0_is_diffeomorphism`), else ``likelihood(decoder(chart_features(z_K)))`` (the
       ambient coordinates on Sⁿ: ``log_o`` jumps at the cut locus).
 
     Args:
@@ -107,7 +107,7 @@ class VAE(nn.Module):
         likelihood: ``"bernoulli"``, ``"gaussian"`` or a :class:`~vae.likelihoods.Likelihood`.
         encoder: optional module ``x ↦ (…, m)`` (locations, then pre-softplus spreads: ``m = 2n`` for a wrapped
             normal, ``n + 2`` for a vMF; ``posterior_head(manifold, n).size``); replaces the default MLP.
-        decoder: optional module ``(…, d) ↦ likelihood parameters`` (``d = n``, or ``manifold.feature_dim(n)``
+        decoder: optional module ``(…, d) ↦ likelihood parameters`` (``d = n``, or ``manifold.chart_feature_dim(n)``
             where ``exp_o`` is not a global chart); replaces the default MLP.
         max_tangent_norm: the bound ``B`` of the posterior mean's tangent norm (``None``: unbounded).
 
@@ -149,7 +149,7 @@ class VAE(nn.Module):
         self.max_tangent_norm = max_tangent_norm
         self.head = posterior_head(manifold, self.latent_dim, max_tangent_norm)
         self.tangent_decoder = manifold.exp0_is_diffeomorphism
-        decoder_in = latent_dim if self.tangent_decoder else manifold.feature_dim(latent_dim)
+        decoder_in = latent_dim if self.tangent_decoder else manifold.chart_feature_dim(latent_dim)
         self.encoder = encoder if encoder is not None else mlp([data_dim, hidden, self.head.size])
         self.decoder = decoder if decoder is not None else mlp([decoder_in, hidden, data_dim])
         self.likelihood = make_likelihood(likelihood, data_dim) if isinstance(likelihood, str) else likelihood
@@ -189,7 +189,7 @@ class VAE(nn.Module):
 
     def decode(self, z: Tensor) -> torch.distributions.Distribution:
         """``p(x | z)`` for latent points ``z`` (ambient coordinates); the decoder sees ``log_o(z)`` (or
-        ``features(z)`` where ``exp_o`` is not a global chart)."""
+        ``chart_features(z)`` where ``exp_o`` is not a global chart)."""
         return self._decode(Latent(self.manifold, z, None, None, z.new_zeros(())))
 
     def decode_tangent(self, w: Tensor) -> torch.distributions.Distribution:
@@ -197,7 +197,7 @@ class VAE(nn.Module):
         return self._decode(Latent(self.manifold, None, w, None, w.new_zeros(())))
 
     def _decode(self, latent: Latent) -> torch.distributions.Distribution:
-        w = latent.tangents() if self.tangent_decoder else self.manifold.features(latent.points())
+        w = latent.tangents() if self.tangent_decoder else self.manifold.chart_features(latent.points())
         return self.likelihood.distribution(self.decoder(w))
 
     # -- posterior sampling --------------------------------------------------------------------------------

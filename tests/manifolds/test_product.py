@@ -133,3 +133,28 @@ def test_features_concatenate_the_factors():
     torch.testing.assert_close(f[:, :3], x[:, :3])
     with pytest.raises(ValueError, match="has dimension 5"):
         M.feature_dim(4)
+
+
+def test_chart_features_are_log_o_where_it_is_a_chart_and_features_elsewhere():
+    """What a decoder reads of a product's points: ``log_o`` of a ball or Euclidean factor (tangent coordinates,
+    unbounded: a point at distance 10 from the origin reads as a vector of norm 10), ``cos θ, sin θ`` of a torus
+    factor and the coordinates of a sphere factor; on a single manifold, ``log_o`` exactly where ``exp_o`` is a
+    global chart."""
+    ball = PoincareBall(1.0, dim=2)
+    M = Product(Torus(1), ball, Sphere(2), Euclidean(dim=1))
+    theta = torch.tensor([[2.5]], dtype=torch.float64)
+    v = torch.tensor([[6.0, 8.0]], dtype=torch.float64)
+    s = torch.tensor([[0.0, 0.6, 0.8]], dtype=torch.float64)
+    e = torch.tensor([[-3.0]], dtype=torch.float64)
+    x = torch.cat([theta, ball.expmap0_spatial(v), s, e], -1)
+    f = M.chart_features(x)
+    assert f.shape == (1, M.chart_feature_dim(6)) and M.chart_feature_dim(6) == 2 + 2 + 3 + 1
+    torch.testing.assert_close(f[:, :2], torch.cat([torch.cos(theta), torch.sin(theta)], -1))
+    torch.testing.assert_close(f[:, 2:4], v, atol=1e-9, rtol=0)
+    torch.testing.assert_close(f[:, 4:7], s)
+    torch.testing.assert_close(f[:, 7:], e)
+    for single, chart in ((ball, True), (Lorentz(dim=2), True), (Sphere(2), False), (Torus(2), False)):
+        p = single.random(3, single.ambient_dim(2), dtype=torch.float64)
+        want = single.logmap0_spatial(p) if chart else single.features(p)
+        torch.testing.assert_close(single.chart_features(p), want)
+        assert single.chart_feature_dim(2) == want.size(-1)
