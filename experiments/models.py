@@ -18,17 +18,20 @@ EMBEDDING = "embedding"
 #: ``--embedding-manifold`` -> the ``--model`` name of that latent space (the Poincaré ball; the hyperboloid)
 EMBEDDING_MANIFOLDS: dict[str, str] = {"poincare": "poincare", "lorentz": "hyperbolic"}
 
-#: (model, flow) -> the paper's name
+#: (model, flow) -> the paper's name of its five VAEs
 PAPER_NAMES = {("euclidean", "none"): "N-VAE", ("hyperbolic", "none"): "H-VAE", ("euclidean", "nc"): "NC",
-               ("hyperbolic", "tc"): "TC", ("hyperbolic", "whc"): "WHC",
-               (EMBEDDING, "none"): "Embed"}
+               ("hyperbolic", "tc"): "TC", ("hyperbolic", "whc"): "WHC"}
+#: the names tables give to models that are not the paper's VAEs (the embedding baseline of the main job)
+OTHER_NAMES = {(EMBEDDING, "none"): "Embed"}
 
-#: the paper's name -> (model, flow)
+#: the paper's name -> (model, flow): the five VAEs (:func:`paper_model` builds each)
 BY_PAPER_NAME = {v: k for k, v in PAPER_NAMES.items()}
 
 
 def paper_name(model: str, flow: str) -> str:
-    return PAPER_NAMES.get((model, flow), f"{model}+{flow}")
+    """The name a table gives the model: the paper's (``"WHC"``), ``"Embed"`` for the embedding baseline, else
+    ``"<model>+<flow>"``."""
+    return PAPER_NAMES.get((model, flow)) or OTHER_NAMES.get((model, flow), f"{model}+{flow}")
 
 
 def curvature_record(manifold) -> dict[str, float]:
