@@ -19,6 +19,7 @@ from experiments.run import distributed as D
 from experiments.run.config import RunConfig
 from experiments.run.protocol import Job
 from experiments.run.steps import compile_loss
+from flows import FlowDistribution
 from vae import VAE, CurvatureSchedule, GaussianLikelihood, evaluate_log_likelihood
 
 
@@ -114,9 +115,9 @@ class DensityJob(Job):
             return {}
         self.model.eval()
         with torch.no_grad():
-            z = self.model.encode(self.test).loc
-            if self.model.flow is not None:
-                z = self.model.flow(z)[0]
+            # the embedding of each test image: the flow's image of its posterior's location (a wrapped normal's
+            # loc, a vMF's mode, a product's per-factor locations), as the graph VAE reports it
+            z = FlowDistribution(self.model.encode(self.test), self.model.flow).mean_latent().points()
         pts, in_disk = plots.disk_coordinates(self.manifold, z)
         np.save(folder / "latents_2d.npy", pts)
         labels = self.data.test_labels

@@ -57,3 +57,15 @@ def test_graph_recon_runs_end_to_end_on_the_new_models(tmp_path: Path, model) ->
                  "--out", str(out), "--no-progress"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert 0 <= res["summary"]["auc"]["mean"] <= 1 and res["config"]["model"] == model
+
+
+@pytest.mark.parametrize("model", ["spherical", "product:t1,p1"])
+def test_density_runs_end_to_end_on_the_new_models_and_plots_their_latents(tmp_path: Path, model) -> None:
+    # a 2-d latent space gets a latent plot: the posterior's location is a vMF's mode, a product's per-factor
+    # locations (a product posterior has no single `loc`; this run raised AttributeError before)
+    out = tmp_path / "run"
+    assert main(["density", "--dataset", "digits", "--model", model, "--latent-dim", "2", "--epochs", "1",
+                 "--iwae-samples", "4", "--out", str(out), "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["model"] == model and res["summary"]["test_ll"]["mean"] < 0
+    assert (out / "seed0" / "latents_2d.npy").exists()
