@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Sequence
 
 import networkx as nx
 import numpy as np
 import torch
+
+
+def save_figure(fig, path: Path, **savefig_kwargs) -> None:
+    """``fig.savefig`` to a temporary file beside ``path``, then a rename: a reader never finds half a picture, and a
+    failed write (full disk, unwritable folder) leaves nothing behind and raises its ``OSError``. The folder is
+    created; the format is ``path``'s suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp" + path.suffix)
+    try:
+        fig.savefig(tmp, **savefig_kwargs)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def pyplot():
@@ -44,7 +59,7 @@ def training_curves(histories: Sequence[Sequence[dict]], path: Path, title: str 
         ax2.set_xlabel("epoch")
         ax2.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -116,7 +131,7 @@ def latents(panels: Sequence[tuple[np.ndarray, bool, object, str]], path: Path, 
             ax.set_ylabel("hyperbolic distance from the origin / R" if in_disk else "|z|", fontsize=8)
             ax.set_title(f"{title}: distance from the origin by {colour_name or 'depth'}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -134,5 +149,5 @@ def graphs(gs, path: Path, title: str = "", ncols: int = 4) -> None:
         ax.set_title(f"{g.number_of_nodes()} nodes, {g.number_of_edges()} edges", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)

@@ -21,7 +21,7 @@ import geoopt
 import torch
 from tqdm import trange
 
-from experiments.plots import pyplot
+from experiments.plots import pyplot, save_figure
 from experiments.run.options import add_config_arguments, common, config_from_args, option, positive
 from flows import Flow, build
 from manifolds import Lorentz, WrappedNormal
@@ -132,7 +132,7 @@ def plot_density(q: Flow, test: torch.Tensor, path: Path) -> None:
     ax.set_aspect("equal")
     ax.set_title("WHC density on H² (Poincaré disk)")
     ax.legend(loc="lower right", fontsize=7)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

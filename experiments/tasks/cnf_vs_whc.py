@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 import flows
-from experiments.plots import pyplot
+from experiments.plots import pyplot, save_figure
 from experiments.run.files import atomic_write_text
 from experiments.run.options import add_config_arguments, common, config_from_args, option
 from manifolds import Lorentz, WrappedNormal
@@ -129,10 +129,8 @@ def density_plot(M: Lorentz, panels: list[tuple[str, Callable[[torch.Tensor], to
         ax.set_title(title, fontsize=10)
     fig.suptitle("density on H² (w.r.t. hyperbolic area), Poincaré disk", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from tqdm import trange
 
 import flows
 from experiments import datasets as ds
-from experiments.plots import pyplot
+from experiments.plots import pyplot, save_figure
 from experiments.run.errors import RunError
 from experiments.run.files import atomic_write_text, check_output, read_json
 from experiments.run.options import common, option
@@ -248,8 +248,7 @@ def plot_maps(panels: list[tuple[str, str, np.ndarray, torch.Tensor]], path: Pat
         ax.set_ylabel("latitude")
         fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 

@@ -34,7 +34,7 @@ import torch
 from tqdm import trange
 
 import flows
-from experiments.plots import pyplot
+from experiments.plots import pyplot, save_figure
 from experiments.run.files import atomic_write_text, check_output
 from experiments.run.options import common, option
 from experiments.run.profiling import peak_memory
@@ -321,8 +321,7 @@ def plot_h2(rows: list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]], pa
             ax.set_title(f"{name}: {title}" if j == 0 else title, fontsize=8)
             ax.set_axis_off()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

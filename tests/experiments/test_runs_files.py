@@ -322,3 +322,20 @@ def test_a_benchmark_refuses_an_unwritable_out_before_timing(tmp_path, capsys):
         bench_main(["flows", "--dims", "2", "--repeats", "1", "--out", str(blocked / "bench.json")])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert exit_.value.code == 2 and "--out" in err and str(blocked) in err
+
+
+def test_a_figure_is_written_whole_or_not_at_all(tmp_path):
+    # every picture of the experiments goes through save_figure: a reader never finds a half-written PNG, and a
+    # failed write leaves no temporary file behind
+    from experiments.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = tmp_path / "sub" / "curve.png"
+    save_figure(fig, path, dpi=50)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in path.parent.iterdir()] == ["curve.png"]
+    with pytest.raises(ValueError):  # matplotlib refuses the format: nothing is left in the folder
+        save_figure(fig, tmp_path / "sub" / "curve.nosuchformat")
+    assert [p.name for p in path.parent.iterdir()] == ["curve.png"]
+    plt.close(fig)
