@@ -161,16 +161,16 @@ def log_ive(nu: float, kappa: Tensor) -> Tensor:
     in torch (no host read) for every order ``ν = p/2 - 1`` (integer or half-integer, ``0 <= ν <= 150``) and ``κ > 0``.
 
     ``ν = 0, 1``: ``torch.special.i0e/i1e``; ``ν = 1/2, 3/2``: the closed forms
-    ``I_{1/2}(κ)e^{-κ} = (1 - e^{-2κ})/sqrt(2πκ)``, ``I_{3/2}(κ)e^{-κ} = ((1 + e^{-2κ}) - (1 - e^{-2κ})/κ)/sqrt(2πκ)``.
-    Other orders: the integral
+    ``I_{1/2}(κ)e^{-κ} = (1 - e^{-2κ})/sqrt(2πκ)``, ``I_{3/2}(κ)e^{-κ} = ((1 + e^{-2κ}) - (1 - e^{-2κ})/κ)/sqrt(2πκ)``
+    (all four in float64 whatever the dtype of ``κ``). Other orders: the integral
 
     .. math:: I_ν(κ)e^{-κ} = \frac{(κ/2)^ν}{\sqrt{π}\,Γ(ν + ½)}\int_{-1}^1 e^{κ(t-1)}(1 - t²)^{ν-½}dt
 
     by fixed Gauss rules of 64 nodes, computed once per ``(ν, device)`` on the host: Gauss–Gegenbauer in ``t`` for
     ``κ <= 30 + ν/2``, generalised Gauss–Laguerre in ``u = κ(1 - t)`` (weight ``u^{ν-½}e^{-u}``, the smooth factor
-    ``(1 - u/2κ)^{ν-½}``: ``I_ν(κ)e^{-κ} = E_L[(1 - u/2κ)^{ν-½}]/sqrt(2πκ)``) above (:data:`~manifolds.constants.
-    VMF_BESSEL_NODES`, :data:`~manifolds.constants.VMF_BESSEL_SWITCH`), in float64 (a float32 ``κ`` gets a
-    float32 result, rounded from it). The logarithm is formed without under- or overflow (``ive(100, 1e-6)`` is
+    ``(1 - u/2κ)^{ν-½}``: ``I_ν(κ)e^{-κ} = E_L[(1 - u/2κ)^{ν-½}]/sqrt(2πκ)``) above
+    (:data:`~manifolds.constants.VMF_BESSEL_NODES`, :data:`~manifolds.constants.VMF_BESSEL_SWITCH`), in float64 (a
+    float32 ``κ`` gets a float32 result, rounded from it). The logarithm is formed without under- or overflow (``ive(100, 1e-6)`` is
     ``e^{-1809}``). Measured against 40-digit mpmath over every half-integer ``ν`` up to 150 and ``κ`` from 1e-6 to 1e6
     (49 points a decade apart by 1/4, and densely around the switch): absolute error of ``log ive`` (the relative
     error of ``ive``) below ``5e-15·max(1, |log ive|)`` on that grid and below 1.5e-13 everywhere (at ``ν = 150``,
@@ -189,6 +189,8 @@ def log_ive(nu: float, kappa: Tensor) -> Tensor:
         >>> torch.allclose(g, bessel_ratio(7.5, k.detach()) + 7.5 / k.detach() - 1, rtol=1e-9, atol=0)
         True
     """
+    if nu in (0, 0.5, 1, 1.5) and kappa.dtype != torch.float64:  # the closed forms cancel in float32 near κ = 0.1
+        return log_ive(nu, kappa.to(torch.float64)).to(kappa.dtype)
     if nu == 0:
         return torch.special.i0e(kappa).log()
     if nu == 1:
@@ -224,6 +226,8 @@ def bessel_ratio(nu: float, kappa: Tensor) -> Tensor:
         >>> torch.allclose(bessel_ratio(2.0, k), torch.as_tensor(ref), rtol=1e-13, atol=0)
         True
     """
+    if nu == 0.5 and kappa.dtype != torch.float64:  # coth κ - 1/κ loses 3e-5 relative in float32 at κ = 0.1
+        return bessel_ratio(nu, kappa.to(torch.float64)).to(kappa.dtype)
     if nu == 0.5:
         small = kappa < 0.1  # coth κ - 1/κ cancels below; its series to κ⁹ is exact to 1e-16 there
         ks = torch.where(small, torch.ones_like(kappa), kappa)
@@ -237,6 +241,8 @@ def bessel_ratio(nu: float, kappa: Tensor) -> Tensor:
 def _one_minus_bessel_ratio(nu: float, kappa: Tensor) -> Tensor:
     """``1 - A = 1 - I_{ν+1}(κ)/I_ν(κ)`` without the cancellation of ``1 - bessel_ratio`` at large ``κ`` (where it is
     ``≈ (2ν + 1)/(2κ)``): the vMF's ``E[t] = E[1 - μᵀx]``, differentiable in ``κ``. On S² ``1/κ - 2/(e^{2κ} - 1)``."""
+    if nu == 0.5 and kappa.dtype != torch.float64:
+        return _one_minus_bessel_ratio(nu, kappa.to(torch.float64)).to(kappa.dtype)
     if nu == 0.5:
         small = kappa < 0.1
         ks = torch.where(small, torch.ones_like(kappa), kappa)
