@@ -53,13 +53,13 @@ class _BesselQuadrature:
 _QUADRATURES: dict[tuple[str, float, str], _BesselQuadrature | _TQuadrature] = {}
 
 
-@torch.library.custom_op("riemannian_flows::vmf_rule", mutates_args=())
 def _rule(kind: str, order: float, device: torch.device, name: str) -> Tensor:
     """A copy of the tensor ``name`` of the fixed rules of ``kind`` (``"bessel"``: :class:`_BesselQuadrature` of the
     order ``ν = order``; ``"t"``: :class:`_TQuadrature` of the sphere ``S^m``, ``m = order``) on ``device``, the rules
     computed once per ``(kind, order, device)`` on the host and cached. A custom op (its shape known without running
-    it), so that ``torch.compile`` keeps it as one call in the graph instead of tracing into scipy: a step compiles
-    whole even when no vMF of that order was built before; at run time it copies a cached tensor (no host read)."""
+    it, :func:`_rule_shape`), so that ``torch.compile`` keeps it as one call in the graph instead of tracing into
+    scipy: a step compiles whole even when no vMF of that order was built before; at run time it copies a cached
+    tensor (no host read). (A plain function on torch < 2.4, which has no ``torch.library.custom_op``.)"""
     key = (kind, float(order), str(device))
     q = _QUADRATURES.get(key)
     if q is None:
@@ -68,7 +68,6 @@ def _rule(kind: str, order: float, device: torch.device, name: str) -> Tensor:
     return getattr(q, name).clone()
 
 
-@_rule.register_fake
 def _rule_shape(kind: str, order: float, device: torch.device, name: str) -> Tensor:
     """The shape of :func:`_rule`: ``VMF_BESSEL_NODES/2`` for the Gegenbauer half-rule, ``VMF_BESSEL_NODES`` for the
     Laguerre rule, ``VMF_IMPLICIT_NODES`` for those of ``dt/dκ``."""
@@ -77,6 +76,11 @@ def _rule_shape(kind: str, order: float, device: torch.device, name: str) -> Ten
     else:
         n = VMF_IMPLICIT_NODES
     return torch.empty(n, dtype=torch.float64, device=device)
+
+
+if hasattr(torch.library, "custom_op"):
+    _rule = torch.library.custom_op("riemannian_flows::vmf_rule", mutates_args=())(_rule)
+    _rule.register_fake(_rule_shape)
 
 
 def _ive_quadrature(nu: float, kappa: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
