@@ -14,7 +14,7 @@ import torch
 
 from manifolds import Sphere, VonMisesFisher
 from manifolds.constants import VMF_WOOD_PROPOSALS
-from manifolds.sphere_distributions import _one_minus_bessel_ratio, bessel_ratio, log_ive
+from manifolds.sphere_distributions import _one_minus_bessel_ratio, _symmetric_beta, bessel_ratio, log_ive
 
 F64 = torch.float64
 NUS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.5, 10.0, 24.5, 50.0, 99.5]
@@ -150,6 +150,16 @@ def test_wood_sampler_mean_of_t(p, kappa):
     assert bool(torch.isfinite(g))
 
 
+@pytest.mark.parametrize("m", [1, 3, 4, 32])
+def test_symmetric_beta_proposals(m):
+    """The proposals of Wood's sampler are ``Beta(m/2, m/2)`` (KS over 200 000 draws, p-value above 1e-3), in
+    ``(0, 1)``."""
+    torch.manual_seed(8)
+    z = _symmetric_beta(float(m), torch.Size([200_000]), torch.zeros((), dtype=F64)).numpy()
+    assert np.all(z > 0) and np.all(z < 1)
+    assert scipy.stats.kstest(z, scipy.stats.beta(m / 2, m / 2).cdf).pvalue > 1e-3
+
+
 @pytest.mark.parametrize("p, kappa", [(4, 1.0), (5, 10.0), (33, 1e3), (10, 1e5)])
 def test_wood_sampler_law_of_t(p, kappa):
     """The empirical law of ``t`` over 20 000 draws against its CDF (Kolmogorov–Smirnov, p-value above 1e-3 at a fixed
@@ -174,8 +184,7 @@ def test_wood_takes_the_first_accepted_proposal(monkeypatch):
         torch.manual_seed(7)
         t = d._wood(k)
         torch.manual_seed(7)
-        z = torch.distributions.Beta(torch.tensor(1.5, dtype=F64), torch.tensor(1.5, dtype=F64)).sample(
-            torch.Size([VMF_WOOD_PROPOSALS, 3]))
+        z = _symmetric_beta(3.0, torch.Size([VMF_WOOD_PROPOSALS, 3]), k)
         b = 3 / (4 + math.sqrt(16 + 9))
         torch.testing.assert_close(t, 2 * b * z[pick] / (1 - (1 - b) * z[pick]), rtol=1e-15, atol=0)
 
