@@ -61,10 +61,6 @@ SCHEDULE: dict[str, dict[str, tuple[int, int]]] = {
 #: (sphere-spline on volcano, seed 0, full batch: 2e-3 peaked at step 200 (val -0.95) and got worse, 5e-3 never
 #: improved on the uniform start, 1e-3 reached val -3.10 at step 600, still improving)
 LR = {"sphere-spline": 1e-3, "rfm": 5e-3}
-#: sphere-spline's coupling layers per dataset, unless ``--layers`` is given: volcano, seed 0, 800 full-batch steps:
-#: 16 layers reached validation -4.31 against -3.75 with 8 (12 layers of width 256 diverged at 1e-3: best at step 50);
-#: the other catalogues were scheduled with 8
-SPLINE_LAYERS = {"volcano": 16, "earthquake": 8, "flood": 8, "fire": 8}
 EVAL_EVERY = {"sphere-spline": 50, "rfm": 500}
 #: per model: the dtype of parameters and events. sphere-spline trains in float64: its cylindrical chart resolves
 #: heights near a layer's poles to float32's 6e-8 (an angle of 3.5e-4 rad), and a sharp fit (volcano, 8 harmonics,
@@ -111,8 +107,7 @@ class EarthConfig:
                         type=int)
     batch: int = option(-1, "events per step (0: full batch; -1: per model and dataset, SCHEDULE)", type=int)
     lr: float = option(0.0, "Adam learning rate, cosine-annealed to 0 (0: per model, LR)", type=float)
-    layers: int = option(0, "sphere-spline coupling layers (0: per dataset, SPLINE_LAYERS: 16 on volcano, 8 "
-                         "elsewhere)", type=int)
+    layers: int = option(8, "sphere-spline coupling layers", type=int)
     bins: int = option(16, "sphere-spline bins per spline", type=int)
     hidden: int = option(128, "width of the sphere-spline conditioners", type=int)
     harmonics: int = option(8, "sphere-spline conditioners see the harmonics 1..H of each coordinate (cos kφ, sin kφ; "
@@ -136,9 +131,7 @@ class EarthConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
-        if self.layers < 0:
-            raise ValueError(f"--layers must be positive (or 0: per dataset), got {self.layers}")
-        for name in ("seeds", "bins", "hidden", "harmonics"):
+        for name in ("seeds", "layers", "bins", "hidden", "harmonics"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("steps", "batch", "patience", "eval_every"):
@@ -148,12 +141,11 @@ class EarthConfig:
             raise ValueError(f"--lr must be positive (or 0: per model), got {self.lr}")
 
 
-def make_model(name: str, M: Sphere, args: EarthConfig, dataset: str) -> flows.Flow:
-    """The flow ``name`` on ``M`` from the uniform distribution (``forward`` = base -> data), sized for ``dataset``
-    (sphere-spline's layers: ``--layers``, else :data:`SPLINE_LAYERS`)."""
+def make_model(name: str, M: Sphere, args: EarthConfig) -> flows.Flow:
+    """The flow ``name`` on ``M`` from the uniform distribution (``forward`` = base -> data)."""
     if name == "sphere-spline":
-        f = flows.build("sphere-spline", M, 2, layers=args.layers or SPLINE_LAYERS[dataset], bins=args.bins,
-                        hidden=args.hidden, harmonics=args.harmonics)
+        f = flows.build("sphere-spline", M, 2, layers=args.layers, bins=args.bins, hidden=args.hidden,
+                        harmonics=args.harmonics)
     elif name == "rfm":
         f = flows.build("rfm", M, 2, hidden=RFM_HIDDEN, layers=RFM_LAYERS, rtol=RFM_TOL, atol=RFM_TOL)
     else:
@@ -184,7 +176,7 @@ def train(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: Earth
     model."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1)
-    q = make_model(model, M, args, dataset).to(DTYPE[model])
+    q = make_model(model, M, args).to(DTYPE[model])
     train_x, val_x, test_x = (t.to(DTYPE[model]) for t in (split.train, split.val, split.test))
     steps, batch, lr, eval_every = schedule(model, dataset, args)
     batch = len(train_x) if batch == 0 or batch > len(train_x) else batch
@@ -322,7 +314,7 @@ def _check_models(models: list[str], M: Sphere, args: EarthConfig) -> None:
     """Refuse, before any training, a model whose log-likelihood cannot be computed on S²."""
     for m in models:
         try:
-            make_model(m, M, args, ds.EARTH_DATASETS[0]).log_prob(M.uniform().sample((2,)))
+            make_model(m, M, args).log_prob(M.uniform().sample((2,)))
         except NotImplementedError as err:
             raise ValueError(f"model {m} cannot score on S² here ({str(err).split(';')[0]}); leave it out of "
                              f"--models") from None

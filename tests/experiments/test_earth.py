@@ -200,15 +200,3 @@ def test_merge_combines_runs_of_separate_processes_and_refuses_overlaps(tmp_path
         err = capsys.readouterr().err
         assert match in err and err.count("\n") == 1
     assert not (tmp_path / "bad" / "earth.json").exists()
-
-
-def test_sphere_spline_depth_is_per_dataset_unless_given():
-    # volcano's sharp sites get 16 coupling layers, the other catalogues 8 (SPLINE_LAYERS); --layers overrides both
-    def params(args, dataset):
-        return sum(p.numel() for p in earth.make_model("sphere-spline", Sphere(2), args, dataset).transform.parameters())
-
-    default, given = earth.EarthConfig(no_progress=True), earth.EarthConfig(layers=4, no_progress=True)
-    assert params(default, "volcano") == 2 * params(default, "fire") == 2 * params(default, "earthquake")
-    assert params(given, "volcano") == params(given, "fire") == params(default, "fire") // 2
-    with pytest.raises(ValueError, match="--layers must be positive"):
-        earth.EarthConfig(layers=-1)
