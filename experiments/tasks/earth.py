@@ -52,7 +52,10 @@ MODELS = ("sphere-spline", "rfm")
 #: 512 (still improving: 5000 here); 32 bins with 16 harmonics over-fitted volcano (validation +0.54 at step 400, then
 #: up to +17). rfm improves steadily with steps (volcano, seed 0, batch 256: test NLL -0.57 after 3 000 steps, -1.76
 #: after 15 000 (validation -0.07, -0.74, -1.17, -1.84, -2.18 at 1k, 3k, 5k, 10k, 15k, still improving), ~0.018 s
-#: per step); 5 000 steps is what the CPU budget of five seeds on four catalogues allows
+#: per step); 5 000 steps is what the CPU budget of five seeds on four catalogues allows. Deeper or wider
+#: sphere-splines were tried on volcano (800 full-batch steps at 1e-3) and not adopted (``--layers`` stays 8): 16
+#: layers gave test -4.17 / -3.63 / -3.88 on seeds 0 / 3 / 4 (8 layers: -3.24 / -3.38 / -3.09) but seed 1 collapsed
+#: onto training sites (validation 0.33 at step 50, then up to +40); 12 layers of width 256 did the same on seed 0
 SCHEDULE: dict[str, dict[str, tuple[int, int]]] = {
     "sphere-spline": {"volcano": (800, 0), "earthquake": (2000, 512), "flood": (2500, 512), "fire": (5000, 512)},
     "rfm": {n: (5000, 256) for n in ds.EARTH_DATASETS},
@@ -60,9 +63,6 @@ SCHEDULE: dict[str, dict[str, tuple[int, int]]] = {
 #: per model: Adam's learning rate (cosine-annealed to 0) and the steps between validation NLLs, unless given
 #: (sphere-spline on volcano, seed 0, full batch: 2e-3 peaked at step 200 (val -0.95) and got worse, 5e-3 never
 #: improved on the uniform start, 1e-3 reached val -3.10 at step 600, still improving)
-#: Deeper or wider sphere-splines were tried on volcano (800 full-batch steps at 1e-3) and not adopted: 16 layers gave
-#: test -4.17 / -3.63 / -3.88 on seeds 0 / 3 / 4 (8 layers: -3.24 / -3.38 / -3.09) but seed 1 collapsed onto training
-#: sites (validation 0.33 at step 50, then up to +40); 12 layers of width 256 did the same on seed 0
 LR = {"sphere-spline": 1e-3, "rfm": 5e-3}
 EVAL_EVERY = {"sphere-spline": 50, "rfm": 500}
 #: per model: the dtype of parameters and events. sphere-spline trains in float64: its cylindrical chart resolves
