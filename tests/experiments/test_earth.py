@@ -200,3 +200,22 @@ def test_merge_combines_runs_of_separate_processes_and_refuses_overlaps(tmp_path
         err = capsys.readouterr().err
         assert match in err and err.count("\n") == 1
     assert not (tmp_path / "bad" / "earth.json").exists()
+
+
+def test_with_ema_the_kept_model_is_the_moving_average_of_the_trained_one():
+    """``--ema d``: the parameters validated, kept and scored are the moving average of the trained ones (the
+    record's validation NLL is the kept model's, and it is not the last raw iterate, which is the run without
+    ``--ema``'s: the average does not change the training); a decay outside [0, 1) is refused in one line."""
+    x = ds.latlon_to_xyz(torch.tensor([[float(a), float(b)] for a, b in
+                                       (s.split(",") for s in _events(300))], dtype=torch.float64))
+    split = ds.split_earth(x, 0)
+    kw = dict(steps=40, eval_every=40, layers=2, bins=4, hidden=16, lr=1e-2, no_progress=True)
+    raw_rec, raw = earth.train("sphere-spline", "volcano", split, 0, earth.EarthConfig(ema=0.0, **kw), Sphere(2))
+    rec, q = earth.train("sphere-spline", "volcano", split, 0, earth.EarthConfig(ema=0.9, **kw), Sphere(2))
+    assert (raw_rec["ema"], rec["ema"], raw_rec["best_step"], rec["best_step"]) == (0.0, 0.9, 40, 40)
+    assert abs(earth.nll(q, split.val) - rec["val_nll"]) < 1e-9 and rec["val_nll"] < earth.UNIFORM_NLL
+    gap = max((a - b).abs().max().item() for a, b in zip(q.transform.parameters(), raw.transform.parameters()))
+    assert gap > 1e-4
+    for bad in (1.0, -0.5, math.nan):
+        with pytest.raises(ValueError, match="--ema must be in"):
+            earth.EarthConfig(ema=bad)
