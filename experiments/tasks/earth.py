@@ -9,8 +9,8 @@ Both start from the uniform distribution on S².
 
 Protocol: Adam with a cosine schedule; every ``--eval-every`` steps the validation NLL is measured and the best
 parameters so far are kept (with ``--ema``, or the per-dataset :data:`EMA`, the parameters measured and kept are an
-exponential moving average of the trained ones); training stops early after ``--patience`` evaluations without improvement. The kept
-(best-on-validation) model is scored once on the test split; the test split is never looked at before that.
+exponential moving average of the trained ones); training stops early after ``--patience`` evaluations without
+improvement. The kept (best-on-validation) model is scored once on the test split; the test split is never looked at before that.
 Reported: test NLL in nats w.r.t. the area measure of the unit sphere (uniform: ``log 4π ≈ 2.531``), mean ± sample
 std over the seeds, beside the published rows (:data:`PUBLISHED`). Writes ``<out>/earth.json``, ``<out>/earth.md``
 and ``<out>/earth.png`` (the learned log-density of the first seed on an equirectangular latitude/longitude map,
@@ -53,20 +53,26 @@ MODELS = ("sphere-spline", "rfm")
 #: 512 (still improving: 5000 here); 32 bins with 16 harmonics over-fitted volcano (validation +0.54 at step 400, then
 #: up to +17). rfm improves steadily with steps (volcano, seed 0, batch 256: test NLL -0.57 after 3 000 steps, -1.76
 #: after 15 000 (validation -0.07, -0.74, -1.17, -1.84, -2.18 at 1k, 3k, 5k, 10k, 15k, still improving), ~0.018 s
-#: per step); 5 000 steps is what the CPU budget of five seeds on four catalogues allows. Deeper or wider
-#: sphere-splines were tried on volcano (800 full-batch steps at 1e-3) and not adopted (``--layers`` stays 8): 16
-#: layers gave test -4.17 / -3.63 / -3.88 on seeds 0 / 3 / 4 (8 layers: -3.24 / -3.38 / -3.09) but seed 1 collapsed
-#: onto training sites (validation 0.33 at step 50, then up to +40); 12 layers of width 256 did the same on seed 0.
+#: per step); 5 000 steps is what the CPU budget of five seeds on four catalogues allows. Volcano's sphere-spline is
+#: deeper (:data:`SPLINE_LAYERS`) and slower (:data:`LR`) than the others, and longer than its first 800 steps: at
+#: 800 full-batch steps of 1e-3, 16 layers gave test -4.17 / -3.63 / -3.88 on seeds 0 / 3 / 4 (8 layers: -3.24 /
+#: -3.38 / -3.09) but seed 1 collapsed onto training sites (validation 0.33 at step 50, then up to +40; 12 layers of
+#: width 256 did the same on seed 0); at 5e-4 for 1 600 steps seed 1 trained smoothly to validation -5.16 (test
+#: -4.75; 8 layers at 1e-3, 800 steps: -4.15, test -3.61), still falling at the end, so 2 400 here.
 #: Earthquake and fire later got twice the steps of the first five-seed table (2 000 -> 4 000, 5 000 -> 10 000): there
 #: the validation NLL of every one of their ten runs was still falling at the last evaluation.
 SCHEDULE: dict[str, dict[str, tuple[int, int]]] = {
-    "sphere-spline": {"volcano": (800, 0), "earthquake": (4000, 512), "flood": (2500, 512), "fire": (10000, 512)},
+    "sphere-spline": {"volcano": (2400, 0), "earthquake": (4000, 512), "flood": (2500, 512), "fire": (10000, 512)},
     "rfm": {n: (5000, 256) for n in ds.EARTH_DATASETS},
 }
-#: per model: Adam's learning rate (cosine-annealed to 0) and the steps between validation NLLs, unless given
-#: (sphere-spline on volcano, seed 0, full batch: 2e-3 peaked at step 200 (val -0.95) and got worse, 5e-3 never
-#: improved on the uniform start, 1e-3 reached val -3.10 at step 600, still improving)
-LR = {"sphere-spline": 1e-3, "rfm": 5e-3}
+#: per model and dataset: Adam's learning rate (cosine-annealed to 0), unless ``--lr`` is given (sphere-spline with
+#: 8 layers on volcano, seed 0, full batch: 2e-3 peaked at step 200 (val -0.95) and got worse, 5e-3 never improved on
+#: the uniform start, 1e-3 reached val -3.10 at step 600, still improving; with 16 layers 5e-4, above)
+LR: dict[str, dict[str, float]] = {"sphere-spline": {"volcano": 5e-4, "earthquake": 1e-3, "flood": 1e-3, "fire": 1e-3},
+                                   "rfm": {n: 5e-3 for n in ds.EARTH_DATASETS}}
+#: sphere-spline's coupling layers per dataset, unless ``--layers`` is given (volcano's 267 distinct sites, above)
+SPLINE_LAYERS = {"volcano": 16, "earthquake": 8, "flood": 8, "fire": 8}
+#: per model: the steps between validation NLLs, unless given
 EVAL_EVERY = {"sphere-spline": 50, "rfm": 500}
 #: per model and dataset: the decay of the exponential moving average of the parameters that is validated, kept
 #: and scored (0: the raw parameters); ``--ema`` overrides it. Its step ``t`` uses ``min(decay, t / (t + 9))``. It
@@ -121,8 +127,9 @@ class EarthConfig:
     steps: int = option(0, "training steps (0: per model and dataset, SCHEDULE in experiments/tasks/earth.py)",
                         type=int)
     batch: int = option(-1, "events per step (0: full batch; -1: per model and dataset, SCHEDULE)", type=int)
-    lr: float = option(0.0, "Adam learning rate, cosine-annealed to 0 (0: per model, LR)", type=float)
-    layers: int = option(8, "sphere-spline coupling layers", type=int)
+    lr: float = option(0.0, "Adam learning rate, cosine-annealed to 0 (0: per model and dataset, LR)", type=float)
+    layers: int = option(0, "sphere-spline coupling layers (0: per dataset, SPLINE_LAYERS: 16 on volcano, 8 "
+                         "elsewhere)", type=int)
     bins: int = option(16, "sphere-spline bins per spline", type=int)
     hidden: int = option(128, "width of the sphere-spline conditioners", type=int)
     harmonics: int = option(8, "sphere-spline conditioners see the harmonics 1..H of each coordinate (cos kφ, sin kφ; "
@@ -149,23 +156,26 @@ class EarthConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
-        for name in ("seeds", "layers", "bins", "hidden", "harmonics"):
+        if self.layers < 0:
+            raise ValueError(f"--layers must be positive (or 0: per dataset), got {self.layers}")
+        for name in ("seeds", "bins", "hidden", "harmonics"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("steps", "batch", "patience", "eval_every"):
             if getattr(self, name) < (-1 if name == "batch" else 0):
                 raise ValueError(f"--{name} is negative ({getattr(self, name)})")
         if not self.lr >= 0:
-            raise ValueError(f"--lr must be positive (or 0: per model), got {self.lr}")
+            raise ValueError(f"--lr must be positive (or 0: per model and dataset), got {self.lr}")
         if not (self.ema == -1 or 0 <= self.ema < 1):
             raise ValueError(f"--ema must be in [0, 1) (0: no average) or -1 (per model), got {self.ema}")
 
 
-def make_model(name: str, M: Sphere, args: EarthConfig) -> flows.Flow:
-    """The flow ``name`` on ``M`` from the uniform distribution (``forward`` = base -> data)."""
+def make_model(name: str, M: Sphere, args: EarthConfig, dataset: str) -> flows.Flow:
+    """The flow ``name`` on ``M`` from the uniform distribution (``forward`` = base -> data), sized for ``dataset``
+    (sphere-spline's layers: ``--layers``, else :data:`SPLINE_LAYERS`)."""
     if name == "sphere-spline":
-        f = flows.build("sphere-spline", M, 2, layers=args.layers, bins=args.bins, hidden=args.hidden,
-                        harmonics=args.harmonics)
+        f = flows.build("sphere-spline", M, 2, layers=args.layers or SPLINE_LAYERS[dataset], bins=args.bins,
+                        hidden=args.hidden, harmonics=args.harmonics)
     elif name == "rfm":
         f = flows.build("rfm", M, 2, hidden=RFM_HIDDEN, layers=RFM_LAYERS, rtol=RFM_TOL, atol=RFM_TOL)
     else:
@@ -185,7 +195,7 @@ def schedule(model: str, dataset: str, args: EarthConfig) -> tuple[int, int, flo
     else :data:`SCHEDULE`, :data:`LR` and :data:`EVAL_EVERY`."""
     steps, batch = SCHEDULE[model][dataset]
     steps = QUICK_STEPS if args.quick else (args.steps or steps)
-    return (steps, batch if args.batch < 0 else args.batch, args.lr or LR[model],
+    return (steps, batch if args.batch < 0 else args.batch, args.lr or LR[model][dataset],
             min(steps, args.eval_every or EVAL_EVERY[model]))
 
 
@@ -196,7 +206,7 @@ def train(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: Earth
     model."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1)
-    q = make_model(model, M, args).to(DTYPE[model])
+    q = make_model(model, M, args, dataset).to(DTYPE[model])
     train_x, val_x, test_x = (t.to(DTYPE[model]) for t in (split.train, split.val, split.test))
     steps, batch, lr, eval_every = schedule(model, dataset, args)
     batch = len(train_x) if batch == 0 or batch > len(train_x) else batch
@@ -343,7 +353,7 @@ def _check_models(models: list[str], M: Sphere, args: EarthConfig) -> None:
     """Refuse, before any training, a model whose log-likelihood cannot be computed on S²."""
     for m in models:
         try:
-            make_model(m, M, args).log_prob(M.uniform().sample((2,)))
+            make_model(m, M, args, ds.EARTH_DATASETS[0]).log_prob(M.uniform().sample((2,)))
         except NotImplementedError as err:
             raise ValueError(f"model {m} cannot score on S² here ({str(err).split(';')[0]}); leave it out of "
                              f"--models") from None

@@ -219,3 +219,19 @@ def test_with_ema_the_kept_model_is_the_moving_average_of_the_trained_one():
     for bad in (1.0, -0.5, math.nan):
         with pytest.raises(ValueError, match="--ema must be in"):
             earth.EarthConfig(ema=bad)
+
+
+def test_sphere_spline_depth_and_rate_are_per_dataset_unless_given():
+    # volcano's sharp sites get 16 coupling layers at half the rate, the other catalogues 8 (SPLINE_LAYERS, LR);
+    # --layers and --lr override both
+    def params(args, dataset):
+        return sum(p.numel() for p in earth.make_model("sphere-spline", Sphere(2), args, dataset).transform.parameters())
+
+    default, given = earth.EarthConfig(no_progress=True), earth.EarthConfig(layers=4, no_progress=True)
+    assert params(default, "volcano") == 2 * params(default, "fire") == 2 * params(default, "earthquake")
+    assert params(given, "volcano") == params(given, "fire") == params(default, "fire") // 2
+    with pytest.raises(ValueError, match="--layers must be positive"):
+        earth.EarthConfig(layers=-1)
+    lr = {d: earth.schedule("sphere-spline", d, default)[2] for d in ds.EARTH_DATASETS}
+    assert lr["volcano"] == lr["fire"] / 2 == 5e-4
+    assert {earth.schedule("sphere-spline", d, earth.EarthConfig(lr=0.01))[2] for d in ds.EARTH_DATASETS} == {0.01}
