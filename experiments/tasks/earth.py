@@ -10,7 +10,8 @@ Both start from the uniform distribution on S².
 Protocol: Adam with a cosine schedule; every ``--eval-every`` steps the validation NLL is measured and the best
 parameters so far are kept (with ``--ema``, or the per-dataset :data:`EMA`, the parameters measured and kept are an
 exponential moving average of the trained ones); training stops early after ``--patience`` evaluations without
-improvement. The kept (best-on-validation) model is scored once on the test split; the test split is never looked at before that.
+improvement. The kept (best-on-validation) model is scored once on the test split; the test split is never looked
+at before that.
 Reported: test NLL in nats w.r.t. the area measure of the unit sphere (uniform: ``log 4π ≈ 2.531``), mean ± sample
 std over the seeds, beside the published rows (:data:`PUBLISHED`). Writes ``<out>/earth.json``, ``<out>/earth.md``
 and ``<out>/earth.png`` (the learned log-density of the first seed on an equirectangular latitude/longitude map,
@@ -169,7 +170,7 @@ class EarthConfig:
         if not self.lr >= 0:
             raise ValueError(f"--lr must be positive (or 0: per model and dataset), got {self.lr}")
         if not (self.ema == -1 or 0 <= self.ema < 1):
-            raise ValueError(f"--ema must be in [0, 1) (0: no average) or -1 (per model), got {self.ema}")
+            raise ValueError(f"--ema must be in [0, 1) (0: no average) or -1 (per model and dataset), got {self.ema}")
 
 
 def make_model(name: str, M: Sphere, args: EarthConfig, dataset: str) -> flows.Flow:
