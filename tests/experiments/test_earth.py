@@ -235,3 +235,20 @@ def test_sphere_spline_depth_and_rate_are_per_dataset_unless_given():
     lr = {d: earth.schedule("sphere-spline", d, default)[2] for d in ds.EARTH_DATASETS}
     assert lr["volcano"] == lr["fire"] / 2 == 5e-4
     assert {earth.schedule("sphere-spline", d, earth.EarthConfig(lr=0.01))[2] for d in ds.EARTH_DATASETS} == {0.01}
+
+
+def test_compiled_training_is_the_eager_training_up_to_rounding(monkeypatch):
+    """``--compile``: sphere-spline's step goes through torch.compile (recorded) and trains the same model as the
+    eager step, run after run (the second seed recompiles for its new model); rfm stays eager."""
+    monkeypatch.setattr(earth, "COMPILE_BACKEND", "aot_eager")  # the graph without code generation, fast on CI
+    x = ds.latlon_to_xyz(torch.tensor([[float(a), float(b)] for a, b in
+                                       (s.split(",") for s in _events(300))], dtype=torch.float64))
+    kw = dict(steps=20, eval_every=10, layers=2, bins=4, hidden=16, lr=1e-2, ema=0.0, no_progress=True)
+    for seed in (0, 1):
+        split = ds.split_earth(x, seed)
+        eager, _ = earth.train("sphere-spline", "volcano", split, seed, earth.EarthConfig(**kw), Sphere(2))
+        comp, _ = earth.train("sphere-spline", "volcano", split, seed, earth.EarthConfig(compile=True, **kw),
+                              Sphere(2))
+        assert (eager["compiled"], comp["compiled"]) == (False, True)
+        assert comp["test_nll"] < earth.UNIFORM_NLL - 0.1
+        assert abs(comp["test_nll"] - eager["test_nll"]) < 1e-6, (seed, comp["test_nll"], eager["test_nll"])
