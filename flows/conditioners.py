@@ -112,28 +112,17 @@ class MLPConditioner(nn.Module):
         hidden: hidden width.
         layers: number of hidden layers.
         context_features: size of an optional context vector concatenated to the input (conditional flows).
-        dropout: the probability of dropping each hidden unit after its ``tanh``, in training mode only (as nflows'
-            ``dropout_probability``; a regulariser for small data). A flow with dropout is a bijection in
-            evaluation mode: call ``.eval()`` before sampling, inverting or scoring (in training mode ``forward`` and
-            ``inverse`` draw different masks). Default 0: none.
 
     Example:
         >>> net = MLPConditioner(3, 4)
         >>> net(torch.randn(5, 3)).shape
         torch.Size([5, 4])
-        >>> net = MLPConditioner(3, 4, dropout=0.2).eval()  # deterministic in evaluation mode
-        >>> x = torch.randn(5, 3)
-        >>> torch.equal(net(x), net(x))
-        True
     """
 
     def __init__(self, in_features: int, out_features: int, hidden: int = DEFAULT_HIDDEN,
-                 layers: int = DEFAULT_HIDDEN_LAYERS, context_features: int = 0, dropout: float = 0.0) -> None:
+                 layers: int = DEFAULT_HIDDEN_LAYERS, context_features: int = 0) -> None:
         super().__init__()
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a probability in [0, 1); got {dropout}")
         self.context_features = context_features
-        self.dropout = float(dropout)
         sizes = [in_features + context_features] + [hidden] * layers
         mods: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:]):
@@ -149,8 +138,6 @@ class MLPConditioner(nn.Module):
         layers = self.net  # (Linear, Tanh) × hidden layers, then the output Linear
         for i in range(0, len(layers) - 1, 2):
             x = _linear_tanh(layers[i], x)
-            if self.dropout and self.training:
-                x = nn.functional.dropout(x, self.dropout, training=True)
         return layers[-1](x)
 
 
@@ -271,13 +258,10 @@ class GraphConditioner(nn.Module):
 
 
 def make_conditioner(kind: str, in_features: int, out_features: int, hidden: int = DEFAULT_HIDDEN,
-                     context_features: int = 0, dropout: float = 0.0) -> nn.Module:
-    """``"mlp"`` → :class:`MLPConditioner` (with ``dropout``); ``"gcn"`` / ``"gat"`` → :class:`GraphConditioner`."""
+                     context_features: int = 0) -> nn.Module:
+    """``"mlp"`` → :class:`MLPConditioner`; ``"gcn"`` / ``"gat"`` → :class:`GraphConditioner`."""
     if kind == "mlp":
-        return MLPConditioner(in_features, out_features, hidden, context_features=context_features, dropout=dropout)
-    if dropout:
-        raise ValueError(f"dropout is a setting of the 'mlp' conditioner; the {kind!r} conditioner has none "
-                         "(leave dropout at 0)")
+        return MLPConditioner(in_features, out_features, hidden, context_features=context_features)
     if kind in ("gcn", "gat"):
         return GraphConditioner(in_features, out_features, hidden, kind=kind)
     raise ValueError(f"unknown conditioner {kind!r}; choose 'mlp', 'gcn' or 'gat'")

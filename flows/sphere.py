@@ -142,8 +142,6 @@ class SphereSplineCoupling(Transform):
             ``z``. More harmonics resolve narrower features with the same network.
         rotation: the rotation vector of ``R`` (:func:`rotation_matrix`), a buffer saved with the state dict; zero
             (``R = I``) by default.
-        dropout: of the conditioner's hidden units in training mode (:class:`~flows.conditioners.MLPConditioner`;
-            the layer is a bijection in evaluation mode). Default 0.
 
     Example:
         >>> from manifolds import Sphere
@@ -156,7 +154,7 @@ class SphereSplineCoupling(Transform):
 
     def __init__(self, manifold: ManifoldOps, parity: int = 0, conditioner: str = "mlp",
                  hidden: int = DEFAULT_HIDDEN, context_features: int = 0, bins: int = SPLINE_BINS,
-                 rotation: Optional[Tensor] = None, harmonics: int = 1, dropout: float = 0.0) -> None:
+                 rotation: Optional[Tensor] = None, harmonics: int = 1) -> None:
         require(on_sphere, manifold, type(self).__name__, "On Tⁿ use 'circular-spline' or 'mobius'")
         super().__init__(manifold)
         if parity not in (0, 1):
@@ -167,7 +165,7 @@ class SphereSplineCoupling(Transform):
         free, conditioned = (self.height, self.angle) if parity == 0 else (self.angle, self.height)
         self.free = nn.Parameter(torch.randn(free.n_params) * OUTPUT_INIT_SCALE)
         net = make_conditioner(conditioner, harmonics if parity == 0 else 2 * harmonics, conditioned.n_params, hidden,
-                               context_features, dropout=dropout)
+                               context_features)
         self.net = HeightConditioner(net, harmonics) if parity == 0 else AngleConditioner(net, harmonics)
         if rotation is None:
             rotation = torch.zeros(3)

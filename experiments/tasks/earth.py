@@ -76,8 +76,6 @@ LR: dict[str, dict[str, float]] = {"sphere-spline": {"volcano": 5e-4, "earthquak
                                    "rfm": {n: 5e-3 for n in ds.EARTH_DATASETS}}
 #: sphere-spline's coupling layers per dataset, unless ``--layers`` is given (volcano's 267 distinct sites, above)
 SPLINE_LAYERS = {"volcano": 16, "earthquake": 8, "flood": 8, "fire": 8}
-#: sphere-spline's conditioner dropout per dataset while training, unless ``--dropout`` is given
-DROPOUT = {"volcano": 0.0, "earthquake": 0.0, "flood": 0.0, "fire": 0.0}
 #: per model: the steps between validation NLLs, unless given
 EVAL_EVERY = {"sphere-spline": 50, "rfm": 500}
 #: per model and dataset: the decay of the exponential moving average of the parameters that is validated, kept
@@ -141,9 +139,6 @@ class EarthConfig:
     layers: int = option(0, "sphere-spline coupling layers (0: per dataset, SPLINE_LAYERS: 16 on volcano, 8 "
                          "elsewhere)", type=int)
     bins: int = option(16, "sphere-spline bins per spline", type=int)
-    dropout: float = option(-1.0, "dropout of the sphere-spline conditioners' hidden units while training (scoring is "
-                            "in evaluation mode, without it; -1: per dataset, DROPOUT in experiments/tasks/earth.py)",
-                            type=float)
     hidden: int = option(128, "width of the sphere-spline conditioners", type=int)
     harmonics: int = option(8, "sphere-spline conditioners see the harmonics 1..H of each coordinate (cos kφ, sin kφ; "
                             "Chebyshev T_k(z)); 1: cos φ, sin φ or z", type=int)
@@ -182,8 +177,6 @@ class EarthConfig:
                 raise ValueError(f"--{name} is negative ({getattr(self, name)})")
         if not self.lr >= 0:
             raise ValueError(f"--lr must be positive (or 0: per model and dataset), got {self.lr}")
-        if not (self.dropout == -1 or 0 <= self.dropout < 1):
-            raise ValueError(f"--dropout must be in [0, 1) (0: none) or -1 (per dataset), got {self.dropout}")
         if not (self.ema == -1 or 0 <= self.ema < 1):
             raise ValueError(f"--ema must be in [0, 1) (0: no average) or -1 (per model and dataset), got {self.ema}")
 
@@ -193,8 +186,7 @@ def make_model(name: str, M: Sphere, args: EarthConfig, dataset: str) -> flows.F
     (sphere-spline's layers: ``--layers``, else :data:`SPLINE_LAYERS`)."""
     if name == "sphere-spline":
         f = flows.build("sphere-spline", M, 2, layers=args.layers or SPLINE_LAYERS[dataset], bins=args.bins,
-                        hidden=args.hidden, harmonics=args.harmonics,
-                        dropout=DROPOUT[dataset] if args.dropout < 0 else args.dropout)
+                        hidden=args.hidden, harmonics=args.harmonics)
     elif name == "rfm":
         f = flows.build("rfm", M, 2, hidden=RFM_HIDDEN, layers=RFM_LAYERS, rtol=RFM_TOL, atol=RFM_TOL)
     else:
@@ -203,15 +195,9 @@ def make_model(name: str, M: Sphere, args: EarthConfig, dataset: str) -> flows.F
 
 
 def nll(q: flows.Flow, x: torch.Tensor) -> float:
-    """Mean ``-log q(x)`` in nats (w.r.t. the area measure), in batches of :data:`EVAL_BATCH`, float64 sum; in
-    evaluation mode (no dropout), ``q``'s mode restored after."""
-    was_training = q.training
-    q.eval()
-    try:
-        with torch.no_grad():
-            lp = torch.cat([q.log_prob(x[i:i + EVAL_BATCH]).double() for i in range(0, len(x), EVAL_BATCH)])
-    finally:
-        q.train(was_training)
+    """Mean ``-log q(x)`` in nats (w.r.t. the area measure), in batches of :data:`EVAL_BATCH`, float64 sum."""
+    with torch.no_grad():
+        lp = torch.cat([q.log_prob(x[i:i + EVAL_BATCH]).double() for i in range(0, len(x), EVAL_BATCH)])
     return float(-lp.mean())
 
 
@@ -234,7 +220,6 @@ def train(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: Earth
     q = make_model(model, M, args, dataset).to(DTYPE[model])
     train_x, val_x, test_x = (t.to(DTYPE[model]) for t in (split.train, split.val, split.test))
     steps, batch, lr, eval_every = schedule(model, dataset, args)
-    dropout = 0.0 if model != "sphere-spline" else DROPOUT[dataset] if args.dropout < 0 else args.dropout
     batch = len(train_x) if batch == 0 or batch > len(train_x) else batch
     opt = torch.optim.Adam(q.transform.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -283,12 +268,11 @@ def train(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: Earth
             if args.patience and since >= args.patience:
                 break
     q.transform.load_state_dict(best[2])
-    q.eval()  # the kept model is scored and mapped without dropout
     t0 = time.perf_counter()
     test = nll(q, test_x)
     return {"seed": seed, "test_nll": test, "val_nll": best[0], "best_step": best[1], "steps_run": ran,
             "steps": steps, "batch": batch, "lr": lr, "train_s": train_s, "eval_s": time.perf_counter() - t0,
-            "ema": decay, "compiled": compiled, "dropout": dropout,
+            "ema": decay, "compiled": compiled,
             "params": sum(p.numel() for p in q.transform.parameters()), "stopped": stopped, "val_curve": curve}, q
 
 

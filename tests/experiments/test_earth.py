@@ -252,21 +252,3 @@ def test_compiled_training_is_the_eager_training_up_to_rounding(monkeypatch):
         assert (eager["compiled"], comp["compiled"]) == (False, True)
         assert comp["test_nll"] < earth.UNIFORM_NLL - 0.1
         assert abs(comp["test_nll"] - eager["test_nll"]) < 1e-6, (seed, comp["test_nll"], eager["test_nll"])
-
-
-def test_dropout_trains_with_it_and_scores_without_it():
-    """``--dropout p``: recorded; the kept model comes back in evaluation mode (deterministic scores, the record's
-    validation NLL); the per-dataset default is DROPOUT; a rate outside [0, 1) is refused in one line."""
-    x = ds.latlon_to_xyz(torch.tensor([[float(a), float(b)] for a, b in
-                                       (s.split(",") for s in _events(300))], dtype=torch.float64))
-    split = ds.split_earth(x, 0)
-    kw = dict(steps=20, eval_every=10, layers=2, bins=4, hidden=16, lr=1e-2, ema=0.0, no_progress=True)
-    rec, q = earth.train("sphere-spline", "volcano", split, 0, earth.EarthConfig(dropout=0.3, **kw), Sphere(2))
-    assert rec["dropout"] == 0.3 and not q.training
-    assert earth.nll(q, split.val) == earth.nll(q, split.val) and not q.training
-    assert abs(earth.nll(q, split.val) - rec["val_nll"]) < 1e-9 and rec["val_nll"] < earth.UNIFORM_NLL
-    default, _ = earth.train("sphere-spline", "flood", split, 0, earth.EarthConfig(**kw), Sphere(2))
-    assert default["dropout"] == earth.DROPOUT["flood"]
-    for bad in (1.0, -0.5, math.nan):
-        with pytest.raises(ValueError, match="--dropout must be in"):
-            earth.EarthConfig(dropout=bad)

@@ -359,26 +359,3 @@ def test_layers_refuse_other_manifolds():
         flows.CircleTransform(Euclidean(), 1, flows.CircularSplineHalf())
     with pytest.raises(ValueError, match="SphereSplineCoupling cannot act on the Torus manifold.*circular-spline"):
         flows.SphereSplineCoupling(Torus(2))
-
-
-def test_sphere_flow_with_dropout_is_a_bijection_in_evaluation_mode(fh):
-    """``dropout``: in training mode the conditioners' hidden units are dropped (two passes differ, and gradients
-    still reach every parameter); in evaluation mode the flow is the deterministic bijection it has to be: exact
-    round trip, and ``inverse``'s log-det the negative of ``forward``'s. A graph conditioner refuses it."""
-    f = _flow(fh, "sphere-spline", Sphere(2), 2, layers=4, dropout=0.5)
-    x = _sphere_points()
-    f.train()
-    a, b = f(x)[1], f(x)[1]
-    assert float((a - b).detach().abs().max()) > 1e-3
-    a.sum().backward()
-    assert all(p.grad is not None for p in f.parameters())
-    f.eval()
-    y, ladj = f(x)
-    torch.testing.assert_close(f(x)[1], ladj, atol=0, rtol=0)
-    back, ladj_inv = f.inverse(y)
-    torch.testing.assert_close(back, x, atol=ROUNDTRIP, rtol=0)
-    torch.testing.assert_close(ladj_inv, -ladj, atol=LOGDET, rtol=1e-8)  # log-dets up to ~7 nats here
-    with pytest.raises(ValueError, match="dropout must be a probability"):
-        flows.build("sphere-spline", Sphere(2), 2, dropout=1.0)
-    with pytest.raises(ValueError, match="'gcn' conditioner has none"):
-        flows.make_conditioner("gcn", 2, 3, dropout=0.1)
