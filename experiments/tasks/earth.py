@@ -67,8 +67,8 @@ MODELS = ("sphere-spline", "rfm")
 #: 0.205 s eager, 0.111 s compiled; those runs, compiled beside three other processes, took ~2 000 s a seed).
 #: Earthquake and fire later got twice the steps of the first five-seed table (2 000 -> 4 000, 5 000 -> 10 000): there
 #: the validation NLL of every one of their ten runs was still falling at the last evaluation. Earthquake then twice
-#: again (8 000, ``--compile``): validation -0.278, -0.249, -0.364, -0.193 on seeds 0-3 against -0.244, -0.252,
-#: -0.293, -0.181 at 4 000 (best steps 5 100-7 450).
+#: again (8 000, ``--compile``): validation -0.278, -0.249, -0.364, -0.193, -0.210 on seeds 0-4 against -0.244,
+#: -0.252, -0.293, -0.181, -0.144 at 4 000 (best steps 5 100-7 450).
 SCHEDULE: dict[str, dict[str, tuple[int, int]]] = {
     "sphere-spline": {"volcano": (9600, 0), "earthquake": (8000, 512), "flood": (2500, 512), "fire": (10000, 512)},
     "rfm": {n: (5000, 256) for n in ds.EARTH_DATASETS},
