@@ -41,7 +41,7 @@ from experiments.run.errors import RunError
 from experiments.run.files import atomic_write_text, check_output, read_json
 from experiments.run.options import common, option
 from experiments.run.result import mean_std
-from experiments.run.steps import compile_loss
+from experiments.run.steps import TrainStep
 from manifolds import Sphere
 
 MODELS = ("sphere-spline", "rfm")
@@ -232,23 +232,20 @@ def train(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: Earth
     raw, averaged = list(q.transform.parameters()), list(avg.transform.parameters())
     best = (nll(avg, val_x), 0, copy.deepcopy(avg.transform.state_dict()))
 
-    def loss_fn(x: torch.Tensor) -> torch.Tensor:
+    def loss_fn(x: torch.Tensor) -> torch.Tensor:  # TrainStep's 1-D terms: the loss alone
         return (flows.flow_matching_loss(q.transform, x, q.base, coupling="ot") if model == "rfm"
-                else -q.log_prob(x).mean())
+                else -q.log_prob(x).mean()).reshape(1)
 
     compiled = args.compile and model == "sphere-spline"
     if compiled:
-        torch.compiler.reset()  # each run's model is new: without this, seed after seed would hit dynamo's recompile limit
-    step_loss = compile_loss(loss_fn, COMPILE_BACKEND) if compiled else loss_fn
+        torch.compiler.reset()  # a new model each run: seed after seed would otherwise hit dynamo's recompile limit
+    step = TrainStep(opt, loss_fn, compile=compiled, backend=COMPILE_BACKEND)
     since, train_s, ran, curve, stopped = 0, 0.0, 0, [(0, best[0])], None
     bar = trange(steps, desc=f"{dataset} {model} seed {seed}", leave=False, disable=args.no_progress)
     for i in bar:
         t0 = time.perf_counter()
         x = train_x if batch == len(train_x) else train_x[torch.randint(len(train_x), (batch,), generator=g)]
-        loss = step_loss(x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        step(x)
         sched.step()
         ran = i + 1
         if decay:
