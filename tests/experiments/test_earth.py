@@ -252,3 +252,46 @@ def test_compiled_training_is_the_eager_training_up_to_rounding(monkeypatch):
         assert (eager["compiled"], comp["compiled"]) == (False, True)
         assert comp["test_nll"] < earth.UNIFORM_NLL - 0.1
         assert abs(comp["test_nll"] - eager["test_nll"]) < 1e-6, (seed, comp["test_nll"], eager["test_nll"])
+
+
+def test_restarts_keep_the_best_on_validation_and_score_their_normalised_mixture(tmp_path, capsys):
+    """``--restarts K``: K runs of one split from different initialisations (restart 0 is the run without the
+    flag); the one kept, scored and reported is the one of the lowest validation NLL, every restart's figures are
+    in the record, and the equal-weight mixture of the K kept models is a density that integrates to 1 over the
+    sphere, scored on validation and test (its NLL is that of the model itself when all K are the same model)."""
+    x = ds.latlon_to_xyz(torch.tensor([[float(a), float(b)] for a, b in
+                                       (s.split(",") for s in _events(300))], dtype=torch.float64))
+    split = ds.split_earth(x, 0)
+    kw = dict(steps=30, eval_every=10, layers=2, bins=4, hidden=16, lr=1e-2, no_progress=True)
+    single, q0 = earth.train("sphere-spline", "volcano", split, 0, earth.EarthConfig(**kw), Sphere(2))
+    rec, q = earth.train_restarts("sphere-spline", "volcano", split, 0, earth.EarthConfig(restarts=3, **kw), Sphere(2))
+    vals = [r["val_nll"] for r in rec["restarts"]]
+    assert [r["restart"] for r in rec["restarts"]] == [0, 1, 2] and len(set(vals)) == 3  # different initialisations
+    assert rec["restarts"][0]["val_nll"] == single["val_nll"] and rec["restarts"][0]["test_nll"] == single["test_nll"]
+    assert rec["val_nll"] == min(vals) and rec["restart"] == vals.index(min(vals))
+    assert abs(earth.nll(q, split.val) - rec["val_nll"]) < 1e-9
+    assert rec["train_s"] == pytest.approx(sum(r["train_s"] for r in rec["restarts"]))
+    assert rec["mixture"]["k"] == 3 and math.isfinite(rec["mixture"]["test_nll"])
+    assert abs(earth.mixture_nll([q0, q0, q0], split.test) - single["test_nll"]) < 1e-9
+    # a mixture of densities is a density: the restarts' mixture integrates to 1 (0.5° cells)
+    lat = np.deg2rad(90 - (np.arange(360) + 0.5) * 0.5)
+    cell = np.deg2rad(0.5) ** 2 * np.cos(lat)[:, None]
+    rows = [earth.density_map(m, (360, 720)) for m in (q0, q)]
+    mix = np.log(np.mean([np.exp(r) for r in rows], axis=0))
+    assert abs(float((np.exp(mix) * cell).sum()) - 1) < 2e-3
+    for pt in split.val[:3].split(1):  # at one event: -log((q0(x) + q(x)) / 2)
+        want = -math.log((math.exp(-earth.nll(q0, pt)) + math.exp(-earth.nll(q, pt))) / 2)
+        assert abs(earth.mixture_nll([q0, q], pt) - want) < 1e-9
+    with pytest.raises(ValueError, match="--restarts must be at least 1"):
+        earth.EarthConfig(restarts=0)
+    # the command: the mixture has its own row of the table, the kept restart is named on the console
+    from experiments.cli import main
+
+    _write_volcano(tmp_path / "data", ["Latitude,Longitude"] + _events(120))
+    assert main(["earth", "--quick", "--datasets", "volcano", "--models", "sphere-spline", "--seeds", "1",
+                 "--restarts", "2", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                 "--no-progress", "--layers", "2", "--bins", "4", "--hidden", "16", "--no-verify-data"]) == 0
+    run = json.loads((tmp_path / "out" / "earth.json").read_text())["datasets"][0]["runs"][0]
+    assert len(run["restarts"]) == 2 and run["mixture"]["k"] == 2
+    assert "| ours: sphere-spline, mixture of its 2 restarts |" in (tmp_path / "out" / "earth.md").read_text()
+    assert f"restart {run['restart']} of 2" in capsys.readouterr().out
