@@ -282,8 +282,8 @@ def test_restarts_keep_the_best_on_validation_and_score_their_normalised_mixture
     for pt in split.val[:3].split(1):  # at one event: -log((q0(x) + q(x)) / 2)
         want = -math.log((math.exp(-earth.nll(q0, pt)) + math.exp(-earth.nll(q, pt))) / 2)
         assert abs(earth.mixture_nll([q0, q], pt) - want) < 1e-9
-    with pytest.raises(ValueError, match="--restarts must be at least 1"):
-        earth.EarthConfig(restarts=0)
+    with pytest.raises(ValueError, match="--restarts is negative"):
+        earth.EarthConfig(restarts=-1)
     # the command: the mixture has its own row of the table, the kept restart is named on the console
     from experiments.cli import main
 
@@ -293,5 +293,28 @@ def test_restarts_keep_the_best_on_validation_and_score_their_normalised_mixture
                  "--no-progress", "--layers", "2", "--bins", "4", "--hidden", "16", "--no-verify-data"]) == 0
     run = json.loads((tmp_path / "out" / "earth.json").read_text())["datasets"][0]["runs"][0]
     assert len(run["restarts"]) == 2 and run["mixture"]["k"] == 2
-    assert "| ours: sphere-spline, mixture of its 2 restarts |" in (tmp_path / "out" / "earth.md").read_text()
+    md = (tmp_path / "out" / "earth.md").read_text()
+    assert "| ours: sphere-spline, mixture of its 2 restarts |" in md and "sphere-spline ×2 mixture − best" in md
+    assert "(2 restarts) | " in md
     assert f"restart {run['restart']} of 2" in capsys.readouterr().out
+
+
+def test_restarts_default_per_model_and_dataset(monkeypatch):
+    """Without ``--restarts`` the number of runs per split is :data:`RESTARTS` (3 for sphere-spline on flood, 1
+    elsewhere); the flag overrides it; one run has no mixture."""
+    calls = []
+
+    def fake_train(model, dataset, split, seed, args, M, restart=0):
+        calls.append((dataset, restart))
+        return {"restart": restart, "val_nll": 1.0 - restart, "test_nll": 2.0, "best_step": 1, "train_s": 1.0}, None
+
+    monkeypatch.setattr(earth, "train", fake_train)
+    monkeypatch.setattr(earth, "mixture_nll", lambda qs, x: 0.5)
+    split = ds.split_earth(ds.latlon_to_xyz(torch.zeros(20, 2, dtype=torch.float64)), 0)
+    for dataset, given, want in (("flood", 0, 3), ("fire", 0, 1), ("fire", 2, 2), ("flood", 1, 1)):
+        calls.clear()
+        rec, _ = earth.train_restarts("sphere-spline", dataset, split, 0, earth.EarthConfig(restarts=given), Sphere(2))
+        assert calls == [(dataset, r) for r in range(want)]
+        assert ("mixture" in rec) == (want > 1) and rec["restart"] == want - 1
+    assert earth.RESTARTS["sphere-spline"]["flood"] == 3
+    assert set(earth.RESTARTS["rfm"].values()) == {1}
