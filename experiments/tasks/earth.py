@@ -289,8 +289,9 @@ def train(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: Earth
     q.transform.load_state_dict(best[2])
     t0 = time.perf_counter()
     test = nll(q, test_x)
-    return {"seed": seed, "restart": restart, "test_nll": test, "val_nll": best[0], "best_step": best[1], "steps_run": ran,
-            "steps": steps, "batch": batch, "lr": lr, "train_s": train_s, "eval_s": time.perf_counter() - t0,
+    return {"seed": seed, "restart": restart, "test_nll": test, "val_nll": best[0], "best_step": best[1],
+            "steps_run": ran, "steps": steps, "batch": batch, "lr": lr, "train_s": train_s,
+            "eval_s": time.perf_counter() - t0,
             "ema": decay, "compiled": compiled,
             "params": sum(p.numel() for p in q.transform.parameters()), "stopped": stopped, "val_curve": curve}, q
 
@@ -306,10 +307,10 @@ def mixture_nll(models: list[flows.Flow], x: torch.Tensor) -> float:
 
 def train_restarts(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: EarthConfig, M: Sphere
                    ) -> tuple[dict[str, Any], flows.Flow]:
-    """``args.restarts`` (else :data:`RESTARTS`) runs of :func:`train` on one split; returns the record and model of the run with the best
-    validation NLL (chosen on validation alone), with every restart's figures under ``restarts``, the
-    seconds of all of them in ``train_s``, and (``K > 1``) the validation and test NLL of the equal-weight mixture
-    of the K kept models under ``mixture``."""
+    """``args.restarts`` (else :data:`RESTARTS`) runs of :func:`train` on one split; returns the record and model of
+    the run with the best validation NLL (chosen on validation alone), with every restart's figures under
+    ``restarts``, the seconds of all of them in ``train_s``, and (``K > 1``) the validation and test NLL of the
+    equal-weight mixture of the K kept models under ``mixture``."""
     runs = [train(model, dataset, split, seed, args, M, r) for r in range(args.restarts or RESTARTS[model][dataset])]
     if len(runs) == 1:
         return runs[0]
