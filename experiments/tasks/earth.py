@@ -217,10 +217,9 @@ def make_model(name: str, M: Sphere, args: EarthConfig, dataset: str) -> flows.F
 
 
 def nll(q: flows.Flow, x: torch.Tensor) -> float:
-    """Mean ``-log q(x)`` in nats (w.r.t. the area measure), in batches of :data:`EVAL_BATCH`, float64 sum."""
-    with torch.no_grad():
-        lp = torch.cat([q.log_prob(x[i:i + EVAL_BATCH]).double() for i in range(0, len(x), EVAL_BATCH)])
-    return float(-lp.mean())
+    """Mean ``-log q(x)`` in nats (w.r.t. the area measure), in batches of :data:`EVAL_BATCH`, float64 sum: the
+    mixture of one model (:func:`mixture_nll`)."""
+    return mixture_nll([q], x)
 
 
 def schedule(model: str, dataset: str, args: EarthConfig) -> tuple[int, int, float, int]:
@@ -298,7 +297,8 @@ def train(model: str, dataset: str, split: ds.EarthSplit, seed: int, args: Earth
 
 def mixture_nll(models: list[flows.Flow], x: torch.Tensor) -> float:
     """Mean ``-log q(x)`` of the equal-weight mixture ``q = (1/K) Σ_k q_k`` (a normalised density on S² when each
-    ``q_k`` is): ``log q = logsumexp_k log q_k - log K``, in batches of :data:`EVAL_BATCH`, float64."""
+    ``q_k`` is): ``log q = logsumexp_k log q_k - log K``, in batches of :data:`EVAL_BATCH`, float64 (for ``K = 1``
+    exactly ``-log q_1``: the logsumexp of one term is that term)."""
     with torch.no_grad():
         lp = torch.cat([torch.stack([q.log_prob(x[i:i + EVAL_BATCH]).double() for q in models]).logsumexp(0)
                         for i in range(0, len(x), EVAL_BATCH)]) - math.log(len(models))
@@ -321,9 +321,8 @@ def train_restarts(model: str, dataset: str, split: ds.EarthSplit, seed: int, ar
     rec["restarts"] = [{k: r[0][k] for k in ("restart", "val_nll", "test_nll", "best_step", "train_s")}
                        for r in runs]
     qs = [r[1] for r in runs]
-    val = split.val.to(DTYPE[model])
-    rec["mixture"] = {"k": len(qs), "val_nll": mixture_nll(qs, val),
-                      "test_nll": mixture_nll(qs, split.test.to(DTYPE[model]))}
+    rec["mixture"] = {"k": len(qs), **{f"{part}_nll": mixture_nll(qs, getattr(split, part).to(DTYPE[model]))
+                                       for part in ("val", "test")}}
     return rec, runs[best][1]
 
 
